@@ -1,0 +1,154 @@
+"""Run every benchmark in one interleaved pass and print markdown tables.
+
+Runs the GEMM ceiling (bench_gemm.py), training throughput (bench_fit.py) and
+inference (bench_predict.py) for bpcore and whichever peers are installed,
+each case in a fresh subprocess with its thread count set.  Prints
+samples/s per configuration and thread count, ratios bpcore/peer, and
+GFLOP/s as a share of the GEMM ceiling measured in the same run; writes one
+JSON line per case (with machine facts) to ``--out``.
+
+Usage::
+
+    python benchmarks/run_all.py                 # everything, ~15-25 min on 2 cores
+    python benchmarks/run_all.py --quick         # smoke run, a few minutes
+    python benchmarks/run_all.py --only C3       # one config (+ GEMM ceiling)
+    python benchmarks/run_all.py --only C1a,predict --peers bpcore,jax
+
+``--only`` takes configuration names (C1a C1b C1c C2 C3 C4) and/or the words
+``fit``, ``predict`` and ``gemm``.  The GEMM ceiling is always measured (it is
+the denominator of the GFLOP/s share) unless ``--no-gemm``.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import socket
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common as C  # noqa: E402
+import bench_fit  # noqa: E402
+import bench_gemm  # noqa: E402
+import bench_predict  # noqa: E402
+
+ALL_PEERS = ("bpcore", "torch", "jax", "sklearn", "numpy")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="fewer samples, repetitions and GEMM sizes")
+    ap.add_argument("--only", default=None,
+                    help="comma list of configs (C1a,...,C4) and/or fit,predict,gemm")
+    ap.add_argument("--peers", default=",".join(ALL_PEERS))
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--reps", type=int, default=None, help="minimum timed repetitions")
+    ap.add_argument("--no-gemm", action="store_true")
+    ap.add_argument("--out", default=None,
+                    help="JSON-lines output (default benchmarks/out/run-DATE-HOST.jsonl)")
+    a = ap.parse_args(argv)
+
+    threads = C.parse_list(a.threads, int)
+    only = set(C.parse_list(a.only)) if a.only else None
+    configs = None
+    do_fit = do_predict = True
+    do_gemm = not a.no_gemm
+    if only:
+        unknown = only - set(C.CONFIGS) - {"fit", "predict", "gemm"}
+        if unknown:
+            ap.error(f"--only: unknown {sorted(unknown)}; configs are {list(C.CONFIGS)}")
+        configs = sorted(only & set(C.CONFIGS)) or None
+        do_fit = "fit" in only or configs is not None
+        do_predict = "predict" in only
+        if not do_fit and not do_predict and "gemm" not in only:
+            do_fit = True
+
+    facts = C.machine_facts()
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = a.out or os.path.join(C.HERE, "out",
+                                f"run-{stamp}-{socket.gethostname()}.jsonl")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+
+    log_lines = []
+
+    def log(s):
+        print(s, flush=True)
+        log_lines.append(s)
+
+    log(f"# bpcore benchmarks {facts['date']}")
+    log(f"CPU: {facts['cpu_model']} ({facts['n_cpus_affinity']} CPUs usable, "
+        f"flags {' '.join(facts['cpu_flags'])}); kernel {facts['kernel']}; "
+        f"Python {facts['python']}; git {facts['git_commit']}")
+    log("versions: " + ", ".join(f"{k} {v}" for k, v in facts["versions"].items() if v))
+    if facts["env"]:
+        log(f"environment: {facts['env']} (OPENBLAS_* unset for numpy/sklearn only)")
+
+    peers, skipped = [], []
+    for p in C.parse_list(a.peers):
+        ok, why = C.peer_available(p)
+        if ok:
+            peers.append(p)
+        else:
+            skipped.append((p, why))
+    for p, why in skipped:
+        log(f"skipping peer {p}: {why}")
+    log(f"peers: {', '.join(peers)}; threads: {threads}; "
+        f"mode: {'quick' if a.quick else 'full'}; output: {out}")
+    log("")
+
+    t_start = time.perf_counter()
+    records = []
+    if do_gemm:
+        records += bench_gemm.sweep(threads, quick=a.quick, reps=a.reps, log=log,
+                                    facts=facts)
+    if do_fit:
+        records += bench_fit.sweep(peers, threads, quick=a.quick, only=configs,
+                                   reps=a.reps, log=log, facts=facts)
+    if do_predict:
+        records += bench_predict.sweep(peers, threads, quick=a.quick, reps=a.reps,
+                                       log=log, facts=facts)
+
+    with open(out, "w") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+
+    # peers that were installed but whose worker could not import / failed
+    failed = sorted({(r.get("peer"), r.get("skipped") or r.get("error"))
+                     for r in records if "skipped" in r or "error" in r},
+                    key=str)
+
+    report = [f"# bpcore benchmarks, {facts['date']}", "",
+              f"- CPU: {facts['cpu_model']}, {facts['n_cpus_affinity']} usable CPUs, "
+              f"flags: {' '.join(facts['cpu_flags'])}",
+              f"- git commit: {facts['git_commit']}; Python {facts['python']}; " +
+              ", ".join(f"{k} {v}" for k, v in facts["versions"].items() if v),
+              f"- mode: {'quick' if a.quick else 'full'}; threads {threads}; "
+              f"wall time {time.perf_counter() - t_start:.0f} s",
+              "- Absolute numbers drift 10-50% between runs on shared 2-core VMs; "
+              "ratios within this one interleaved run are what to compare.",
+              ]
+    for p, why in skipped:
+        report.append(f"- skipped {p}: {why}")
+    for p, why in failed:
+        report.append(f"- {p}: {why}")
+    report.append("")
+    ceil = bench_gemm.ceiling(records)
+    if do_gemm:
+        report += [bench_gemm.table(records, threads), ""]
+    if do_fit:
+        report += [bench_fit.table(records, threads, ceiling=ceil), ""]
+    if do_predict:
+        report += [bench_predict.table(records, threads), ""]
+    text = "\n".join(report)
+    md = os.path.splitext(out)[0] + ".md"
+    with open(md, "w") as f:
+        f.write(text + "\n")
+    print()
+    print(text)
+    print(f"\nJSON lines: {out}\nmarkdown:   {md}")
+
+
+if __name__ == "__main__":
+    main()

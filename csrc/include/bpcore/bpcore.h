@@ -1,0 +1,225 @@
+/*
+ * bpcore.h - the public C interface of bpcore's multilayer-perceptron core.
+ *
+ * Conventions: every array is row-major and C-contiguous; samples are rows.
+ * Layer k (0-based) maps out_k (m, n_k) to net_{k+1} = out_k W_k + b_k and
+ * out_{k+1} = f_{k+1}(net_{k+1}); W_k has shape (n_k, n_{k+1}).  All
+ * parameters live in one flat buffer: every W_k in layer order, then every
+ * b_k in layer order (see bp_layout).  Gradients and optimizer state share
+ * that layout.  Functions never print, exit or abort; they return bp_status.
+ * Results never depend on n_threads (no floating-point reductions across
+ * threads: each thread owns disjoint outputs and sums samples in order).
+ */
+#ifndef BPCORE_BPCORE_H
+#define BPCORE_BPCORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    BP_OK = 0,
+    BP_EARG = -1,        /* NULL pointer or invalid enum value */
+    BP_ESHAPE = -2,      /* negative or zero size where one is needed */
+    BP_ENOMEM = -3,      /* workspace too small */
+    BP_EOVERFLOW = -4,   /* a size computation overflowed int64 */
+    BP_ENONFINITE = -5,  /* the loss became NaN or infinite */
+    BP_EINTERNAL = -6
+} bp_status;
+
+/* Activation codes; BP_ACT_SOFTMAX is valid only for the output layer. */
+typedef enum {
+    BP_ACT_IDENTITY = 0,
+    BP_ACT_SIGMOID = 1,
+    BP_ACT_TANH = 2,
+    BP_ACT_RELU = 3,
+    BP_ACT_LEAKY_RELU = 4,  /* slope 0.01 */
+    BP_ACT_ELU = 5,         /* alpha 1 */
+    BP_ACT_SOFTPLUS = 6,    /* beta 1 */
+    BP_ACT_GELU = 7,        /* exact: x/2 (1 + erf(x/sqrt 2)) */
+    BP_ACT_SOFTMAX = 8,
+    BP_ACT_COUNT = 9
+} bp_act;
+
+typedef enum {
+    BP_LOSS_MSE = 0,   /* 1/2 sum_j (out_j - y_j)^2 per sample */
+    BP_LOSS_CE = 1,    /* -sum_j y_j log softmax(net)_j; softmax output */
+    BP_LOSS_BCE = 2,   /* sum_j logistic loss of net_j; sigmoid output */
+    BP_LOSS_COUNT = 3
+} bp_loss;
+
+/*
+ * A network's architecture.  sizes has n_layers = L + 1 entries n_0..n_L;
+ * acts has L entries, acts[k] being the activation of layer k + 1.
+ */
+typedef struct {
+    int64_t n_layers;
+    const int64_t *sizes;
+    const int32_t *acts;
+    int32_t loss;
+} bp_arch;
+
+typedef enum {
+    BP_OPT_SGD = 0,
+    BP_OPT_ADAM = 1,
+    BP_OPT_ADAMW = 2
+} bp_opt_kind;
+
+/*
+ * Optimizer hyperparameters and state (PyTorch's update rules).
+ * state1 is SGD's momentum buffer or Adam's first moment, state2 Adam's
+ * second moment; both n_params long, in the parameters' dtype, NULL when the
+ * rule does not need them.  t counts the updates done; each update adds 1.
+ * Weight decay applies to the first n_weights entries (the weights) only.
+ */
+typedef struct {
+    int32_t kind;
+    int32_t nesterov;
+    double lr;
+    double momentum;
+    double weight_decay;
+    double beta1;
+    double beta2;
+    double eps;
+    int64_t t;
+    void *state1;
+    void *state2;
+} bp_optim;
+
+/* A static message for a status code. Thread-safe. */
+const char *bp_status_string(int status);
+
+/*
+ * Pick the kernels once (idempotent).  Honours BPCORE_KERNEL=ref.
+ * Called by the Python extension at import.
+ */
+void bp_init(void);
+
+/* Static strings describing the build: kernel in use, OpenMP, compiler. */
+const char *bp_config_kernel(void);
+const char *bp_config_compiler(void);
+int bp_config_openmp(void);
+
+/* omp_get_max_threads() (1 without OpenMP); 1 in a forked child. */
+int bp_default_threads(void);
+
+/*
+ * Offsets of the flat parameter buffer.
+ *   w_off (L) out: offset of W_k;  b_off (L) out: offset of b_k
+ *   n_weights out: total count of weights (the prefix that decay touches)
+ *   n_params out: total count
+ * Returns BP_ESHAPE for fewer than 2 layers or a size < 1, BP_EOVERFLOW.
+ */
+bp_status bp_layout(int64_t *w_off, int64_t *b_off, int64_t *n_weights,
+                    int64_t *n_params, const int64_t *sizes,
+                    int64_t n_layers);
+
+/* Validate an architecture: sizes, activation and loss codes, pairings. */
+bp_status bp_arch_check(const bp_arch *arch);
+
+/*
+ * Bytes of workspace that bp_predict_* needs for the given thread count.
+ */
+bp_status bp_predict_workspace_size(int64_t *bytes, const bp_arch *arch,
+                                    int n_threads);
+
+/*
+ * Output activations of the network.
+ *   Y (m, n_L) out;  X (m, n_0) in;  params (n_params) in
+ *   work (bytes from bp_predict_workspace_size) scratch
+ * Uses OpenMP over blocks of rows.  Thread-safe for concurrent calls that do
+ * not share Y or work.
+ */
+bp_status bp_predict_f32(float *Y, const float *X, const float *params,
+                         const bp_arch *arch, int64_t m, void *work,
+                         int64_t work_bytes, int n_threads);
+bp_status bp_predict_f64(double *Y, const double *X, const double *params,
+                         const bp_arch *arch, int64_t m, void *work,
+                         int64_t work_bytes, int n_threads);
+
+/*
+ * Forward pass keeping every layer.
+ *   net[k], out[k] (m, n_k) out for k = 1..L (entries 0 are ignored)
+ *   X (m, n_0) in;  params in
+ */
+bp_status bp_forward_f32(float *const *net, float *const *out, const float *X,
+                         const float *params, const bp_arch *arch, int64_t m,
+                         int n_threads);
+bp_status bp_forward_f64(double *const *net, double *const *out,
+                         const double *X, const double *params,
+                         const bp_arch *arch, int64_t m, int n_threads);
+
+/*
+ * Forward and backward pass: loss, parameter gradient and deltas.
+ *   grad (n_params) out, overwritten
+ *   delta[k] (m, n_k) out for k = 1..L; delta[0] (m, n_0) out, dE/dX, or
+ *     NULL to skip the input gradient
+ *   net[k], out[k] (m, n_k) out for k = 1..L, as bp_forward
+ *   loss out: E = sum_i s_i l_i / sum_i s_i (s_i = 1 without weights)
+ *   X (m, n_0) in;  Y (m, n_L) in (class probabilities for CE)
+ *   sw (m) in or NULL; weights must be >= 0 with a positive sum
+ */
+bp_status bp_backward_f32(float *grad, float *const *delta, float *const *net,
+                          float *const *out, double *loss, const float *X,
+                          const float *Y, const float *sw,
+                          const float *params, const bp_arch *arch,
+                          int64_t m, int n_threads);
+bp_status bp_backward_f64(double *grad, double *const *delta,
+                          double *const *net, double *const *out,
+                          double *loss, const double *X, const double *Y,
+                          const double *sw, const double *params,
+                          const bp_arch *arch, int64_t m, int n_threads);
+
+/* Bytes of workspace for bp_train_* with batches of at most batch rows. */
+bp_status bp_train_workspace_size(int64_t *bytes, const bp_arch *arch,
+                                  int64_t batch);
+
+/*
+ * Run n_batches optimizer updates, in one OpenMP parallel region.
+ * Batch b (0-based, counted from first_batch) holds samples
+ * order[b * batch .. min((b + 1) * batch, m) - 1] (or those row numbers
+ * directly when order is NULL).
+ *   params (n_params) inout;  grad (n_params) scratch, holds the last
+ *     batch's gradient on return;  opt inout (state and t)
+ *   loss_sum out: sum over batches of (batch loss * batch weight)
+ *   weight_sum out: sum over batches of the batch weight (sum of s_i)
+ *   batches_done out
+ *   X (m, n_0), Y (m, n_L), sw (m) or NULL, order (m) or NULL in
+ * Stops with BP_ENONFINITE after the first batch whose loss is not finite;
+ * that batch's update is not applied.
+ */
+bp_status bp_train_f32(float *params, float *grad, bp_optim *opt,
+                       double *loss_sum, double *weight_sum,
+                       int64_t *batches_done, const float *X, const float *Y,
+                       const float *sw, const int64_t *order, int64_t m,
+                       int64_t batch, int64_t first_batch, int64_t n_batches,
+                       const bp_arch *arch, void *work, int64_t work_bytes,
+                       int n_threads);
+bp_status bp_train_f64(double *params, double *grad, bp_optim *opt,
+                       double *loss_sum, double *weight_sum,
+                       int64_t *batches_done, const double *X,
+                       const double *Y, const double *sw,
+                       const int64_t *order, int64_t m, int64_t batch,
+                       int64_t first_batch, int64_t n_batches,
+                       const bp_arch *arch, void *work, int64_t work_bytes,
+                       int n_threads);
+
+/*
+ * One optimizer update of the flat parameters from the gradient.
+ *   params (n) inout;  grad (n) in;  opt inout
+ */
+bp_status bp_optim_update_f32(float *params, const float *grad,
+                              bp_optim *opt, int64_t n, int64_t n_weights,
+                              int n_threads);
+bp_status bp_optim_update_f64(double *params, const double *grad,
+                              bp_optim *opt, int64_t n, int64_t n_weights,
+                              int n_threads);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* BPCORE_BPCORE_H */

@@ -1,0 +1,59 @@
+/*
+ * internal.h - helpers shared by the .c files of bpcore, not part of the
+ * public interface: checked size arithmetic, workspace carving, OpenMP
+ * shims and the fork flag.
+ */
+#ifndef BPCORE_INTERNAL_H
+#define BPCORE_INTERNAL_H
+
+#include <stdint.h>
+
+#include "bpcore/bpcore.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* Largest layer width we accept; keeps every product far from overflow. */
+#define BP_MAX_WIDTH (INT64_C(1) << 31)
+
+/* Rows per block in predict: small enough to keep a block's activations in
+ * L2, large enough to amortise the loop overhead. */
+#define BP_PREDICT_ROWS 64
+
+/* Batches cheaper than this many flops run on one thread: waking the other
+ * core costs more than the work.  Changes no result. */
+#define BP_PARALLEL_MIN_FLOPS 400000.0
+
+/* *r = a * b, or BP_EOVERFLOW; a and b must be >= 0. */
+bp_status mul_checked(int64_t *r, int64_t a, int64_t b);
+/* *r = a + b, or BP_EOVERFLOW; a and b must be >= 0. */
+bp_status add_checked(int64_t *r, int64_t a, int64_t b);
+
+/* Round a pointer up to a multiple of 64 bytes. */
+void *align64(void *p);
+
+/* Nonzero in a child process after fork(): OpenMP must not be used there. */
+int in_forked_child(void);
+
+/* The thread count to use: 1 when n < 1 is asked for, in a forked child, or
+ * without OpenMP. */
+int resolve_threads(int n_threads);
+
+/* Total weights of an architecture (sum n_k n_{k+1}) as a double. */
+double arch_weights(const bp_arch *arch);
+
+/* Widest layer of an architecture. */
+int64_t arch_max_width(const bp_arch *arch);
+
+static inline int
+thread_id(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+#endif /* BPCORE_INTERNAL_H */

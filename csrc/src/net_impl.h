@@ -1,0 +1,862 @@
+/*
+ * net_impl.h - the network kernels, written once for a floating type.
+ * Included by net_f32.c and net_f64.c, which define T (the element type),
+ * SFX (the name suffix, _f32 or _f64) and the libm names EXP, EXPM1, LOG,
+ * LOG1P, TANH, ERF, SQRT for that type.
+ *
+ * Functions named *_body contain orphaned OpenMP work-sharing loops: every
+ * thread of the enclosing parallel region calls them, or a single thread
+ * does when there is no region.  Each loop gives each thread disjoint
+ * outputs, and every sum over samples runs in sample order, so results do
+ * not depend on the number of threads.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define CAT_(a, b) a##b
+#define CAT(a, b) CAT_(a, b)
+#define FN(name) CAT(name, SFX)
+
+/* Rows per work-sharing block in the forward and delta passes. */
+#define ROW_BLOCK 16
+/* Rows of dW per work-sharing block (each thread owns whole blocks). */
+#define DW_BLOCK 8
+/* Entries of db per work-sharing block. */
+#define DB_BLOCK 64
+
+static inline T
+FN(sigmoid)(T x)
+{
+    if (x >= 0) {
+        return (T)1 / ((T)1 + EXP(-x));
+    }
+    T e = EXP(x);
+    return e / ((T)1 + e);
+}
+
+/* out = f(net) for one row of n values; out may alias net. */
+static void
+FN(act_row)(T *out, const T *net, int64_t n, int act)
+{
+    switch (act) {
+    case BP_ACT_IDENTITY:
+        if (out != net) {
+            memcpy(out, net, (size_t)n * sizeof(T));
+        }
+        break;
+    case BP_ACT_SIGMOID:
+        for (int64_t j = 0; j < n; j++) {
+            out[j] = FN(sigmoid)(net[j]);
+        }
+        break;
+    case BP_ACT_TANH:
+        for (int64_t j = 0; j < n; j++) {
+            out[j] = TANH(net[j]);
+        }
+        break;
+    case BP_ACT_RELU:
+        for (int64_t j = 0; j < n; j++) {
+            out[j] = net[j] > 0 ? net[j] : (T)0;
+        }
+        break;
+    case BP_ACT_LEAKY_RELU:
+        for (int64_t j = 0; j < n; j++) {
+            out[j] = net[j] > 0 ? net[j] : (T)0.01 * net[j];
+        }
+        break;
+    case BP_ACT_ELU:
+        for (int64_t j = 0; j < n; j++) {
+            out[j] = net[j] > 0 ? net[j] : EXPM1(net[j]);
+        }
+        break;
+    case BP_ACT_SOFTPLUS:
+        /* log(1 + e^x) = max(x, 0) + log1p(e^-|x|), never overflows */
+        for (int64_t j = 0; j < n; j++) {
+            T x = net[j];
+            out[j] = (x > 0 ? x : (T)0) + LOG1P(EXP(-FABS(x)));
+        }
+        break;
+    case BP_ACT_GELU:
+        for (int64_t j = 0; j < n; j++) {
+            T x = net[j];
+            out[j] = (T)0.5 * x * ((T)1 + ERF(x * (T)0.70710678118654752440));
+        }
+        break;
+    case BP_ACT_SOFTMAX: {
+        T mx = net[0];
+        double sum = 0.0;
+        for (int64_t j = 1; j < n; j++) {
+            mx = net[j] > mx ? net[j] : mx;
+        }
+        for (int64_t j = 0; j < n; j++) {
+            out[j] = EXP(net[j] - mx);
+            sum += (double)out[j];
+        }
+        T inv = (T)(1.0 / sum);
+        for (int64_t j = 0; j < n; j++) {
+            out[j] *= inv;
+        }
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+/* d *= f'(net) for one row, with out = f(net) at hand.  Not for softmax. */
+static void
+FN(act_grad_row)(T *d, const T *net, const T *out, int64_t n, int act)
+{
+    switch (act) {
+    case BP_ACT_SIGMOID:
+        for (int64_t j = 0; j < n; j++) {
+            d[j] *= out[j] * ((T)1 - out[j]);
+        }
+        break;
+    case BP_ACT_TANH:
+        for (int64_t j = 0; j < n; j++) {
+            d[j] *= (T)1 - out[j] * out[j];
+        }
+        break;
+    case BP_ACT_RELU:
+        for (int64_t j = 0; j < n; j++) {
+            d[j] = net[j] > 0 ? d[j] : (T)0;
+        }
+        break;
+    case BP_ACT_LEAKY_RELU:
+        for (int64_t j = 0; j < n; j++) {
+            d[j] = net[j] > 0 ? d[j] : (T)0.01 * d[j];
+        }
+        break;
+    case BP_ACT_ELU:
+        /* for x <= 0, f(x) = e^x - 1, so f'(x) = f(x) + 1 */
+        for (int64_t j = 0; j < n; j++) {
+            d[j] = net[j] > 0 ? d[j] : d[j] * (out[j] + (T)1);
+        }
+        break;
+    case BP_ACT_SOFTPLUS:
+        for (int64_t j = 0; j < n; j++) {
+            d[j] *= FN(sigmoid)(net[j]);
+        }
+        break;
+    case BP_ACT_GELU:
+        /* d/dx x Phi(x) = Phi(x) + x phi(x) */
+        for (int64_t j = 0; j < n; j++) {
+            T x = net[j];
+            T cdf = (T)0.5 * ((T)1 + ERF(x * (T)0.70710678118654752440));
+            T pdf = (T)0.39894228040143267794 * EXP((T)-0.5 * x * x);
+            d[j] *= cdf + x * pdf;
+        }
+        break;
+    default: /* identity */
+        break;
+    }
+}
+
+/*
+ * Loss of one sample and its output delta.
+ *   delta (n) out: dl/dnet times scale
+ *   net, out, y (n) in
+ * Returns the sample's loss l (unweighted).
+ */
+static double
+FN(loss_row)(T *delta, const T *net, const T *out, const T *y, int64_t n,
+             int act, int loss, T scale)
+{
+    double l = 0.0;
+
+    switch (loss) {
+    case BP_LOSS_CE: {
+        /* l = -sum_j y_j log softmax_j = sum_j y_j (lse - net_j);
+         * dl/dnet_j = softmax_j sum_k y_k - y_j */
+        double mx = (double)net[0], sum = 0.0, sy = 0.0, lse;
+        for (int64_t j = 1; j < n; j++) {
+            mx = (double)net[j] > mx ? (double)net[j] : mx;
+        }
+        for (int64_t j = 0; j < n; j++) {
+            sum += exp((double)net[j] - mx);
+            sy += (double)y[j];
+        }
+        lse = mx + log(sum);
+        for (int64_t j = 0; j < n; j++) {
+            if (y[j] != 0) {
+                l += (double)y[j] * (lse - (double)net[j]);
+            }
+            delta[j] = (out[j] * (T)sy - y[j]) * scale;
+        }
+        break;
+    }
+    case BP_LOSS_BCE:
+        /* l = max(z, 0) - z y + log1p(e^-|z|); dl/dz = sigmoid(z) - y */
+        for (int64_t j = 0; j < n; j++) {
+            double z = (double)net[j];
+            l += (z > 0 ? z : 0.0) - z * (double)y[j] + log1p(exp(-fabs(z)));
+            delta[j] = (out[j] - y[j]) * scale;
+        }
+        break;
+    default: /* BP_LOSS_MSE: l = 1/2 sum_j (out_j - y_j)^2 */
+        for (int64_t j = 0; j < n; j++) {
+            T g = out[j] - y[j];
+            l += 0.5 * (double)g * (double)g;
+            delta[j] = g;
+        }
+        if (act == BP_ACT_SOFTMAX) {
+            /* Jacobian of softmax: delta_j = s_j (g_j - sum_k g_k s_k) */
+            double dot = 0.0;
+            for (int64_t j = 0; j < n; j++) {
+                dot += (double)delta[j] * (double)out[j];
+            }
+            for (int64_t j = 0; j < n; j++) {
+                delta[j] = out[j] * (delta[j] - (T)dot);
+            }
+        } else {
+            FN(act_grad_row)(delta, net, out, n, act);
+        }
+        for (int64_t j = 0; j < n; j++) {
+            delta[j] *= scale;
+        }
+        break;
+    }
+    return l;
+}
+
+/*
+ * net = x W + b for a block of rows (serial).
+ *   net (rows, n_out) out;  x (rows, n_in) in
+ *   W (n_in, n_out) in;  b (n_out) in
+ * Every entry is b_j + sum_a x_a W_aj summed in order of a, whatever the
+ * blocking, so bits do not depend on how rows are split.
+ */
+static void
+FN(dense_rows)(T *restrict net, const T *restrict x, int64_t rows,
+               int64_t n_in, const T *restrict W, const T *restrict b,
+               int64_t n_out)
+{
+    int64_t i = 0;
+    for (; i + 4 <= rows; i += 4) {
+        T *n0 = net + i * n_out, *n1 = n0 + n_out;
+        T *n2 = n1 + n_out, *n3 = n2 + n_out;
+        const T *x0 = x + i * n_in, *x1 = x0 + n_in;
+        const T *x2 = x1 + n_in, *x3 = x2 + n_in;
+        for (int64_t j = 0; j < n_out; j++) {
+            n0[j] = b[j];
+            n1[j] = b[j];
+            n2[j] = b[j];
+            n3[j] = b[j];
+        }
+        for (int64_t a = 0; a < n_in; a++) {
+            const T *w_a = W + a * n_out;
+            T v0 = x0[a], v1 = x1[a], v2 = x2[a], v3 = x3[a];
+            for (int64_t j = 0; j < n_out; j++) {
+                n0[j] += v0 * w_a[j];
+                n1[j] += v1 * w_a[j];
+                n2[j] += v2 * w_a[j];
+                n3[j] += v3 * w_a[j];
+            }
+        }
+    }
+    for (; i < rows; i++) {
+        T *n_i = net + i * n_out;
+        const T *x_i = x + i * n_in;
+        for (int64_t j = 0; j < n_out; j++) {
+            n_i[j] = b[j];
+        }
+        for (int64_t a = 0; a < n_in; a++) {
+            const T *w_a = W + a * n_out;
+            T v = x_i[a];
+            for (int64_t j = 0; j < n_out; j++) {
+                n_i[j] += v * w_a[j];
+            }
+        }
+    }
+}
+
+/* Dot product in a fixed order (eight interleaved partial sums). */
+static inline T
+FN(dot)(const T *restrict u, const T *restrict v, int64_t n)
+{
+    T s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        for (int r = 0; r < 8; r++) {
+            s[r] += u[j + r] * v[j + r];
+        }
+    }
+    for (int r = 0; j < n; j++, r++) {
+        s[r] += u[j] * v[j];
+    }
+    return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+}
+
+/*
+ * Forward pass through every layer, keeping net and out.
+ *   net[k], out[k] (m, n_k) out, k = 1..L;  X (m, n_0) in
+ */
+static void
+FN(forward_body)(T *const *net, T *const *out, const T *X, const T *params,
+                 const bp_arch *arch, const int64_t *w_off,
+                 const int64_t *b_off, int64_t m)
+{
+    int64_t L = arch->n_layers - 1;
+    int64_t n_blocks = (m + ROW_BLOCK - 1) / ROW_BLOCK;
+
+    for (int64_t k = 0; k < L; k++) {
+        const T *x = k == 0 ? X : out[k];
+        int64_t n_in = arch->sizes[k], n_out = arch->sizes[k + 1];
+        const T *W = params + w_off[k], *b = params + b_off[k];
+        int act = arch->acts[k];
+#pragma omp for schedule(static)
+        for (int64_t blk = 0; blk < n_blocks; blk++) {
+            int64_t r0 = blk * ROW_BLOCK;
+            int64_t rows = m - r0 < ROW_BLOCK ? m - r0 : ROW_BLOCK;
+            FN(dense_rows)(net[k + 1] + r0 * n_out, x + r0 * n_in, rows, n_in,
+                           W, b, n_out);
+            for (int64_t i = r0; i < r0 + rows; i++) {
+                FN(act_row)(out[k + 1] + i * n_out, net[k + 1] + i * n_out,
+                            n_out, act);
+            }
+        }
+    }
+}
+
+/* Sum of the sample weights in sample order (m without weights). */
+static double
+FN(weight_sum)(const T *sw, int64_t m)
+{
+    double s = 0.0;
+    if (sw == NULL) {
+        return (double)m;
+    }
+    for (int64_t i = 0; i < m; i++) {
+        s += (double)sw[i];
+    }
+    return s;
+}
+
+/*
+ * Forward and backward pass (see bp_backward_*).  lbuf (m) is scratch for
+ * the weighted per-sample losses.  Returns the loss on every thread and the
+ * weight sum through *wsum.  Ends with a barrier.
+ */
+static double
+FN(backward_body)(T *grad, T *const *delta, T *const *net, T *const *out,
+                  double *lbuf, double *wsum, const T *X, const T *Y,
+                  const T *sw, const T *params, const bp_arch *arch,
+                  const int64_t *w_off, const int64_t *b_off, int64_t m)
+{
+    int64_t L = arch->n_layers - 1;
+    int64_t n_L = arch->sizes[L];
+    int64_t n_blocks = (m + ROW_BLOCK - 1) / ROW_BLOCK;
+    double S, loss = 0.0;
+
+    FN(forward_body)(net, out, X, params, arch, w_off, b_off, m);
+
+    /* Every thread computes the same S, in the same order. */
+    S = FN(weight_sum)(sw, m);
+    *wsum = S;
+
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < m; i++) {
+        T s_i = sw != NULL ? sw[i] : (T)1;
+        double l = FN(loss_row)(delta[L] + i * n_L, net[L] + i * n_L,
+                                out[L] + i * n_L, Y + i * n_L, n_L,
+                                arch->acts[L - 1], arch->loss,
+                                (T)((double)s_i / S));
+        lbuf[i] = sw != NULL ? (double)s_i * l : l;
+    }
+    for (int64_t i = 0; i < m; i++) {
+        loss += lbuf[i];
+    }
+    loss /= S;
+
+    for (int64_t k = L - 1; k >= 0; k--) {
+        int64_t n_in = arch->sizes[k], n_out = arch->sizes[k + 1];
+        const T *x = k == 0 ? X : out[k];
+        const T *d = delta[k + 1];
+        const T *W = params + w_off[k];
+        T *dW = grad + w_off[k], *db = grad + b_off[k];
+        int64_t n_dw = (n_in + DW_BLOCK - 1) / DW_BLOCK;
+        int64_t n_db = (n_out + DB_BLOCK - 1) / DB_BLOCK;
+
+        /* dW = x^T d: each thread owns whole blocks of rows of dW and sums
+         * over samples in order. */
+#pragma omp for schedule(static) nowait
+        for (int64_t blk = 0; blk < n_dw; blk++) {
+            int64_t a0 = blk * DW_BLOCK;
+            int64_t a1 = a0 + DW_BLOCK < n_in ? a0 + DW_BLOCK : n_in;
+            memset(dW + a0 * n_out, 0, (size_t)((a1 - a0) * n_out) * sizeof(T));
+            for (int64_t i = 0; i < m; i++) {
+                const T *x_i = x + i * n_in, *d_i = d + i * n_out;
+                for (int64_t a = a0; a < a1; a++) {
+                    T v = x_i[a];
+                    T *dw_a = dW + a * n_out;
+                    for (int64_t j = 0; j < n_out; j++) {
+                        dw_a[j] += v * d_i[j];
+                    }
+                }
+            }
+        }
+        /* db = sum over samples of d, accumulated in double */
+#pragma omp for schedule(static) nowait
+        for (int64_t blk = 0; blk < n_db; blk++) {
+            double acc[DB_BLOCK];
+            int64_t j0 = blk * DB_BLOCK;
+            int64_t nj = n_out - j0 < DB_BLOCK ? n_out - j0 : DB_BLOCK;
+            for (int64_t j = 0; j < nj; j++) {
+                acc[j] = 0.0;
+            }
+            for (int64_t i = 0; i < m; i++) {
+                const T *d_i = d + i * n_out + j0;
+                for (int64_t j = 0; j < nj; j++) {
+                    acc[j] += (double)d_i[j];
+                }
+            }
+            for (int64_t j = 0; j < nj; j++) {
+                db[j0 + j] = (T)acc[j];
+            }
+        }
+        /* delta_k = f'(net_k) * (d W^T); at k = 0, dE/dX when asked for */
+        if (k > 0 || delta[0] != NULL) {
+            T *dp = delta[k];
+#pragma omp for schedule(static)
+            for (int64_t blk = 0; blk < n_blocks; blk++) {
+                int64_t r0 = blk * ROW_BLOCK;
+                int64_t r1 = r0 + ROW_BLOCK < m ? r0 + ROW_BLOCK : m;
+                for (int64_t i = r0; i < r1; i++) {
+                    T *dp_i = dp + i * n_in;
+                    const T *d_i = d + i * n_out;
+                    for (int64_t a = 0; a < n_in; a++) {
+                        dp_i[a] = FN(dot)(d_i, W + a * n_out, n_out);
+                    }
+                    if (k > 0) {
+                        FN(act_grad_row)(dp_i, net[k] + i * n_in,
+                                         out[k] + i * n_in, n_in,
+                                         arch->acts[k - 1]);
+                    }
+                }
+            }
+        }
+    }
+#pragma omp barrier
+    return loss;
+}
+
+/*
+ * One optimizer update over the flat buffers (work-shared over entries).
+ * t is the update's number, counted from 1.  Ends with a barrier.
+ */
+static void
+FN(update_body)(T *params, const T *grad, const bp_optim *opt, int64_t t,
+                int64_t n, int64_t n_weights)
+{
+    T lr = (T)opt->lr, wd = (T)opt->weight_decay;
+    T *s1 = (T *)opt->state1, *s2 = (T *)opt->state2;
+
+    if (opt->kind == BP_OPT_SGD) {
+        T mu = (T)opt->momentum;
+        int nesterov = opt->nesterov;
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < n; i++) {
+            T g = grad[i];
+            if (i < n_weights && wd != 0) {
+                g += wd * params[i];
+            }
+            if (s1 != NULL) {
+                /* v = mu v + g (v starts at 0, so the first v is g) */
+                T v = mu * s1[i] + g;
+                s1[i] = v;
+                g = nesterov ? g + mu * v : v;
+            }
+            params[i] -= lr * g;
+        }
+    } else {
+        double b1 = opt->beta1, b2 = opt->beta2;
+        T omb1 = (T)(1.0 - b1), tb2 = (T)b2, omb2 = (T)(1.0 - b2);
+        T step = (T)(opt->lr / (1.0 - pow(b1, (double)t)));
+        T bc2_sqrt = (T)sqrt(1.0 - pow(b2, (double)t));
+        T eps = (T)opt->eps;
+        int decoupled = opt->kind == BP_OPT_ADAMW;
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < n; i++) {
+            T g = grad[i];
+            T p = params[i];
+            if (i < n_weights && wd != 0) {
+                if (decoupled) {
+                    p *= (T)1 - lr * wd;
+                } else {
+                    g += wd * p;
+                }
+            }
+            s1[i] += omb1 * (g - s1[i]);
+            s2[i] = tb2 * s2[i] + omb2 * g * g;
+            params[i] = p - step * (s1[i] / (SQRT(s2[i]) / bc2_sqrt + eps));
+        }
+    }
+}
+
+static bp_status
+FN(check_optim)(const bp_optim *opt)
+{
+    if (opt == NULL) {
+        return BP_EARG;
+    }
+    switch (opt->kind) {
+    case BP_OPT_SGD:
+        return BP_OK;
+    case BP_OPT_ADAM:
+    case BP_OPT_ADAMW:
+        return opt->state1 != NULL && opt->state2 != NULL ? BP_OK : BP_EARG;
+    default:
+        return BP_EARG;
+    }
+}
+
+/* Layout offsets for an architecture, checked.  w_off, b_off hold L. */
+static bp_status
+FN(prepare)(int64_t *w_off, int64_t *b_off, int64_t *n_weights,
+            int64_t *n_params, const bp_arch *arch)
+{
+    bp_status s = bp_arch_check(arch);
+    if (s != BP_OK) {
+        return s;
+    }
+    return bp_layout(w_off, b_off, n_weights, n_params, arch->sizes,
+                     arch->n_layers);
+}
+
+/* Most layers an architecture may have (keeps offsets on the stack). */
+#define MAX_LAYERS 256
+
+bp_status
+CAT(bp_predict, SFX)(T *Y, const T *X, const T *params, const bp_arch *arch,
+                     int64_t m, void *work, int64_t work_bytes, int n_threads)
+{
+    int64_t w_off[MAX_LAYERS], b_off[MAX_LAYERS], n_w, n_p, need, per_thread;
+    int64_t L, n_blocks, width;
+    int nt;
+    bp_status s;
+
+    if (arch == NULL || arch->n_layers > MAX_LAYERS) {
+        return BP_EARG;
+    }
+    if ((s = FN(prepare)(w_off, b_off, &n_w, &n_p, arch)) != BP_OK) {
+        return s;
+    }
+    if (Y == NULL || X == NULL || params == NULL || work == NULL) {
+        return BP_EARG;
+    }
+    if (m < 0) {
+        return BP_ESHAPE;
+    }
+    nt = resolve_threads(n_threads);
+    if ((double)m * arch_weights(arch) * 2.0 < BP_PARALLEL_MIN_FLOPS) {
+        nt = 1;
+    }
+    if ((s = bp_predict_workspace_size(&need, arch, nt)) != BP_OK) {
+        return s;
+    }
+    if (work_bytes < need) {
+        return BP_ENOMEM;
+    }
+    L = arch->n_layers - 1;
+    width = arch_max_width(arch);
+    per_thread = (width * BP_PREDICT_ROWS * 8 + 64) * 2;
+    n_blocks = (m + BP_PREDICT_ROWS - 1) / BP_PREDICT_ROWS;
+
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        char *mine = (char *)align64(work) + (int64_t)thread_id() * per_thread;
+        T *buf[2];
+        buf[0] = (T *)mine;
+        buf[1] = (T *)align64(mine + width * BP_PREDICT_ROWS * 8);
+#pragma omp for schedule(static)
+        for (int64_t blk = 0; blk < n_blocks; blk++) {
+            int64_t r0 = blk * BP_PREDICT_ROWS;
+            int64_t rows = m - r0 < BP_PREDICT_ROWS ? m - r0 : BP_PREDICT_ROWS;
+            const T *x = X + r0 * arch->sizes[0];
+            for (int64_t k = 0; k < L; k++) {
+                int64_t n_out = arch->sizes[k + 1];
+                T *dst = k == L - 1 ? Y + r0 * n_out : buf[k & 1];
+                FN(dense_rows)(dst, x, rows, arch->sizes[k], params + w_off[k],
+                               params + b_off[k], n_out);
+                for (int64_t i = 0; i < rows; i++) {
+                    FN(act_row)(dst + i * n_out, dst + i * n_out, n_out,
+                                arch->acts[k]);
+                }
+                x = dst;
+            }
+        }
+    }
+    return BP_OK;
+}
+
+bp_status
+CAT(bp_forward, SFX)(T *const *net, T *const *out, const T *X,
+                     const T *params, const bp_arch *arch, int64_t m,
+                     int n_threads)
+{
+    int64_t w_off[MAX_LAYERS], b_off[MAX_LAYERS], n_w, n_p;
+    int nt;
+    bp_status s;
+
+    if (arch == NULL || arch->n_layers > MAX_LAYERS) {
+        return BP_EARG;
+    }
+    if ((s = FN(prepare)(w_off, b_off, &n_w, &n_p, arch)) != BP_OK) {
+        return s;
+    }
+    if (net == NULL || out == NULL || X == NULL || params == NULL) {
+        return BP_EARG;
+    }
+    for (int64_t k = 1; k < arch->n_layers; k++) {
+        if (net[k] == NULL || out[k] == NULL) {
+            return BP_EARG;
+        }
+    }
+    if (m < 0) {
+        return BP_ESHAPE;
+    }
+    nt = resolve_threads(n_threads);
+    if ((double)m * arch_weights(arch) * 2.0 < BP_PARALLEL_MIN_FLOPS) {
+        nt = 1;
+    }
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    FN(forward_body)(net, out, X, params, arch, w_off, b_off, m);
+    return BP_OK;
+}
+
+bp_status
+CAT(bp_backward, SFX)(T *grad, T *const *delta, T *const *net,
+                      T *const *out, double *loss, const T *X, const T *Y,
+                      const T *sw, const T *params, const bp_arch *arch,
+                      int64_t m, int n_threads)
+{
+    int64_t w_off[MAX_LAYERS], b_off[MAX_LAYERS], n_w, n_p;
+    double *lbuf, result = 0.0;
+    int nt;
+    bp_status s;
+
+    if (arch == NULL || arch->n_layers > MAX_LAYERS) {
+        return BP_EARG;
+    }
+    if ((s = FN(prepare)(w_off, b_off, &n_w, &n_p, arch)) != BP_OK) {
+        return s;
+    }
+    if (grad == NULL || delta == NULL || net == NULL || out == NULL ||
+            loss == NULL || X == NULL || Y == NULL || params == NULL) {
+        return BP_EARG;
+    }
+    for (int64_t k = 1; k < arch->n_layers; k++) {
+        if (net[k] == NULL || out[k] == NULL || delta[k] == NULL) {
+            return BP_EARG;
+        }
+    }
+    if (m < 1) {
+        return BP_ESHAPE;
+    }
+    if (FN(weight_sum)(sw, m) <= 0.0) {
+        return BP_EARG;
+    }
+    /* The per-sample losses are the only scratch: one double per sample. */
+    lbuf = (double *)malloc((size_t)m * sizeof(double));
+    if (lbuf == NULL) {
+        return BP_ENOMEM;
+    }
+    nt = resolve_threads(n_threads);
+    if ((double)m * arch_weights(arch) * 6.0 < BP_PARALLEL_MIN_FLOPS) {
+        nt = 1;
+    }
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        double wsum;
+        double l = FN(backward_body)(grad, delta, net, out, lbuf, &wsum, X, Y,
+                                     sw, params, arch, w_off, b_off, m);
+        if (thread_id() == 0) {
+            result = l;
+        }
+    }
+    free(lbuf);
+    *loss = result;
+    return BP_OK;
+}
+
+bp_status
+CAT(bp_optim_update, SFX)(T *params, const T *grad, bp_optim *opt, int64_t n,
+                          int64_t n_weights, int n_threads)
+{
+    int nt;
+    int64_t t;
+    bp_status s;
+
+    if (params == NULL || grad == NULL) {
+        return BP_EARG;
+    }
+    if ((s = FN(check_optim)(opt)) != BP_OK) {
+        return s;
+    }
+    if (n < 0 || n_weights < 0 || n_weights > n) {
+        return BP_ESHAPE;
+    }
+    nt = resolve_threads(n_threads);
+    if ((double)n * 8.0 < BP_PARALLEL_MIN_FLOPS) {
+        nt = 1;
+    }
+    t = opt->t + 1;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    FN(update_body)(params, grad, opt, t, n, n_weights);
+    opt->t = t;
+    return BP_OK;
+}
+
+/* Carve the training workspace (see bp_train_workspace_size). */
+typedef struct {
+    T *Xb, *Yb, *swb;
+    T *net[MAX_LAYERS], *out[MAX_LAYERS], *delta[MAX_LAYERS];
+    double *lbuf;
+} FN(train_ws);
+
+static void
+FN(carve)(FN(train_ws) *ws, const bp_arch *arch, int64_t batch, void *work)
+{
+    char *p = (char *)align64(work);
+    int64_t L = arch->n_layers - 1;
+#define TAKE(dst, type, count)                                               \
+    do {                                                                     \
+        dst = (type *)p;                                                     \
+        p = (char *)align64(p + (size_t)(count) * sizeof(type));            \
+    } while (0)
+    TAKE(ws->Xb, T, batch * arch->sizes[0]);
+    TAKE(ws->Yb, T, batch * arch->sizes[L]);
+    TAKE(ws->swb, T, batch);
+    TAKE(ws->lbuf, double, batch);
+    ws->net[0] = ws->out[0] = ws->delta[0] = NULL;
+    for (int64_t k = 1; k <= L; k++) {
+        TAKE(ws->net[k], T, batch * arch->sizes[k]);
+        TAKE(ws->out[k], T, batch * arch->sizes[k]);
+        TAKE(ws->delta[k], T, batch * arch->sizes[k]);
+    }
+#undef TAKE
+}
+
+bp_status
+CAT(bp_train, SFX)(T *params, T *grad, bp_optim *opt, double *loss_sum,
+                   double *weight_sum, int64_t *batches_done, const T *X,
+                   const T *Y, const T *sw, const int64_t *order, int64_t m,
+                   int64_t batch, int64_t first_batch, int64_t n_batches,
+                   const bp_arch *arch, void *work, int64_t work_bytes,
+                   int n_threads)
+{
+    int64_t w_off[MAX_LAYERS], b_off[MAX_LAYERS], n_w, n_p, need;
+    int64_t n_in, n_L, t0;
+    double lsum = 0.0, wsum_total = 0.0;
+    int64_t done = 0;
+    int nt, diverged = 0;
+    FN(train_ws) ws;
+    bp_status s;
+
+    if (arch == NULL || arch->n_layers > MAX_LAYERS) {
+        return BP_EARG;
+    }
+    if ((s = FN(prepare)(w_off, b_off, &n_w, &n_p, arch)) != BP_OK) {
+        return s;
+    }
+    if ((s = FN(check_optim)(opt)) != BP_OK) {
+        return s;
+    }
+    if (params == NULL || grad == NULL || loss_sum == NULL ||
+            weight_sum == NULL || batches_done == NULL || X == NULL ||
+            Y == NULL || work == NULL) {
+        return BP_EARG;
+    }
+    if (m < 1 || batch < 1 || first_batch < 0 || n_batches < 0) {
+        return BP_ESHAPE;
+    }
+    if (first_batch > (m - 1) / batch + 1 ||
+            n_batches > (m - 1) / batch + 1 - first_batch) {
+        return BP_ESHAPE;
+    }
+    if ((s = bp_train_workspace_size(&need, arch, batch)) != BP_OK) {
+        return s;
+    }
+    if (work_bytes < need) {
+        return BP_ENOMEM;
+    }
+    if (order != NULL) {
+        for (int64_t i = 0; i < m; i++) {
+            if (order[i] < 0 || order[i] >= m) {
+                return BP_EARG;
+            }
+        }
+    }
+    FN(carve)(&ws, arch, batch, work);
+    n_in = arch->sizes[0];
+    n_L = arch->sizes[arch->n_layers - 1];
+    nt = resolve_threads(n_threads);
+    if ((double)batch * arch_weights(arch) * 6.0 < BP_PARALLEL_MIN_FLOPS) {
+        nt = 1;
+    }
+    t0 = opt->t;
+
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        /* Every thread runs the same batch loop and takes the same branches:
+         * the loss and weight sums are computed identically on each. */
+        double my_lsum = 0.0, my_wsum = 0.0;
+        int64_t my_done = 0;
+        int my_diverged = 0;
+        for (int64_t b = first_batch; b < first_batch + n_batches; b++) {
+            int64_t start = b * batch;
+            int64_t mb = m - start < batch ? m - start : batch;
+            const T *Xb, *Yb, *swb;
+            double loss, wsum;
+            if (order != NULL) {
+                const int64_t *idx = order + start;
+#pragma omp for schedule(static)
+                for (int64_t r = 0; r < mb; r++) {
+                    memcpy(ws.Xb + r * n_in, X + idx[r] * n_in,
+                           (size_t)n_in * sizeof(T));
+                    memcpy(ws.Yb + r * n_L, Y + idx[r] * n_L,
+                           (size_t)n_L * sizeof(T));
+                    if (sw != NULL) {
+                        ws.swb[r] = sw[idx[r]];
+                    }
+                }
+                Xb = ws.Xb;
+                Yb = ws.Yb;
+                swb = sw != NULL ? ws.swb : NULL;
+            } else {
+                Xb = X + start * n_in;
+                Yb = Y + start * n_L;
+                swb = sw != NULL ? sw + start : NULL;
+            }
+            if (FN(weight_sum)(swb, mb) <= 0.0) {
+                /* A batch whose weights are all zero teaches nothing. */
+                continue;
+            }
+            loss = FN(backward_body)(grad, ws.delta, ws.net, ws.out, ws.lbuf,
+                                     &wsum, Xb, Yb, swb, params, arch, w_off,
+                                     b_off, mb);
+            if (!isfinite(loss)) {
+                my_diverged = 1;
+                break;
+            }
+            FN(update_body)(params, grad, opt, t0 + my_done + 1, n_p, n_w);
+            my_lsum += loss * wsum;
+            my_wsum += wsum;
+            my_done++;
+        }
+        if (thread_id() == 0) {
+            lsum = my_lsum;
+            wsum_total = my_wsum;
+            done = my_done;
+            diverged = my_diverged;
+        }
+    }
+    opt->t = t0 + done;
+    *loss_sum = lsum;
+    *weight_sum = wsum_total;
+    *batches_done = done;
+    return diverged ? BP_ENONFINITE : BP_OK;
+}

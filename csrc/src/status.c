@@ -1,0 +1,318 @@
+/*
+ * status.c - status messages, build configuration, kernel choice, thread
+ * defaults, fork detection and the parameter layout.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef _WIN32
+#include <pthread.h>
+#endif
+
+#include "internal.h"
+
+const char *
+bp_status_string(int status)
+{
+    switch (status) {
+    case BP_OK:
+        return "success";
+    case BP_EARG:
+        return "invalid argument (NULL pointer or unknown code)";
+    case BP_ESHAPE:
+        return "invalid size or shape";
+    case BP_ENOMEM:
+        return "workspace too small or out of memory";
+    case BP_EOVERFLOW:
+        return "size computation overflows";
+    case BP_ENONFINITE:
+        return "the loss is not finite (NaN or infinity)";
+    case BP_EINTERNAL:
+        return "internal error";
+    default:
+        return "unknown status code";
+    }
+}
+
+/* Written once by bp_init (under the GIL in Python, or once by a C host). */
+static int initialised = 0;
+static volatile int forked = 0;
+
+#ifndef _WIN32
+static void
+mark_forked_child(void)
+{
+    forked = 1;
+}
+#endif
+
+void
+bp_init(void)
+{
+    if (initialised) {
+        return;
+    }
+    initialised = 1;
+#ifndef _WIN32
+    pthread_atfork(NULL, NULL, mark_forked_child);
+#endif
+}
+
+int
+in_forked_child(void)
+{
+    return forked;
+}
+
+const char *
+bp_config_kernel(void)
+{
+    return "ref";
+}
+
+const char *
+bp_config_compiler(void)
+{
+#if defined(__clang__)
+    return "clang " __clang_version__;
+#elif defined(__GNUC__)
+    return "gcc " __VERSION__;
+#elif defined(_MSC_VER)
+    return "msvc";
+#else
+    return "unknown";
+#endif
+}
+
+int
+bp_config_openmp(void)
+{
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int
+bp_default_threads(void)
+{
+#ifdef _OPENMP
+    if (!forked) {
+        return omp_get_max_threads();
+    }
+#endif
+    return 1;
+}
+
+int
+resolve_threads(int n_threads)
+{
+#ifdef _OPENMP
+    if (n_threads < 1 || forked) {
+        return 1;
+    }
+    return n_threads;
+#else
+    (void)n_threads;
+    return 1;
+#endif
+}
+
+bp_status
+mul_checked(int64_t *r, int64_t a, int64_t b)
+{
+    if (a < 0 || b < 0) {
+        return BP_ESHAPE;
+    }
+    if (a != 0 && b > INT64_MAX / a) {
+        return BP_EOVERFLOW;
+    }
+    *r = a * b;
+    return BP_OK;
+}
+
+bp_status
+add_checked(int64_t *r, int64_t a, int64_t b)
+{
+    if (a < 0 || b < 0) {
+        return BP_ESHAPE;
+    }
+    if (b > INT64_MAX - a) {
+        return BP_EOVERFLOW;
+    }
+    *r = a + b;
+    return BP_OK;
+}
+
+void *
+align64(void *p)
+{
+    uintptr_t u = (uintptr_t)p;
+    return (void *)((u + 63u) & ~(uintptr_t)63u);
+}
+
+bp_status
+bp_layout(int64_t *w_off, int64_t *b_off, int64_t *n_weights,
+          int64_t *n_params, const int64_t *sizes, int64_t n_layers)
+{
+    int64_t total = 0;
+    bp_status s;
+
+    if (w_off == NULL || b_off == NULL || n_weights == NULL ||
+            n_params == NULL || sizes == NULL) {
+        return BP_EARG;
+    }
+    if (n_layers < 2) {
+        return BP_ESHAPE;
+    }
+    for (int64_t k = 0; k < n_layers; k++) {
+        if (sizes[k] < 1 || sizes[k] > BP_MAX_WIDTH) {
+            return BP_ESHAPE;
+        }
+    }
+    for (int64_t k = 0; k + 1 < n_layers; k++) {
+        int64_t nw;
+        w_off[k] = total;
+        if ((s = mul_checked(&nw, sizes[k], sizes[k + 1])) != BP_OK ||
+                (s = add_checked(&total, total, nw)) != BP_OK) {
+            return s;
+        }
+    }
+    *n_weights = total;
+    for (int64_t k = 0; k + 1 < n_layers; k++) {
+        b_off[k] = total;
+        if ((s = add_checked(&total, total, sizes[k + 1])) != BP_OK) {
+            return s;
+        }
+    }
+    *n_params = total;
+    return BP_OK;
+}
+
+bp_status
+bp_arch_check(const bp_arch *arch)
+{
+    int64_t L;
+    int32_t out_act;
+
+    if (arch == NULL || arch->sizes == NULL || arch->acts == NULL) {
+        return BP_EARG;
+    }
+    if (arch->n_layers < 2) {
+        return BP_ESHAPE;
+    }
+    L = arch->n_layers - 1;
+    for (int64_t k = 0; k <= L; k++) {
+        if (arch->sizes[k] < 1 || arch->sizes[k] > BP_MAX_WIDTH) {
+            return BP_ESHAPE;
+        }
+    }
+    for (int64_t k = 0; k < L; k++) {
+        int32_t a = arch->acts[k];
+        if (a < 0 || a >= BP_ACT_COUNT) {
+            return BP_EARG;
+        }
+        if (a == BP_ACT_SOFTMAX && k != L - 1) {
+            return BP_EARG;
+        }
+    }
+    out_act = arch->acts[L - 1];
+    switch (arch->loss) {
+    case BP_LOSS_MSE:
+        return BP_OK;
+    case BP_LOSS_CE:
+        return out_act == BP_ACT_SOFTMAX ? BP_OK : BP_EARG;
+    case BP_LOSS_BCE:
+        return out_act == BP_ACT_SIGMOID ? BP_OK : BP_EARG;
+    default:
+        return BP_EARG;
+    }
+}
+
+double
+arch_weights(const bp_arch *arch)
+{
+    double w = 0.0;
+    for (int64_t k = 0; k + 1 < arch->n_layers; k++) {
+        w += (double)arch->sizes[k] * (double)arch->sizes[k + 1];
+    }
+    return w;
+}
+
+int64_t
+arch_max_width(const bp_arch *arch)
+{
+    int64_t w = 0;
+    for (int64_t k = 0; k < arch->n_layers; k++) {
+        if (arch->sizes[k] > w) {
+            w = arch->sizes[k];
+        }
+    }
+    return w;
+}
+
+bp_status
+bp_predict_workspace_size(int64_t *bytes, const bp_arch *arch, int n_threads)
+{
+    int64_t per_thread, total;
+    bp_status s;
+
+    if (bytes == NULL) {
+        return BP_EARG;
+    }
+    if ((s = bp_arch_check(arch)) != BP_OK) {
+        return s;
+    }
+    /* Two ping-pong blocks of BP_PREDICT_ROWS x widest layer, in doubles
+     * (enough for either dtype), each rounded to 64 bytes. */
+    if ((s = mul_checked(&per_thread, arch_max_width(arch),
+                         BP_PREDICT_ROWS * 8)) != BP_OK ||
+            (s = add_checked(&per_thread, per_thread, 64)) != BP_OK ||
+            (s = mul_checked(&per_thread, per_thread, 2)) != BP_OK ||
+            (s = mul_checked(&total, per_thread,
+                             resolve_threads(n_threads))) != BP_OK ||
+            (s = add_checked(&total, total, 64)) != BP_OK) {
+        return s;
+    }
+    *bytes = total;
+    return BP_OK;
+}
+
+bp_status
+bp_train_workspace_size(int64_t *bytes, const bp_arch *arch, int64_t batch)
+{
+    int64_t total = 64, units = 0, piece;
+    bp_status s;
+
+    if (bytes == NULL) {
+        return BP_EARG;
+    }
+    if ((s = bp_arch_check(arch)) != BP_OK) {
+        return s;
+    }
+    if (batch < 1) {
+        return BP_ESHAPE;
+    }
+    /* X, Y batch copies, then net, out and delta of layers 1..L, then the
+     * sample weights and per-sample losses; 8 bytes per value and 64 bytes
+     * of alignment slack per array. */
+    for (int64_t k = 0; k < arch->n_layers; k++) {
+        int64_t copies = (k == 0 || k == arch->n_layers - 1) ? 1 : 0;
+        copies += k > 0 ? 3 : 0;
+        if ((s = mul_checked(&piece, arch->sizes[k], copies)) != BP_OK ||
+                (s = add_checked(&units, units, piece)) != BP_OK) {
+            return s;
+        }
+    }
+    if ((s = add_checked(&units, units, 2)) != BP_OK ||
+            (s = mul_checked(&piece, units, batch)) != BP_OK ||
+            (s = mul_checked(&piece, piece, 8)) != BP_OK ||
+            (s = add_checked(&total, total, piece)) != BP_OK ||
+            (s = mul_checked(&piece, arch->n_layers * 4 + 4, 64)) != BP_OK ||
+            (s = add_checked(&total, total, piece)) != BP_OK) {
+        return s;
+    }
+    *bytes = total;
+    return BP_OK;
+}

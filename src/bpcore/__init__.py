@@ -1,0 +1,34 @@
+"""bpcore: a fast, exact, reproducible multilayer-perceptron engine.
+
+The forward and backward passes, the optimizers and the whole batch loop
+run in C with OpenMP over samples; this package is the Python API around
+them.  See ``bpcore.Network`` to start.
+"""
+__version__ = "0.1.0"
+
+from bpcore._errors import DivergenceError, FormatError
+from bpcore._config import get_num_threads, set_num_threads, show_config
+from bpcore.optim import SGD, Adam, AdamW, Optimizer
+from bpcore import schedules
+from bpcore.network import (EarlyStopping, Gradients, History, Network,
+                            Trace)
+
+
+def load(path):
+    """Read a network written by :meth:`Network.save` (validated).
+
+    Raises
+    ------
+    FormatError
+        If the file is malformed, truncated or not a bpcore model.
+    """
+    from bpcore import io
+    return io.load(path)
+
+
+__all__ = [
+    "Network", "Trace", "Gradients", "History", "EarlyStopping",
+    "SGD", "Adam", "AdamW", "Optimizer", "schedules",
+    "DivergenceError", "FormatError", "load",
+    "set_num_threads", "get_num_threads", "show_config", "__version__",
+]

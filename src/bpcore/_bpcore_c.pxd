@@ -1,0 +1,93 @@
+# Declarations mirroring csrc/include/bpcore/bpcore.h, in the same order.
+from libc.stdint cimport int32_t, int64_t
+
+cdef extern from "bpcore/bpcore.h" nogil:
+    ctypedef int bp_status
+    enum:
+        BP_OK
+        BP_EARG
+        BP_ESHAPE
+        BP_ENOMEM
+        BP_EOVERFLOW
+        BP_ENONFINITE
+        BP_EINTERNAL
+
+    ctypedef struct bp_arch:
+        int64_t n_layers
+        const int64_t *sizes
+        const int32_t *acts
+        int32_t loss
+
+    ctypedef struct bp_optim:
+        int32_t kind
+        int32_t nesterov
+        double lr
+        double momentum
+        double weight_decay
+        double beta1
+        double beta2
+        double eps
+        int64_t t
+        void *state1
+        void *state2
+
+    const char *bp_status_string(int status)
+    void bp_init()
+    const char *bp_config_kernel()
+    const char *bp_config_compiler()
+    int bp_config_openmp()
+    int bp_default_threads()
+
+    bp_status bp_layout(int64_t *w_off, int64_t *b_off, int64_t *n_weights,
+                        int64_t *n_params, const int64_t *sizes,
+                        int64_t n_layers)
+    bp_status bp_arch_check(const bp_arch *arch)
+    bp_status bp_predict_workspace_size(int64_t *bytes, const bp_arch *arch,
+                                        int n_threads)
+
+    bp_status bp_predict_f32(float *Y, const float *X, const float *params,
+                             const bp_arch *arch, int64_t m, void *work,
+                             int64_t work_bytes, int n_threads)
+    bp_status bp_predict_f64(double *Y, const double *X, const double *params,
+                             const bp_arch *arch, int64_t m, void *work,
+                             int64_t work_bytes, int n_threads)
+    bp_status bp_forward_f32(float **net, float **out, const float *X,
+                             const float *params, const bp_arch *arch,
+                             int64_t m, int n_threads)
+    bp_status bp_forward_f64(double **net, double **out, const double *X,
+                             const double *params, const bp_arch *arch,
+                             int64_t m, int n_threads)
+    bp_status bp_backward_f32(float *grad, float **delta, float **net,
+                              float **out, double *loss, const float *X,
+                              const float *Y, const float *sw,
+                              const float *params, const bp_arch *arch,
+                              int64_t m, int n_threads)
+    bp_status bp_backward_f64(double *grad, double **delta, double **net,
+                              double **out, double *loss, const double *X,
+                              const double *Y, const double *sw,
+                              const double *params, const bp_arch *arch,
+                              int64_t m, int n_threads)
+    bp_status bp_train_workspace_size(int64_t *bytes, const bp_arch *arch,
+                                      int64_t batch)
+    bp_status bp_train_f32(float *params, float *grad, bp_optim *opt,
+                           double *loss_sum, double *weight_sum,
+                           int64_t *batches_done, const float *X,
+                           const float *Y, const float *sw,
+                           const int64_t *order, int64_t m, int64_t batch,
+                           int64_t first_batch, int64_t n_batches,
+                           const bp_arch *arch, void *work,
+                           int64_t work_bytes, int n_threads)
+    bp_status bp_train_f64(double *params, double *grad, bp_optim *opt,
+                           double *loss_sum, double *weight_sum,
+                           int64_t *batches_done, const double *X,
+                           const double *Y, const double *sw,
+                           const int64_t *order, int64_t m, int64_t batch,
+                           int64_t first_batch, int64_t n_batches,
+                           const bp_arch *arch, void *work,
+                           int64_t work_bytes, int n_threads)
+    bp_status bp_optim_update_f32(float *params, const float *grad,
+                                  bp_optim *opt, int64_t n, int64_t n_weights,
+                                  int n_threads)
+    bp_status bp_optim_update_f64(double *params, const double *grad,
+                                  bp_optim *opt, int64_t n, int64_t n_weights,
+                                  int n_threads)

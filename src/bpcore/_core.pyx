@@ -1,0 +1,347 @@
+# cython: language_level=3
+"""Thin glue between bpcore's Python API and its C core (csrc/).
+
+Every wrapper checks that the arrays it hands to C are C-contiguous, of the
+network's dtype and of the shapes the architecture implies (memory safety;
+user-facing validation happened in Python already), releases the GIL for
+the C call, and turns the status code into an exception in ``_check``.
+"""
+import numpy as np
+cimport numpy as cnp
+from libc.stdint cimport int32_t, int64_t
+from libc.stdlib cimport malloc, free
+
+from bpcore._bpcore_c cimport *
+from bpcore._errors import DivergenceError
+
+cnp.import_array()
+bp_init()
+
+OPT_SGD = 0
+OPT_ADAM = 1
+OPT_ADAMW = 2
+
+
+cdef int _check(bp_status status, str what) except -1:
+    """Raise the exception that matches a C status code."""
+    if status == BP_OK:
+        return 0
+    msg = f"{what}: {bp_status_string(status).decode()}"
+    if status == BP_ENOMEM:
+        raise MemoryError(msg)
+    if status == BP_ENONFINITE:
+        raise DivergenceError(msg)
+    if status in (BP_EARG, BP_ESHAPE, BP_EOVERFLOW):
+        raise ValueError(msg)
+    raise RuntimeError(f"{msg} (status {status})")
+
+
+def config():
+    """Build facts for show_config: kernel, OpenMP, compiler."""
+    return {
+        "kernel": bp_config_kernel().decode(),
+        "openmp": bool(bp_config_openmp()),
+        "compiler": bp_config_compiler().decode(),
+    }
+
+
+def default_threads():
+    """OpenMP's default thread count (1 in a forked child)."""
+    return bp_default_threads()
+
+
+def layout(sizes):
+    """Offsets of the flat parameter buffer: (w_off, b_off, n_weights, n_params)."""
+    cdef cnp.ndarray[int64_t, ndim=1] s = np.ascontiguousarray(sizes, dtype=np.int64)
+    cdef int64_t L = s.shape[0] - 1
+    if L < 1:
+        raise ValueError("layout: need at least two layer sizes")
+    cdef cnp.ndarray[int64_t, ndim=1] w_off = np.zeros(L, dtype=np.int64)
+    cdef cnp.ndarray[int64_t, ndim=1] b_off = np.zeros(L, dtype=np.int64)
+    cdef int64_t n_weights = 0, n_params = 0
+    _check(bp_layout(&w_off[0], &b_off[0], &n_weights, &n_params, &s[0], L + 1),
+           "layout")
+    return w_off, b_off, n_weights, n_params
+
+
+cdef void *_ptr(cnp.ndarray a):
+    return cnp.PyArray_DATA(a)
+
+
+cdef _need(object a, object dtype, tuple shape, str name):
+    """Check what C relies on: an ndarray of this dtype, C order and shape."""
+    if (not isinstance(a, np.ndarray) or a.dtype != dtype
+            or not a.flags.c_contiguous or a.shape != shape):
+        raise ValueError(
+            f"internal: {name} must be a C-contiguous {np.dtype(dtype).name} "
+            f"array of shape {shape}, got {type(a).__name__} "
+            f"{getattr(a, 'dtype', None)} {getattr(a, 'shape', None)}")
+
+
+cdef class Arch:
+    """A network architecture as the C core sees it (sizes, activations, loss)."""
+    cdef bp_arch arch
+    cdef readonly object sizes
+    cdef readonly object acts
+    cdef readonly object dtype
+    cdef readonly int64_t n_params
+    cdef readonly int64_t n_weights
+    cdef bint f64
+
+    def __cinit__(self, sizes, acts, int loss, dtype):
+        cdef cnp.ndarray s = np.ascontiguousarray(sizes, dtype=np.int64)
+        cdef cnp.ndarray a = np.ascontiguousarray(acts, dtype=np.int32)
+        if s.ndim != 1 or a.ndim != 1 or a.shape[0] != s.shape[0] - 1:
+            raise ValueError("internal: activations must number len(sizes) - 1")
+        self.sizes = s
+        self.acts = a
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError("internal: dtype must be float32 or float64")
+        self.f64 = self.dtype == np.float64
+        self.arch.n_layers = s.shape[0]
+        self.arch.sizes = <const int64_t *>_ptr(s)
+        self.arch.acts = <const int32_t *>_ptr(a)
+        self.arch.loss = loss
+        _check(bp_arch_check(&self.arch), "architecture")
+        _, _, self.n_weights, self.n_params = layout(s)
+
+    cdef int64_t size(self, Py_ssize_t k):
+        return (<int64_t *>_ptr(self.sizes))[k]
+
+    def predict(self, cnp.ndarray params, cnp.ndarray X, cnp.ndarray Y,
+                int n_threads):
+        """Y = network(X); Y is overwritten."""
+        cdef int64_t m = X.shape[0]
+        cdef int64_t L = self.arch.n_layers - 1
+        cdef int64_t need = 0
+        cdef bp_status st
+        _need(params, self.dtype, (self.n_params,), "params")
+        _need(X, self.dtype, (m, self.size(0)), "X")
+        _need(Y, self.dtype, (m, self.size(L)), "Y")
+        _check(bp_predict_workspace_size(&need, &self.arch, n_threads), "predict")
+        cdef cnp.ndarray work = np.empty(need, dtype=np.uint8)
+        cdef void *w = _ptr(work)
+        cdef void *pp = _ptr(params)
+        cdef void *px = _ptr(X)
+        cdef void *py = _ptr(Y)
+        with nogil:
+            if self.f64:
+                st = bp_predict_f64(<double *>py, <const double *>px,
+                                    <const double *>pp, &self.arch, m, w, need,
+                                    n_threads)
+            else:
+                st = bp_predict_f32(<float *>py, <const float *>px,
+                                    <const float *>pp, &self.arch, m, w, need,
+                                    n_threads)
+        _check(st, "predict")
+
+    cdef void **_pointers(self, list arrays, int64_t m, str name,
+                          bint allow_none_first) except NULL:
+        """C array of data pointers of per-layer arrays (entry 0 may be NULL)."""
+        cdef Py_ssize_t n = self.arch.n_layers
+        cdef void **p = <void **>malloc(n * sizeof(void *))
+        if p == NULL:
+            raise MemoryError()
+        cdef Py_ssize_t k
+        try:
+            if len(arrays) != n:
+                raise ValueError(f"internal: {name} needs {n} arrays")
+            for k in range(n):
+                if arrays[k] is None:
+                    if k == 0 and allow_none_first:
+                        p[k] = NULL
+                        continue
+                    raise ValueError(f"internal: {name}[{k}] is None")
+                _need(arrays[k], self.dtype, (m, self.size(k)), f"{name}[{k}]")
+                p[k] = _ptr(arrays[k])
+        except BaseException:
+            free(p)
+            raise
+        return p
+
+    def forward(self, cnp.ndarray params, cnp.ndarray X, list net, list out,
+                int n_threads):
+        """Fill net[k], out[k] (k >= 1) for input X."""
+        cdef int64_t m = X.shape[0]
+        cdef bp_status st
+        _need(params, self.dtype, (self.n_params,), "params")
+        _need(X, self.dtype, (m, self.size(0)), "X")
+        cdef void **pn = self._pointers(net, m, "net", True)
+        cdef void **po
+        try:
+            po = self._pointers(out, m, "out", True)
+        except BaseException:
+            free(pn)
+            raise
+        cdef void *pp = _ptr(params)
+        cdef void *px = _ptr(X)
+        with nogil:
+            if self.f64:
+                st = bp_forward_f64(<double **>pn, <double **>po,
+                                    <const double *>px, <const double *>pp,
+                                    &self.arch, m, n_threads)
+            else:
+                st = bp_forward_f32(<float **>pn, <float **>po,
+                                    <const float *>px, <const float *>pp,
+                                    &self.arch, m, n_threads)
+        free(pn)
+        free(po)
+        _check(st, "forward")
+
+    def backward(self, cnp.ndarray params, cnp.ndarray X, cnp.ndarray Y,
+                 object sw, cnp.ndarray grad, list delta, list net, list out,
+                 int n_threads):
+        """Loss, gradient (into grad) and deltas; returns the loss."""
+        cdef int64_t m = X.shape[0]
+        cdef int64_t L = self.arch.n_layers - 1
+        cdef double loss = 0.0
+        cdef bp_status st
+        cdef void *psw = NULL
+        _need(params, self.dtype, (self.n_params,), "params")
+        _need(grad, self.dtype, (self.n_params,), "grad")
+        _need(X, self.dtype, (m, self.size(0)), "X")
+        _need(Y, self.dtype, (m, self.size(L)), "Y")
+        if sw is not None:
+            _need(sw, self.dtype, (m,), "sample_weight")
+            psw = _ptr(sw)
+        cdef void **pd = self._pointers(delta, m, "delta", True)
+        cdef void **pn = NULL
+        cdef void **po = NULL
+        try:
+            pn = self._pointers(net, m, "net", True)
+            po = self._pointers(out, m, "out", True)
+        except BaseException:
+            free(pd)
+            free(pn)
+            raise
+        cdef void *pp = _ptr(params)
+        cdef void *pg = _ptr(grad)
+        cdef void *px = _ptr(X)
+        cdef void *py = _ptr(Y)
+        with nogil:
+            if self.f64:
+                st = bp_backward_f64(<double *>pg, <double **>pd, <double **>pn,
+                                     <double **>po, &loss, <const double *>px,
+                                     <const double *>py, <const double *>psw,
+                                     <const double *>pp, &self.arch, m,
+                                     n_threads)
+            else:
+                st = bp_backward_f32(<float *>pg, <float **>pd, <float **>pn,
+                                     <float **>po, &loss, <const float *>px,
+                                     <const float *>py, <const float *>psw,
+                                     <const float *>pp, &self.arch, m,
+                                     n_threads)
+        free(pd)
+        free(pn)
+        free(po)
+        _check(st, "backward")
+        return loss
+
+    def train_workspace(self, int64_t batch):
+        """A workspace buffer for train() with batches of at most batch rows."""
+        cdef int64_t need = 0
+        _check(bp_train_workspace_size(&need, &self.arch, batch), "fit")
+        return np.empty(need, dtype=np.uint8)
+
+    def train(self, cnp.ndarray params, cnp.ndarray grad, dict opt,
+              cnp.ndarray X, cnp.ndarray Y, object sw, object order,
+              int64_t batch, int64_t first_batch, int64_t n_batches,
+              cnp.ndarray work, int n_threads):
+        """Run n_batches updates in C.
+
+        opt holds kind, lr, momentum, nesterov, weight_decay, beta1, beta2,
+        eps, t, state1, state2 (arrays or None); t is updated in place.
+        Returns (loss_sum, weight_sum, batches_done, diverged).
+        """
+        cdef int64_t m = X.shape[0]
+        cdef int64_t L = self.arch.n_layers - 1
+        cdef bp_optim o
+        cdef double lsum = 0.0, wsum = 0.0
+        cdef int64_t done = 0
+        cdef bp_status st
+        cdef void *psw = NULL
+        cdef void *pord = NULL
+        _need(params, self.dtype, (self.n_params,), "params")
+        _need(grad, self.dtype, (self.n_params,), "grad")
+        _need(X, self.dtype, (m, self.size(0)), "X")
+        _need(Y, self.dtype, (m, self.size(L)), "Y")
+        if sw is not None:
+            _need(sw, self.dtype, (m,), "sample_weight")
+            psw = _ptr(sw)
+        if order is not None:
+            _need(order, np.int64, (m,), "order")
+            pord = _ptr(order)
+        if work.dtype != np.uint8 or not work.flags.c_contiguous:
+            raise ValueError("internal: bad workspace")
+        self._fill_optim(&o, opt)
+        cdef void *pp = _ptr(params)
+        cdef void *pg = _ptr(grad)
+        cdef void *px = _ptr(X)
+        cdef void *py = _ptr(Y)
+        cdef void *pw = _ptr(work)
+        cdef int64_t wbytes = work.shape[0]
+        with nogil:
+            if self.f64:
+                st = bp_train_f64(<double *>pp, <double *>pg, &o, &lsum, &wsum,
+                                  &done, <const double *>px, <const double *>py,
+                                  <const double *>psw, <const int64_t *>pord,
+                                  m, batch, first_batch, n_batches, &self.arch,
+                                  pw, wbytes, n_threads)
+            else:
+                st = bp_train_f32(<float *>pp, <float *>pg, &o, &lsum, &wsum,
+                                  &done, <const float *>px, <const float *>py,
+                                  <const float *>psw, <const int64_t *>pord,
+                                  m, batch, first_batch, n_batches, &self.arch,
+                                  pw, wbytes, n_threads)
+        opt["t"] = o.t
+        if st == BP_ENONFINITE:
+            return lsum, wsum, done, True
+        _check(st, "fit")
+        return lsum, wsum, done, False
+
+    def update(self, cnp.ndarray params, cnp.ndarray grad, dict opt,
+               int n_threads):
+        """One optimizer update of params from grad; opt['t'] is advanced."""
+        cdef bp_optim o
+        cdef bp_status st
+        _need(params, self.dtype, (self.n_params,), "params")
+        _need(grad, self.dtype, (self.n_params,), "grad")
+        self._fill_optim(&o, opt)
+        cdef void *pp = _ptr(params)
+        cdef void *pg = _ptr(grad)
+        cdef int64_t n = self.n_params
+        cdef int64_t nw = self.n_weights
+        with nogil:
+            if self.f64:
+                st = bp_optim_update_f64(<double *>pp, <const double *>pg, &o,
+                                         n, nw, n_threads)
+            else:
+                st = bp_optim_update_f32(<float *>pp, <const float *>pg, &o,
+                                         n, nw, n_threads)
+        _check(st, "step")
+        opt["t"] = o.t
+
+    cdef int _fill_optim(self, bp_optim *o, dict opt) except -1:
+        o.kind = opt["kind"]
+        o.nesterov = 1 if opt.get("nesterov", False) else 0
+        o.lr = opt["lr"]
+        o.momentum = opt.get("momentum", 0.0)
+        o.weight_decay = opt.get("weight_decay", 0.0)
+        o.beta1 = opt.get("beta1", 0.9)
+        o.beta2 = opt.get("beta2", 0.999)
+        o.eps = opt.get("eps", 1e-8)
+        o.t = opt["t"]
+        o.state1 = NULL
+        o.state2 = NULL
+        for key in ("state1", "state2"):
+            a = opt.get(key)
+            if a is not None:
+                _need(a, self.dtype, (self.n_params,), key)
+                if key == "state1":
+                    o.state1 = _ptr(a)
+                else:
+                    o.state2 = _ptr(a)
+        if o.kind != OPT_SGD and (o.state1 == NULL or o.state2 == NULL):
+            raise ValueError("internal: Adam needs both moment buffers")
+        return 0

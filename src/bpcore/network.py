@@ -1,0 +1,737 @@
+"""The Network class: construction, inference, gradients, one step, fit.
+
+Notation (API.md): layer k of the arrays is tutorial layer k + 1.
+``weights[k]`` has shape (n_k, n_{k+1}) and ``biases[k]`` (n_{k+1},); both
+are views into the flat ``params`` buffer, which holds every weight matrix
+in layer order, then every bias vector in layer order.
+"""
+import math
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bpcore import _core
+from bpcore import _validation as V
+from bpcore._config import resolve_threads
+from bpcore._errors import DivergenceError
+from bpcore.optim import SGD, get_optimizer
+
+__all__ = ["Network", "Trace", "Gradients", "History", "EarlyStopping"]
+
+_ACT_CODES = {name: i for i, name in enumerate(V.OUTPUTS)}
+_LOSS_CODES = {name: i for i, name in enumerate(V.LOSSES)}
+_RELU_FAMILY = ("relu", "leaky_relu", "elu", "gelu", "softplus")
+
+# Rows per call when evaluating large data sets: bounds the trace memory.
+_EVAL_ROWS = 8192
+
+
+@dataclass
+class Trace:
+    """Result of :meth:`Network.forward`: ``net`` and ``out`` are lists of
+    L + 1 arrays of shape (m, n_k); index 0 is the input layer (both are X)."""
+
+    net: list
+    out: list
+
+
+@dataclass
+class Gradients:
+    """Result of :meth:`Network.backward`.
+
+    Attributes
+    ----------
+    loss : float
+        The loss E on the data.
+    params : ndarray of shape (n_params,)
+        dE/dparams in the layout of ``Network.params``.
+    weights, biases : lists of views into ``params``.
+    delta : list of L + 1 arrays of shape (m, n_k)
+        dE/dnet_k; ``delta[0]`` is dE/dX.
+    """
+
+    loss: float
+    params: np.ndarray
+    weights: list
+    biases: list
+    delta: list
+
+
+@dataclass
+class History:
+    """What :meth:`Network.fit` did, one entry per epoch."""
+
+    loss: list = field(default_factory=list)
+    val_loss: list = field(default_factory=list)
+    epochs_run: int = 0
+    best_epoch: int = None
+    stopped_early: bool = False
+
+
+class EarlyStopping:
+    """Stop when the watched loss stops improving.
+
+    Watches the validation loss, or the training loss without validation
+    data.  An epoch improves when its loss is below ``best - min_delta``.
+
+    Parameters
+    ----------
+    patience : int, default=10
+        Epochs without improvement before stopping.
+    min_delta : float, default=0.0
+    restore_best : bool, default=True
+        At the end of ``fit``, put back the parameters of the best epoch.
+    """
+
+    def __init__(self, patience=10, min_delta=0.0, restore_best=True):
+        self.patience = V.check_int(patience, "patience", minimum=0)
+        self.min_delta = V.check_float(min_delta, "min_delta", low=0.0)
+        if not isinstance(restore_best, (bool, np.bool_)):
+            raise TypeError(f"restore_best must be a bool, got {restore_best!r}")
+        self.restore_best = bool(restore_best)
+
+    def __repr__(self):
+        return (f"EarlyStopping(patience={self.patience}, min_delta="
+                f"{self.min_delta}, restore_best={self.restore_best})")
+
+
+class _ViewList(list):
+    """A list of parameter views; assigning an item writes into the view."""
+
+    def __setitem__(self, k, value):
+        if isinstance(k, slice):
+            raise TypeError("assign to one layer at a time")
+        view = list.__getitem__(self, k)
+        value = np.asarray(value)
+        if value.shape != view.shape:
+            raise ValueError(f"shape {value.shape} does not match the "
+                             f"parameter's shape {view.shape}")
+        view[...] = value
+
+
+class _Guard:
+    """Readers may share a network; a writer (fit, step) needs it alone.
+    Never blocks: a conflicting call raises RuntimeError."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._readers = 0
+        self._writer = False
+
+    def read(self):
+        with self._lock:
+            if self._writer:
+                raise RuntimeError("the network is being trained (fit or "
+                                   "step running in another thread)")
+            self._readers += 1
+        return _Release(self, False)
+
+    def write(self):
+        with self._lock:
+            if self._writer or self._readers:
+                raise RuntimeError("the network is in use by another call "
+                                   "(fit/step cannot run concurrently with "
+                                   "other calls on the same network)")
+            self._writer = True
+        return _Release(self, True)
+
+
+class _Release:
+    def __init__(self, guard, writer):
+        self.guard, self.writer = guard, writer
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        with self.guard._lock:
+            if self.writer:
+                self.guard._writer = False
+            else:
+                self.guard._readers -= 1
+        return False
+
+
+class Network:
+    """A fully connected feed-forward network (multilayer perceptron).
+
+    Parameters
+    ----------
+    layers : sequence of int
+        Sizes ``n_0 .. n_L``, input first, output last (at least two).
+    activation : str or sequence of str, default="sigmoid"
+        Hidden activation: one name for all hidden layers, or L - 1 names.
+        One of identity, sigmoid, tanh, relu, leaky_relu (slope 0.01), elu
+        (alpha 1), softplus (beta 1), gelu (exact, erf).
+    output : str, default="sigmoid"
+        Output activation: any of the above, or softmax.
+    loss : {"mse", "cross_entropy", "binary_cross_entropy"}, default="mse"
+        mse is E = 1/(2m) sum_i ||y_i - out_i||^2; cross_entropy needs a
+        softmax output, binary_cross_entropy a sigmoid output.
+    dtype : {"float32", "float64"} or numpy dtype, default="float32"
+    init : {"auto", "xavier", "he", "lecun", "normal", "uniform"}, default="auto"
+        auto is Glorot uniform for identity, sigmoid, tanh and softmax layers
+        and He normal for the relu family (relu, leaky_relu, elu, gelu,
+        softplus).  xavier: U(-a, a), a = sqrt(6 / (fan_in + fan_out)); he:
+        N(0, 2 / fan_in); lecun: N(0, 1 / fan_in); normal: N(0, 0.05^2);
+        uniform: U(-0.05, 0.05).  Biases start at zero.
+    seed : int, numpy Generator or None, default=None
+        Seeds the initial weights and the shuffling in ``fit``.
+
+    Examples
+    --------
+    >>> import bpcore
+    >>> net = bpcore.Network([2, 3, 2, 2], seed=0)
+    >>> net.predict([0.5, -1.0]).shape
+    (2,)
+    >>> [w.shape for w in net.weights]
+    [(2, 3), (3, 2), (2, 2)]
+    """
+
+    def __init__(self, layers, activation="sigmoid", output="sigmoid",
+                 loss="mse", dtype="float32", init="auto", seed=None):
+        layers = self._check_layers(layers)
+        L = len(layers) - 1
+        if isinstance(activation, str):
+            hidden = [V.check_name(activation, "activation", V.ACTIVATIONS)] * (L - 1)
+        else:
+            try:
+                hidden = list(activation)
+            except TypeError:
+                raise TypeError(f"activation must be a name or a sequence of "
+                                f"names, got {activation!r}") from None
+            if len(hidden) != L - 1:
+                raise ValueError(f"activation lists {len(hidden)} names; the "
+                                 f"network has {L - 1} hidden layers")
+            hidden = [V.check_name(a, "activation", V.ACTIVATIONS)
+                      for a in hidden]
+        output = V.check_name(output, "output", V.OUTPUTS)
+        loss = V.check_name(loss, "loss", V.LOSSES)
+        if loss == "cross_entropy" and output != "softmax":
+            raise ValueError(f"loss='cross_entropy' requires output='softmax', "
+                             f"got output={output!r}")
+        if loss == "binary_cross_entropy" and output != "sigmoid":
+            raise ValueError(f"loss='binary_cross_entropy' requires "
+                             f"output='sigmoid', got output={output!r}")
+        self._dtype = V.check_dtype(dtype)
+        init = V.check_name(init, "init", V.INITS)
+        if isinstance(seed, np.random.Generator):
+            rng = seed
+        elif seed is None or (isinstance(seed, (int, np.integer))
+                              and not isinstance(seed, bool)):
+            if seed is not None and seed < 0:
+                raise ValueError(f"seed must be >= 0, got {seed}")
+            rng = np.random.default_rng(seed)
+        else:
+            raise TypeError(f"seed must be an int, a numpy Generator or None, "
+                            f"got {seed!r}")
+
+        self._layers = layers
+        self._acts = tuple(hidden) + (output,)
+        self._loss = loss
+        self._init = init
+        self._rng = rng
+        self._arch = _core.Arch(np.array(layers, dtype=np.int64),
+                                [_ACT_CODES[a] for a in self._acts],
+                                _LOSS_CODES[loss], self._dtype)
+        w_off, b_off, self._n_weights, n_params = _core.layout(layers)
+        self._params = np.zeros(n_params, dtype=self._dtype)
+        self._weights, self._biases = self._views(self._params, w_off, b_off)
+        self._guard = _Guard()
+        self.metadata = {}
+        self.history = None
+        self._initialise(rng)
+
+    # -- construction helpers -------------------------------------------
+
+    @staticmethod
+    def _check_layers(layers):
+        if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
+            raise TypeError(f"layers must be a sequence of ints, got "
+                            f"{layers!r}")
+        out = []
+        for i, n in enumerate(layers):
+            out.append(V.check_int(n, f"layers[{i}]", minimum=1))
+        if len(out) < 2:
+            raise ValueError(f"layers needs at least 2 sizes (input and "
+                             f"output), got {len(out)}")
+        return tuple(out)
+
+    def _views(self, flat, w_off=None, b_off=None):
+        if w_off is None:
+            w_off, b_off, _, _ = _core.layout(self._layers)
+        ws, bs = _ViewList(), _ViewList()
+        for k in range(len(self._layers) - 1):
+            n_in, n_out = self._layers[k], self._layers[k + 1]
+            ws.append(flat[w_off[k]:w_off[k] + n_in * n_out].reshape(n_in, n_out))
+            bs.append(flat[b_off[k]:b_off[k] + n_out])
+        return ws, bs
+
+    def _initialise(self, rng):
+        for k, W in enumerate(self._weights):
+            fan_in, fan_out = W.shape
+            scheme = self._init
+            if scheme == "auto":
+                scheme = "he" if self._acts[k] in _RELU_FAMILY else "xavier"
+            if scheme == "xavier":
+                a = math.sqrt(6.0 / (fan_in + fan_out))
+                W[...] = rng.uniform(-a, a, size=W.shape)
+            elif scheme == "he":
+                W[...] = rng.normal(0.0, math.sqrt(2.0 / fan_in), size=W.shape)
+            elif scheme == "lecun":
+                W[...] = rng.normal(0.0, math.sqrt(1.0 / fan_in), size=W.shape)
+            elif scheme == "normal":
+                W[...] = rng.normal(0.0, 0.05, size=W.shape)
+            else:
+                W[...] = rng.uniform(-0.05, 0.05, size=W.shape)
+        for b in self._biases:
+            b[...] = 0
+
+    # -- attributes -----------------------------------------------------
+
+    @property
+    def layers(self):
+        """Layer sizes n_0 .. n_L (tuple)."""
+        return self._layers
+
+    @property
+    def activation(self):
+        """Activation names of layers 1 .. L, the output's last (tuple)."""
+        return self._acts
+
+    @property
+    def loss(self):
+        """The loss's name."""
+        return self._loss
+
+    @property
+    def dtype(self):
+        """numpy dtype of parameters and computations."""
+        return self._dtype
+
+    @property
+    def n_params(self):
+        """Number of weights and biases."""
+        return self._params.shape[0]
+
+    @property
+    def params(self):
+        """Every parameter in one flat array (weights, then biases)."""
+        return self._params
+
+    @params.setter
+    def params(self, value):
+        value = np.asarray(value)
+        if value.shape != self._params.shape:
+            raise ValueError(f"params must have shape {self._params.shape}, "
+                             f"got {value.shape}")
+        self._params[...] = value
+
+    @property
+    def weights(self):
+        """Weight matrices ``(n_k, n_{k+1})``, views into ``params``."""
+        return self._weights
+
+    @property
+    def biases(self):
+        """Bias vectors ``(n_{k+1},)``, views into ``params``."""
+        return self._biases
+
+    def __repr__(self):
+        return (f"Network(layers={list(self._layers)}, activation="
+                f"{list(self._acts[:-1])}, output={self._acts[-1]!r}, "
+                f"loss={self._loss!r}, dtype={self._dtype.name!r})")
+
+    # -- inference and gradients ----------------------------------------
+
+    def _inputs(self, X, name="X"):
+        return V.as_inputs(X, name, self._dtype, self._layers[0])
+
+    def _targets(self, Y, m, name="Y"):
+        return V.as_targets(Y, name, self._dtype, self._loss,
+                            self._layers[-1], m)
+
+    def predict(self, X, n_threads=None):
+        """Output activations.
+
+        Parameters
+        ----------
+        X : array-like of shape (m, n_0), or (n_0,) for one sample
+        n_threads : int, optional
+
+        Returns
+        -------
+        ndarray of shape (m, n_L), or (n_L,) for a 1-D X
+            The same bits as ``forward(X).out[-1]``.
+        """
+        X, one = self._inputs(X)
+        nt = resolve_threads(n_threads)
+        Y = np.empty((X.shape[0], self._layers[-1]), dtype=self._dtype)
+        with self._guard.read():
+            self._arch.predict(self._params, X, Y, nt)
+        return Y[0] if one else Y
+
+    def __call__(self, X, n_threads=None):
+        """Same as :meth:`predict`."""
+        return self.predict(X, n_threads=n_threads)
+
+    def _trace_arrays(self, m):
+        return [None] + [np.empty((m, n), dtype=self._dtype)
+                         for n in self._layers[1:]]
+
+    def forward(self, X, n_threads=None):
+        """Forward pass keeping every layer.
+
+        Returns
+        -------
+        Trace
+            ``net[k]`` and ``out[k]`` of shape (m, n_k) for k = 0..L;
+            ``net[0]`` and ``out[0]`` are the input X (as the network's dtype).
+        """
+        X, _ = self._inputs(X)
+        nt = resolve_threads(n_threads)
+        net, out = self._trace_arrays(X.shape[0]), self._trace_arrays(X.shape[0])
+        with self._guard.read():
+            self._arch.forward(self._params, X, net, out, nt)
+        net[0] = out[0] = X
+        return Trace(net=net, out=out)
+
+    def backward(self, X, Y, sample_weight=None, n_threads=None):
+        """Loss, parameter gradient and every layer's delta.
+
+        Parameters
+        ----------
+        X : array-like of shape (m, n_0)
+        Y : array-like of shape (m, n_L); 1-D class indices for cross_entropy
+        sample_weight : array-like of shape (m,), optional
+        n_threads : int, optional
+
+        Returns
+        -------
+        Gradients
+        """
+        X, _ = self._inputs(X)
+        m = X.shape[0]
+        Y = self._targets(Y, m)
+        sw = V.as_sample_weight(sample_weight, "sample_weight", self._dtype, m)
+        nt = resolve_threads(n_threads)
+        grad = np.empty_like(self._params)
+        net, out = self._trace_arrays(m), self._trace_arrays(m)
+        delta = [np.empty((m, n), dtype=self._dtype) for n in self._layers]
+        with self._guard.read():
+            loss = self._arch.backward(self._params, X, Y, sw, grad, delta,
+                                       net, out, nt)
+        gw, gb = self._views(grad)
+        return Gradients(loss=float(loss), params=grad, weights=list(gw),
+                         biases=list(gb), delta=delta)
+
+    def _loss_on(self, X, Y, sw, nt):
+        """Loss on validated arrays, in blocks of rows to bound memory."""
+        m = X.shape[0]
+        grad = np.empty_like(self._params)
+        total, wtotal = 0.0, 0.0
+        for r0 in range(0, m, _EVAL_ROWS):
+            r1 = min(m, r0 + _EVAL_ROWS)
+            swb = None if sw is None else sw[r0:r1]
+            w = float(r1 - r0) if sw is None else float(swb.sum(dtype=np.float64))
+            if w <= 0:
+                continue
+            mb = r1 - r0
+            net, out = self._trace_arrays(mb), self._trace_arrays(mb)
+            delta = [None] + [np.empty((mb, n), dtype=self._dtype)
+                              for n in self._layers[1:]]
+            loss = self._arch.backward(self._params, X[r0:r1], Y[r0:r1], swb,
+                                       grad, delta, net, out, nt)
+            total += loss * w
+            wtotal += w
+        return total / wtotal
+
+    def evaluate(self, X, Y, sample_weight=None, n_threads=None):
+        """The loss E on this data (weighted mean with ``sample_weight``)."""
+        X, _ = self._inputs(X)
+        Y = self._targets(Y, X.shape[0])
+        sw = V.as_sample_weight(sample_weight, "sample_weight", self._dtype,
+                                X.shape[0])
+        nt = resolve_threads(n_threads)
+        with self._guard.read():
+            return float(self._loss_on(X, Y, sw, nt))
+
+    # -- training -------------------------------------------------------
+
+    def step(self, X, Y, optimizer, sample_weight=None, n_threads=None):
+        """One optimizer update from this batch, as given (no shuffling).
+
+        Returns
+        -------
+        float
+            The loss before the update.
+
+        Raises
+        ------
+        DivergenceError
+            If the loss is NaN or infinite; the parameters are left as they
+            were.
+        """
+        opt = get_optimizer(optimizer)
+        X, _ = self._inputs(X)
+        m = X.shape[0]
+        Y = self._targets(Y, m)
+        sw = V.as_sample_weight(sample_weight, "sample_weight", self._dtype, m)
+        nt = resolve_threads(n_threads)
+        with self._guard.write():
+            opt._bind(self.n_params, self._dtype)
+            work = self._arch.train_workspace(m)
+            grad = np.empty_like(self._params)
+            args = opt._c_args()
+            lsum, wsum, done, diverged = self._arch.train(
+                self._params, grad, args, X, Y, sw, None, m, 0, 1, work, nt)
+            opt.t = args["t"]
+        if diverged:
+            raise DivergenceError("step: the loss is NaN or infinite; the "
+                                  "parameters were not changed")
+        return float(lsum / wsum)
+
+    def fit(self, X, Y, epochs=10, batch_size=32, optimizer=None,
+            shuffle=True, sample_weight=None, validation_data=None,
+            early_stopping=None, callbacks=(), progress=False,
+            n_threads=None):
+        """Train the network; the batch loop runs in C.
+
+        Parameters
+        ----------
+        X : array-like of shape (m, n_0)
+        Y : array-like of shape (m, n_L); 1-D class indices for cross_entropy
+        epochs : int, default=10
+        batch_size : int or None, default=32
+            None is full batch (one update per epoch); 1 is online learning.
+            The last batch of an epoch may be smaller.
+        optimizer : Optimizer or str, default=SGD(lr=0.1)
+            Its state continues across calls that share the object.
+        shuffle : bool, default=True
+            Shuffle each epoch with the network's seeded generator.
+        sample_weight : array-like of shape (m,), optional
+        validation_data : (X_val, Y_val) or (X_val, Y_val, sw_val), optional
+        early_stopping : EarlyStopping, optional
+        callbacks : sequence of callables ``cb(epoch, logs)``
+            Run after each epoch (epoch counted from 0); returning False
+            stops training.  ``logs`` has ``loss`` and ``val_loss``.
+        progress : bool, default=False
+            Show a progress bar (tqdm if installed, else a line per epoch).
+        n_threads : int, optional
+
+        Returns
+        -------
+        History
+            Also kept as ``self.history``.
+
+        Raises
+        ------
+        DivergenceError
+            When the loss becomes NaN or infinite; the parameters (and the
+            optimizer's state) are those of the last completed epoch.
+        """
+        epochs = V.check_int(epochs, "epochs", minimum=1)
+        if batch_size is not None:
+            batch_size = V.check_int(batch_size, "batch_size", minimum=1)
+        opt = SGD(lr=0.1) if optimizer is None else get_optimizer(optimizer)
+        if not isinstance(shuffle, (bool, np.bool_)):
+            raise TypeError(f"shuffle must be a bool, got {shuffle!r}")
+        if early_stopping is not None and not isinstance(early_stopping,
+                                                         EarlyStopping):
+            raise TypeError(f"early_stopping must be a bpcore.EarlyStopping, "
+                            f"got {type(early_stopping).__name__}")
+        if callable(callbacks):
+            callbacks = (callbacks,)
+        try:
+            callbacks = tuple(callbacks)
+        except TypeError:
+            raise TypeError("callbacks must be a sequence of callables") from None
+        for cb in callbacks:
+            if not callable(cb):
+                raise TypeError(f"callbacks must be callables cb(epoch, logs), "
+                                f"got {cb!r}")
+        X, _ = self._inputs(X)
+        m = X.shape[0]
+        Y = self._targets(Y, m)
+        sw = V.as_sample_weight(sample_weight, "sample_weight", self._dtype, m)
+        val = None
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(
+                    validation_data) not in (2, 3):
+                raise TypeError("validation_data must be a tuple (X_val, Y_val)"
+                                " or (X_val, Y_val, sample_weight_val)")
+            Xv, _ = self._inputs(validation_data[0], "validation_data X")
+            Yv = self._targets(validation_data[1], Xv.shape[0],
+                               "validation_data Y")
+            swv = None
+            if len(validation_data) == 3:
+                swv = V.as_sample_weight(validation_data[2],
+                                         "validation_data sample_weight",
+                                         self._dtype, Xv.shape[0])
+            val = (Xv, Yv, swv)
+        nt = resolve_threads(n_threads)
+        opt.lr_at(opt.epoch)  # a schedule that fails should fail now
+
+        with self._guard.write():
+            opt._bind(self.n_params, self._dtype)
+            hist = _FitLoop(self, X, Y, sw, val, epochs, batch_size, opt,
+                            bool(shuffle), early_stopping, callbacks,
+                            progress, nt).run()
+        self.history = hist
+        return hist
+
+    # -- files (bpcore.io) ----------------------------------------------
+
+    def save(self, path):
+        """Write the network to one .safetensors file, atomically."""
+        from bpcore import io
+        return io.save(self, path)
+
+    def to_bytes(self):
+        """The network as the bytes of a .safetensors file."""
+        from bpcore import io
+        return io.to_bytes(self)
+
+    @classmethod
+    def from_bytes(cls, data):
+        """A network from :meth:`to_bytes` output (validated)."""
+        from bpcore import io
+        return io.from_bytes(data)
+
+    def __reduce__(self):
+        return (_from_bytes, (self.to_bytes(),))
+
+    def __deepcopy__(self, memo):
+        return _from_bytes(self.to_bytes())
+
+
+def _from_bytes(data):
+    from bpcore import io
+    return io.from_bytes(data)
+
+
+class _Progress:
+    """tqdm when installed, else one line per epoch on stderr."""
+
+    def __init__(self, enabled, epochs):
+        self.bar = None
+        self.enabled = enabled
+        if enabled:
+            try:
+                from tqdm.auto import tqdm
+                self.bar = tqdm(total=epochs, unit="epoch", desc="fit")
+            except ImportError:
+                self.bar = None
+
+    def epoch(self, e, epochs, logs):
+        if not self.enabled:
+            return
+        text = f"loss={logs['loss']:.6g}"
+        if logs.get("val_loss") is not None:
+            text += f" val_loss={logs['val_loss']:.6g}"
+        if self.bar is not None:
+            self.bar.set_postfix_str(text)
+            self.bar.update(1)
+        else:
+            print(f"epoch {e + 1}/{epochs} {text}", file=sys.stderr)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+class _FitLoop:
+    """One call of Network.fit: the epoch loop around the C batch driver."""
+
+    # Target wall time of one C call: short enough for prompt Ctrl-C.
+    CHUNK_SECONDS = 0.03
+
+    def __init__(self, net, X, Y, sw, val, epochs, batch_size, opt, shuffle,
+                 early, callbacks, progress, nt):
+        self.net, self.X, self.Y, self.sw, self.val = net, X, Y, sw, val
+        self.epochs, self.opt, self.shuffle = epochs, opt, shuffle
+        self.early, self.callbacks, self.nt = early, callbacks, nt
+        m = X.shape[0]
+        self.B = m if batch_size is None else min(batch_size, m)
+        self.n_batches = -(-m // self.B)
+        self.progress = _Progress(bool(progress), epochs)
+
+    def run(self):
+        net, opt = self.net, self.opt
+        arch, params = net._arch, net._params
+        work = arch.train_workspace(self.B)
+        grad = np.empty_like(params)
+        hist = History()
+        best, best_params, wait = math.inf, None, 0
+        flops = 6.0 * self.B * max(1, net._n_weights)
+        chunk = max(1, int(self.CHUNK_SECONDS * 1e9 / flops))
+        try:
+            for e in range(self.epochs):
+                start_params = params.copy()
+                start_state = opt.state_dict()
+                args = opt._c_args()
+                order = (net._rng.permutation(self.X.shape[0])
+                         if self.shuffle else None)
+                lsum = wsum = 0.0
+                b = 0
+                while b < self.n_batches:
+                    n = min(chunk, self.n_batches - b)
+                    t0 = time.perf_counter()
+                    ls, ws, done, diverged = arch.train(
+                        params, grad, args, self.X, self.Y, self.sw, order,
+                        self.B, b, n, work, self.nt)
+                    dt = time.perf_counter() - t0
+                    opt.t = args["t"]
+                    if diverged:
+                        params[...] = start_params
+                        opt.load_state_dict(start_state)
+                        raise DivergenceError(
+                            f"fit: the loss became NaN or infinite in epoch "
+                            f"{e} (batch {b + done}); the parameters of the "
+                            f"last completed epoch were restored")
+                    lsum += ls
+                    wsum += ws
+                    b += n
+                    if dt > 0:
+                        chunk = max(1, min(4 * chunk, int(
+                            n * self.CHUNK_SECONDS / dt)))
+                opt.epoch += 1
+                loss = lsum / wsum if wsum > 0 else float("nan")
+                hist.loss.append(loss)
+                logs = {"loss": loss, "val_loss": None}
+                if self.val is not None:
+                    Xv, Yv, swv = self.val
+                    logs["val_loss"] = float(net._loss_on(Xv, Yv, swv, self.nt))
+                    hist.val_loss.append(logs["val_loss"])
+                hist.epochs_run = e + 1
+                watched = logs["val_loss"] if self.val is not None else loss
+                improved = False
+                if self.early is not None:
+                    improved = watched < best - self.early.min_delta
+                elif watched < best:
+                    improved = True
+                if improved:
+                    best, hist.best_epoch, wait = watched, e, 0
+                    if self.early is not None and self.early.restore_best:
+                        best_params = params.copy()
+                else:
+                    wait += 1
+                self.progress.epoch(e, self.epochs, logs)
+                stop = False
+                for cb in self.callbacks:
+                    if cb(e, dict(logs)) is False:
+                        stop = True
+                if (self.early is not None and not improved
+                        and wait >= self.early.patience):
+                    stop = True
+                if stop:
+                    hist.stopped_early = e + 1 < self.epochs
+                    break
+            if best_params is not None:
+                params[...] = best_params
+        finally:
+            self.progress.close()
+        return hist

@@ -1,0 +1,90 @@
+"""Learning-rate schedules, evaluated once per epoch.
+
+A schedule is any callable ``schedule(epoch) -> lr`` with ``epoch`` counted
+from 0 over the optimizer's whole life (it continues across ``fit`` calls
+that share the optimizer).  The classes below cover the usual cases.
+"""
+import math
+
+from bpcore._validation import check_float, check_int
+
+__all__ = ["Schedule", "Constant", "Step", "Exponential", "Cosine",
+           "InverseScaling", "constant", "step", "exponential", "cosine",
+           "inverse_scaling"]
+
+
+class Schedule:
+    """Base class: subclasses implement ``__call__(epoch) -> float``."""
+
+    def __call__(self, epoch):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({args})"
+
+
+class Constant(Schedule):
+    """lr(epoch) = lr."""
+
+    def __init__(self, lr):
+        self.lr = check_float(lr, "lr", low=0.0)
+
+    def __call__(self, epoch):
+        return self.lr
+
+
+class Step(Schedule):
+    """lr(epoch) = lr * gamma ** (epoch // step_size)."""
+
+    def __init__(self, lr, step_size, gamma=0.1):
+        self.lr = check_float(lr, "lr", low=0.0)
+        self.step_size = check_int(step_size, "step_size", minimum=1)
+        self.gamma = check_float(gamma, "gamma", low=0.0)
+
+    def __call__(self, epoch):
+        return self.lr * self.gamma ** (epoch // self.step_size)
+
+
+class Exponential(Schedule):
+    """lr(epoch) = lr * gamma ** epoch."""
+
+    def __init__(self, lr, gamma):
+        self.lr = check_float(lr, "lr", low=0.0)
+        self.gamma = check_float(gamma, "gamma", low=0.0)
+
+    def __call__(self, epoch):
+        return self.lr * self.gamma ** epoch
+
+
+class Cosine(Schedule):
+    """Cosine annealing from lr to eta_min over t_max epochs, then eta_min:
+    lr(e) = eta_min + (lr - eta_min) (1 + cos(pi e / t_max)) / 2."""
+
+    def __init__(self, lr, t_max, eta_min=0.0):
+        self.lr = check_float(lr, "lr", low=0.0)
+        self.t_max = check_int(t_max, "t_max", minimum=1)
+        self.eta_min = check_float(eta_min, "eta_min", low=0.0)
+
+    def __call__(self, epoch):
+        e = min(epoch, self.t_max)
+        return self.eta_min + (self.lr - self.eta_min) * (
+            1 + math.cos(math.pi * e / self.t_max)) / 2
+
+
+class InverseScaling(Schedule):
+    """scikit-learn's 'invscaling': lr(epoch) = lr / (epoch + 1) ** power_t."""
+
+    def __init__(self, lr, power_t=0.5):
+        self.lr = check_float(lr, "lr", low=0.0)
+        self.power_t = check_float(power_t, "power_t", low=0.0)
+
+    def __call__(self, epoch):
+        return self.lr / (epoch + 1) ** self.power_t
+
+
+constant = Constant
+step = Step
+exponential = Exponential
+cosine = Cosine
+inverse_scaling = InverseScaling

@@ -1,0 +1,356 @@
+"""Bad input raises ValueError or TypeError naming the argument, before any
+work: the network's parameters are unchanged afterwards."""
+
+import contextlib
+
+import numpy as np
+import pytest
+
+import bpcore
+
+VALUE_OR_TYPE = (ValueError, TypeError)
+N_IN = 3
+
+
+@contextlib.contextmanager
+def unchanged(net):
+    """Assert that the body leaves every parameter bit as it was."""
+    before = net.params.copy()
+    weights = [w.copy() for w in net.weights]
+    yield
+    assert np.array_equal(net.params, before)
+    for w, w0 in zip(net.weights, weights):
+        assert np.array_equal(w, w0)
+
+
+def good_data(loss, m=6, n_out=3, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(m, N_IN))
+    if loss == "cross_entropy":
+        Y = rng.integers(0, n_out, size=m)
+    elif loss == "binary_cross_entropy":
+        Y = rng.uniform(size=(m, n_out))
+    else:
+        Y = rng.normal(size=(m, n_out))
+    return X, Y
+
+
+NETS = {
+    "mse": dict(activation="tanh", output="identity", loss="mse"),
+    "cross_entropy": dict(activation="tanh", output="softmax",
+                          loss="cross_entropy"),
+    "binary_cross_entropy": dict(activation="tanh", output="sigmoid",
+                                 loss="binary_cross_entropy"),
+}
+
+
+def network(loss="mse", dtype="float64"):
+    return bpcore.Network(layers=[N_IN, 4, 3], dtype=dtype, seed=0,
+                          **NETS[loss])
+
+
+def call(net, method, X, Y=None, sample_weight=None):
+    if method == "predict":
+        return net.predict(X)
+    if method == "forward":
+        return net.forward(X)
+    if method == "backward":
+        return net.backward(X, Y, sample_weight=sample_weight)
+    if method == "evaluate":
+        return net.evaluate(X, Y, sample_weight=sample_weight)
+    if method == "step":
+        return net.step(X, Y, bpcore.SGD(lr=0.1), sample_weight=sample_weight)
+    raise AssertionError(method)
+
+
+ALL_METHODS = ["predict", "forward", "backward", "evaluate", "step"]
+TARGET_METHODS = ["backward", "evaluate", "step"]
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+@pytest.mark.parametrize("loss", NETS)
+def test_good_data_is_accepted(loss, method):
+    # The baseline that every case below breaks in exactly one way.
+    net = network(loss)
+    X, Y = good_data(loss)
+    call(net, method, X, Y, sample_weight=np.ones(len(X)))
+
+
+# ---------------------------------------------------------------------------
+# Constructor arguments.
+
+def _net(**kwargs):
+    args = dict(layers=[3, 4, 2], seed=0)
+    args.update(kwargs)
+    return bpcore.Network(**args)
+
+
+CONSTRUCTOR_CASES = {
+    "layers-empty": (dict(layers=[]), ValueError, "layers"),
+    "layers-one": (dict(layers=[3]), ValueError, "layers"),
+    "layers-zero": (dict(layers=[3, 0, 2]), ValueError, "layers"),
+    "layers-zero-input": (dict(layers=[0, 2]), ValueError, "layers"),
+    "layers-zero-output": (dict(layers=[3, 0]), ValueError, "layers"),
+    "layers-negative": (dict(layers=[3, -4, 2]), ValueError, "layers"),
+    "layers-float": (dict(layers=[3, 4.5, 2]), VALUE_OR_TYPE, "layers"),
+    "layers-string": (dict(layers="3,4,2"), VALUE_OR_TYPE, "layers"),
+    "layers-none": (dict(layers=None), VALUE_OR_TYPE, "layers"),
+    "layers-nested": (dict(layers=[[3, 4], 2]), VALUE_OR_TYPE, "layers"),
+    "activation-unknown": (dict(activation="sigmoidd"), ValueError,
+                           "activation"),
+    "activation-softmax-hidden": (dict(activation="softmax"), ValueError,
+                                  "activation"),
+    "activation-list-too-short": (dict(layers=[3, 4, 5, 2],
+                                       activation=["relu"]),
+                                  ValueError, "activation"),
+    "activation-list-too-long": (dict(activation=["relu", "tanh"]),
+                                 ValueError, "activation"),
+    "activation-list-unknown": (dict(layers=[3, 4, 5, 2],
+                                     activation=["relu", "bogus"]),
+                                ValueError, "activation"),
+    "activation-not-a-name": (dict(activation=42), VALUE_OR_TYPE,
+                              "activation"),
+    "output-unknown": (dict(output="sofmax"), ValueError, "output"),
+    "output-not-a-name": (dict(output=None), VALUE_OR_TYPE, "output"),
+    "loss-unknown": (dict(loss="l2"), ValueError, "loss"),
+    "loss-not-a-name": (dict(loss=3), VALUE_OR_TYPE, "loss"),
+    "init-unknown": (dict(init="bogus_init"), ValueError, "init"),
+    "dtype-float16": (dict(dtype="float16"), ValueError, "dtype"),
+    "dtype-int32": (dict(dtype="int32"), ValueError, "dtype"),
+    "dtype-unknown": (dict(dtype="float33"), VALUE_OR_TYPE, "dtype"),
+    "dtype-numpy-int": (dict(dtype=np.int64), ValueError, "dtype"),
+    "seed-string": (dict(seed="abc"), VALUE_OR_TYPE, "seed"),
+    "ce-with-identity": (dict(output="identity", loss="cross_entropy"),
+                         ValueError, "softmax"),
+    "ce-with-sigmoid": (dict(output="sigmoid", loss="cross_entropy"),
+                        ValueError, "softmax"),
+    "bce-with-softmax": (dict(output="softmax", loss="binary_cross_entropy"),
+                         ValueError, "sigmoid"),
+    "bce-with-tanh": (dict(output="tanh", loss="binary_cross_entropy"),
+                      ValueError, "sigmoid"),
+}
+
+
+@pytest.mark.parametrize("kwargs, exc, match", CONSTRUCTOR_CASES.values(),
+                         ids=CONSTRUCTOR_CASES.keys())
+def test_constructor(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        _net(**kwargs)
+
+
+@pytest.mark.parametrize("output, loss", [
+    (o, "mse") for o in ("identity", "sigmoid", "tanh", "relu", "leaky_relu",
+                         "elu", "softplus", "gelu", "softmax")
+] + [("softmax", "cross_entropy"), ("sigmoid", "binary_cross_entropy")])
+def test_valid_output_loss_pairs_construct(output, loss):
+    net = _net(output=output, loss=loss)
+    assert net.loss == loss
+    assert net.activation[-1] == output
+
+
+# ---------------------------------------------------------------------------
+# X: the same checks in every method that takes it.
+
+def _strings(m):
+    return np.array([["a", "b", "c"]] * m)
+
+
+X_CASES = {
+    "wrong-width": (lambda X: X[:, :2], ValueError),
+    "too-wide": (lambda X: np.hstack([X, X]), ValueError),
+    "3d": (lambda X: X[:, :, None], ValueError),
+    "scalar": (lambda X: 1.0, ValueError),
+    "nan": (lambda X: np.where(np.arange(X.size).reshape(X.shape) == 4,
+                               np.nan, X), ValueError),
+    "inf": (lambda X: np.where(np.arange(X.size).reshape(X.shape) == 7,
+                               np.inf, X), ValueError),
+    "neg-inf": (lambda X: np.where(np.arange(X.size).reshape(X.shape) == 0,
+                                   -np.inf, X), ValueError),
+    "empty": (lambda X: X[:0], ValueError),
+    "no-columns": (lambda X: np.zeros((len(X), 0)), ValueError),
+    "strings": (lambda X: _strings(len(X)), VALUE_OR_TYPE),
+    "object-none": (lambda X: np.array([[1.0, None, 2.0]] * len(X),
+                                       dtype=object), VALUE_OR_TYPE),
+    "complex": (lambda X: X + 1j, VALUE_OR_TYPE),
+    "none": (lambda X: None, VALUE_OR_TYPE),
+    "ragged-list": (lambda X: [[1.0, 2.0, 3.0], [1.0, 2.0]], VALUE_OR_TYPE),
+}
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+@pytest.mark.parametrize("bad_X, exc", X_CASES.values(), ids=X_CASES.keys())
+def test_bad_X(bad_X, exc, method):
+    net = network()
+    X, Y = good_data("mse")
+    with unchanged(net), pytest.raises(exc, match="X"):
+        call(net, method, bad_X(X), Y)
+
+
+@pytest.mark.parametrize("method", ["predict", "forward"])
+@pytest.mark.parametrize("x", [np.zeros(2), np.zeros(4), np.zeros(0)],
+                         ids=["short", "long", "empty"])
+def test_bad_1d_X(x, method):
+    net = network()
+    with pytest.raises(ValueError, match="X"):
+        call(net, method, x)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_nan_in_X_of_float32_network(dtype):
+    # NaN must be caught whatever the conversion path.
+    net = network(dtype=dtype)
+    X, Y = good_data("mse")
+    X = X.astype(np.float32)
+    X[2, 1] = np.nan
+    with unchanged(net), pytest.raises(ValueError, match="X"):
+        net.step(X, Y, bpcore.SGD(lr=0.1))
+
+
+# ---------------------------------------------------------------------------
+# Y: shapes, finiteness and ranges per loss.
+
+def _set(Y, index, value, dtype=None):
+    Y = np.array(Y, dtype=dtype)
+    Y[index] = value
+    return Y
+
+
+Y_CASES = {
+    "mse-too-wide": ("mse", lambda Y: np.hstack([Y, Y[:, :1]]), ValueError),
+    "mse-too-narrow": ("mse", lambda Y: Y[:, :2], ValueError),
+    "mse-too-many-rows": ("mse", lambda Y: np.vstack([Y, Y[:1]]), ValueError),
+    "mse-too-few-rows": ("mse", lambda Y: Y[:-1], ValueError),
+    "mse-1d": ("mse", lambda Y: Y[:, 0], ValueError),
+    "mse-3d": ("mse", lambda Y: Y[:, :, None], ValueError),
+    "mse-nan": ("mse", lambda Y: _set(Y, (1, 2), np.nan), ValueError),
+    "mse-inf": ("mse", lambda Y: _set(Y, (0, 0), np.inf), ValueError),
+    "mse-strings": ("mse", lambda Y: np.full(Y.shape, "x"), VALUE_OR_TYPE),
+    "mse-none": ("mse", lambda Y: None, VALUE_OR_TYPE),
+    "ce-label-too-large": ("cross_entropy", lambda Y: _set(Y, 2, 3),
+                           ValueError),
+    "ce-label-negative": ("cross_entropy", lambda Y: _set(Y, 0, -1),
+                          ValueError),
+    "ce-label-fraction": ("cross_entropy",
+                          lambda Y: _set(Y, 1, 1.5, dtype=np.float64),
+                          ValueError),
+    "ce-label-nan": ("cross_entropy",
+                     lambda Y: _set(Y, 1, np.nan, dtype=np.float64),
+                     ValueError),
+    "ce-labels-too-many": ("cross_entropy", lambda Y: np.append(Y, 0),
+                           ValueError),
+    "ce-2d-wrong-width": ("cross_entropy",
+                          lambda Y: np.eye(4)[np.asarray(Y)], ValueError),
+    "ce-2d-negative": ("cross_entropy",
+                       lambda Y: _set(np.eye(3)[np.asarray(Y)], 0,
+                                      [-0.5, 1.0, 0.5]), ValueError),
+    "ce-2d-nan": ("cross_entropy",
+                  lambda Y: _set(np.eye(3)[np.asarray(Y)], (0, 0), np.nan),
+                  ValueError),
+    "bce-below-zero": ("binary_cross_entropy",
+                       lambda Y: _set(Y, (0, 1), -0.1), ValueError),
+    "bce-above-one": ("binary_cross_entropy",
+                      lambda Y: _set(Y, (3, 2), 1.1), ValueError),
+    "bce-nan": ("binary_cross_entropy", lambda Y: _set(Y, (3, 2), np.nan),
+                ValueError),
+    "bce-wrong-width": ("binary_cross_entropy", lambda Y: Y[:, :2],
+                        ValueError),
+}
+
+
+@pytest.mark.parametrize("method", TARGET_METHODS)
+@pytest.mark.parametrize("loss, bad_Y, exc", Y_CASES.values(),
+                         ids=Y_CASES.keys())
+def test_bad_Y(loss, bad_Y, exc, method):
+    net = network(loss)
+    X, Y = good_data(loss)
+    with unchanged(net), pytest.raises(exc, match="Y"):
+        call(net, method, X, bad_Y(Y))
+
+
+# ---------------------------------------------------------------------------
+# sample_weight.
+
+SW_CASES = {
+    "too-short": (lambda m: np.ones(m - 1), ValueError),
+    "too-long": (lambda m: np.ones(m + 1), ValueError),
+    "2d": (lambda m: np.ones((m, 1)), ValueError),
+    "negative": (lambda m: _set(np.ones(m), 2, -0.5), ValueError),
+    "nan": (lambda m: _set(np.ones(m), 1, np.nan), ValueError),
+    "inf": (lambda m: _set(np.ones(m), 1, np.inf), ValueError),
+    "all-zero": (lambda m: np.zeros(m), ValueError),
+    "strings": (lambda m: np.full(m, "a"), VALUE_OR_TYPE),
+    "scalar": (lambda m: 2.0, VALUE_OR_TYPE),
+}
+
+
+@pytest.mark.parametrize("method", TARGET_METHODS)
+@pytest.mark.parametrize("bad_sw, exc", SW_CASES.values(),
+                         ids=SW_CASES.keys())
+def test_bad_sample_weight(bad_sw, exc, method):
+    net = network()
+    X, Y = good_data("mse")
+    with unchanged(net), pytest.raises(exc, match="sample_weight"):
+        call(net, method, X, Y, sample_weight=bad_sw(len(X)))
+
+
+# ---------------------------------------------------------------------------
+# Optimizers and thread counts.
+
+@pytest.mark.parametrize("optimizer", [42, None, object(), np.zeros(3),
+                                       bpcore.SGD],
+                         ids=["int", "none", "object", "array", "class"])
+def test_step_needs_an_optimizer(optimizer):
+    net = network()
+    X, Y = good_data("mse")
+    with unchanged(net), pytest.raises(TypeError, match="optimizer"):
+        net.step(X, Y, optimizer)
+
+
+def test_step_unknown_optimizer_name():
+    net = network()
+    X, Y = good_data("mse")
+    with unchanged(net), pytest.raises(VALUE_OR_TYPE, match="optimizer"):
+        net.step(X, Y, "bogus_optimizer")
+
+
+HYPER_CASES = {
+    "sgd-lr-negative": (lambda: bpcore.SGD(lr=-0.1), "lr"),
+    "sgd-lr-nan": (lambda: bpcore.SGD(lr=float("nan")), "lr"),
+    "sgd-momentum-negative": (lambda: bpcore.SGD(momentum=-0.5), "momentum"),
+    "sgd-weight-decay-negative": (lambda: bpcore.SGD(weight_decay=-1.0),
+                                  "weight_decay"),
+    "sgd-nesterov-without-momentum": (lambda: bpcore.SGD(nesterov=True),
+                                      "nesterov|momentum"),
+    "adam-lr-negative": (lambda: bpcore.Adam(lr=-1e-3), "lr"),
+    "adam-beta1-one": (lambda: bpcore.Adam(betas=(1.0, 0.999)), "betas"),
+    "adam-beta2-negative": (lambda: bpcore.Adam(betas=(0.9, -0.1)), "betas"),
+    "adam-eps-negative": (lambda: bpcore.Adam(eps=-1e-8), "eps"),
+    "adamw-weight-decay-negative": (lambda: bpcore.AdamW(weight_decay=-0.1),
+                                    "weight_decay"),
+}
+
+
+@pytest.mark.parametrize("make_opt, match", HYPER_CASES.values(),
+                         ids=HYPER_CASES.keys())
+def test_bad_hyperparameters(make_opt, match):
+    # Raised when the optimizer is built or, at the latest, on first use.
+    net = network()
+    X, Y = good_data("mse")
+    with unchanged(net), pytest.raises(ValueError, match=match):
+        net.step(X, Y, make_opt())
+
+
+@pytest.mark.parametrize("n_threads, exc", [
+    (0, ValueError), (1.5, VALUE_OR_TYPE), ("two", VALUE_OR_TYPE),
+], ids=["zero", "float", "string"])
+def test_bad_n_threads(n_threads, exc):
+    net = network()
+    X, _ = good_data("mse")
+    with pytest.raises(exc, match="n_threads"):
+        net.predict(X, n_threads=n_threads)
+
+
+@pytest.mark.parametrize("n", [0, -3], ids=["zero", "negative"])
+def test_bad_set_num_threads(n, restore_threads):
+    with pytest.raises(ValueError, match="thread|n"):
+        bpcore.set_num_threads(n)
