@@ -37,7 +37,7 @@ CONFIGS = {
                 n_full=100_000, n_quick=100_000, epochs=40, epochs_quick=10),
     "C1c": dict(layers=(2, 3, 2, 2), act="sigmoid", out="sigmoid", loss="mse",
                 m=100_000, batch=1, dtypes=("float32", "float64"),
-                n_full=20_000, n_quick=4_000, epochs=1),
+                n_full=8_000, n_quick=2_000, epochs=1),
     "C2": dict(layers=(64, 128, 64, 10), act="relu", out="softmax",
                loss="cross_entropy", m=50_000, batch=32, dtypes=("float32",),
                n_full=49_984, n_quick=9_984, epochs=1),
@@ -221,6 +221,26 @@ def openblas_kernel():
         if d.get("internal_api") == "openblas":
             return "openblas:" + str(d.get("architecture"))
     return None
+
+
+def bpcore_config(bpcore):
+    """(kernel name, config dict) as bpcore reports them, or (None, None).
+
+    Prefers the quiet ``_core.config()``; ``show_config()`` prints, so its
+    output is swallowed (workers speak JSON on stdout).
+    """
+    import contextlib
+    import io
+    getters = (lambda: bpcore._core.config(), lambda: bpcore.show_config())
+    for get in getters:
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                conf = get()
+        except Exception:
+            continue
+        if isinstance(conf, dict):
+            return conf.get("kernel"), {k: str(v) for k, v in conf.items()}
+    return None, None
 
 
 # --------------------------------------------------------------------------

@@ -35,28 +35,17 @@ def _batches(n, batch):
     return n if batch is None else batch
 
 
+def _warm_batches(n, batch):
+    """Number of batches of the (untimed) warm-up: about a tenth of an epoch."""
+    B = _batches(n, batch)
+    nb = n // B
+    return min(nb, max(4, nb // 10))
+
+
 # ==========================================================================
 # Workers: each sets up one case, warms up, repeats; returns a dict of
 # {variant: (times, extra)} where times are seconds per repetition.
 # ==========================================================================
-
-def bpcore_kernel_info(bpcore):
-    """Whatever bpcore says about the kernel it chose (API-agnostic)."""
-    for name in ("kernel_name", "get_kernel", "kernel", "show_config",
-                 "cpu_features"):
-        obj = getattr(bpcore, name, None)
-        if obj is None:
-            obj = getattr(getattr(bpcore, "_core", None), name, None)
-        if obj is None:
-            continue
-        try:
-            val = obj() if callable(obj) else obj
-            if val is not None:
-                return str(val)
-        except Exception:
-            continue
-    return None
-
 
 def fit_bpcore(cfg, dtype, X, Y, threads, reps, epochs):
     import bpcore
@@ -71,9 +60,12 @@ def fit_bpcore(cfg, dtype, X, Y, threads, reps, epochs):
         net.fit(X, Y, epochs=epochs, batch_size=bs, optimizer=opt,
                 shuffle=False, n_threads=threads)
 
-    run()  # warm-up
+    w = _warm_batches(len(X), bs) * _batches(len(X), bs)
+    net.fit(X[:w], Y[:w], epochs=1, batch_size=bs, optimizer=opt,
+            shuffle=False, n_threads=threads)  # warm-up
     times = C.repeat(run, reps)
-    return {"bpcore": (times, {"kernel": bpcore_kernel_info(bpcore),
+    kernel, conf = C.bpcore_config(bpcore)
+    return {"bpcore": (times, {"kernel": kernel, "bpcore_config": conf,
                                "bpcore_version": getattr(bpcore, "__version__", None)})}
 
 
@@ -109,15 +101,15 @@ def fit_torch(cfg, dtype, X, Y, threads, reps, epochs):
     Yb = torch.split(torch.from_numpy(Y), B)
     opt = torch.optim.SGD(model.parameters(), lr=C.LR)
 
-    def run():
+    def run(nb=None, epochs=epochs):
         for _ in range(epochs):
-            for xb, yb in zip(Xb, Yb):
+            for xb, yb in zip(Xb[:nb], Yb[:nb]):
                 opt.zero_grad(set_to_none=True)
                 loss = loss_fn(model(xb), yb)
                 loss.backward()
                 opt.step()
 
-    run()
+    run(_warm_batches(len(X), cfg["batch"]), 1)  # warm-up
     times = C.repeat(run, reps)
     try:
         cap = torch.backends.cpu.get_cpu_capability()
@@ -177,15 +169,15 @@ def fit_jax(cfg, dtype, X, Y, threads, reps, epochs):
     compile_step = time.perf_counter() - t0
     state = [params]
 
-    def run_step():
+    def run_step(nb=None, epochs=epochs):
         p = state[0]
         for _ in range(epochs):
-            for xb, yb in zip(Xd, Yd):
+            for xb, yb in zip(Xd[:nb], Yd[:nb]):
                 p, _loss = step(p, xb, yb)
         jax.block_until_ready(p)
         state[0] = p
 
-    run_step()
+    run_step(_warm_batches(n, cfg["batch"]), 1)  # warm-up
     times = C.repeat(run_step, reps)
     res["jax_step"] = (times, {"compile_s": compile_step})
 
@@ -203,7 +195,7 @@ def fit_jax(cfg, dtype, X, Y, threads, reps, epochs):
         jax.block_until_ready(p)
         state[0] = p
 
-    run_scan()
+    run_scan()  # warm-up (one epoch has the compiled shape)
     times = C.repeat(run_scan, reps)
     res["jax_scan"] = (times, {"compile_s": compile_scan})
     extra = {"jax_backend": jax.default_backend(),
@@ -237,7 +229,10 @@ def fit_sklearn(cfg, dtype, X, Y, threads, reps, epochs):
             raise RuntimeError(f"sklearn ran {est.n_iter_} epochs, not {epochs}")
         last[0] = est
 
-    run()
+    w = _warm_batches(len(X), cfg["batch"]) * _batches(len(X), cfg["batch"])
+    with warnings.catch_warnings():  # warm-up
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        Est(**dict(kw, max_iter=1)).fit(X[:w], Y[:w])
     times = C.repeat(run, reps)
     return {"sklearn": (times, {"kernel": C.openblas_kernel(),
                                 "blas": C.blas_info(),
@@ -286,12 +281,12 @@ def fit_numpy(cfg, dtype, X, Y, threads, reps, epochs):
     Xb = [X[i:i + B] for i in range(0, len(X), B)]
     Yb = [Y[i:i + B] for i in range(0, len(Y), B)]
 
-    def run():
+    def run(nb=None, epochs=epochs):
         for _ in range(epochs):
-            for x, y in zip(Xb, Yb):
+            for x, y in zip(Xb[:nb], Yb[:nb]):
                 train_batch(x, y)
 
-    run()
+    run(_warm_batches(len(X), cfg["batch"]), 1)  # warm-up
     assert Ws[0].dtype == np.dtype(dtype)
     times = C.repeat(run, reps)
     return {"numpy": (times, {"kernel": C.openblas_kernel(),

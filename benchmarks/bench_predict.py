@@ -157,6 +157,9 @@ def worker_main(a):
     elif a.peer == "torch":
         import torch
         kern = torch.backends.cpu.get_cpu_capability()
+    elif a.peer == "bpcore":
+        import bpcore
+        kern = C.bpcore_config(bpcore)[0]
 
     # C3 throughput: one call on 60,000 samples
     cfg = C.CONFIGS["C3"]

@@ -223,3 +223,51 @@ def test_biases_start_at_zero(init, dtype):
         assert np.array_equal(b, np.zeros_like(b))
     for w in net.weights:
         assert np.all(np.isfinite(w)) and np.any(w != 0)
+
+
+# ---------------------------------------------------------------------------
+# fit: same seed, same data, same options -> the same bits for any threads.
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS.keys())
+def test_fit_any_thread_count(config, dtype, restore_threads):
+    X, Y, sw = data(config)
+    params, losses = {}, {}
+    for n in THREADS:
+        bpcore.set_num_threads(n)
+        net = network(config, dtype)
+        hist = net.fit(X, Y, epochs=3, batch_size=64, shuffle=True,
+                       sample_weight=sw,
+                       optimizer=bpcore.SGD(lr=0.05, momentum=0.9))
+        params[n], losses[n] = net.params.copy(), list(hist.loss)
+    for n in THREADS[1:]:
+        assert losses[n] == losses[1], n
+        assert np.array_equal(params[n], params[1]), n
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fit_n_threads_argument(dtype, restore_threads):
+    config = CONFIGS["tanh-softmax-ce"]
+    X, Y, _ = data(config)
+    results = []
+    for n in THREADS:
+        net = network(config, dtype)
+        net.fit(X, Y, epochs=2, batch_size=100, optimizer=bpcore.Adam(),
+                n_threads=n)
+        results.append(net.params.copy())
+    for n, p in zip(THREADS[1:], results[1:]):
+        assert np.array_equal(p, results[0]), n
+
+
+def test_fit_same_seed_same_result():
+    config = CONFIGS["relu-identity-mse"]
+    X, Y, _ = data(config)
+    nets = [network(config, "float32", seed=11) for _ in range(2)]
+    for net in nets:
+        net.fit(X[:300], Y[:300], epochs=2, batch_size=16, shuffle=True,
+                optimizer=bpcore.SGD(lr=0.01))
+    assert np.array_equal(nets[0].params, nets[1].params)
+    other = network(config, "float32", seed=12)
+    other.fit(X[:300], Y[:300], epochs=2, batch_size=16, shuffle=True,
+              optimizer=bpcore.SGD(lr=0.01))
+    assert not np.array_equal(nets[0].params, other.params)

@@ -352,5 +352,5 @@ def test_bad_n_threads(n_threads, exc):
 
 @pytest.mark.parametrize("n", [0, -3], ids=["zero", "negative"])
 def test_bad_set_num_threads(n, restore_threads):
-    with pytest.raises(ValueError, match="thread|n"):
+    with pytest.raises(ValueError, match="thread"):
         bpcore.set_num_threads(n)

@@ -101,7 +101,8 @@ def test_trace_layout(dtype, make_net, random_params, rng):
     net, _, X = build(make_net, random_params, rng, layers, dtype, m=13)
     trace = net.forward(X)
     assert len(trace.net) == len(trace.out) == len(layers)
-    # The input layer has no activation: net[0] and out[0] are X.
+    # The input layer has no activation: net[0] is out[0], equal to X.
+    assert trace.net[0] is trace.out[0]
     assert np.array_equal(trace.net[0], X)
     assert np.array_equal(trace.out[0], X)
     for k, n in enumerate(layers):
@@ -225,3 +226,25 @@ def test_default_network_predicts(rng):
     out = net.predict(rng.normal(size=(5, 3)))
     assert out.shape == (5, 2)
     assert np.all((out > 0) & (out < 1))
+
+
+MEDIUM = {
+    "37-64-33-5-m1000": ([37, 64, 33, 5], 1000),
+    "129-67-31-3-m257": ([129, 67, 31, 3], 257),
+    "1-300-1-m65": ([1, 300, 1], 65),
+    "50-1-50-m129": ([50, 1, 50], 129),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layers, m", MEDIUM.values(), ids=MEDIUM.keys())
+def test_medium_networks(layers, m, dtype, make_net, random_params, rng, tol):
+    # Large enough for the blocked and multi-threaded paths.
+    net, oracle, X = build(make_net, random_params, rng, layers, dtype,
+                           activation="gelu", output="softmax", m=m)
+    trace = net.forward(X)
+    ref_net, ref_out = oracle.forward(X)
+    for k in range(1, len(layers)):
+        np.testing.assert_allclose(trace.net[k], ref_net[k], **tol(dtype),
+                                   err_msg=f"net[{k}]")
+    np.testing.assert_allclose(net.predict(X), ref_out[-1], **tol(dtype))

@@ -366,3 +366,126 @@ def test_network_attributes(make_net):
                    loss="binary_cross_entropy")
     assert net.activation == ("sigmoid",)
     assert np.dtype(net.dtype) == np.float32  # the documented default
+
+
+MEDIUM = {
+    "37-64-33-5-m1000": ([37, 64, 33, 5], 1000),
+    "129-67-31-3-m257": ([129, 67, 31, 3], 257),
+    "1-300-2-m65": ([1, 300, 2], 65),
+}
+
+
+@pytest.mark.parametrize("weighted", WEIGHTING)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("output, loss", [
+    pytest.param("softmax", "cross_entropy", id="softmax-cross_entropy"),
+    pytest.param("identity", "mse", id="identity-mse"),
+])
+@pytest.mark.parametrize("layers, m", MEDIUM.values(), ids=MEDIUM.keys())
+def test_medium_networks(layers, m, output, loss, dtype, weighted, make_net,
+                         random_params, rng, tol):
+    # Large enough for the blocked and multi-threaded paths.
+    net, oracle, X, Y, sw = make_case(make_net, random_params, rng, layers,
+                                      "tanh", output, loss, dtype, m,
+                                      weighted)
+    grads = net.backward(X, Y, sample_weight=sw)
+    expected = oracle.backward(X, Y, sample_weight=sw)
+    t = tol(dtype)
+    np.testing.assert_allclose(grads.loss, expected["loss"], **t)
+    np.testing.assert_allclose(grads.params, expected["params"], **t)
+    for k in range(len(layers)):
+        np.testing.assert_allclose(grads.delta[k], expected["delta"][k], **t,
+                                   err_msg=f"delta[{k}]")
+
+
+# ---------------------------------------------------------------------------
+# Numerical stability and input conversions.
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("output, loss", PAIRS)
+def test_huge_logits_stay_finite(output, loss, dtype, make_net, rng, tol):
+    # |net_L| in the hundreds: softmax / log-softmax with the max subtracted,
+    # BCE from logits, sigmoid and softplus without overflow.
+    W = np.array([[300.0, -300.0, 25.0], [-200.0, 100.0, 7.0]])
+    b = np.zeros(3)
+    net = make_net([2, 3], [W], [b], activation="identity", output=output,
+                   loss=loss, dtype=dtype)
+    oracle = ref.MLP([W], [b], [output], loss)
+    X = np.array([[1.0, 1.0], [2.0, -1.0], [0.1, 0.0], [-1.0, -1.0]])
+    Y = make_targets(rng, loss, 4, 3)
+    grads = net.backward(X, Y)
+    expected = oracle.backward(X, Y)
+    assert np.isfinite(grads.loss)
+    assert np.all(np.isfinite(grads.params))
+    assert np.all(np.isfinite(grads.delta[0]))
+    # The loss reaches ~1e5 for mse: compare relatively.
+    np.testing.assert_allclose(grads.loss, expected["loss"],
+                               rtol=tol(dtype)["rtol"])
+    scale = np.abs(expected["params"]).max()
+    np.testing.assert_allclose(grads.params, expected["params"],
+                               rtol=tol(dtype)["rtol"],
+                               atol=tol(dtype)["atol"] * max(scale, 1.0))
+
+
+TARGET_CONVERSIONS = {
+    "lists": lambda Y, sw: (Y.tolist(), sw.tolist()),
+    "fortran": lambda Y, sw: (np.asfortranarray(Y), sw),
+    "strided": lambda Y, sw: (np.repeat(Y, 2, axis=0)[::2],
+                              np.repeat(sw, 3)[::3]),
+    "readonly": lambda Y, sw: (_readonly(Y), _readonly(sw)),
+    "float32": lambda Y, sw: (Y.astype(np.float32), sw.astype(np.float32)),
+}
+
+
+def _readonly(a):
+    a = a.copy()
+    a.flags.writeable = False
+    return a
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("convert", TARGET_CONVERSIONS.values(),
+                         ids=TARGET_CONVERSIONS.keys())
+def test_target_layouts(convert, dtype, make_net, random_params, rng):
+    net, _, X, Y, sw = make_case(make_net, random_params, rng, [4, 5, 3],
+                                 "tanh", "identity", "mse", dtype, 9, True)
+    # Values that float32 holds exactly, so every conversion is lossless.
+    Y = Y.astype(np.float32).astype(np.float64)
+    sw = sw.astype(np.float32).astype(np.float64)
+    expected = net.backward(X, Y.astype(dtype), sample_weight=sw)
+    Y2, sw2 = convert(Y, sw)
+    grads = net.backward(X, Y2, sample_weight=sw2)
+    assert np.array_equal(grads.params, expected.params)
+    assert grads.loss == expected.loss
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_integer_targets_for_mse(dtype, make_net, random_params, rng):
+    net, _, X, _, _ = make_case(make_net, random_params, rng, [4, 5, 3],
+                                "tanh", "identity", "mse", dtype, 9, False)
+    Y = rng.integers(-3, 4, size=(9, 3))
+    g1 = net.backward(X, Y)
+    g2 = net.backward(X, Y.astype(dtype))
+    assert np.array_equal(g1.params, g2.params)
+
+
+@pytest.mark.parametrize("scale", [1e300, 1e308, 1e-300],
+                         ids=["1e300", "1e308", "1e-300"])
+def test_sample_weight_scale_invariance(scale, make_net, random_params, rng,
+                                        tol):
+    # sum(s_i l_i) / sum(s_i) does not change when every s_i is scaled, even
+    # where sum(s_i) overflows in floating point; refusing such weights with
+    # a ValueError is also acceptable, silently returning NaN is not.
+    net, _, X, Y, sw = make_case(make_net, random_params, rng, [4, 5, 3],
+                                 "tanh", "softmax", "cross_entropy",
+                                 "float64", 8, True)
+    sw = sw / sw.max()
+    expected = net.backward(X, Y, sample_weight=sw)
+    try:
+        grads = net.backward(X, Y, sample_weight=sw * scale)
+    except ValueError as exc:
+        assert "sample_weight" in str(exc)
+        return
+    np.testing.assert_allclose(grads.loss, expected.loss, **tol("float64"))
+    np.testing.assert_allclose(grads.params, expected.params,
+                               **tol("float64"))

@@ -750,7 +750,7 @@ CAT(bp_train, SFX)(T *params, T *grad, bp_optim *opt, double *loss_sum,
 {
     int64_t w_off[MAX_LAYERS], b_off[MAX_LAYERS], n_w, n_p, need;
     int64_t n_in, n_L, t0;
-    double lsum = 0.0, wsum_total = 0.0;
+    double lsum, wsum_total;
     int64_t done = 0;
     int nt, diverged = 0;
     FN(train_ws) ws;
@@ -791,6 +791,8 @@ CAT(bp_train, SFX)(T *params, T *grad, bp_optim *opt, double *loss_sum,
         }
     }
     FN(carve)(&ws, arch, batch, work);
+    lsum = *loss_sum;
+    wsum_total = *weight_sum;
     n_in = arch->sizes[0];
     n_L = arch->sizes[arch->n_layers - 1];
     nt = resolve_threads(n_threads);
@@ -803,7 +805,7 @@ CAT(bp_train, SFX)(T *params, T *grad, bp_optim *opt, double *loss_sum,
     {
         /* Every thread runs the same batch loop and takes the same branches:
          * the loss and weight sums are computed identically on each. */
-        double my_lsum = 0.0, my_wsum = 0.0;
+        double my_lsum = lsum, my_wsum = wsum_total;
         int64_t my_done = 0;
         int my_diverged = 0;
         for (int64_t b = first_batch; b < first_batch + n_batches; b++) {

@@ -247,17 +247,18 @@ cdef class Arch:
     def train(self, cnp.ndarray params, cnp.ndarray grad, dict opt,
               cnp.ndarray X, cnp.ndarray Y, object sw, object order,
               int64_t batch, int64_t first_batch, int64_t n_batches,
-              cnp.ndarray work, int n_threads):
+              cnp.ndarray work, int n_threads, double lsum=0.0,
+              double wsum=0.0):
         """Run n_batches updates in C.
 
         opt holds kind, lr, momentum, nesterov, weight_decay, beta1, beta2,
         eps, t, state1, state2 (arrays or None); t is updated in place.
+        lsum and wsum are running sums that the batches add to.
         Returns (loss_sum, weight_sum, batches_done, diverged).
         """
         cdef int64_t m = X.shape[0]
         cdef int64_t L = self.arch.n_layers - 1
         cdef bp_optim o
-        cdef double lsum = 0.0, wsum = 0.0
         cdef int64_t done = 0
         cdef bp_status st
         cdef void *psw = NULL

@@ -680,9 +680,9 @@ class _FitLoop:
                 while b < self.n_batches:
                     n = min(chunk, self.n_batches - b)
                     t0 = time.perf_counter()
-                    ls, ws, done, diverged = arch.train(
+                    lsum, wsum, done, diverged = arch.train(
                         params, grad, args, self.X, self.Y, self.sw, order,
-                        self.B, b, n, work, self.nt)
+                        self.B, b, n, work, self.nt, lsum, wsum)
                     dt = time.perf_counter() - t0
                     opt.t = args["t"]
                     if diverged:
@@ -692,8 +692,6 @@ class _FitLoop:
                             f"fit: the loss became NaN or infinite in epoch "
                             f"{e} (batch {b + done}); the parameters of the "
                             f"last completed epoch were restored")
-                    lsum += ls
-                    wsum += ws
                     b += n
                     if dt > 0:
                         chunk = max(1, min(4 * chunk, int(

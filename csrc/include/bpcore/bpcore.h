@@ -184,8 +184,9 @@ bp_status bp_train_workspace_size(int64_t *bytes, const bp_arch *arch,
  * directly when order is NULL).
  *   params (n_params) inout;  grad (n_params) scratch, holds the last
  *     batch's gradient on return;  opt inout (state and t)
- *   loss_sum out: sum over batches of (batch loss * batch weight)
- *   weight_sum out: sum over batches of the batch weight (sum of s_i)
+ *   loss_sum inout: each batch adds (batch loss * batch weight), in
+ *     batch order, so a loop of calls sums exactly like one call
+ *   weight_sum inout: each batch adds its weight (sum of its s_i)
  *   batches_done out
  *   X (m, n_0), Y (m, n_L), sw (m) or NULL, order (m) or NULL in
  * Stops with BP_ENONFINITE after the first batch whose loss is not finite;

@@ -1,0 +1,287 @@
+"""fit: History, validation, early stopping, callbacks, divergence,
+interruption, fork safety, races, bad input, and learning real data."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import bpcore
+
+
+def _regression(rng, m=64):
+    X = rng.normal(size=(m, 3))
+    Y = np.stack([X[:, 0] - X[:, 1], np.tanh(X[:, 2])], axis=1)
+    return X, Y
+
+
+def _net(**kw):
+    kw.setdefault("seed", 1)
+    return bpcore.Network([3, 8, 2], activation="tanh", output="identity",
+                          dtype=kw.pop("dtype", "float64"), **kw)
+
+
+def test_history(rng):
+    X, Y = _regression(rng)
+    net = _net()
+    hist = net.fit(X, Y, epochs=5, batch_size=16, optimizer=bpcore.SGD(lr=0.1),
+                   validation_data=(X[:10], Y[:10]))
+    assert hist is net.history
+    assert len(hist.loss) == len(hist.val_loss) == hist.epochs_run == 5
+    assert hist.best_epoch == int(np.argmin(hist.val_loss))
+    assert not hist.stopped_early
+    assert hist.loss[-1] < hist.loss[0]
+    assert hist.val_loss[-1] == pytest.approx(net.evaluate(X[:10], Y[:10]))
+
+
+def test_full_batch_loss_is_loss_before_update(rng):
+    X, Y = _regression(rng)
+    net = _net()
+    before = net.evaluate(X, Y)
+    hist = net.fit(X, Y, epochs=1, batch_size=None, optimizer="sgd")
+    assert hist.loss[0] == pytest.approx(before, rel=1e-12)
+
+
+def test_same_seed_same_result_and_shuffle_matters(rng):
+    X, Y = _regression(rng)
+    runs = []
+    for shuffle in (True, True, False):
+        net = _net(seed=7)
+        net.fit(X, Y, epochs=3, batch_size=5, shuffle=shuffle)
+        runs.append(net.params.copy())
+    assert np.array_equal(runs[0], runs[1])
+    assert not np.array_equal(runs[0], runs[2])
+
+
+def test_batch_size_larger_than_data_is_full_batch(rng):
+    X, Y = _regression(rng, m=10)
+    a, b = _net(), _net()
+    a.fit(X, Y, epochs=2, batch_size=None, shuffle=False)
+    b.fit(X, Y, epochs=2, batch_size=1000, shuffle=False)
+    assert np.array_equal(a.params, b.params)
+
+
+def test_online_learning(rng):
+    X, Y = _regression(rng, m=20)
+    a, b = _net(), _net()
+    a.fit(X, Y, epochs=1, batch_size=1, shuffle=False,
+          optimizer=bpcore.SGD(lr=0.05))
+    opt = bpcore.SGD(lr=0.05)
+    for i in range(20):
+        b.step(X[i:i + 1], Y[i:i + 1], opt)
+    assert np.array_equal(a.params, b.params)
+
+
+def test_callbacks_stop_and_see_logs(rng):
+    X, Y = _regression(rng)
+    seen = []
+
+    def cb(epoch, logs):
+        seen.append((epoch, logs["loss"], logs["val_loss"]))
+        return epoch < 2
+
+    hist = _net().fit(X, Y, epochs=10, callbacks=[cb])
+    assert [s[0] for s in seen] == [0, 1, 2]
+    assert hist.epochs_run == 3 and hist.stopped_early
+    assert [s[1] for s in seen] == hist.loss and seen[0][2] is None
+
+
+def test_early_stopping_restores_best(rng):
+    """Validation targets of the opposite sign get worse as training fits."""
+    X, Y = _regression(rng)
+    net = _net()
+    snaps = []
+    hist = net.fit(X, Y, epochs=50, batch_size=None,
+                   optimizer=bpcore.SGD(lr=0.1),
+                   validation_data=(X, -Y),
+                   early_stopping=bpcore.EarlyStopping(patience=3),
+                   callbacks=[lambda e, logs: snaps.append(net.params.copy())])
+    assert hist.stopped_early
+    assert hist.epochs_run == hist.best_epoch + 4
+    assert hist.best_epoch == int(np.argmin(hist.val_loss))
+    assert np.array_equal(net.params, snaps[hist.best_epoch])
+
+
+def test_early_stopping_on_training_loss_without_restore(rng):
+    X, Y = _regression(rng)
+    net = _net()
+    hist = net.fit(X, Y, epochs=30, optimizer=bpcore.SGD(lr=0.05),
+                   early_stopping=bpcore.EarlyStopping(
+                       patience=2, min_delta=1e9, restore_best=False))
+    # nothing beats best - 1e9 after the first epoch
+    assert hist.epochs_run == 3 and hist.best_epoch == 0
+
+
+def test_divergence_restores_last_epoch(rng):
+    X, Y = _regression(rng)
+    Y = Y * 1e3
+    net = bpcore.Network([3, 16, 2], activation="relu", output="identity",
+                         dtype="float32", seed=0)
+    snaps = [net.params.copy()]
+    with pytest.raises(bpcore.DivergenceError, match="restored"):
+        net.fit(X, Y, epochs=100, batch_size=8, optimizer=bpcore.SGD(lr=10.0),
+                callbacks=[lambda e, logs: snaps.append(net.params.copy())])
+    assert np.isfinite(net.params).all()
+    assert np.array_equal(net.params, snaps[-1])
+    assert issubclass(bpcore.DivergenceError, FloatingPointError)
+
+
+def test_step_divergence_leaves_params(rng):
+    net = bpcore.Network([2, 2], output="identity", dtype="float32", seed=0)
+    before = net.params.copy()
+    X = np.full((2, 2), 3e38, dtype=np.float32)
+    with pytest.raises(bpcore.DivergenceError):
+        net.step(X, np.zeros((2, 2)), bpcore.SGD(lr=0.1))
+    assert np.array_equal(net.params, before)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(epochs=0), "epochs"),
+    (dict(epochs=2.5), "epochs"),
+    (dict(batch_size=0), "batch_size"),
+    (dict(batch_size=True), "batch_size"),
+    (dict(optimizer="nope"), "optimizer"),
+    (dict(optimizer=object()), "optimizer"),
+    (dict(n_threads=0), "n_threads"),
+    (dict(sample_weight=np.ones(3)), "sample_weight"),
+    (dict(sample_weight=-np.ones(64)), "sample_weight"),
+    (dict(sample_weight=np.full(64, np.nan)), "sample_weight"),
+    (dict(validation_data=(np.ones((4, 2)), np.ones((4, 2)))), "validation_data X"),
+    (dict(validation_data=(np.ones((4, 3)), np.ones((5, 2)))), "validation_data Y"),
+    (dict(validation_data=np.ones((4, 3))), "validation_data"),
+    (dict(early_stopping=5), "early_stopping"),
+    (dict(callbacks=[1]), "callbacks"),
+    (dict(shuffle="yes"), "shuffle"),
+], ids=lambda v: str(v)[:40])
+def test_bad_fit_input_leaves_network(kwargs, match, rng):
+    X, Y = _regression(rng)
+    net = _net()
+    before = net.params.copy()
+    with pytest.raises((ValueError, TypeError), match=match):
+        net.fit(X, Y, **kwargs)
+    assert np.array_equal(net.params, before)
+    assert net.history is None
+
+
+def test_racing_fit_is_refused(rng):
+    X = rng.normal(size=(20000, 20))
+    Y = rng.normal(size=(20000, 4))
+    net = bpcore.Network([20, 64, 4], activation="relu", output="identity",
+                         seed=0)
+    started, errors = threading.Event(), []
+
+    def train():
+        net.fit(X, Y, epochs=30, batch_size=16,
+                callbacks=[lambda e, logs: started.set()])
+
+    t = threading.Thread(target=train)
+    t.start()
+    started.wait(30)
+    for call in (lambda: net.fit(X, Y, epochs=1),
+                 lambda: net.step(X[:4], Y[:4], "sgd"),
+                 lambda: net.predict(X[:4])):
+        try:
+            call()
+        except RuntimeError as e:
+            errors.append(str(e))
+    t.join()
+    assert len(errors) == 3 and all("network" in e for e in errors)
+    net.predict(X[:4])  # usable again
+
+
+def test_concurrent_predicts_agree(rng):
+    net = bpcore.Network([30, 64, 10], activation="relu", output="softmax",
+                         loss="cross_entropy", seed=0)
+    X = rng.normal(size=(3000, 30))
+    expected = net.predict(X, n_threads=1)
+    results = [None] * 6
+
+    def run(i):
+        results[i] = net.predict(X, n_threads=2)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(np.array_equal(r, expected) for r in results)
+
+
+def _run_script(code, timeout=120, **kw):
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)],
+                          capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def test_ctrl_c_is_prompt_and_leaves_whole_updates():
+    code = """
+        import sys, time, numpy as np, bpcore
+        rng = np.random.default_rng(0)
+        X = rng.normal(size=(200000, 32)); Y = rng.normal(size=(200000, 4))
+        net = bpcore.Network([32, 128, 4], activation="relu",
+                             output="identity", seed=0)
+        print("ready", flush=True)
+        try:
+            net.fit(X, Y, epochs=1000, batch_size=8,
+                    optimizer=bpcore.SGD(lr=1e-4))
+        except KeyboardInterrupt:
+            t = time.perf_counter()
+            print("interrupted", np.isfinite(net.params).all(), flush=True)
+            sys.exit(0)
+        sys.exit(3)
+    """
+    p = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)],
+                         stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "ready"
+    time.sleep(1.0)
+    t0 = time.perf_counter()
+    p.send_signal(signal.SIGINT)
+    out, _ = p.communicate(timeout=60)
+    elapsed = time.perf_counter() - t0
+    assert p.returncode == 0, out
+    assert "interrupted True" in out
+    assert elapsed < 2.0
+
+
+def test_fork_child_does_not_hang():
+    code = """
+        import multiprocessing as mp, numpy as np, bpcore
+        net = bpcore.Network([64, 256, 10], activation="relu",
+                             output="softmax", loss="cross_entropy", seed=0)
+        X = np.random.default_rng(0).normal(size=(4000, 64))
+        y = (X[:, 0] > 0).astype(int)
+        parent = net.predict(X, n_threads=2)   # the parent used OpenMP
+        net.fit(X, y, epochs=1, batch_size=256, n_threads=2)
+        after = net.predict(X, n_threads=2)
+
+        def child(_):
+            net.fit(X[:512], y[:512], epochs=1, batch_size=256, n_threads=2,
+                    shuffle=False)
+            return net.predict(X, n_threads=2)
+
+        with mp.get_context("fork").Pool(2) as pool:
+            outs = pool.map(child, range(2))
+        assert np.array_equal(outs[0], outs[1])
+        print("ok")
+    """
+    r = _run_script(code, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "ok" in r.stdout
+
+
+def test_learns_digits():
+    datasets = pytest.importorskip("sklearn.datasets")
+    X, y = datasets.load_digits(return_X_y=True)
+    X = X / 16.0
+    perm = np.random.default_rng(0).permutation(len(y))
+    X, y = X[perm], y[perm]
+    Xtr, ytr, Xte, yte = X[:1400], y[:1400], X[1400:], y[1400:]
+    net = bpcore.Network([64, 128, 10], activation="relu", output="softmax",
+                         loss="cross_entropy", seed=0)
+    net.fit(Xtr, ytr, epochs=40, batch_size=32, optimizer=bpcore.Adam(lr=2e-3))
+    acc = (net.predict(Xte).argmax(axis=1) == yte).mean()
+    assert acc >= 0.97
