@@ -19,7 +19,7 @@
 
 /* Rows per block in predict: small enough to keep a block's activations in
  * L2, large enough to amortise the loop overhead. */
-#define BP_PREDICT_ROWS 64
+#define BP_PREDICT_ROWS 128
 
 /* Batches cheaper than this many flops run on one thread: waking the other
  * core costs more than the work.  Changes no result. */
@@ -43,8 +43,34 @@ int resolve_threads(int n_threads);
 /* Total weights of an architecture (sum n_k n_{k+1}) as a double. */
 double arch_weights(const bp_arch *arch);
 
+/* Bytes of one thread's share of the predict workspace. */
+int64_t predict_thread_bytes(const bp_arch *arch);
+
 /* Widest layer of an architecture. */
 int64_t arch_max_width(const bp_arch *arch);
+
+/* Threads in the current team (1 outside a parallel region). */
+static inline int
+team_size(void)
+{
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
+/* Whether a layer's products go through the kernel table (packed GEMM) or
+ * the direct loops for tiny layers.  Depends on the shape only, so every
+ * call (predict, forward, fit) computes a layer the same way. */
+static inline int
+layer_uses_gemm(int64_t n_in, int64_t n_out)
+{
+    return n_in >= 8 && n_out >= 8;
+}
+
+/* Pick the kernel table (dispatch.c). */
+void gemm_choose(void);
 
 static inline int
 thread_id(void)

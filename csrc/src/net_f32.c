@@ -11,4 +11,5 @@
 #define ERF erff
 #define SQRT sqrtf
 #define FABS fabsf
+#define GEMM_CALL(table) ((table)->gemm_f32)
 #include "net_impl.h"

@@ -11,4 +11,5 @@
 #define ERF erf
 #define SQRT sqrt
 #define FABS fabs
+#define GEMM_CALL(table) ((table)->gemm_f64)
 #include "net_impl.h"

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "gemm/gemm.h"
 
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
@@ -273,6 +274,19 @@ FN(dense_rows)(T *restrict net, const T *restrict x, int64_t rows,
     }
 }
 
+/* net += b for a block of rows (after a product from the kernel). */
+static void
+FN(bias_rows)(T *restrict net, const T *restrict b, int64_t rows,
+              int64_t n_out)
+{
+    for (int64_t i = 0; i < rows; i++) {
+        T *n_i = net + i * n_out;
+        for (int64_t j = 0; j < n_out; j++) {
+            n_i[j] += b[j];
+        }
+    }
+}
+
 /* Dot product in a fixed order (eight interleaved partial sums). */
 static inline T
 FN(dot)(const T *restrict u, const T *restrict v, int64_t n)
@@ -290,6 +304,47 @@ FN(dot)(const T *restrict u, const T *restrict v, int64_t n)
     return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
 }
 
+/* The kernel table's product for this element type. */
+static inline void
+FN(gemm)(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa, const T *B,
+         int64_t rsb, int64_t csb, int64_t m, int64_t n, int64_t k,
+         T *scratch)
+{
+    GEMM_CALL(gemm_kernels())(C, ldc, A, rsa, csa, B, rsb, csb, m, n, k, 0,
+                              scratch);
+}
+
+/*
+ * C = A B shared by the threads of the enclosing region: the larger of the
+ * two output dimensions is cut into one slice per thread (whole blocks of
+ * 16).  Each entry is computed by one thread in the kernel's fixed order.
+ * scratch holds GEMM_SCRATCH_ELEMS per thread.  Ends with a barrier.
+ */
+static void
+FN(gemm_par)(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa,
+             const T *B, int64_t rsb, int64_t csb, int64_t m, int64_t n,
+             int64_t k, T *scratch)
+{
+    int nt = team_size(), tid = thread_id();
+    T *mine = scratch + (int64_t)tid * GEMM_SCRATCH_ELEMS;
+    int split_cols = n >= m;
+    int64_t len = split_cols ? n : m;
+    int64_t per = ((len + 15) / 16 + nt - 1) / nt * 16;
+    int64_t lo = (int64_t)tid * per;
+    int64_t hi = lo + per < len ? lo + per : len;
+
+    if (lo < hi) {
+        if (split_cols) {
+            FN(gemm)(C + lo, ldc, A, rsa, csa, B + lo * csb, rsb, csb, m,
+                     hi - lo, k, mine);
+        } else {
+            FN(gemm)(C + lo * ldc, ldc, A + lo * rsa, rsa, csa, B, rsb, csb,
+                     hi - lo, n, k, mine);
+        }
+    }
+#pragma omp barrier
+}
+
 /*
  * Forward pass through every layer, keeping net and out.
  *   net[k], out[k] (m, n_k) out, k = 1..L;  X (m, n_0) in
@@ -297,7 +352,7 @@ FN(dot)(const T *restrict u, const T *restrict v, int64_t n)
 static void
 FN(forward_body)(T *const *net, T *const *out, const T *X, const T *params,
                  const bp_arch *arch, const int64_t *w_off,
-                 const int64_t *b_off, int64_t m)
+                 const int64_t *b_off, int64_t m, T *scratch)
 {
     int64_t L = arch->n_layers - 1;
     int64_t n_blocks = (m + ROW_BLOCK - 1) / ROW_BLOCK;
@@ -307,12 +362,21 @@ FN(forward_body)(T *const *net, T *const *out, const T *X, const T *params,
         int64_t n_in = arch->sizes[k], n_out = arch->sizes[k + 1];
         const T *W = params + w_off[k], *b = params + b_off[k];
         int act = arch->acts[k];
+        int big = layer_uses_gemm(n_in, n_out);
+        if (big) {
+            FN(gemm_par)(net[k + 1], n_out, x, n_in, 1, W, n_out, 1, m, n_out,
+                         n_in, scratch);
+        }
 #pragma omp for schedule(static)
         for (int64_t blk = 0; blk < n_blocks; blk++) {
             int64_t r0 = blk * ROW_BLOCK;
             int64_t rows = m - r0 < ROW_BLOCK ? m - r0 : ROW_BLOCK;
-            FN(dense_rows)(net[k + 1] + r0 * n_out, x + r0 * n_in, rows, n_in,
-                           W, b, n_out);
+            if (big) {
+                FN(bias_rows)(net[k + 1] + r0 * n_out, b, rows, n_out);
+            } else {
+                FN(dense_rows)(net[k + 1] + r0 * n_out, x + r0 * n_in, rows,
+                               n_in, W, b, n_out);
+            }
             for (int64_t i = r0; i < r0 + rows; i++) {
                 FN(act_row)(out[k + 1] + i * n_out, net[k + 1] + i * n_out,
                             n_out, act);
@@ -344,14 +408,15 @@ static double
 FN(backward_body)(T *grad, T *const *delta, T *const *net, T *const *out,
                   double *lbuf, double *wsum, const T *X, const T *Y,
                   const T *sw, const T *params, const bp_arch *arch,
-                  const int64_t *w_off, const int64_t *b_off, int64_t m)
+                  const int64_t *w_off, const int64_t *b_off, int64_t m,
+                  T *scratch)
 {
     int64_t L = arch->n_layers - 1;
     int64_t n_L = arch->sizes[L];
     int64_t n_blocks = (m + ROW_BLOCK - 1) / ROW_BLOCK;
     double S, loss = 0.0;
 
-    FN(forward_body)(net, out, X, params, arch, w_off, b_off, m);
+    FN(forward_body)(net, out, X, params, arch, w_off, b_off, m, scratch);
 
     /* Every thread computes the same S, in the same order. */
     S = FN(weight_sum)(sw, m);
@@ -380,8 +445,14 @@ FN(backward_body)(T *grad, T *const *delta, T *const *net, T *const *out,
         int64_t n_dw = (n_in + DW_BLOCK - 1) / DW_BLOCK;
         int64_t n_db = (n_out + DB_BLOCK - 1) / DB_BLOCK;
 
+        int big = layer_uses_gemm(n_in, n_out);
         /* dW = x^T d: each thread owns whole blocks of rows of dW and sums
          * over samples in order. */
+        if (big) {
+            FN(gemm_par)(dW, n_out, x, 1, n_in, d, n_out, 1, n_in, n_out, m,
+                         scratch);
+            n_dw = 0;
+        }
 #pragma omp for schedule(static) nowait
         for (int64_t blk = 0; blk < n_dw; blk++) {
             int64_t a0 = blk * DW_BLOCK;
@@ -420,6 +491,10 @@ FN(backward_body)(T *grad, T *const *delta, T *const *net, T *const *out,
         /* delta_k = f'(net_k) * (d W^T); at k = 0, dE/dX when asked for */
         if (k > 0 || delta[0] != NULL) {
             T *dp = delta[k];
+            if (big) {
+                FN(gemm_par)(dp, n_in, d, n_out, 1, W, 1, n_out, m, n_in,
+                             n_out, scratch);
+            }
 #pragma omp for schedule(static)
             for (int64_t blk = 0; blk < n_blocks; blk++) {
                 int64_t r0 = blk * ROW_BLOCK;
@@ -427,7 +502,7 @@ FN(backward_body)(T *grad, T *const *delta, T *const *net, T *const *out,
                 for (int64_t i = r0; i < r1; i++) {
                     T *dp_i = dp + i * n_in;
                     const T *d_i = d + i * n_out;
-                    for (int64_t a = 0; a < n_in; a++) {
+                    for (int64_t a = 0; a < n_in && !big; a++) {
                         dp_i[a] = FN(dot)(d_i, W + a * n_out, n_out);
                     }
                     if (k > 0) {
@@ -562,25 +637,32 @@ CAT(bp_predict, SFX)(T *Y, const T *X, const T *params, const bp_arch *arch,
     }
     L = arch->n_layers - 1;
     width = arch_max_width(arch);
-    per_thread = (width * BP_PREDICT_ROWS * 8 + 64) * 2;
+    per_thread = predict_thread_bytes(arch);
     n_blocks = (m + BP_PREDICT_ROWS - 1) / BP_PREDICT_ROWS;
 
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         char *mine = (char *)align64(work) + (int64_t)thread_id() * per_thread;
-        T *buf[2];
+        T *buf[2], *scratch;
         buf[0] = (T *)mine;
         buf[1] = (T *)align64(mine + width * BP_PREDICT_ROWS * 8);
+        scratch = (T *)align64((char *)buf[1] + width * BP_PREDICT_ROWS * 8);
 #pragma omp for schedule(static)
         for (int64_t blk = 0; blk < n_blocks; blk++) {
             int64_t r0 = blk * BP_PREDICT_ROWS;
             int64_t rows = m - r0 < BP_PREDICT_ROWS ? m - r0 : BP_PREDICT_ROWS;
             const T *x = X + r0 * arch->sizes[0];
             for (int64_t k = 0; k < L; k++) {
-                int64_t n_out = arch->sizes[k + 1];
+                int64_t n_in = arch->sizes[k], n_out = arch->sizes[k + 1];
+                const T *W = params + w_off[k], *b = params + b_off[k];
                 T *dst = k == L - 1 ? Y + r0 * n_out : buf[k & 1];
-                FN(dense_rows)(dst, x, rows, arch->sizes[k], params + w_off[k],
-                               params + b_off[k], n_out);
+                if (layer_uses_gemm(n_in, n_out)) {
+                    FN(gemm)(dst, n_out, x, n_in, 1, W, n_out, 1, rows, n_out,
+                             n_in, scratch);
+                    FN(bias_rows)(dst, b, rows, n_out);
+                } else {
+                    FN(dense_rows)(dst, x, rows, n_in, W, b, n_out);
+                }
                 for (int64_t i = 0; i < rows; i++) {
                     FN(act_row)(dst + i * n_out, dst + i * n_out, n_out,
                                 arch->acts[k]);
@@ -592,6 +674,13 @@ CAT(bp_predict, SFX)(T *Y, const T *X, const T *params, const bp_arch *arch,
     return BP_OK;
 }
 
+/* Kernel scratch for nt threads, or NULL when out of memory. */
+static T *
+FN(alloc_scratch)(int nt)
+{
+    return (T *)malloc((size_t)nt * (size_t)GEMM_SCRATCH_ELEMS * sizeof(T));
+}
+
 bp_status
 CAT(bp_forward, SFX)(T *const *net, T *const *out, const T *X,
                      const T *params, const bp_arch *arch, int64_t m,
@@ -599,6 +688,7 @@ CAT(bp_forward, SFX)(T *const *net, T *const *out, const T *X,
 {
     int64_t w_off[MAX_LAYERS], b_off[MAX_LAYERS], n_w, n_p;
     int nt;
+    T *scratch;
     bp_status s;
 
     if (arch == NULL || arch->n_layers > MAX_LAYERS) {
@@ -622,8 +712,13 @@ CAT(bp_forward, SFX)(T *const *net, T *const *out, const T *X,
     if ((double)m * arch_weights(arch) * 2.0 < BP_PARALLEL_MIN_FLOPS) {
         nt = 1;
     }
+    scratch = FN(alloc_scratch)(nt);
+    if (scratch == NULL) {
+        return BP_ENOMEM;
+    }
 #pragma omp parallel num_threads(nt) if (nt > 1)
-    FN(forward_body)(net, out, X, params, arch, w_off, b_off, m);
+    FN(forward_body)(net, out, X, params, arch, w_off, b_off, m, scratch);
+    free(scratch);
     return BP_OK;
 }
 
@@ -636,6 +731,7 @@ CAT(bp_backward, SFX)(T *grad, T *const *delta, T *const *net,
     int64_t w_off[MAX_LAYERS], b_off[MAX_LAYERS], n_w, n_p;
     double *lbuf, result = 0.0;
     int nt;
+    T *scratch;
     bp_status s;
 
     if (arch == NULL || arch->n_layers > MAX_LAYERS) {
@@ -659,25 +755,30 @@ CAT(bp_backward, SFX)(T *grad, T *const *delta, T *const *net,
     if (FN(weight_sum)(sw, m) <= 0.0) {
         return BP_EARG;
     }
-    /* The per-sample losses are the only scratch: one double per sample. */
-    lbuf = (double *)malloc((size_t)m * sizeof(double));
-    if (lbuf == NULL) {
-        return BP_ENOMEM;
-    }
     nt = resolve_threads(n_threads);
     if ((double)m * arch_weights(arch) * 6.0 < BP_PARALLEL_MIN_FLOPS) {
         nt = 1;
+    }
+    /* Scratch: the per-sample losses and the kernel's packing buffers. */
+    lbuf = (double *)malloc((size_t)m * sizeof(double));
+    scratch = FN(alloc_scratch)(nt);
+    if (lbuf == NULL || scratch == NULL) {
+        free(lbuf);
+        free(scratch);
+        return BP_ENOMEM;
     }
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         double wsum;
         double l = FN(backward_body)(grad, delta, net, out, lbuf, &wsum, X, Y,
-                                     sw, params, arch, w_off, b_off, m);
+                                     sw, params, arch, w_off, b_off, m,
+                                     scratch);
         if (thread_id() == 0) {
             result = l;
         }
     }
     free(lbuf);
+    free(scratch);
     *loss = result;
     return BP_OK;
 }
@@ -715,6 +816,7 @@ typedef struct {
     T *Xb, *Yb, *swb;
     T *net[MAX_LAYERS], *out[MAX_LAYERS], *delta[MAX_LAYERS];
     double *lbuf;
+    T *scratch;
 } FN(train_ws);
 
 static void
@@ -737,6 +839,7 @@ FN(carve)(FN(train_ws) *ws, const bp_arch *arch, int64_t batch, void *work)
         TAKE(ws->out[k], T, batch * arch->sizes[k]);
         TAKE(ws->delta[k], T, batch * arch->sizes[k]);
     }
+    ws->scratch = (T *)p;
 #undef TAKE
 }
 
@@ -777,7 +880,11 @@ CAT(bp_train, SFX)(T *params, T *grad, bp_optim *opt, double *loss_sum,
             n_batches > (m - 1) / batch + 1 - first_batch) {
         return BP_ESHAPE;
     }
-    if ((s = bp_train_workspace_size(&need, arch, batch)) != BP_OK) {
+    nt = resolve_threads(n_threads);
+    if ((double)batch * arch_weights(arch) * 6.0 < BP_PARALLEL_MIN_FLOPS) {
+        nt = 1;
+    }
+    if ((s = bp_train_workspace_size(&need, arch, batch, nt)) != BP_OK) {
         return s;
     }
     if (work_bytes < need) {
@@ -795,10 +902,6 @@ CAT(bp_train, SFX)(T *params, T *grad, bp_optim *opt, double *loss_sum,
     wsum_total = *weight_sum;
     n_in = arch->sizes[0];
     n_L = arch->sizes[arch->n_layers - 1];
-    nt = resolve_threads(n_threads);
-    if ((double)batch * arch_weights(arch) * 6.0 < BP_PARALLEL_MIN_FLOPS) {
-        nt = 1;
-    }
     t0 = opt->t;
 
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -839,7 +942,7 @@ CAT(bp_train, SFX)(T *params, T *grad, bp_optim *opt, double *loss_sum,
             }
             loss = FN(backward_body)(grad, ws.delta, ws.net, ws.out, ws.lbuf,
                                      &wsum, Xb, Yb, swb, params, arch, w_off,
-                                     b_off, mb);
+                                     b_off, mb, ws.scratch);
             if (!isfinite(loss)) {
                 my_diverged = 1;
                 break;

@@ -10,6 +10,7 @@
 #endif
 
 #include "internal.h"
+#include "gemm/gemm.h"
 
 const char *
 bp_status_string(int status)
@@ -53,6 +54,7 @@ bp_init(void)
         return;
     }
     initialised = 1;
+    gemm_choose();
 #ifndef _WIN32
     pthread_atfork(NULL, NULL, mark_forked_child);
 #endif
@@ -67,7 +69,7 @@ in_forked_child(void)
 const char *
 bp_config_kernel(void)
 {
-    return "ref";
+    return gemm_kernels()->name;
 }
 
 const char *
@@ -252,10 +254,19 @@ arch_max_width(const bp_arch *arch)
     return w;
 }
 
+/* Bytes of one thread's predict area: two ping-pong row blocks and the
+ * kernel's packing scratch, each 64-byte aligned. */
+int64_t
+predict_thread_bytes(const bp_arch *arch)
+{
+    return (arch_max_width(arch) * BP_PREDICT_ROWS * 8 + 64) * 2 +
+           GEMM_SCRATCH_ELEMS * 8 + 64;
+}
+
 bp_status
 bp_predict_workspace_size(int64_t *bytes, const bp_arch *arch, int n_threads)
 {
-    int64_t per_thread, total;
+    int64_t total;
     bp_status s;
 
     if (bytes == NULL) {
@@ -264,14 +275,10 @@ bp_predict_workspace_size(int64_t *bytes, const bp_arch *arch, int n_threads)
     if ((s = bp_arch_check(arch)) != BP_OK) {
         return s;
     }
-    /* Two ping-pong blocks of BP_PREDICT_ROWS x widest layer, in doubles
-     * (enough for either dtype), each rounded to 64 bytes. */
-    if ((s = mul_checked(&per_thread, arch_max_width(arch),
-                         BP_PREDICT_ROWS * 8)) != BP_OK ||
-            (s = add_checked(&per_thread, per_thread, 64)) != BP_OK ||
-            (s = mul_checked(&per_thread, per_thread, 2)) != BP_OK ||
-            (s = mul_checked(&total, per_thread,
-                             resolve_threads(n_threads))) != BP_OK ||
+    /* widths are at most BP_MAX_WIDTH, so one thread's area cannot
+     * overflow; the thread count multiplies it */
+    if ((s = mul_checked(&total, predict_thread_bytes(arch),
+                         resolve_threads(n_threads))) != BP_OK ||
             (s = add_checked(&total, total, 64)) != BP_OK) {
         return s;
     }
@@ -280,7 +287,8 @@ bp_predict_workspace_size(int64_t *bytes, const bp_arch *arch, int n_threads)
 }
 
 bp_status
-bp_train_workspace_size(int64_t *bytes, const bp_arch *arch, int64_t batch)
+bp_train_workspace_size(int64_t *bytes, const bp_arch *arch, int64_t batch,
+                        int n_threads)
 {
     int64_t total = 64, units = 0, piece;
     bp_status s;
@@ -310,7 +318,10 @@ bp_train_workspace_size(int64_t *bytes, const bp_arch *arch, int64_t batch)
             (s = mul_checked(&piece, piece, 8)) != BP_OK ||
             (s = add_checked(&total, total, piece)) != BP_OK ||
             (s = mul_checked(&piece, arch->n_layers * 4 + 4, 64)) != BP_OK ||
-            (s = add_checked(&total, total, piece)) != BP_OK) {
+            (s = add_checked(&total, total, piece)) != BP_OK ||
+            (s = mul_checked(&piece, GEMM_SCRATCH_ELEMS * 8,
+                             resolve_threads(n_threads))) != BP_OK ||
+            (s = add_checked(&total, total, piece + 64)) != BP_OK) {
         return s;
     }
     *bytes = total;

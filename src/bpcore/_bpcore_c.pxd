@@ -68,7 +68,7 @@ cdef extern from "bpcore/bpcore.h" nogil:
                               const double *params, const bp_arch *arch,
                               int64_t m, int n_threads)
     bp_status bp_train_workspace_size(int64_t *bytes, const bp_arch *arch,
-                                      int64_t batch)
+                                      int64_t batch, int n_threads)
     bp_status bp_train_f32(float *params, float *grad, bp_optim *opt,
                            double *loss_sum, double *weight_sum,
                            int64_t *batches_done, const float *X,

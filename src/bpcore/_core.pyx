@@ -238,10 +238,11 @@ cdef class Arch:
         _check(st, "backward")
         return loss
 
-    def train_workspace(self, int64_t batch):
-        """A workspace buffer for train() with batches of at most batch rows."""
+    def train_workspace(self, int64_t batch, int n_threads):
+        """A workspace for train() with batches of at most batch rows."""
         cdef int64_t need = 0
-        _check(bp_train_workspace_size(&need, &self.arch, batch), "fit")
+        _check(bp_train_workspace_size(&need, &self.arch, batch, n_threads),
+               "fit")
         return np.empty(need, dtype=np.uint8)
 
     def train(self, cnp.ndarray params, cnp.ndarray grad, dict opt,

@@ -170,8 +170,13 @@ def as_sample_weight(sw, name, dtype, m):
     _finite(arr, name)
     if (arr < 0).any():
         raise ValueError(f"{name} must be >= 0")
-    if not arr.sum(dtype=np.float64) > 0:
+    with np.errstate(over="ignore"):
+        total = arr.sum(dtype=np.float64)
+    if not total > 0:
         raise ValueError(f"{name} must have a positive sum")
+    if not np.isfinite(total):
+        raise ValueError(f"{name} sums to infinity; rescale the weights "
+                         f"(only their ratios matter)")
     return arr
 
 

@@ -483,7 +483,7 @@ class Network:
         nt = resolve_threads(n_threads)
         with self._guard.write():
             opt._bind(self.n_params, self._dtype)
-            work = self._arch.train_workspace(m)
+            work = self._arch.train_workspace(m, nt)
             grad = np.empty_like(self._params)
             args = opt._c_args()
             lsum, wsum, done, diverged = self._arch.train(
@@ -662,7 +662,7 @@ class _FitLoop:
     def run(self):
         net, opt = self.net, self.opt
         arch, params = net._arch, net._params
-        work = arch.train_workspace(self.B)
+        work = arch.train_workspace(self.B, self.nt)
         grad = np.empty_like(params)
         hist = History()
         best, best_params, wait = math.inf, None, 0

@@ -93,7 +93,8 @@ typedef struct {
 const char *bp_status_string(int status);
 
 /*
- * Pick the kernels once (idempotent).  Honours BPCORE_KERNEL=ref.
+ * Pick the kernels once (idempotent): the best of avx512, avx2 and the
+ * portable ref that the CPU runs, or BPCORE_KERNEL=ref|avx2|avx512.
  * Called by the Python extension at import.
  */
 void bp_init(void);
@@ -173,9 +174,10 @@ bp_status bp_backward_f64(double *grad, double *const *delta,
                           const double *sw, const double *params,
                           const bp_arch *arch, int64_t m, int n_threads);
 
-/* Bytes of workspace for bp_train_* with batches of at most batch rows. */
+/* Bytes of workspace for bp_train_* with batches of at most batch rows
+ * and at most n_threads threads. */
 bp_status bp_train_workspace_size(int64_t *bytes, const bp_arch *arch,
-                                  int64_t batch);
+                                  int64_t batch, int n_threads);
 
 /*
  * Run n_batches optimizer updates, in one OpenMP parallel region.

@@ -1,0 +1,67 @@
+/*
+ * dispatch.c - choose the kernel table once, from what the CPU and the OS
+ * support (GCC/Clang's __builtin_cpu_supports checks both), unless the
+ * environment variable BPCORE_KERNEL=ref|avx2|avx512 asks for one (a kernel
+ * the machine cannot run is never chosen: the best available one is).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "gemm.h"
+
+static const gemm_table *chosen = &gemm_table_ref;
+
+static int
+cpu_has(const char *isa)
+{
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    __builtin_cpu_init();
+    if (strcmp(isa, "avx2") == 0) {
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    if (strcmp(isa, "avx512") == 0) {
+        return __builtin_cpu_supports("avx512f") &&
+               __builtin_cpu_supports("fma");
+    }
+#else
+    (void)isa;
+#endif
+    return 0;
+}
+
+void gemm_choose(void);
+
+void
+gemm_choose(void)
+{
+    const char *want = getenv("BPCORE_KERNEL");
+    const gemm_table *best = &gemm_table_ref;
+#ifdef BPCORE_HAVE_AVX2
+    if (cpu_has("avx2")) {
+        best = &gemm_table_avx2;
+    }
+#endif
+#ifdef BPCORE_HAVE_AVX512
+    if (cpu_has("avx512")) {
+        best = &gemm_table_avx512;
+    }
+#endif
+    chosen = best;
+    if (want == NULL) {
+        return;
+    }
+    if (strcmp(want, "ref") == 0) {
+        chosen = &gemm_table_ref;
+    }
+#ifdef BPCORE_HAVE_AVX2
+    if (strcmp(want, "avx2") == 0 && cpu_has("avx2")) {
+        chosen = &gemm_table_avx2;
+    }
+#endif
+}
+
+const gemm_table *
+gemm_kernels(void)
+{
+    return chosen;
+}

@@ -1,0 +1,152 @@
+/*
+ * gemm_simd.h - a packed, register-blocked product (the BLIS loop nest at
+ * small scale), written once with GCC/Clang vector types.  Included by one
+ * file per ISA, compiled with that ISA's flags, after defining
+ *   T      element type          VL  lanes per vector
+ *   MR     rows of the C tile    NR  columns of the C tile (multiple of VL)
+ *   NAME   the function's name
+ * Loops: columns of B in blocks of GEMM_NC, depth in blocks of GEMM_KC
+ * (packed B panel, zero-padded to NR), rows in blocks of GEMM_MC (packed A
+ * panel, zero-padded to MR), then MR x NR tiles held in registers.
+ */
+#include <string.h>
+
+#define SIMD_CAT_(a, b) a##b
+#define SIMD_CAT(a, b) SIMD_CAT_(a, b)
+#define VT SIMD_CAT(vec_, NAME)
+#define NV (NR / VL)
+
+typedef T VT __attribute__((vector_size(VL * sizeof(T))));
+
+/* Pack rows [0, mc) x depth [0, kc) of A into MR-row panels: p-major. */
+static void
+SIMD_CAT(pack_a_, NAME)(T *restrict pa, const T *A, int64_t rsa, int64_t csa,
+                        int64_t mc, int64_t kc)
+{
+    for (int64_t i0 = 0; i0 < mc; i0 += MR) {
+        int64_t mr = mc - i0 < MR ? mc - i0 : MR;
+        for (int64_t p = 0; p < kc; p++) {
+            for (int64_t i = 0; i < mr; i++) {
+                pa[p * MR + i] = A[(i0 + i) * rsa + p * csa];
+            }
+            for (int64_t i = mr; i < MR; i++) {
+                pa[p * MR + i] = 0;
+            }
+        }
+        pa += MR * kc;
+    }
+}
+
+/* Pack depth [0, kc) x columns [0, nc) of B into NR-column panels. */
+static void
+SIMD_CAT(pack_b_, NAME)(T *restrict pb, const T *B, int64_t rsb, int64_t csb,
+                        int64_t kc, int64_t nc)
+{
+    for (int64_t j0 = 0; j0 < nc; j0 += NR) {
+        int64_t nr = nc - j0 < NR ? nc - j0 : NR;
+        for (int64_t p = 0; p < kc; p++) {
+            const T *b_p = B + p * rsb + j0 * csb;
+            if (csb == 1 && nr == NR) {
+                memcpy(pb + p * NR, b_p, NR * sizeof(T));
+                continue;
+            }
+            for (int64_t j = 0; j < nr; j++) {
+                pb[p * NR + j] = b_p[j * csb];
+            }
+            for (int64_t j = nr; j < NR; j++) {
+                pb[p * NR + j] = 0;
+            }
+        }
+        pb += NR * kc;
+    }
+}
+
+/* C tile (mr <= MR, nr <= NR) = or += packed A panel x packed B panel. */
+static inline void
+SIMD_CAT(tile_, NAME)(T *restrict c, int64_t ldc, const T *restrict a,
+                      const T *restrict b, int64_t kc, int64_t mr, int64_t nr,
+                      int accumulate)
+{
+    VT acc[MR][NV];
+    for (int i = 0; i < MR; i++) {
+        for (int v = 0; v < NV; v++) {
+            acc[i][v] = (VT){0};
+        }
+    }
+    for (int64_t p = 0; p < kc; p++) {
+        VT bv[NV];
+        for (int v = 0; v < NV; v++) {
+            memcpy(&bv[v], b + p * NR + v * VL, sizeof(VT));
+        }
+        for (int i = 0; i < MR; i++) {
+            T ai = a[p * MR + i];
+            for (int v = 0; v < NV; v++) {
+                acc[i][v] += ai * bv[v];
+            }
+        }
+    }
+    if (mr == MR && nr == NR) {
+        for (int i = 0; i < MR; i++) {
+            for (int v = 0; v < NV; v++) {
+                T *c_iv = c + i * ldc + v * VL;
+                VT cv = acc[i][v];
+                if (accumulate) {
+                    VT old;
+                    memcpy(&old, c_iv, sizeof(VT));
+                    cv = old + cv;
+                }
+                memcpy(c_iv, &cv, sizeof(VT));
+            }
+        }
+    } else {
+        T tmp[MR * NR];
+        for (int i = 0; i < MR; i++) {
+            for (int v = 0; v < NV; v++) {
+                memcpy(tmp + i * NR + v * VL, &acc[i][v], sizeof(VT));
+            }
+        }
+        for (int64_t i = 0; i < mr; i++) {
+            for (int64_t j = 0; j < nr; j++) {
+                T s = tmp[i * NR + j];
+                c[i * ldc + j] = accumulate ? c[i * ldc + j] + s : s;
+            }
+        }
+    }
+}
+
+static void
+NAME(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa, const T *B,
+     int64_t rsb, int64_t csb, int64_t m, int64_t n, int64_t k,
+     int accumulate, T *scratch)
+{
+    /* scratch: packed A (GEMM_MC x GEMM_KC), then packed B, 64-aligned */
+    T *pa = (T *)(((uintptr_t)scratch + 63u) & ~(uintptr_t)63u);
+    T *pb = pa + (int64_t)GEMM_MC * GEMM_KC;
+
+    for (int64_t jc = 0; jc < n; jc += GEMM_NC) {
+        int64_t nc = n - jc < GEMM_NC ? n - jc : GEMM_NC;
+        for (int64_t pc = 0; pc < k; pc += GEMM_KC) {
+            int64_t kc = k - pc < GEMM_KC ? k - pc : GEMM_KC;
+            int acc = accumulate || pc > 0;
+            SIMD_CAT(pack_b_, NAME)(pb, B + pc * rsb + jc * csb, rsb, csb, kc,
+                                    nc);
+            for (int64_t ic = 0; ic < m; ic += GEMM_MC) {
+                int64_t mc = m - ic < GEMM_MC ? m - ic : GEMM_MC;
+                SIMD_CAT(pack_a_, NAME)(pa, A + ic * rsa + pc * csa, rsa, csa,
+                                        mc, kc);
+                for (int64_t jr = 0; jr < nc; jr += NR) {
+                    int64_t nr = nc - jr < NR ? nc - jr : NR;
+                    for (int64_t ir = 0; ir < mc; ir += MR) {
+                        int64_t mr = mc - ir < MR ? mc - ir : MR;
+                        SIMD_CAT(tile_, NAME)(C + (ic + ir) * ldc + jc + jr,
+                                              ldc, pa + ir * kc, pb + jr * kc,
+                                              kc, mr, nr, acc);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#undef VT
+#undef NV

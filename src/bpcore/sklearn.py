@@ -1,0 +1,921 @@
+"""scikit-learn estimators backed by bpcore: ``MLPClassifier``, ``MLPRegressor``.
+
+Drop-in replacements for :mod:`sklearn.neural_network`'s estimators with the
+stochastic solvers ("sgd", "adam"): the same parameter names and meanings,
+the same fitted attributes, ``partial_fit``, ``predict_proba`` and
+``sample_weight``; training runs in bpcore's C core.  Additions:
+``class_weight`` (classifier), ``dtype`` and ``n_threads``; the fitted
+:class:`bpcore.Network` is ``network_``.
+
+Requires scikit-learn >= 1.6 (``pip install bpcore[sklearn]``).
+
+How scikit-learn's options map onto bpcore
+------------------------------------------
+- ``alpha``: scikit-learn adds ``alpha * ||W||^2 / (2 * sum of the batch's
+  sample weights)`` to each batch's loss, i.e. ``alpha * W / n_batch`` to the
+  weight gradient.  The optimizer gets ``weight_decay = alpha / (batch_size *
+  mean sample weight)``: the same update (exactly so for full batches and
+  unweighted batches of the nominal size).  Biases are never penalised.
+- ``learning_rate`` (sgd only, as in scikit-learn): "constant";
+  "invscaling", ``learning_rate_init / (t_ + 1) ** power_t`` with ``t_`` the
+  number of samples seen, updated after each epoch; "adaptive", divided by 5
+  whenever ``n_iter_no_change`` epochs fail to improve by ``tol`` (training
+  stops once it is below 1e-6).
+- The optimizers follow PyTorch's update rules (bpcore's ``SGD`` and
+  ``Adam``), which match scikit-learn's up to where the learning rate and
+  epsilon enter; with a constant learning rate SGD is identical.
+- ``loss_`` and ``loss_curve_`` follow scikit-learn: log-loss for
+  classifiers, half the mean squared error per output for regressors, plus
+  the L2 penalty term.
+- Stopping follows scikit-learn: training loss not improving by ``tol`` for
+  more than ``n_iter_no_change`` epochs, or (``early_stopping=True``) the
+  validation score (accuracy or R^2) on a held-out ``validation_fraction``,
+  with the best parameters restored at the end.
+"""
+import numbers
+import warnings
+
+try:
+    import sklearn
+    from sklearn.base import (BaseEstimator, ClassifierMixin,
+                              RegressorMixin)
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.metrics import accuracy_score, r2_score
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import LabelBinarizer
+    from sklearn.utils import check_random_state, column_or_1d
+    from sklearn.utils.multiclass import (_check_partial_fit_first_call,
+                                          check_classification_targets,
+                                          type_of_target, unique_labels)
+    from sklearn.utils.validation import (_check_sample_weight,
+                                          check_is_fitted, validate_data)
+except ImportError as _exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "bpcore.sklearn needs scikit-learn >= 1.6, which is not installed "
+        "(or too old): pip install bpcore[sklearn]  (or: pip install "
+        "'scikit-learn>=1.6')") from _exc
+
+import numpy as np
+
+import bpcore
+from bpcore.network import Network
+from bpcore.optim import SGD, Adam
+
+__all__ = ["MLPClassifier", "MLPRegressor"]
+
+# scikit-learn's activation names -> bpcore's; bpcore's own names pass as is.
+_ACTIVATION_ALIASES = {"logistic": "sigmoid"}
+_BPCORE_ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu",
+                       "elu", "softplus", "gelu")
+_SK_OUT_NAMES = {"sigmoid": "logistic", "softmax": "softmax",
+                 "identity": "identity"}
+
+
+# -- parameter checks -----------------------------------------------------
+
+def _is_int(v):
+    return isinstance(v, numbers.Integral) and not isinstance(v, (bool,
+                                                                  np.bool_))
+
+
+def _is_real(v):
+    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+
+
+def _check_real(est, name, low=None, high=None, low_open=False,
+                high_open=False):
+    v = getattr(est, name)
+    if not _is_real(v) or not np.isfinite(v):
+        raise ValueError(f"The '{name}' parameter of {type(est).__name__} "
+                         f"must be a finite real number, got {v!r}.")
+    bad = ((low is not None and (v < low or (low_open and v == low))) or
+           (high is not None and (v > high or (high_open and v == high))))
+    if bad:
+        lo = "(" if low_open else "["
+        hi = ")" if high_open else "]"
+        raise ValueError(
+            f"The '{name}' parameter of {type(est).__name__} must be in "
+            f"{lo}{low if low is not None else '-inf'}, "
+            f"{high if high is not None else 'inf'}{hi}, got {v!r}.")
+    return float(v)
+
+
+def _check_bool(est, name):
+    v = getattr(est, name)
+    if not isinstance(v, (bool, np.bool_)):
+        raise ValueError(f"The '{name}' parameter of {type(est).__name__} "
+                         f"must be a bool, got {v!r}.")
+    return bool(v)
+
+
+def _check_choice(est, name, choices):
+    v = getattr(est, name)
+    if not isinstance(v, str) or v not in choices:
+        raise ValueError(f"The '{name}' parameter of {type(est).__name__} "
+                         f"must be one of {sorted(choices)}, got {v!r}.")
+    return v
+
+
+def _map_activation(name, est):
+    if not isinstance(name, str):
+        raise ValueError(f"The 'activation' parameter of "
+                         f"{type(est).__name__} must be a string (or a list "
+                         f"of strings, one per hidden layer), got {name!r}.")
+    key = _ACTIVATION_ALIASES.get(name, name)
+    if key not in _BPCORE_ACTIVATIONS:
+        raise ValueError(
+            f"The 'activation' parameter of {type(est).__name__} must be one "
+            f"of 'identity', 'logistic', 'tanh', 'relu' (scikit-learn's "
+            f"names) or bpcore's {', '.join(map(repr, _BPCORE_ACTIVATIONS))}"
+            f", got {name!r}.")
+    return key
+
+
+class _Settings:
+    """The validated hyperparameters of one fit call."""
+
+
+class _Rate:
+    """A learning rate the estimator changes between epochs ("invscaling",
+    "adaptive"): a bpcore schedule, read by the optimizer at each epoch."""
+
+    def __init__(self, value):
+        self.value = float(value)
+
+    def __call__(self, epoch):
+        return self.value
+
+    def __repr__(self):
+        return f"{self.value!r}"
+
+
+# -- the shared base ------------------------------------------------------
+
+class _BaseMLP(BaseEstimator):
+    """Shared logic of MLPClassifier and MLPRegressor (not for direct use)."""
+
+    _loss_scale_by_outputs = False   # regressors report mse per output
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *,
+                 solver="adam", alpha=0.0001, batch_size="auto",
+                 learning_rate="constant", learning_rate_init=0.001,
+                 power_t=0.5, max_iter=200, shuffle=True, random_state=None,
+                 tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False,
+                 validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
+                 epsilon=1e-8, n_iter_no_change=10, dtype=None,
+                 n_threads=None):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.dtype = dtype
+        self.n_threads = n_threads
+
+    # -- parameters -------------------------------------------------------
+
+    def _settings(self):
+        """Check every hyperparameter; return them in usable form."""
+        s = _Settings()
+        name = type(self).__name__
+        hls = self.hidden_layer_sizes
+        if _is_int(hls):
+            hls = [hls]
+        try:
+            hls = list(hls)
+        except TypeError:
+            raise ValueError(f"The 'hidden_layer_sizes' parameter of {name} "
+                             f"must be an int or a sequence of ints, got "
+                             f"{self.hidden_layer_sizes!r}.") from None
+        if not all(_is_int(h) for h in hls) or any(h <= 0 for h in hls):
+            raise ValueError(f"hidden_layer_sizes must be > 0, got {hls}.")
+        s.hidden = [int(h) for h in hls]
+        act = self.activation
+        if isinstance(act, (list, tuple)):
+            if len(act) != len(s.hidden):
+                raise ValueError(
+                    f"The 'activation' parameter of {name} lists {len(act)} "
+                    f"names for {len(s.hidden)} hidden layers.")
+            s.activation = [_map_activation(a, self) for a in act]
+        else:
+            s.activation = _map_activation(act, self)
+        s.solver = _check_choice(self, "solver", {"sgd", "adam"})
+        s.alpha = _check_real(self, "alpha", low=0.0)
+        bs = self.batch_size
+        if not (bs == "auto" if isinstance(bs, str) else _is_int(bs) and bs >= 1):
+            raise ValueError(f"The 'batch_size' parameter of {name} must be "
+                             f"'auto' or an int >= 1, got {bs!r}.")
+        s.batch_size = bs
+        s.learning_rate = _check_choice(self, "learning_rate",
+                                        {"constant", "invscaling", "adaptive"})
+        s.learning_rate_init = _check_real(self, "learning_rate_init",
+                                           low=0.0, low_open=True)
+        s.power_t = _check_real(self, "power_t", low=0.0)
+        if not _is_int(self.max_iter) or self.max_iter < 1:
+            raise ValueError(f"The 'max_iter' parameter of {name} must be an "
+                             f"int >= 1, got {self.max_iter!r}.")
+        s.max_iter = int(self.max_iter)
+        s.shuffle = _check_bool(self, "shuffle")
+        s.tol = _check_real(self, "tol", low=0.0)
+        if not (_is_int(self.verbose) or isinstance(self.verbose,
+                                                    (bool, np.bool_))):
+            raise ValueError(f"The 'verbose' parameter of {name} must be a "
+                             f"bool or an int, got {self.verbose!r}.")
+        s.verbose = bool(self.verbose)
+        s.warm_start = _check_bool(self, "warm_start")
+        s.momentum = _check_real(self, "momentum", low=0.0, high=1.0,
+                                 high_open=True)
+        s.nesterov = _check_bool(self, "nesterovs_momentum")
+        s.early_stopping = _check_bool(self, "early_stopping")
+        s.validation_fraction = _check_real(self, "validation_fraction",
+                                            low=0.0, high=1.0,
+                                            high_open=True)
+        if s.early_stopping and s.validation_fraction == 0:
+            raise ValueError("early_stopping=True needs validation_fraction "
+                             "> 0.")
+        s.beta_1 = _check_real(self, "beta_1", low=0.0, high=1.0,
+                               high_open=True)
+        s.beta_2 = _check_real(self, "beta_2", low=0.0, high=1.0,
+                               high_open=True)
+        s.epsilon = _check_real(self, "epsilon", low=0.0, low_open=True)
+        nic = self.n_iter_no_change
+        if not ((_is_int(nic) and nic >= 1) or
+                (_is_real(nic) and nic == np.inf)):
+            raise ValueError(f"The 'n_iter_no_change' parameter of {name} "
+                             f"must be an int >= 1 or numpy.inf, got {nic!r}.")
+        s.n_iter_no_change = nic
+        if self.dtype is None:
+            s.dtype = None
+        else:
+            try:
+                s.dtype = np.dtype(self.dtype)
+            except TypeError:
+                s.dtype = "bad"
+            if s.dtype not in (np.float32, np.float64):
+                raise ValueError(f"The 'dtype' parameter of {name} must be "
+                                 f"None, 'float32' or 'float64', got "
+                                 f"{self.dtype!r}.")
+        nt = self.n_threads
+        if nt is not None and not (_is_int(nt) and nt >= 1):
+            raise ValueError(f"The 'n_threads' parameter of {name} must be "
+                             f"None or an int >= 1, got {nt!r}.")
+        s.n_threads = nt
+        return s
+
+    # -- fitted attributes derived from the network -----------------------
+
+    @property
+    def coefs_(self):
+        """Weight matrices, ``coefs_[i]`` of shape (n_i, n_{i+1}): views into
+        ``network_.params`` (writing into them changes the model)."""
+        check_is_fitted(self, "network_")
+        return list(self.network_.weights)
+
+    @property
+    def intercepts_(self):
+        """Bias vectors, ``intercepts_[i]`` of shape (n_{i+1},): views into
+        ``network_.params``."""
+        check_is_fitted(self, "network_")
+        return list(self.network_.biases)
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "network_")
+
+    # -- training ---------------------------------------------------------
+
+    def _validate_X_y(self, X, y, incremental, reset):
+        raise NotImplementedError
+
+    def _targets(self, y):
+        """(Y for the network, output activation, loss)."""
+        raise NotImplementedError
+
+    def _extra_sample_weight(self, y, incremental):
+        return None
+
+    def _score_val(self, X, y, sample_weight):
+        raise NotImplementedError
+
+    def _make_optimizer(self, s, weight_decay):
+        if s.solver == "sgd":
+            return SGD(lr=s.learning_rate_init, momentum=s.momentum,
+                       nesterov=bool(s.nesterov and s.momentum > 0),
+                       weight_decay=weight_decay)
+        return Adam(lr=s.learning_rate_init, betas=(s.beta_1, s.beta_2),
+                    eps=s.epsilon, weight_decay=weight_decay)
+
+    def _fit(self, X, y, sample_weight=None, incremental=False):
+        s = self._settings()
+        first_pass = not hasattr(self, "network_") or (
+            not s.warm_start and not incremental)
+        X, y = self._validate_X_y(X, y, incremental, reset=first_pass)
+        if s.dtype is not None:
+            dtype = s.dtype
+        elif first_pass:
+            dtype = np.dtype(np.float32 if X.dtype == np.float32
+                             else np.float64)
+        else:
+            dtype = self.network_.dtype
+        X = np.ascontiguousarray(X, dtype=dtype)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(
+                sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+        extra = self._extra_sample_weight(y, incremental)
+        if extra is not None:
+            sample_weight = (extra if sample_weight is None
+                             else sample_weight * extra)
+        Y, out_act, loss = self._targets(y)
+        Y = np.ascontiguousarray(Y, dtype=dtype)
+        n_outputs = Y.shape[1]
+        rng = check_random_state(self.random_state)
+
+        if first_pass:
+            layers = [X.shape[1]] + s.hidden + [n_outputs]
+            if isinstance(self.random_state, numbers.Integral):
+                seed = int(self.random_state)
+            else:
+                seed = int(rng.randint(np.iinfo(np.int32).max))
+            self.network_ = Network(layers, activation=s.activation,
+                                    output=out_act, loss=loss, dtype=dtype,
+                                    seed=seed)
+            self.n_outputs_ = n_outputs
+            self.n_layers_ = len(layers)
+            self.out_activation_ = _SK_OUT_NAMES[out_act]
+            self.n_iter_ = 0
+            self.t_ = 0
+            self.loss_curve_ = []
+            self._no_improvement_count = 0
+            if s.early_stopping:
+                self.validation_scores_ = []
+                self.best_validation_score_ = -np.inf
+                self.best_loss_ = None
+            else:
+                self.best_loss_ = np.inf
+                self.validation_scores_ = None
+                self.best_validation_score_ = None
+        else:
+            net = self.network_
+            if list(net.layers[1:-1]) != s.hidden:
+                raise ValueError(
+                    f"hidden_layer_sizes={s.hidden} differs from the fitted "
+                    f"network's {list(net.layers[1:-1])}; fit again without "
+                    f"warm_start to change the architecture.")
+            if n_outputs != net.layers[-1]:
+                raise ValueError(f"y has {n_outputs} outputs; the fitted "
+                                 f"network has {net.layers[-1]}.")
+            if s.early_stopping and not incremental and \
+                    self.validation_scores_ is None:
+                self.validation_scores_ = []
+                self.best_validation_score_ = -np.inf
+        if s.dtype is not None and self.network_.dtype != s.dtype:
+            raise ValueError(f"dtype={self.dtype!r} differs from the fitted "
+                             f"network's {self.network_.dtype.name}; fit "
+                             f"again without warm_start to change it.")
+        self._fit_stochastic(s, X, y, Y, sample_weight, incremental, rng)
+        return self
+
+    def _fit_stochastic(self, s, X, y, Y, sample_weight, incremental, rng):
+        net = self.network_
+        if s.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        if s.early_stopping:
+            stratify = y if (self._stratify and y.ndim == 1) else None
+            parts = [X, Y, y] + ([] if sample_weight is None
+                                 else [sample_weight])
+            split = train_test_split(*parts, random_state=rng,
+                                     test_size=s.validation_fraction,
+                                     stratify=stratify)
+            X_tr, X_val, Y_tr, _, _, y_val = split[:6]
+            sw_tr, sw_val = (split[6:8] if sample_weight is not None
+                             else (None, None))
+            if X_val.shape[0] < 2:
+                raise ValueError("The validation set is too small. Increase "
+                                 "'validation_fraction' or the size of your "
+                                 "dataset.")
+        else:
+            X_tr, Y_tr, sw_tr = X, Y, sample_weight
+            X_val = y_val = sw_val = None
+
+        n = X_tr.shape[0]
+        if s.batch_size == "auto":
+            B = min(200, n)
+        else:
+            if s.batch_size > n:
+                warnings.warn("Got `batch_size` less than 1 or larger than "
+                              "sample size. It is going to be clipped")
+            B = int(np.clip(s.batch_size, 1, n))
+        mean_sw = 1.0 if sw_tr is None else float(np.mean(sw_tr))
+        if sw_tr is not None and not mean_sw > 0:
+            raise ValueError("sample_weight must have a positive sum (after "
+                             "class_weight)")
+        if sw_tr is not None:
+            sw_tr = np.ascontiguousarray(sw_tr, dtype=net.dtype)
+        # scikit-learn's gradient: mean loss gradient + alpha * W / sum(sw_b)
+        weight_decay = s.alpha / (B * mean_sw)
+        n_batches = -(-n // B)
+        penalty_scale = 0.5 * s.alpha * n_batches / (n * mean_sw)
+        loss_div = net.layers[-1] if self._loss_scale_by_outputs else 1
+
+        opt = getattr(self, "_optimizer", None)
+        if (not incremental or opt is None or
+                not isinstance(opt, SGD if s.solver == "sgd" else Adam)):
+            # a fresh optimizer for every fit (warm_start included), the
+            # same one across partial_fit calls, as scikit-learn does
+            opt = self._make_optimizer(s, weight_decay)
+            opt.lr = _Rate(s.learning_rate_init)
+            self._optimizer = opt
+        else:
+            opt.weight_decay = weight_decay
+        rate = opt.lr
+        lr_mode = s.learning_rate if s.solver == "sgd" else "constant"
+        best = net.params.copy() if s.early_stopping else None
+
+        def after_epoch(data_loss):
+            """scikit-learn's end-of-epoch bookkeeping; False stops."""
+            sq = sum(float(np.dot(w.ravel(), w.ravel()))
+                     for w in net.weights)
+            self.loss_ = float(data_loss / loss_div + penalty_scale * sq)
+            self.n_iter_ += 1
+            self.t_ += n
+            self.loss_curve_.append(self.loss_)
+            if s.verbose:
+                print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
+            if self._update_no_improvement(s, X_val, y_val, sw_val):
+                best[...] = net.params
+            if lr_mode == "invscaling":
+                rate.value = s.learning_rate_init / (self.t_ + 1) ** s.power_t
+            if self._no_improvement_count > s.n_iter_no_change:
+                what = ("Validation score" if s.early_stopping
+                        else "Training loss")
+                msg = (f"{what} did not improve more than tol={s.tol:f} "
+                       f"for {s.n_iter_no_change} consecutive epochs.")
+                if lr_mode == "adaptive" and rate.value > 1e-6:
+                    rate.value /= 5.0
+                    self._no_improvement_count = 0
+                    if s.verbose:
+                        print(msg + " Setting learning rate to %f"
+                              % rate.value)
+                else:
+                    if s.verbose:
+                        print(msg + " Stopping.")
+                    return False
+            return True
+
+        epochs = 1 if incremental else s.max_iter
+        fit_args = dict(batch_size=B, optimizer=opt, shuffle=s.shuffle,
+                        sample_weight=sw_tr, n_threads=s.n_threads)
+        self.n_iter_ = 0
+        try:
+            if s.early_stopping:
+                # the validation score needs predict between epochs
+                for _ in range(epochs):
+                    hist = net.fit(X_tr, Y_tr, epochs=1, **fit_args)
+                    if not after_epoch(hist.loss[0]):
+                        break
+            else:
+                # one call: the epoch loop and the batch loop run in bpcore
+                net.fit(X_tr, Y_tr, epochs=epochs,
+                        callbacks=[lambda e, logs: after_epoch(logs["loss"])],
+                        **fit_args)
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user.")
+        if not incremental and self.n_iter_ == s.max_iter:
+            warnings.warn(
+                "Stochastic Optimizer: Maximum iterations (%d) reached and "
+                "the optimization hasn't converged yet." % s.max_iter,
+                ConvergenceWarning)
+        if best is not None:
+            net.params[...] = best
+
+    def _update_no_improvement(self, s, X_val, y_val, sw_val):
+        """scikit-learn's rule; returns True when the best model improved."""
+        if s.early_stopping:
+            score = self._score_val(X_val, y_val, sw_val)
+            self.validation_scores_.append(score)
+            if s.verbose:
+                print("Validation score: %f" % score)
+            if score < self.best_validation_score_ + s.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if score > self.best_validation_score_:
+                self.best_validation_score_ = score
+                return True
+            return False
+        if self.best_loss_ is None:
+            self.best_loss_ = np.inf
+        if self.loss_curve_[-1] > self.best_loss_ - s.tol:
+            self._no_improvement_count += 1
+        else:
+            self._no_improvement_count = 0
+        if self.loss_curve_[-1] < self.best_loss_:
+            self.best_loss_ = self.loss_curve_[-1]
+        return False
+
+    def _forward(self, X):
+        check_is_fitted(self, "network_")
+        X = validate_data(self, X, reset=False,
+                          dtype=(np.float64, np.float32))
+        X = np.ascontiguousarray(X, dtype=self.network_.dtype)
+        return self.network_.predict(X, n_threads=self.n_threads)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False
+        tags.non_deterministic = False
+        return tags
+
+
+# -- classifier ---------------------------------------------------------
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    """Multi-layer perceptron classifier trained by bpcore's C core.
+
+    scikit-learn's :class:`sklearn.neural_network.MLPClassifier` with the
+    stochastic solvers ("sgd", "adam"), plus ``class_weight``, ``dtype`` and
+    ``n_threads``.  Binary problems use one sigmoid output with binary
+    cross-entropy, multiclass problems a softmax output with cross-entropy,
+    multilabel problems (a 2-D indicator ``y``) one sigmoid output per label
+    with binary cross-entropy.  Labels may be any hashable values (strings,
+    ints).
+
+    Parameters
+    ----------
+    hidden_layer_sizes : int or sequence of int, default=(100,)
+        Sizes of the hidden layers; ``()`` gives no hidden layer.
+    activation : str or list of str, default="relu"
+        Hidden activation: "identity", "logistic", "tanh", "relu"
+        (scikit-learn's names) or any of bpcore's ("sigmoid", "leaky_relu",
+        "elu", "softplus", "gelu"); a list gives one per hidden layer.
+    solver : {"adam", "sgd"}, default="adam"
+    alpha : float >= 0, default=0.0001
+        L2 penalty on the weights (not the biases), as in scikit-learn.
+    batch_size : int or "auto", default="auto"
+        "auto" is ``min(200, n_samples)``.
+    learning_rate : {"constant", "invscaling", "adaptive"}, default="constant"
+        Schedule for solver="sgd" (ignored by adam), as in scikit-learn.
+    learning_rate_init : float > 0, default=0.001
+    power_t : float >= 0, default=0.5
+        Exponent of "invscaling".
+    max_iter : int, default=200
+        Maximum number of epochs.
+    shuffle : bool, default=True
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initial weights, the shuffling and the validation split.
+    tol : float, default=1e-4
+    verbose : bool, default=False
+    warm_start : bool, default=False
+        Continue from the fitted weights (with a fresh optimizer state, as
+        scikit-learn does).
+    momentum : float in [0, 1), default=0.9
+    nesterovs_momentum : bool, default=True
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the data (stratified) and stop
+        when its accuracy stops improving; the best weights are kept.
+    validation_fraction : float in (0, 1), default=0.1
+    beta_1, beta_2 : float in [0, 1), defaults 0.9 and 0.999
+    epsilon : float > 0, default=1e-8
+    n_iter_no_change : int or numpy.inf, default=10
+    dtype : None, "float32" or "float64", default=None
+        Precision of the network.  None: float32 for float32 input (as
+        scikit-learn does), float64 otherwise.
+    n_threads : int or None, default=None
+        Threads for training and prediction (None: bpcore's setting).
+    class_weight : dict, "balanced" or None, default=None
+        Weights per class, multiplied into ``sample_weight``; "balanced" is
+        ``n_samples / (n_classes * np.bincount(y))``.  Not for multilabel
+        targets; "balanced" is not available in ``partial_fit``.
+
+    Attributes
+    ----------
+    network_ : bpcore.Network
+        The trained network.
+    classes_ : ndarray or list of ndarray
+        Class labels.
+    coefs_, intercepts_ : lists of ndarray
+        Weights ``(n_i, n_{i+1})`` and biases, views into ``network_``.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Only when X has string feature names.
+    n_iter_ : int
+        Epochs run by the last ``fit`` (1 after ``partial_fit``).
+    loss_ : float
+        Loss of the last epoch (with the L2 term).
+    loss_curve_ : list of float
+        Loss of every epoch.
+    best_loss_ : float or None
+        Lowest loss reached (None with early_stopping).
+    validation_scores_ : list of float or None
+        Validation accuracy per epoch (early_stopping only).
+    best_validation_score_ : float or None
+    t_ : int
+        Number of training samples seen.
+    n_outputs_ : int
+    n_layers_ : int
+    out_activation_ : {"logistic", "softmax"}
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from bpcore.sklearn import MLPClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = MLPClassifier((16,), max_iter=300, random_state=0).fit(X, y)
+    >>> clf.predict_proba(X[:2]).shape
+    (2, 3)
+    """
+
+    _stratify = True
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *,
+                 solver="adam", alpha=0.0001, batch_size="auto",
+                 learning_rate="constant", learning_rate_init=0.001,
+                 power_t=0.5, max_iter=200, shuffle=True, random_state=None,
+                 tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False,
+                 validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
+                 epsilon=1e-8, n_iter_no_change=10, dtype=None,
+                 n_threads=None, class_weight=None):
+        super().__init__(
+            hidden_layer_sizes=hidden_layer_sizes, activation=activation,
+            solver=solver, alpha=alpha, batch_size=batch_size,
+            learning_rate=learning_rate,
+            learning_rate_init=learning_rate_init, power_t=power_t,
+            max_iter=max_iter, shuffle=shuffle, random_state=random_state,
+            tol=tol, verbose=verbose, warm_start=warm_start,
+            momentum=momentum, nesterovs_momentum=nesterovs_momentum,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction, beta_1=beta_1,
+            beta_2=beta_2, epsilon=epsilon,
+            n_iter_no_change=n_iter_no_change, dtype=dtype,
+            n_threads=n_threads)
+        self.class_weight = class_weight
+
+    def _validate_X_y(self, X, y, incremental, reset):
+        X, y = validate_data(self, X, y, multi_output=True,
+                             dtype=(np.float64, np.float32), reset=reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        if not hasattr(self, "classes_") or (not self.warm_start
+                                             and not incremental):
+            self._label_binarizer = LabelBinarizer()
+            self._label_binarizer.fit(y)
+            self.classes_ = self._label_binarizer.classes_
+        else:
+            classes = unique_labels(y)
+            if self.warm_start and not incremental:
+                if set(classes) != set(self.classes_):
+                    raise ValueError(
+                        "warm_start can only be used where `y` has the same "
+                        "classes as in the previous call to fit. Previously "
+                        f"got {self.classes_}, `y` has {classes}")
+            elif len(np.setdiff1d(classes, self.classes_,
+                                  assume_unique=True)):
+                raise ValueError(
+                    "`y` has classes not in `self.classes_`. "
+                    f"`self.classes_` has {self.classes_}. 'y' has "
+                    f"{classes}.")
+        return X, y
+
+    def _targets(self, y):
+        lb = self._label_binarizer
+        Y = lb.transform(y)
+        if lb.y_type_ == "multiclass":
+            return Y, "softmax", "cross_entropy"
+        return Y, "sigmoid", "binary_cross_entropy"
+
+    def _extra_sample_weight(self, y, incremental):
+        cw = self.class_weight
+        if cw is None:
+            return None
+        if self._label_binarizer.y_type_.startswith("multilabel"):
+            raise ValueError("class_weight is not supported for multilabel "
+                             "targets; pass sample_weight instead.")
+        classes = self.classes_
+        if isinstance(cw, str):
+            if cw != "balanced":
+                raise ValueError(f"class_weight must be None, 'balanced' or "
+                                 f"a dict, got {cw!r}.")
+            if incremental:
+                raise ValueError(
+                    "class_weight='balanced' is not supported by "
+                    "partial_fit: the class frequencies of the whole stream "
+                    "are unknown. Compute them once, e.g. with "
+                    "sklearn.utils.class_weight.compute_class_weight, and "
+                    "pass a dict.")
+            idx = np.searchsorted(classes, y)
+            counts = np.bincount(idx, minlength=len(classes)).astype(float)
+            weights = np.zeros(len(classes))
+            present = counts > 0
+            weights[present] = len(y) / (present.sum() * counts[present])
+        elif isinstance(cw, dict):
+            weights = np.ones(len(classes))
+            for k, v in cw.items():
+                pos = np.flatnonzero(classes == k) if len(classes) else []
+                if len(pos) == 0:
+                    raise ValueError(f"class_weight: the class label {k!r} "
+                                     f"is not among the classes "
+                                     f"{list(classes)}.")
+                if not _is_real(v) or not np.isfinite(v) or v < 0:
+                    raise ValueError(f"class_weight: the weight of class "
+                                     f"{k!r} must be a finite number >= 0, "
+                                     f"got {v!r}.")
+                weights[pos[0]] = float(v)
+        else:
+            raise ValueError(f"class_weight must be None, 'balanced' or a "
+                             f"dict, got {type(cw).__name__}.")
+        return weights[np.searchsorted(classes, y)]
+
+    def _score_val(self, X, y, sample_weight):
+        return accuracy_score(y, self._predict_validated(X),
+                              sample_weight=sample_weight)
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit the model to X and y.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+            Class labels, or a 2-D indicator matrix for multilabel.
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, y, sample_weight=sample_weight,
+                         incremental=False)
+
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """One epoch over the given data, continuing the training.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+        sample_weight : array-like of shape (n_samples,), default=None
+        classes : array of shape (n_classes,), default=None
+            Every class of the stream; required on the first call (not for
+            multilabel y), ignored or checked afterwards.
+
+        Returns
+        -------
+        self
+        """
+        if (classes is None and not hasattr(self, "classes_")
+                and type_of_target(y).startswith("multilabel")):
+            # a multilabel indicator matrix names its labels itself
+            self._label_binarizer = LabelBinarizer().fit(y)
+            self.classes_ = self._label_binarizer.classes_
+        elif _check_partial_fit_first_call(self, classes):
+            self._label_binarizer = LabelBinarizer()
+            if type_of_target(y).startswith("multilabel"):
+                self._label_binarizer.fit(y)
+            else:
+                self._label_binarizer.fit(classes)
+            self.classes_ = self._label_binarizer.classes_
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+
+    def _predict_validated(self, X):
+        p = self.network_.predict(np.ascontiguousarray(
+            X, dtype=self.network_.dtype), n_threads=self.n_threads)
+        return self._decode(p)
+
+    def _decode(self, p):
+        if self.n_outputs_ == 1:
+            p = p.ravel()
+        return self._label_binarizer.inverse_transform(p)
+
+    def predict(self, X):
+        """Predicted class labels (an indicator matrix for multilabel)."""
+        return self._decode(self._forward(X))
+
+    def predict_proba(self, X):
+        """Class probabilities, shape (n_samples, n_classes).
+
+        Columns follow ``classes_``; for multilabel, one independent
+        probability per label.
+        """
+        p = self._forward(X)
+        if self.n_outputs_ == 1:
+            p = p.ravel()
+            if len(self.classes_) == 1:
+                return np.ones((p.shape[0], 1), dtype=p.dtype)
+            return np.column_stack([1 - p, p])
+        return p
+
+    def predict_log_proba(self, X):
+        """Natural logarithm of :meth:`predict_proba`."""
+        with np.errstate(divide="ignore"):
+            return np.log(self.predict_proba(X))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+
+# -- regressor ----------------------------------------------------------
+
+class MLPRegressor(RegressorMixin, _BaseMLP):
+    """Multi-layer perceptron regressor trained by bpcore's C core.
+
+    scikit-learn's :class:`sklearn.neural_network.MLPRegressor` with the
+    stochastic solvers ("sgd", "adam"), plus ``dtype`` and ``n_threads``.
+    Identity output, squared error (``loss_`` is half the mean squared
+    error, as in scikit-learn); single or multiple outputs.
+
+    Parameters
+    ----------
+    The same as :class:`MLPClassifier` without ``class_weight``;
+    ``early_stopping`` watches the validation R^2.
+
+    Attributes
+    ----------
+    network_ : bpcore.Network
+    coefs_, intercepts_ : lists of ndarray (views into ``network_``)
+    n_features_in_, feature_names_in_, n_iter_, loss_, loss_curve_,
+    best_loss_, validation_scores_, best_validation_score_, t_,
+    n_outputs_, n_layers_ : as in :class:`MLPClassifier`
+    out_activation_ : "identity"
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_regression
+    >>> from bpcore.sklearn import MLPRegressor
+    >>> X, y = make_regression(200, 5, random_state=0)
+    >>> reg = MLPRegressor((32,), max_iter=50, random_state=0).fit(X, y)
+    >>> reg.predict(X[:3]).shape
+    (3,)
+    """
+
+    _stratify = False
+    _loss_scale_by_outputs = True
+
+    def _validate_X_y(self, X, y, incremental, reset):
+        X, y = validate_data(self, X, y, multi_output=True, y_numeric=True,
+                             dtype=(np.float64, np.float32), reset=reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        return X, y
+
+    def _targets(self, y):
+        Y = y.reshape(-1, 1) if y.ndim == 1 else y
+        return Y, "identity", "mse"
+
+    def _score_val(self, X, y, sample_weight):
+        p = self.network_.predict(np.ascontiguousarray(
+            X, dtype=self.network_.dtype), n_threads=self.n_threads)
+        if not np.isfinite(p).all():
+            return np.nan
+        y = y if y.ndim == 2 else y.reshape(-1, 1)
+        return r2_score(y, p, sample_weight=sample_weight)
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit the model to X and y.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, y, sample_weight=sample_weight,
+                         incremental=False)
+
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch over the given data, continuing the training."""
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+
+    def predict(self, X):
+        """Predicted values, shape (n_samples,) or (n_samples, n_outputs)."""
+        p = self._forward(X)
+        return p.ravel() if p.shape[1] == 1 else p
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
