@@ -1,0 +1,192 @@
+/* test_kernels.c - every compiled GEMM kernel the CPU runs against a naive
+ * double-precision product, on awkward shapes and strides (transposed A and
+ * B), with NaN-filled output for the overwrite case; then one small
+ * training run through the public API (for the sanitizers' sake). */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bpcore/bpcore.h"
+#include "check.h"
+#include "gemm/gemm.h"
+
+static uint64_t rng_state = 88172645463325252ULL;
+
+static double
+uniform(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (double)(rng_state >> 11) / 9007199254740992.0 * 2.0 - 1.0;
+}
+
+/* Compare one kernel on one shape; trans_a/trans_b store A or B transposed. */
+static void
+check_shape(const gemm_table *t, int64_t m, int64_t n, int64_t k, int trans_a,
+            int trans_b)
+{
+    float *A = malloc(sizeof(float) * (size_t)(m * k));
+    float *B = malloc(sizeof(float) * (size_t)(k * n));
+    float *C = malloc(sizeof(float) * (size_t)(m * n));
+    double *Ad = malloc(sizeof(double) * (size_t)(m * k));
+    double *Bd = malloc(sizeof(double) * (size_t)(k * n));
+    double *Cd = malloc(sizeof(double) * (size_t)(m * n));
+    float *sf = malloc(sizeof(float) * (size_t)GEMM_SCRATCH_ELEMS);
+    double *sd = malloc(sizeof(double) * (size_t)GEMM_SCRATCH_ELEMS);
+    int64_t rsa = trans_a ? 1 : k, csa = trans_a ? m : 1;
+    int64_t rsb = trans_b ? 1 : n, csb = trans_b ? k : 1;
+    int ok_f = 1, ok_d = 1;
+
+    for (int64_t i = 0; i < m * k; i++) {
+        A[i] = (float)uniform();
+        Ad[i] = A[i];
+    }
+    for (int64_t i = 0; i < k * n; i++) {
+        B[i] = (float)uniform();
+        Bd[i] = B[i];
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        for (int64_t i = 0; i < m * n; i++) {
+            C[i] = pass == 0 ? NAN : 0.5f;
+            Cd[i] = pass == 0 ? NAN : 0.5;
+        }
+        t->gemm_f32(C, n, A, rsa, csa, B, rsb, csb, m, n, k, pass, sf);
+        t->gemm_f64(Cd, n, Ad, rsa, csa, Bd, rsb, csb, m, n, k, pass, sd);
+        for (int64_t i = 0; i < m; i++) {
+            for (int64_t j = 0; j < n; j++) {
+                double s = pass ? 0.5 : 0.0, mag = pass ? 0.5 : 0.0;
+                for (int64_t p = 0; p < k; p++) {
+                    double v = Ad[i * rsa + p * csa] * Bd[p * rsb + j * csb];
+                    s += v;
+                    mag += fabs(v);
+                }
+                if (!(fabs(C[i * n + j] - s) <= 1e-5 * mag + 1e-6)) {
+                    ok_f = 0;
+                }
+                if (!(fabs(Cd[i * n + j] - s) <= 1e-13 * mag + 1e-14)) {
+                    ok_d = 0;
+                }
+            }
+        }
+    }
+    if (!ok_f || !ok_d) {
+        fprintf(stderr, "kernel %s shape m=%lld n=%lld k=%lld ta=%d tb=%d\n",
+                t->name, (long long)m, (long long)n, (long long)k, trans_a,
+                trans_b);
+    }
+    CHECK(ok_f);
+    CHECK(ok_d);
+    free(A);
+    free(B);
+    free(C);
+    free(Ad);
+    free(Bd);
+    free(Cd);
+    free(sf);
+    free(sd);
+}
+
+static void
+check_kernel(const gemm_table *t)
+{
+    /* 1, tile edges (MR 6/8, NR 8/16/32 +-1), primes, k = 1, KC + 1,
+     * MC + 1 */
+    const int64_t dims[] = {1, 5, 7, 9, 17, 33, 61, 121};
+    const int64_t ks[] = {1, 3, 16, 257};
+    for (size_t a = 0; a < sizeof dims / sizeof dims[0]; a++) {
+        for (size_t b = 0; b < sizeof dims / sizeof dims[0]; b += 2) {
+            for (size_t c = 0; c < sizeof ks / sizeof ks[0]; c++) {
+                check_shape(t, dims[a], dims[b], ks[c], (int)(a & 1),
+                            (int)(c & 1));
+            }
+        }
+    }
+    check_shape(t, 130, 1030, 300, 0, 0); /* crosses MC, NC and KC */
+}
+
+static void
+check_training(void)
+{
+    int64_t sizes[4] = {13, 17, 9, 3};
+    int32_t acts[3] = {BP_ACT_TANH, BP_ACT_RELU, BP_ACT_SOFTMAX};
+    bp_arch arch = {4, sizes, acts, BP_LOSS_CE};
+    int64_t w_off[3], b_off[3], n_w, n_p, m = 101, bytes = 0, done = 0;
+    float *params, *grad, *X, *Y, *out, *out2, *s1;
+    int64_t *order;
+    double lsum = 0.0, wsum = 0.0;
+    bp_optim opt = {BP_OPT_SGD, 1, 0.05, 0.9, 0.01, 0.9, 0.999, 1e-8, 0,
+                    NULL, NULL};
+    void *work;
+
+    CHECK(bp_layout(w_off, b_off, &n_w, &n_p, sizes, 4) == BP_OK);
+    params = calloc((size_t)n_p, sizeof(float));
+    grad = calloc((size_t)n_p, sizeof(float));
+    s1 = calloc((size_t)n_p, sizeof(float));
+    X = malloc(sizeof(float) * (size_t)(m * 13));
+    Y = calloc((size_t)(m * 3), sizeof(float));
+    out = malloc(sizeof(float) * (size_t)(m * 3));
+    out2 = malloc(sizeof(float) * (size_t)(m * 3));
+    order = malloc(sizeof(int64_t) * (size_t)m);
+    for (int64_t i = 0; i < n_w; i++) {
+        params[i] = (float)(0.3 * uniform());
+    }
+    for (int64_t i = 0; i < m * 13; i++) {
+        X[i] = (float)uniform();
+    }
+    for (int64_t i = 0; i < m; i++) {
+        Y[i * 3 + (i % 3)] = 1.0f;
+        order[i] = (i * 37) % m; /* a permutation: 37 is prime to 101 */
+    }
+    opt.state1 = s1;
+    CHECK(bp_train_workspace_size(&bytes, &arch, 10, 2) == BP_OK);
+    work = malloc((size_t)bytes);
+    CHECK(bp_train_f32(params, grad, &opt, &lsum, &wsum, &done, X, Y, NULL,
+                       order, m, 10, 0, 11, &arch, work, bytes, 2) == BP_OK);
+    CHECK(done == 11 && opt.t == 11 && isfinite(lsum) && wsum == 101.0);
+    /* too little workspace is refused, not overrun */
+    CHECK(bp_train_f32(params, grad, &opt, &lsum, &wsum, &done, X, Y, NULL,
+                       order, m, 10, 0, 1, &arch, work, 100, 2) ==
+          BP_ENOMEM);
+    /* batches past the end are refused */
+    CHECK(bp_train_f32(params, grad, &opt, &lsum, &wsum, &done, X, Y, NULL,
+                       order, m, 10, 5, 7, &arch, work, bytes, 2) ==
+          BP_ESHAPE);
+    free(work);
+
+    CHECK(bp_predict_workspace_size(&bytes, &arch, 2) == BP_OK);
+    work = malloc((size_t)bytes);
+    CHECK(bp_predict_f32(out, X, params, &arch, m, work, bytes, 2) == BP_OK);
+    CHECK(bp_predict_f32(out2, X, params, &arch, m, work, bytes, 1) == BP_OK);
+    CHECK(memcmp(out, out2, sizeof(float) * (size_t)(m * 3)) == 0);
+    free(work);
+
+    free(params);
+    free(grad);
+    free(s1);
+    free(X);
+    free(Y);
+    free(out);
+    free(out2);
+    free(order);
+}
+
+int
+main(void)
+{
+    bp_init();
+    check_kernel(&gemm_table_ref);
+#if defined(BPCORE_HAVE_AVX2) && defined(__GNUC__)
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        check_kernel(&gemm_table_avx2);
+    }
+#endif
+#if defined(BPCORE_HAVE_AVX512) && defined(__GNUC__)
+    if (__builtin_cpu_supports("avx512f")) {
+        check_kernel(&gemm_table_avx512);
+    }
+#endif
+    check_training();
+    return check_report("test_kernels");
+}

@@ -1,0 +1,69 @@
+/* test_layout.c - parameter layout, overflow checks, architecture checks,
+ * status strings and workspace sizes. */
+#include <stdint.h>
+#include <string.h>
+
+#include "bpcore/bpcore.h"
+#include "check.h"
+
+int
+main(void)
+{
+    int64_t sizes[4] = {2, 3, 2, 2};
+    int64_t w_off[3], b_off[3], n_w = 0, n_p = 0, bytes = 0;
+    int32_t acts[3] = {BP_ACT_SIGMOID, BP_ACT_SIGMOID, BP_ACT_SIGMOID};
+    bp_arch arch = {4, sizes, acts, BP_LOSS_MSE};
+
+    bp_init();
+    bp_init(); /* idempotent */
+
+    /* weights 2*3 + 3*2 + 2*2 = 16, then biases 3 + 2 + 2 = 7 */
+    CHECK(bp_layout(w_off, b_off, &n_w, &n_p, sizes, 4) == BP_OK);
+    CHECK(w_off[0] == 0 && w_off[1] == 6 && w_off[2] == 12);
+    CHECK(b_off[0] == 16 && b_off[1] == 19 && b_off[2] == 21);
+    CHECK(n_w == 16 && n_p == 23);
+
+    CHECK(bp_layout(w_off, b_off, &n_w, &n_p, sizes, 1) == BP_ESHAPE);
+    CHECK(bp_layout(NULL, b_off, &n_w, &n_p, sizes, 4) == BP_EARG);
+    {
+        int64_t bad[3] = {2, 0, 2};
+        CHECK(bp_layout(w_off, b_off, &n_w, &n_p, bad, 3) == BP_ESHAPE);
+    }
+    {
+        /* (2^31)^2 * 3 layers overflows int64 */
+        int64_t huge[5] = {INT64_C(1) << 31, INT64_C(1) << 31,
+                           INT64_C(1) << 31, INT64_C(1) << 31,
+                           INT64_C(1) << 31};
+        int64_t wo[4], bo[4];
+        CHECK(bp_layout(wo, bo, &n_w, &n_p, huge, 5) == BP_EOVERFLOW);
+    }
+
+    CHECK(bp_arch_check(&arch) == BP_OK);
+    arch.loss = BP_LOSS_CE; /* needs softmax output */
+    CHECK(bp_arch_check(&arch) == BP_EARG);
+    acts[2] = BP_ACT_SOFTMAX;
+    CHECK(bp_arch_check(&arch) == BP_OK);
+    acts[0] = BP_ACT_SOFTMAX; /* softmax only at the output */
+    CHECK(bp_arch_check(&arch) == BP_EARG);
+    acts[0] = 99;
+    CHECK(bp_arch_check(&arch) == BP_EARG);
+    acts[0] = BP_ACT_RELU;
+    arch.loss = BP_LOSS_BCE;
+    CHECK(bp_arch_check(&arch) == BP_EARG);
+    acts[2] = BP_ACT_SIGMOID;
+    CHECK(bp_arch_check(&arch) == BP_OK);
+    CHECK(bp_arch_check(NULL) == BP_EARG);
+
+    CHECK(bp_predict_workspace_size(&bytes, &arch, 2) == BP_OK && bytes > 0);
+    CHECK(bp_train_workspace_size(&bytes, &arch, 32, 2) == BP_OK &&
+          bytes > 0);
+    CHECK(bp_train_workspace_size(&bytes, &arch, 0, 2) == BP_ESHAPE);
+
+    for (int code = 0; code >= -7; code--) {
+        const char *msg = bp_status_string(code);
+        CHECK(msg != NULL && strlen(msg) > 0);
+    }
+    CHECK(strlen(bp_config_kernel()) > 0);
+    CHECK(bp_default_threads() >= 1);
+    return check_report("test_layout");
+}

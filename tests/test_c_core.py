@@ -1,0 +1,40 @@
+"""Build the C core on its own and run its C tests (CTest) under
+AddressSanitizer and UBSan.  Skipped where CMake or a C compiler is missing."""
+import os
+import pathlib
+import shutil
+import subprocess
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CSRC = ROOT / "csrc"
+
+
+def _tool(name):
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} not found")
+    return path
+
+
+@pytest.mark.skipif(not (CSRC / "CMakeLists.txt").exists(),
+                    reason="C sources not beside the tests")
+def test_c_tests_under_sanitizers(tmp_path):
+    cmake = _tool("cmake")
+    ctest = _tool("ctest")
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler")
+    build = tmp_path / "build"
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1")
+    cfg = subprocess.run([cmake, "-S", str(CSRC), "-B", str(build),
+                          "-DBPCORE_SANITIZE=ON", "-DCMAKE_BUILD_TYPE=Debug"],
+                         capture_output=True, text=True, env=env)
+    if cfg.returncode != 0:
+        pytest.skip(f"cmake could not configure: {cfg.stderr[-500:]}")
+    b = subprocess.run([cmake, "--build", str(build), "-j", "2"],
+                       capture_output=True, text=True, env=env)
+    assert b.returncode == 0, b.stdout[-3000:] + b.stderr[-3000:]
+    r = subprocess.run([ctest, "--output-on-failure"], cwd=build,
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stdout[-5000:] + r.stderr[-3000:]
