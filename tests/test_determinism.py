@@ -5,6 +5,9 @@ import pytest
 
 import bpcore
 
+# Every test here may change the global thread count; put it back after.
+pytestmark = pytest.mark.usefixtures("restore_threads")
+
 DTYPES = ("float32", "float64")
 THREADS = (1, 2, 4)
 LAYERS = [37, 64, 33, 5]
@@ -39,7 +42,7 @@ def network(config, dtype, seed=3):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS.keys())
-def test_predict_any_thread_count(config, dtype, restore_threads):
+def test_predict_any_thread_count(config, dtype):
     net = network(config, dtype)
     X, _, _ = data(config)
     bpcore.set_num_threads(1)
@@ -55,7 +58,7 @@ def test_predict_any_thread_count(config, dtype, restore_threads):
                          ids=["unweighted", "weighted"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS.keys())
-def test_backward_any_thread_count(config, dtype, weighted, restore_threads):
+def test_backward_any_thread_count(config, dtype, weighted):
     net = network(config, dtype)
     X, Y, sw = data(config)
     sw = sw if weighted else None
@@ -86,7 +89,7 @@ OPTIMIZERS = {
 @pytest.mark.parametrize("make_opt", OPTIMIZERS.values(),
                          ids=OPTIMIZERS.keys())
 @pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS.keys())
-def test_step_any_thread_count(config, make_opt, dtype, restore_threads):
+def test_step_any_thread_count(config, make_opt, dtype):
     X, Y, sw = data(config)
     params, losses = {}, {}
     for n in THREADS:
@@ -108,7 +111,7 @@ def test_num_threads_round_trip(restore_threads):
     assert restore_threads >= 1
 
 
-def test_predict_n_threads_leaves_global_setting(restore_threads):
+def test_predict_n_threads_leaves_global_setting():
     net = network(CONFIGS["tanh-softmax-ce"], "float32")
     bpcore.set_num_threads(2)
     net.predict(np.zeros((3, LAYERS[0])), n_threads=1)
@@ -230,7 +233,7 @@ def test_biases_start_at_zero(init, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS.keys())
-def test_fit_any_thread_count(config, dtype, restore_threads):
+def test_fit_any_thread_count(config, dtype):
     X, Y, sw = data(config)
     params, losses = {}, {}
     for n in THREADS:
@@ -246,7 +249,7 @@ def test_fit_any_thread_count(config, dtype, restore_threads):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_fit_n_threads_argument(dtype, restore_threads):
+def test_fit_n_threads_argument(dtype):
     config = CONFIGS["tanh-softmax-ce"]
     X, Y, _ = data(config)
     results = []

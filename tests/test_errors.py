@@ -196,7 +196,7 @@ def test_bad_1d_X(x, method):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_nan_in_X_of_float32_network(dtype):
+def test_nan_in_float32_X(dtype):
     # NaN must be caught whatever the conversion path.
     net = network(dtype=dtype)
     X, Y = good_data("mse")
@@ -350,7 +350,8 @@ def test_bad_n_threads(n_threads, exc):
         net.predict(X, n_threads=n_threads)
 
 
+@pytest.mark.usefixtures("restore_threads")
 @pytest.mark.parametrize("n", [0, -3], ids=["zero", "negative"])
-def test_bad_set_num_threads(n, restore_threads):
+def test_bad_set_num_threads(n):
     with pytest.raises(ValueError, match="thread"):
         bpcore.set_num_threads(n)

@@ -1,4 +1,4 @@
-"""Forward pass and predict against the NumPy reference (tests/reference.py)."""
+"""Forward pass and predict against the NumPy reference (reference.py)."""
 
 import numpy as np
 import pytest
@@ -231,6 +231,10 @@ def test_default_network_predicts(rng):
 MEDIUM = {
     "37-64-33-5-m1000": ([37, 64, 33, 5], 1000),
     "129-67-31-3-m257": ([129, 67, 31, 3], 257),
+    "8-8-8-m8": ([8, 8, 8], 8),
+    "9-17-15-m7": ([9, 17, 15], 7),
+    "16-48-24-m1": ([16, 48, 24], 1),
+    "300-10-9-m33": ([300, 10, 9], 33),
     "1-300-1-m65": ([1, 300, 1], 65),
     "50-1-50-m129": ([50, 1, 50], 129),
 }
