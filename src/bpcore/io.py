@@ -322,7 +322,8 @@ def _decode(data, with_optimizer):
     try:
         arrays = st_numpy.load(data)
     except Exception as e:  # noqa: BLE001 - anything safetensors raises
-        raise FormatError(f"safetensors could not read the file: {e}") from None
+        raise FormatError(f"safetensors could not read the file: "
+                          f"{e}") from None
     for name, (dt, shape) in plan.tensors.items():
         a = arrays.get(name)
         if a is None or a.dtype != dt or a.shape != tuple(shape):
@@ -581,7 +582,8 @@ def _parse_header(raw):
     try:
         header = _loads(text)
     except (ValueError, RecursionError) as e:
-        raise FormatError(f"header is not valid JSON: {str(e)[:200]}") from None
+        raise FormatError(f"header is not valid JSON: "
+                          f"{str(e)[:200]}") from None
     if not isinstance(header, dict):
         raise FormatError("header is not a JSON object")
     return header
