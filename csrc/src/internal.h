@@ -69,9 +69,6 @@ layer_uses_gemm(int64_t n_in, int64_t n_out)
     return n_in >= 8 && n_out >= 8;
 }
 
-/* Pick the kernel table (dispatch.c). */
-void gemm_choose(void);
-
 static inline int
 thread_id(void)
 {

@@ -1,8 +1,16 @@
 /*
- * net_impl.h - the network kernels, written once for a floating type.
- * Included by net_f32.c and net_f64.c, which define T (the element type),
- * SFX (the name suffix, _f32 or _f64) and the libm names EXP, EXPM1, LOG,
- * LOG1P, TANH, ERF, SQRT for that type.
+ * net_impl.h - the network code, written once for a floating type and an
+ * instruction set.  Included by the kern_*.c files (one per ISA, each
+ * compiled with its own flags), once per type, after defining
+ *   T        the element type
+ *   SFX      the name suffix, e.g. _avx2_f32
+ *   GEMM_FN  the packed product of that ISA and type (see gemm/gemm.h)
+ *   EXP EXPM1 LOG LOG1P TANH ERF SQRT FABS   libm names for T
+ *   VEXP     exp used by sigmoid, softmax and gelu (libm's in the
+ *            reference build; a branch-free polynomial the compiler can
+ *            vectorise in the SIMD builds, see vmath.h)
+ * and ends by defining the kernel-table entries FN(predict), FN(forward),
+ * FN(backward), FN(update), FN(train).
  *
  * Functions named *_body contain orphaned OpenMP work-sharing loops: every
  * thread of the enclosing parallel region calls them, or a single thread
@@ -10,7 +18,11 @@
  * outputs, and every sum over samples runs in sample order, so results do
  * not depend on the number of threads.
  */
+#ifndef BPCORE_NET_IMPL_COMMON
+#define BPCORE_NET_IMPL_COMMON
+
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
@@ -26,15 +38,18 @@
 #define DW_BLOCK 8
 /* Entries of db per work-sharing block. */
 #define DB_BLOCK 64
+/* Most layers an architecture may have (keeps offsets on the stack). */
+#define MAX_LAYERS 256
 
+#endif /* BPCORE_NET_IMPL_COMMON */
+
+/* 1 / (1 + e^-x) without overflow, branch-free so loops vectorise. */
 static inline T
 FN(sigmoid)(T x)
 {
-    if (x >= 0) {
-        return (T)1 / ((T)1 + EXP(-x));
-    }
-    T e = EXP(x);
-    return e / ((T)1 + e);
+    T e = VEXP(-FABS(x));
+    T r = (x >= 0 ? (T)1 : e) / ((T)1 + e);
+    return r;
 }
 
 /* out = f(net) for one row of n values; out may alias net. */
@@ -92,7 +107,7 @@ FN(act_row)(T *out, const T *net, int64_t n, int act)
             mx = net[j] > mx ? net[j] : mx;
         }
         for (int64_t j = 0; j < n; j++) {
-            out[j] = EXP(net[j] - mx);
+            out[j] = VEXP(net[j] - mx);
             sum += (double)out[j];
         }
         T inv = (T)(1.0 / sum);
@@ -147,7 +162,7 @@ FN(act_grad_row)(T *d, const T *net, const T *out, int64_t n, int act)
         for (int64_t j = 0; j < n; j++) {
             T x = net[j];
             T cdf = (T)0.5 * ((T)1 + ERF(x * (T)0.70710678118654752440));
-            T pdf = (T)0.39894228040143267794 * EXP((T)-0.5 * x * x);
+            T pdf = (T)0.39894228040143267794 * VEXP((T)-0.5 * x * x);
             d[j] *= cdf + x * pdf;
         }
         break;
@@ -306,12 +321,11 @@ FN(dot)(const T *restrict u, const T *restrict v, int64_t n)
 
 /* The kernel table's product for this element type. */
 static inline void
-FN(gemm)(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa, const T *B,
+FN(product)(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa, const T *B,
          int64_t rsb, int64_t csb, int64_t m, int64_t n, int64_t k,
          T *scratch)
 {
-    GEMM_CALL(gemm_kernels())(C, ldc, A, rsa, csa, B, rsb, csb, m, n, k, 0,
-                              scratch);
+    GEMM_FN(C, ldc, A, rsa, csa, B, rsb, csb, m, n, k, 0, scratch);
 }
 
 /*
@@ -321,7 +335,7 @@ FN(gemm)(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa, const T *B,
  * scratch holds GEMM_SCRATCH_ELEMS per thread.  Ends with a barrier.
  */
 static void
-FN(gemm_par)(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa,
+FN(product_par)(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa,
              const T *B, int64_t rsb, int64_t csb, int64_t m, int64_t n,
              int64_t k, T *scratch)
 {
@@ -335,10 +349,10 @@ FN(gemm_par)(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa,
 
     if (lo < hi) {
         if (split_cols) {
-            FN(gemm)(C + lo, ldc, A, rsa, csa, B + lo * csb, rsb, csb, m,
+            FN(product)(C + lo, ldc, A, rsa, csa, B + lo * csb, rsb, csb, m,
                      hi - lo, k, mine);
         } else {
-            FN(gemm)(C + lo * ldc, ldc, A + lo * rsa, rsa, csa, B, rsb, csb,
+            FN(product)(C + lo * ldc, ldc, A + lo * rsa, rsa, csa, B, rsb, csb,
                      hi - lo, n, k, mine);
         }
     }
@@ -364,7 +378,7 @@ FN(forward_body)(T *const *net, T *const *out, const T *X, const T *params,
         int act = arch->acts[k];
         int big = layer_uses_gemm(n_in, n_out);
         if (big) {
-            FN(gemm_par)(net[k + 1], n_out, x, n_in, 1, W, n_out, 1, m, n_out,
+            FN(product_par)(net[k + 1], n_out, x, n_in, 1, W, n_out, 1, m, n_out,
                          n_in, scratch);
         }
 #pragma omp for schedule(static)
@@ -449,7 +463,7 @@ FN(backward_body)(T *grad, T *const *delta, T *const *net, T *const *out,
         /* dW = x^T d: each thread owns whole blocks of rows of dW and sums
          * over samples in order. */
         if (big) {
-            FN(gemm_par)(dW, n_out, x, 1, n_in, d, n_out, 1, n_in, n_out, m,
+            FN(product_par)(dW, n_out, x, 1, n_in, d, n_out, 1, n_in, n_out, m,
                          scratch);
             n_dw = 0;
         }
@@ -492,7 +506,7 @@ FN(backward_body)(T *grad, T *const *delta, T *const *net, T *const *out,
         if (k > 0 || delta[0] != NULL) {
             T *dp = delta[k];
             if (big) {
-                FN(gemm_par)(dp, n_in, d, n_out, 1, W, 1, n_out, m, n_in,
+                FN(product_par)(dp, n_in, d, n_out, 1, W, 1, n_out, m, n_in,
                              n_out, scratch);
             }
 #pragma omp for schedule(static)
@@ -601,11 +615,8 @@ FN(prepare)(int64_t *w_off, int64_t *b_off, int64_t *n_weights,
                      arch->n_layers);
 }
 
-/* Most layers an architecture may have (keeps offsets on the stack). */
-#define MAX_LAYERS 256
-
-bp_status
-CAT(bp_predict, SFX)(T *Y, const T *X, const T *params, const bp_arch *arch,
+static bp_status
+FN(predict)(T *Y, const T *X, const T *params, const bp_arch *arch,
                      int64_t m, void *work, int64_t work_bytes, int n_threads)
 {
     int64_t w_off[MAX_LAYERS], b_off[MAX_LAYERS], n_w, n_p, need, per_thread;
@@ -657,7 +668,7 @@ CAT(bp_predict, SFX)(T *Y, const T *X, const T *params, const bp_arch *arch,
                 const T *W = params + w_off[k], *b = params + b_off[k];
                 T *dst = k == L - 1 ? Y + r0 * n_out : buf[k & 1];
                 if (layer_uses_gemm(n_in, n_out)) {
-                    FN(gemm)(dst, n_out, x, n_in, 1, W, n_out, 1, rows, n_out,
+                    FN(product)(dst, n_out, x, n_in, 1, W, n_out, 1, rows, n_out,
                              n_in, scratch);
                     FN(bias_rows)(dst, b, rows, n_out);
                 } else {
@@ -681,8 +692,8 @@ FN(alloc_scratch)(int nt)
     return (T *)malloc((size_t)nt * (size_t)GEMM_SCRATCH_ELEMS * sizeof(T));
 }
 
-bp_status
-CAT(bp_forward, SFX)(T *const *net, T *const *out, const T *X,
+static bp_status
+FN(forward)(T *const *net, T *const *out, const T *X,
                      const T *params, const bp_arch *arch, int64_t m,
                      int n_threads)
 {
@@ -722,8 +733,8 @@ CAT(bp_forward, SFX)(T *const *net, T *const *out, const T *X,
     return BP_OK;
 }
 
-bp_status
-CAT(bp_backward, SFX)(T *grad, T *const *delta, T *const *net,
+static bp_status
+FN(backward)(T *grad, T *const *delta, T *const *net,
                       T *const *out, double *loss, const T *X, const T *Y,
                       const T *sw, const T *params, const bp_arch *arch,
                       int64_t m, int n_threads)
@@ -783,8 +794,8 @@ CAT(bp_backward, SFX)(T *grad, T *const *delta, T *const *net,
     return BP_OK;
 }
 
-bp_status
-CAT(bp_optim_update, SFX)(T *params, const T *grad, bp_optim *opt, int64_t n,
+static bp_status
+FN(update)(T *params, const T *grad, bp_optim *opt, int64_t n,
                           int64_t n_weights, int n_threads)
 {
     int nt;
@@ -843,8 +854,8 @@ FN(carve)(FN(train_ws) *ws, const bp_arch *arch, int64_t batch, void *work)
 #undef TAKE
 }
 
-bp_status
-CAT(bp_train, SFX)(T *params, T *grad, bp_optim *opt, double *loss_sum,
+static bp_status
+FN(train)(T *params, T *grad, bp_optim *opt, double *loss_sum,
                    double *weight_sum, int64_t *batches_done, const T *X,
                    const T *Y, const T *sw, const int64_t *order, int64_t m,
                    int64_t batch, int64_t first_batch, int64_t n_batches,

@@ -10,7 +10,7 @@
 #endif
 
 #include "internal.h"
-#include "gemm/gemm.h"
+#include "kernels.h"
 
 const char *
 bp_status_string(int status)
@@ -54,7 +54,7 @@ bp_init(void)
         return;
     }
     initialised = 1;
-    gemm_choose();
+    kernels_choose();
 #ifndef _WIN32
     pthread_atfork(NULL, NULL, mark_forked_child);
 #endif
@@ -69,7 +69,7 @@ in_forked_child(void)
 const char *
 bp_config_kernel(void)
 {
-    return gemm_kernels()->name;
+    return kernels()->name;
 }
 
 const char *

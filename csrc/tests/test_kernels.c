@@ -9,7 +9,7 @@
 
 #include "bpcore/bpcore.h"
 #include "check.h"
-#include "gemm/gemm.h"
+#include "kernels.h"
 
 static uint64_t rng_state = 88172645463325252ULL;
 
@@ -24,7 +24,7 @@ uniform(void)
 
 /* Compare one kernel on one shape; trans_a/trans_b store A or B transposed. */
 static void
-check_shape(const gemm_table *t, int64_t m, int64_t n, int64_t k, int trans_a,
+check_shape(const kernel_table *t, int64_t m, int64_t n, int64_t k, int trans_a,
             int trans_b)
 {
     float *A = malloc(sizeof(float) * (size_t)(m * k));
@@ -89,7 +89,7 @@ check_shape(const gemm_table *t, int64_t m, int64_t n, int64_t k, int trans_a,
 }
 
 static void
-check_kernel(const gemm_table *t)
+check_kernel(const kernel_table *t)
 {
     /* 1, tile edges (MR 6/8, NR 8/16/32 +-1), primes, k = 1, KC + 1,
      * MC + 1 */
@@ -176,15 +176,15 @@ int
 main(void)
 {
     bp_init();
-    check_kernel(&gemm_table_ref);
+    check_kernel(&kernel_table_ref);
 #if defined(BPCORE_HAVE_AVX2) && defined(__GNUC__)
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-        check_kernel(&gemm_table_avx2);
+        check_kernel(&kernel_table_avx2);
     }
 #endif
 #if defined(BPCORE_HAVE_AVX512) && defined(__GNUC__)
     if (__builtin_cpu_supports("avx512f")) {
-        check_kernel(&gemm_table_avx512);
+        check_kernel(&kernel_table_avx512);
     }
 #endif
     check_training();

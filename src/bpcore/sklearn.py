@@ -1,10 +1,11 @@
-"""scikit-learn estimators backed by bpcore: ``MLPClassifier``, ``MLPRegressor``.
+"""scikit-learn estimators on bpcore: ``MLPClassifier`` and ``MLPRegressor``.
 
 Drop-in replacements for :mod:`sklearn.neural_network`'s estimators with the
 stochastic solvers ("sgd", "adam"): the same parameter names and meanings,
 the same fitted attributes, ``partial_fit``, ``predict_proba`` and
 ``sample_weight``; training runs in bpcore's C core.  Additions:
-``class_weight`` (classifier), ``dtype`` and ``n_threads``; the fitted
+``class_weight`` (classifier), ``dtype``, ``n_threads`` and ``init``
+(scikit-learn's initialisation by default); the fitted
 :class:`bpcore.Network` is ``network_``.
 
 Requires scikit-learn >= 1.6 (``pip install bpcore[sklearn]``).
@@ -22,11 +23,14 @@ How scikit-learn's options map onto bpcore
   whenever ``n_iter_no_change`` epochs fail to improve by ``tol`` (training
   stops once it is below 1e-6).
 - The optimizers follow PyTorch's update rules (bpcore's ``SGD`` and
-  ``Adam``), which match scikit-learn's up to where the learning rate and
-  epsilon enter; with a constant learning rate SGD is identical.
+  ``Adam``).  From the same weights, SGD (with or without momentum or
+  Nesterov, constant rate; "invscaling" without momentum) makes the same
+  updates as scikit-learn's to rounding; Adam differs only in where
+  epsilon enters (O(epsilon)).
 - ``loss_`` and ``loss_curve_`` follow scikit-learn: log-loss for
   classifiers, half the mean squared error per output for regressors, plus
-  the L2 penalty term.
+  the L2 term, taken at the epoch's starting weights (scikit-learn sums it
+  per batch: the same value with one batch per epoch).
 - Stopping follows scikit-learn: training loss not improving by ``tol`` for
   more than ``n_iter_no_change`` epochs, or (``early_stopping=True``) the
   validation score (accuracy or R^2) on a held-out ``validation_fraction``,
@@ -36,7 +40,6 @@ import numbers
 import warnings
 
 try:
-    import sklearn
     from sklearn.base import (BaseEstimator, ClassifierMixin,
                               RegressorMixin)
     from sklearn.exceptions import ConvergenceWarning
@@ -57,7 +60,6 @@ except ImportError as _exc:  # pragma: no cover - depends on the environment
 
 import numpy as np
 
-import bpcore
 from bpcore.network import Network
 from bpcore.optim import SGD, Adam
 
@@ -67,6 +69,7 @@ __all__ = ["MLPClassifier", "MLPRegressor"]
 _ACTIVATION_ALIASES = {"logistic": "sigmoid"}
 _BPCORE_ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu",
                        "elu", "softplus", "gelu")
+_BPCORE_INITS = ("auto", "xavier", "he", "lecun", "normal", "uniform")
 _SK_OUT_NAMES = {"sigmoid": "logistic", "softmax": "softmax",
                  "identity": "identity"}
 
@@ -131,6 +134,22 @@ def _map_activation(name, est):
     return key
 
 
+def _sklearn_init(net, activation, seed):
+    """scikit-learn's initialisation: weights and biases of layer k drawn
+    from U(-b, b), b = sqrt(f / (fan_in + fan_out)), f = 2 after a logistic
+    hidden activation, 6 otherwise (Glorot and Bengio)."""
+    rng = np.random.default_rng(seed)
+    for k, (W, b) in enumerate(zip(net.weights, net.biases)):
+        if isinstance(activation, str):
+            logistic = activation == "sigmoid"
+        else:   # one name per hidden layer; the output layer uses the last
+            logistic = bool(activation) and activation[
+                min(k, len(activation) - 1)] == "sigmoid"
+        bound = np.sqrt((2.0 if logistic else 6.0) / sum(W.shape))
+        W[...] = rng.uniform(-bound, bound, W.shape)
+        b[...] = rng.uniform(-bound, bound, b.shape)
+
+
 class _Settings:
     """The validated hyperparameters of one fit call."""
 
@@ -163,8 +182,8 @@ class _BaseMLP(BaseEstimator):
                  tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False,
                  validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-8, n_iter_no_change=10, dtype=None,
-                 n_threads=None):
+                 epsilon=1e-8, n_iter_no_change=10, init="sklearn",
+                 dtype=None, n_threads=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -187,6 +206,7 @@ class _BaseMLP(BaseEstimator):
         self.beta_2 = beta_2
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
+        self.init = init
         self.dtype = dtype
         self.n_threads = n_threads
 
@@ -220,7 +240,8 @@ class _BaseMLP(BaseEstimator):
         s.solver = _check_choice(self, "solver", {"sgd", "adam"})
         s.alpha = _check_real(self, "alpha", low=0.0)
         bs = self.batch_size
-        if not (bs == "auto" if isinstance(bs, str) else _is_int(bs) and bs >= 1):
+        ok = bs == "auto" if isinstance(bs, str) else _is_int(bs) and bs >= 1
+        if not ok:
             raise ValueError(f"The 'batch_size' parameter of {name} must be "
                              f"'auto' or an int >= 1, got {bs!r}.")
         s.batch_size = bs
@@ -262,6 +283,8 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(f"The 'n_iter_no_change' parameter of {name} "
                              f"must be an int >= 1 or numpy.inf, got {nic!r}.")
         s.n_iter_no_change = nic
+        s.init = _check_choice(self, "init",
+                               {"sklearn"} | set(_BPCORE_INITS))
         if self.dtype is None:
             s.dtype = None
         else:
@@ -353,9 +376,12 @@ class _BaseMLP(BaseEstimator):
                 seed = int(self.random_state)
             else:
                 seed = int(rng.randint(np.iinfo(np.int32).max))
-            self.network_ = Network(layers, activation=s.activation,
-                                    output=out_act, loss=loss, dtype=dtype,
-                                    seed=seed)
+            self.network_ = Network(
+                layers, activation=s.activation, output=out_act, loss=loss,
+                dtype=dtype, seed=seed,
+                init="xavier" if s.init == "sklearn" else s.init)
+            if s.init == "sklearn":
+                _sklearn_init(self.network_, s.activation, seed)
             self.n_outputs_ = n_outputs
             self.n_layers_ = len(layers)
             self.out_activation_ = _SK_OUT_NAMES[out_act]
@@ -395,7 +421,8 @@ class _BaseMLP(BaseEstimator):
     def _fit_stochastic(self, s, X, y, Y, sample_weight, incremental, rng):
         net = self.network_
         if s.early_stopping and incremental:
-            raise ValueError("partial_fit does not support early_stopping=True")
+            raise ValueError("partial_fit does not support "
+                             "early_stopping=True")
         if s.early_stopping:
             stratify = y if (self._stratify and y.ndim == 1) else None
             parts = [X, Y, y] + ([] if sample_weight is None
@@ -448,11 +475,19 @@ class _BaseMLP(BaseEstimator):
         lr_mode = s.learning_rate if s.solver == "sgd" else "constant"
         best = net.params.copy() if s.early_stopping else None
 
+        def sq_norm():
+            return sum(float(np.dot(w.ravel(), w.ravel()))
+                       for w in net.weights)
+
+        # the L2 term uses the weights at the start of the epoch, as
+        # scikit-learn's loss does (exactly so for one batch per epoch)
+        sq_start = [sq_norm()]
+
         def after_epoch(data_loss):
             """scikit-learn's end-of-epoch bookkeeping; False stops."""
-            sq = sum(float(np.dot(w.ravel(), w.ravel()))
-                     for w in net.weights)
-            self.loss_ = float(data_loss / loss_div + penalty_scale * sq)
+            self.loss_ = float(data_loss / loss_div
+                               + penalty_scale * sq_start[0])
+            sq_start[0] = sq_norm()
             self.n_iter_ += 1
             self.t_ += n
             self.loss_curve_.append(self.loss_)
@@ -594,6 +629,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     beta_1, beta_2 : float in [0, 1), defaults 0.9 and 0.999
     epsilon : float > 0, default=1e-8
     n_iter_no_change : int or numpy.inf, default=10
+    init : str, default="sklearn"
+        "sklearn" draws weights and biases as scikit-learn does (Glorot
+        uniform, gain for logistic); bpcore's schemes ("auto", "xavier",
+        "he", "lecun", "normal", "uniform", biases zero) are accepted too.
     dtype : None, "float32" or "float64", default=None
         Precision of the network.  None: float32 for float32 input (as
         scikit-learn does), float64 otherwise.
@@ -651,8 +690,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False,
                  validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-8, n_iter_no_change=10, dtype=None,
-                 n_threads=None, class_weight=None):
+                 epsilon=1e-8, n_iter_no_change=10, init="sklearn",
+                 dtype=None, n_threads=None, class_weight=None):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation,
             solver=solver, alpha=alpha, batch_size=batch_size,
@@ -664,7 +703,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             early_stopping=early_stopping,
             validation_fraction=validation_fraction, beta_1=beta_1,
             beta_2=beta_2, epsilon=epsilon,
-            n_iter_no_change=n_iter_no_change, dtype=dtype,
+            n_iter_no_change=n_iter_no_change, init=init, dtype=dtype,
             n_threads=n_threads)
         self.class_weight = class_weight
 
@@ -846,8 +885,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     Parameters
     ----------
-    The same as :class:`MLPClassifier` without ``class_weight``;
-    ``early_stopping`` watches the validation R^2.
+    The same as :class:`MLPClassifier` without ``class_weight``, plus
+    ``loss`` (keyword only; "squared_error", scikit-learn's default, is the
+    only choice).  ``early_stopping`` watches the validation R^2.
 
     Attributes
     ----------
@@ -870,6 +910,39 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     _stratify = False
     _loss_scale_by_outputs = True
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *,
+                 loss="squared_error", solver="adam", alpha=0.0001,
+                 batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200,
+                 shuffle=True, random_state=None, tol=1e-4, verbose=False,
+                 warm_start=False, momentum=0.9, nesterovs_momentum=True,
+                 early_stopping=False, validation_fraction=0.1, beta_1=0.9,
+                 beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
+                 init="sklearn", dtype=None, n_threads=None):
+        super().__init__(
+            hidden_layer_sizes=hidden_layer_sizes, activation=activation,
+            solver=solver, alpha=alpha, batch_size=batch_size,
+            learning_rate=learning_rate,
+            learning_rate_init=learning_rate_init, power_t=power_t,
+            max_iter=max_iter, shuffle=shuffle, random_state=random_state,
+            tol=tol, verbose=verbose, warm_start=warm_start,
+            momentum=momentum, nesterovs_momentum=nesterovs_momentum,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction, beta_1=beta_1,
+            beta_2=beta_2, epsilon=epsilon,
+            n_iter_no_change=n_iter_no_change, init=init, dtype=dtype,
+            n_threads=n_threads)
+        self.loss = loss
+
+    def _settings(self):
+        s = super()._settings()
+        if self.loss != "squared_error":
+            raise ValueError(
+                f"The 'loss' parameter of MLPRegressor must be "
+                f"'squared_error' (bpcore has no exponential output for "
+                f"'poisson'), got {self.loss!r}.")
+        return s
 
     def _validate_X_y(self, X, y, incremental, reset):
         X, y = validate_data(self, X, y, multi_output=True, y_numeric=True,

@@ -1,6 +1,6 @@
 /*
- * gemm.h - the matrix-product kernels behind every dense layer and the
- * table that picks one set of them per CPU.
+ * gemm.h - the matrix-product kernels behind every dense layer (the
+ * kernel tables of kernels.h hold one per ISA and type).
  *
  * A kernel computes C = A B (or C += A B) for a block, single-threaded:
  *   C (m, n) out, row stride ldc;
@@ -33,25 +33,8 @@ typedef void (*gemm_f64_fn)(double *C, int64_t ldc, const double *A,
                             int64_t rsb, int64_t csb, int64_t m, int64_t n,
                             int64_t k, int accumulate, double *scratch);
 
-typedef struct {
-    const char *name;
-    gemm_f32_fn gemm_f32;
-    gemm_f64_fn gemm_f64;
-} gemm_table;
-
 /* Elements of scratch a kernel call needs (enough for every kernel). */
 #define GEMM_SCRATCH_ELEMS \
     ((int64_t)GEMM_MC * GEMM_KC + (int64_t)GEMM_KC * GEMM_NC + 64)
-
-/* The table chosen by bp_init (never NULL after it). */
-const gemm_table *gemm_kernels(void);
-
-extern const gemm_table gemm_table_ref;
-#ifdef BPCORE_HAVE_AVX2
-extern const gemm_table gemm_table_avx2;
-#endif
-#ifdef BPCORE_HAVE_AVX512
-extern const gemm_table gemm_table_avx512;
-#endif
 
 #endif /* BPCORE_GEMM_H */

@@ -7,9 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gemm.h"
+#include "kernels.h"
 
-static const gemm_table *chosen = &gemm_table_ref;
+static const kernel_table *chosen = &kernel_table_ref;
 
 static int
 cpu_has(const char *isa)
@@ -29,21 +29,21 @@ cpu_has(const char *isa)
     return 0;
 }
 
-void gemm_choose(void);
+
 
 void
-gemm_choose(void)
+kernels_choose(void)
 {
     const char *want = getenv("BPCORE_KERNEL");
-    const gemm_table *best = &gemm_table_ref;
+    const kernel_table *best = &kernel_table_ref;
 #ifdef BPCORE_HAVE_AVX2
     if (cpu_has("avx2")) {
-        best = &gemm_table_avx2;
+        best = &kernel_table_avx2;
     }
 #endif
 #ifdef BPCORE_HAVE_AVX512
     if (cpu_has("avx512")) {
-        best = &gemm_table_avx512;
+        best = &kernel_table_avx512;
     }
 #endif
     chosen = best;
@@ -51,17 +51,17 @@ gemm_choose(void)
         return;
     }
     if (strcmp(want, "ref") == 0) {
-        chosen = &gemm_table_ref;
+        chosen = &kernel_table_ref;
     }
 #ifdef BPCORE_HAVE_AVX2
     if (strcmp(want, "avx2") == 0 && cpu_has("avx2")) {
-        chosen = &gemm_table_avx2;
+        chosen = &kernel_table_avx2;
     }
 #endif
 }
 
-const gemm_table *
-gemm_kernels(void)
+const kernel_table *
+kernels(void)
 {
     return chosen;
 }

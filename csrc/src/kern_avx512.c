@@ -1,0 +1,49 @@
+/*
+ * kern_avx512.c - the AVX-512F build: 8 x 32 float and 8 x 16 double GEMM
+ * tiles (16 accumulator registers of 32), and the network code compiled
+ * with -mavx512f -mfma and FP contraction, with the vectorisable exp.
+ */
+#include "kernels.h"
+#include "vmath.h"
+
+#define T float
+#define VL 16
+#define MR 8
+#define NR 32
+#define NAME gemm_avx512_8x32_f32
+#include "gemm/gemm_simd.h"
+#undef T
+#undef VL
+#undef MR
+#undef NR
+#undef NAME
+
+#define T double
+#define VL 8
+#define MR 8
+#define NR 16
+#define NAME gemm_avx512_8x16_f64
+#include "gemm/gemm_simd.h"
+#undef T
+#undef VL
+#undef MR
+#undef NR
+#undef NAME
+
+#include "math_f32.h"
+#define SFX _avx512_f32
+#define VEXP vexp_f32
+#define GEMM_FN gemm_avx512_8x32_f32
+#include "net_impl.h"
+#include "math_undef.h"
+
+#include "math_f64.h"
+#define SFX _avx512_f64
+#define VEXP vexp_f64
+#define GEMM_FN gemm_avx512_8x16_f64
+#include "net_impl.h"
+#include "math_undef.h"
+
+const kernel_table kernel_table_avx512 = {
+    "avx512", gemm_avx512_8x32_f32, gemm_avx512_8x16_f64,
+    KERNEL_ENTRIES(_avx512_f32, _avx512_f64)};

@@ -1,0 +1,10 @@
+/* math_f32.h - libm names for float, for net_impl.h. */
+#define T float
+#define EXP expf
+#define EXPM1 expm1f
+#define LOG logf
+#define LOG1P log1pf
+#define TANH tanhf
+#define ERF erff
+#define SQRT sqrtf
+#define FABS fabsf

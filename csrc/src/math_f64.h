@@ -1,0 +1,10 @@
+/* math_f64.h - libm names for double, for net_impl.h. */
+#define T double
+#define EXP exp
+#define EXPM1 expm1
+#define LOG log
+#define LOG1P log1p
+#define TANH tanh
+#define ERF erf
+#define SQRT sqrt
+#define FABS fabs
