@@ -285,3 +285,18 @@ def test_learns_digits():
     net.fit(Xtr, ytr, epochs=40, batch_size=32, optimizer=bpcore.Adam(lr=2e-3))
     acc = (net.predict(Xte).argmax(axis=1) == yte).mean()
     assert acc >= 0.97
+
+
+def test_callback_may_predict_evaluate_and_save(rng, tmp_path):
+    X, Y = _regression(rng)
+    net = _net()
+    seen = []
+
+    def cb(epoch, logs):
+        seen.append((net.predict(X[:3]).shape, net.evaluate(X, Y)))
+        net.save(tmp_path / f"e{epoch}.safetensors")
+
+    net.fit(X, Y, epochs=2, batch_size=None, shuffle=False, callbacks=[cb])
+    assert seen[1][1] == pytest.approx(net.evaluate(X, Y))
+    np.testing.assert_array_equal(
+        bpcore.load(tmp_path / "e1.safetensors").params, net.params)

@@ -6,5 +6,6 @@
 #define LOG1P log1pf
 #define TANH tanhf
 #define ERF erff
+#define ERFC erfcf
 #define SQRT sqrtf
 #define FABS fabsf

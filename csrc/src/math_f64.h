@@ -6,5 +6,6 @@
 #define LOG1P log1p
 #define TANH tanh
 #define ERF erf
+#define ERFC erfc
 #define SQRT sqrt
 #define FABS fabs

@@ -11,3 +11,4 @@
 #undef FABS
 #undef VEXP
 #undef GEMM_FN
+#undef ERFC

@@ -5,7 +5,7 @@
  *   T        the element type
  *   SFX      the name suffix, e.g. _avx2_f32
  *   GEMM_FN  the packed product of that ISA and type (see gemm/gemm.h)
- *   EXP EXPM1 LOG LOG1P TANH ERF SQRT FABS   libm names for T
+ *   EXP EXPM1 LOG LOG1P TANH ERF ERFC SQRT FABS   libm names for T
  *   VEXP     exp used by sigmoid, softmax and gelu (libm's in the
  *            reference build; a branch-free polynomial the compiler can
  *            vectorise in the SIMD builds, see vmath.h)
@@ -97,7 +97,8 @@ FN(act_row)(T *out, const T *net, int64_t n, int act)
     case BP_ACT_GELU:
         for (int64_t j = 0; j < n; j++) {
             T x = net[j];
-            out[j] = (T)0.5 * x * ((T)1 + ERF(x * (T)0.70710678118654752440));
+            /* Phi(x) = erfc(-x / sqrt 2) / 2: no cancellation for x < 0 */
+            out[j] = (T)0.5 * x * ERFC(-x * (T)0.70710678118654752440);
         }
         break;
     case BP_ACT_SOFTMAX: {
@@ -161,7 +162,7 @@ FN(act_grad_row)(T *d, const T *net, const T *out, int64_t n, int act)
         /* d/dx x Phi(x) = Phi(x) + x phi(x) */
         for (int64_t j = 0; j < n; j++) {
             T x = net[j];
-            T cdf = (T)0.5 * ((T)1 + ERF(x * (T)0.70710678118654752440));
+            T cdf = (T)0.5 * ERFC(-x * (T)0.70710678118654752440);
             T pdf = (T)0.39894228040143267794 * VEXP((T)-0.5 * x * x);
             d[j] *= cdf + x * pdf;
         }

@@ -4,8 +4,8 @@
  * |r| <= ln2/2 (ln2 split in two parts), a polynomial (float: Cephes'
  * degree-7 minimax; double: a [3/3] Pade form in r^2), and 2^n applied as
  * two exact power-of-two factors so results stay right down into the
- * subnormal range.  Accuracy: about 1 ulp (checked against libm over the
- * whole range in tests/test_vmath.py through the activations).
+ * subnormal range.  Accuracy: about 1 ulp; tests/test_activations.py
+ * checks the activations built on it against SciPy over the whole range.
  */
 #ifndef BPCORE_VMATH_H
 #define BPCORE_VMATH_H

@@ -2,7 +2,7 @@
 
 ::
 
-    bpcore train data.csv --target species --layers 64,32 --out model.safetensors
+    bpcore train data.csv --target species --layers 64,32 --out m.safetensors
     bpcore predict model.safetensors new.csv --out predictions.csv
     bpcore evaluate model.safetensors test.csv
     bpcore info model.safetensors
@@ -109,7 +109,7 @@ class Table:
                 f"{self.names[j]!r}")
 
     def numeric(self, j):
-        """Column j as a finite float64 array, or a CLIError naming the cell."""
+        """Column j as finite float64 values, or a CLIError naming the cell."""
         if self.array is not None:
             col = np.asarray(self.array[:, j], dtype=np.float64)
         else:
@@ -662,8 +662,10 @@ class _EpochReport:
     shadow network that receives a copy of the parameters after each epoch.
     """
 
-    def __init__(self, net, info, epochs, Xv, yv, metric_name, out):
+    def __init__(self, net, info, epochs, Xv, yv, metric_name, out,
+                 threads=None):
         self.net, self.info, self.epochs = net, info, epochs
+        self.threads = threads
         self.Xv, self.yv, self.metric_name = Xv, yv, metric_name
         self.out = out
         self.metric = []
@@ -672,22 +674,33 @@ class _EpochReport:
             output=net.activation[-1], loss=net.loss, dtype=net.dtype)
         self.every = max(1, math.ceil(epochs / 20))
         self.bar = None
+        self.plain = False      # the fallback bar, drawn on a terminal only
         try:
             from tqdm.auto import tqdm
             self.bar = tqdm(total=epochs, unit="epoch", desc="training",
                             leave=False, disable=None, file=sys.stderr)
         except ImportError:
-            pass
+            self.plain = sys.stderr.isatty()
 
     def _write(self, line):
         if self.bar is not None and not self.bar.disable:
             self.bar.write(line, file=self.out)
         else:
+            if self.plain:
+                print("\r\033[K", end="", file=sys.stderr, flush=True)
             print(line, file=self.out, flush=True)
+
+    def _draw(self, e, text):
+        """A one-line bar on stderr when tqdm is not installed."""
+        done = int(30 * e / self.epochs)
+        print(f"\r\033[Ktraining [{'#' * done}{'.' * (30 - done)}] "
+              f"{e}/{self.epochs} {text}", end="", file=sys.stderr,
+              flush=True)
 
     def __call__(self, epoch, logs):
         self.shadow.params = self.net.params
-        pred, _ = self.info.decode(self.shadow.predict(self.Xv))
+        pred, _ = self.info.decode(self.shadow.predict(
+            self.Xv, n_threads=self.threads))
         if self.info.task == "classification":
             value = accuracy(self.yv, pred)
         else:
@@ -704,10 +717,14 @@ class _EpochReport:
         if e == 1 or e % self.every == 0 or e == self.epochs:
             self._write(f"  epoch {e:>{len(str(self.epochs))}}/{self.epochs}"
                         f"  {text}")
+        if self.plain:
+            self._draw(e, text)
 
     def close(self):
         if self.bar is not None:
             self.bar.close()
+        if self.plain:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
 
 
 def train_model(X, y, *, feature_names, target_name, layout, source,
@@ -783,7 +800,8 @@ def train_model(X, y, *, feature_names, target_name, layout, source,
           f"{_describe_target(target_name)}; task: {what}", file=out)
     print(f"network: {_architecture(net)}, loss {loss}, {net.n_params:,} "
           f"parameters", file=out)
-    print(f"training on {len(tr)} rows, validating on {len(va)}; {epochs} "
+    split = (f"validating on {len(va)}" if n_val else "no validation split")
+    print(f"training on {len(tr)} rows, {split}; {epochs} "
           f"epochs, batch size {batch_size or 'full'}, {optimizer} lr {lr:g}, "
           f"seed {seed}; inputs standardised (mean/std kept in the model)",
           file=out)
@@ -791,7 +809,8 @@ def train_model(X, y, *, feature_names, target_name, layout, source,
     vX, vy = (X[va], y[va]) if n_val else (X[tr], y[tr])
     metric_prefix = "val_" if n_val else ""
     report = _EpochReport(net, info, epochs, info.scale(vX),
-                          _truth(info, vy), metric_prefix + metric_name, out)
+                          _truth(info, vy), metric_prefix + metric_name, out,
+                          threads)
     validation = (Xs[va], T[va]) if n_val else None
     t0 = time.perf_counter()
     try:
@@ -1335,19 +1354,21 @@ def build_parser():
                    "(default)")
     t.add_argument("--layers", metavar="N,N,...", help="hidden layer "
                    "sizes (default 64,32; 'none' for no hidden layer)")
-    t.add_argument("--activation", default="relu",
-                   choices=HIDDEN_ACTIVATIONS, help="hidden activation "
-                   "(default relu)")
-    t.add_argument("--loss", choices=LOSSES, help="default: cross_entropy "
+    t.add_argument("--activation", default="relu", metavar="NAME",
+                   choices=HIDDEN_ACTIVATIONS, help="hidden activation: "
+                   f"{', '.join(HIDDEN_ACTIVATIONS)} (default relu)")
+    t.add_argument("--loss", choices=LOSSES, metavar="NAME",
+                   help=f"{', '.join(LOSSES)}; default: cross_entropy "
                    "for class labels (text, or up to "
                    f"{MAX_AUTO_CLASSES} integer values), else mse")
-    t.add_argument("--epochs", type=_positive_int("epochs"),
+    t.add_argument("--epochs", type=_positive_int("epochs"), metavar="N",
                    help="passes over the data (default 50; demo 15)")
     t.add_argument("--batch-size", type=_batch_size, default=32,
                    metavar="B", help="samples per update (default 32; "
                    "'full' for full batch)")
     t.add_argument("--optimizer", default="adam", choices=OPTIMIZERS,
-                   help="default adam")
+                   metavar="NAME", help=f"{', '.join(OPTIMIZERS)} (default "
+                   "adam)")
     t.add_argument("--lr", type=_lr, help="learning rate (default 0.001 "
                    "for adam/adamw, 0.1 for sgd)")
     t.add_argument("--val-split", type=_fraction, metavar="F",

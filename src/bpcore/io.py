@@ -120,8 +120,13 @@ def save(net, path, optimizer=None):
 
 def to_bytes(net, optimizer=None):
     """The bytes of the ``.safetensors`` file that :func:`save` writes."""
-    tensors, meta = _encode(net, optimizer)
-    data = st_numpy.save(tensors, metadata=meta)
+    from bpcore.network import Network
+
+    if not isinstance(net, Network):
+        raise TypeError(f"expected a bpcore.Network, got {type(net).__name__}")
+    with net._guard.read():  # never half an update from another thread
+        tensors, meta = _encode(net, optimizer)
+        data = st_numpy.save(tensors, metadata=meta)
     (n,) = struct.unpack("<Q", data[:8])
     if n > MAX_HEADER_BYTES:
         raise ValueError(f"the file header would be {n} bytes, over the "

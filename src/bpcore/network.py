@@ -114,16 +114,21 @@ class _ViewList(list):
 
 class _Guard:
     """Readers may share a network; a writer (fit, step) needs it alone.
-    Never blocks: a conflicting call raises RuntimeError."""
+    Never blocks: a conflicting call raises RuntimeError.  The writer's own
+    thread may read (a fit callback may predict, evaluate or save: between
+    epochs the parameters are whole)."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self._readers = 0
         self._writer = False
+        self._owner = None
 
     def read(self):
         with self._lock:
             if self._writer:
+                if self._owner == threading.get_ident():
+                    return _Release(self, None)
                 raise RuntimeError("the network is being trained (fit or "
                                    "step running in another thread)")
             self._readers += 1
@@ -136,6 +141,7 @@ class _Guard:
                                    "(fit/step cannot run concurrently with "
                                    "other calls on the same network)")
             self._writer = True
+            self._owner = threading.get_ident()
         return _Release(self, True)
 
 
@@ -147,9 +153,12 @@ class _Release:
         return self
 
     def __exit__(self, *exc):
+        if self.writer is None:  # a read inside the writer's own thread
+            return False
         with self.guard._lock:
             if self.writer:
                 self.guard._writer = False
+                self.guard._owner = None
             else:
                 self.guard._readers -= 1
         return False
