@@ -41,6 +41,20 @@
 /* Most layers an architecture may have (keeps offsets on the stack). */
 #define MAX_LAYERS 256
 
+/*
+ * Run CALL on nt threads, or directly on this one.  A team of one is not
+ * free in libgomp (its barriers still make futex calls), and orphaned
+ * work-sharing loops outside any region run serially at no cost.
+ */
+#define RUN_TEAM(nt, CALL)                                                   \
+    do {                                                                     \
+        if ((nt) > 1) {                                                      \
+            _Pragma("omp parallel num_threads(nt)") CALL;                    \
+        } else {                                                             \
+            CALL;                                                            \
+        }                                                                    \
+    } while (0)
+
 #endif /* BPCORE_NET_IMPL_COMMON */
 
 /* 1 / (1 + e^-x) without overflow, branch-free so loops vectorise. */
@@ -616,6 +630,57 @@ FN(prepare)(int64_t *w_off, int64_t *b_off, int64_t *n_weights,
                      arch->n_layers);
 }
 
+typedef struct {
+    T *Y;
+    const T *X, *params;
+    const bp_arch *arch;
+    const int64_t *w_off, *b_off;
+    int64_t m;
+    void *work;
+    int64_t per_thread, width, n_blocks, L;
+} FN(predict_ctx);
+
+/* The body of predict, run by every thread of the team. */
+static void
+FN(predict_region)(const FN(predict_ctx) *c)
+{
+    T *Y = c->Y;
+    const T *X = c->X, *params = c->params;
+    const bp_arch *arch = c->arch;
+    const int64_t *w_off = c->w_off, *b_off = c->b_off;
+    int64_t m = c->m, per_thread = c->per_thread, width = c->width;
+    int64_t n_blocks = c->n_blocks, L = c->L;
+    void *work = c->work;
+    char *mine = (char *)align64(work) + (int64_t)thread_id() * per_thread;
+    T *buf[2], *scratch;
+    buf[0] = (T *)mine;
+    buf[1] = (T *)align64(mine + width * BP_PREDICT_ROWS * 8);
+    scratch = (T *)align64((char *)buf[1] + width * BP_PREDICT_ROWS * 8);
+#pragma omp for schedule(static)
+    for (int64_t blk = 0; blk < n_blocks; blk++) {
+        int64_t r0 = blk * BP_PREDICT_ROWS;
+        int64_t rows = m - r0 < BP_PREDICT_ROWS ? m - r0 : BP_PREDICT_ROWS;
+        const T *x = X + r0 * arch->sizes[0];
+        for (int64_t k = 0; k < L; k++) {
+            int64_t n_in = arch->sizes[k], n_out = arch->sizes[k + 1];
+            const T *W = params + w_off[k], *b = params + b_off[k];
+            T *dst = k == L - 1 ? Y + r0 * n_out : buf[k & 1];
+            if (layer_uses_gemm(n_in, n_out)) {
+                FN(product)(dst, n_out, x, n_in, 1, W, n_out, 1, rows, n_out,
+                         n_in, scratch);
+                FN(bias_rows)(dst, b, rows, n_out);
+            } else {
+                FN(dense_rows)(dst, x, rows, n_in, W, b, n_out);
+            }
+            for (int64_t i = 0; i < rows; i++) {
+                FN(act_row)(dst + i * n_out, dst + i * n_out, n_out,
+                            arch->acts[k]);
+            }
+            x = dst;
+        }
+    }
+}
+
 static bp_status
 FN(predict)(T *Y, const T *X, const T *params, const bp_arch *arch,
                      int64_t m, void *work, int64_t work_bytes, int n_threads)
@@ -652,36 +717,10 @@ FN(predict)(T *Y, const T *X, const T *params, const bp_arch *arch,
     per_thread = predict_thread_bytes(arch);
     n_blocks = (m + BP_PREDICT_ROWS - 1) / BP_PREDICT_ROWS;
 
-#pragma omp parallel num_threads(nt) if (nt > 1)
     {
-        char *mine = (char *)align64(work) + (int64_t)thread_id() * per_thread;
-        T *buf[2], *scratch;
-        buf[0] = (T *)mine;
-        buf[1] = (T *)align64(mine + width * BP_PREDICT_ROWS * 8);
-        scratch = (T *)align64((char *)buf[1] + width * BP_PREDICT_ROWS * 8);
-#pragma omp for schedule(static)
-        for (int64_t blk = 0; blk < n_blocks; blk++) {
-            int64_t r0 = blk * BP_PREDICT_ROWS;
-            int64_t rows = m - r0 < BP_PREDICT_ROWS ? m - r0 : BP_PREDICT_ROWS;
-            const T *x = X + r0 * arch->sizes[0];
-            for (int64_t k = 0; k < L; k++) {
-                int64_t n_in = arch->sizes[k], n_out = arch->sizes[k + 1];
-                const T *W = params + w_off[k], *b = params + b_off[k];
-                T *dst = k == L - 1 ? Y + r0 * n_out : buf[k & 1];
-                if (layer_uses_gemm(n_in, n_out)) {
-                    FN(product)(dst, n_out, x, n_in, 1, W, n_out, 1, rows, n_out,
-                             n_in, scratch);
-                    FN(bias_rows)(dst, b, rows, n_out);
-                } else {
-                    FN(dense_rows)(dst, x, rows, n_in, W, b, n_out);
-                }
-                for (int64_t i = 0; i < rows; i++) {
-                    FN(act_row)(dst + i * n_out, dst + i * n_out, n_out,
-                                arch->acts[k]);
-                }
-                x = dst;
-            }
-        }
+        FN(predict_ctx) c = {Y, X, params, arch, w_off, b_off, m, work,
+                             per_thread, width, n_blocks, L};
+        RUN_TEAM(nt, FN(predict_region)(&c));
     }
     return BP_OK;
 }
@@ -728,10 +767,34 @@ FN(forward)(T *const *net, T *const *out, const T *X,
     if (scratch == NULL) {
         return BP_ENOMEM;
     }
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    FN(forward_body)(net, out, X, params, arch, w_off, b_off, m, scratch);
+    RUN_TEAM(nt, FN(forward_body)(net, out, X, params, arch, w_off, b_off, m,
+                                  scratch));
     free(scratch);
     return BP_OK;
+}
+
+typedef struct {
+    T *grad;
+    T *const *delta, *const *net, *const *out;
+    double *lbuf;
+    const T *X, *Y, *sw, *params;
+    const bp_arch *arch;
+    const int64_t *w_off, *b_off;
+    int64_t m;
+    T *scratch;
+    double loss; /* out */
+} FN(backward_ctx);
+
+static void
+FN(backward_region)(FN(backward_ctx) *c)
+{
+    double wsum;
+    double l = FN(backward_body)(c->grad, c->delta, c->net, c->out, c->lbuf,
+                                 &wsum, c->X, c->Y, c->sw, c->params, c->arch,
+                                 c->w_off, c->b_off, c->m, c->scratch);
+    if (thread_id() == 0) {
+        c->loss = l;
+    }
 }
 
 static bp_status
@@ -779,15 +842,11 @@ FN(backward)(T *grad, T *const *delta, T *const *net,
         free(scratch);
         return BP_ENOMEM;
     }
-#pragma omp parallel num_threads(nt) if (nt > 1)
     {
-        double wsum;
-        double l = FN(backward_body)(grad, delta, net, out, lbuf, &wsum, X, Y,
-                                     sw, params, arch, w_off, b_off, m,
-                                     scratch);
-        if (thread_id() == 0) {
-            result = l;
-        }
+        FN(backward_ctx) c = {grad, delta, net, out, lbuf, X, Y, sw, params,
+                              arch, w_off, b_off, m, scratch, 0.0};
+        RUN_TEAM(nt, FN(backward_region)(&c));
+        result = c.loss;
     }
     free(lbuf);
     free(scratch);
@@ -817,8 +876,7 @@ FN(update)(T *params, const T *grad, bp_optim *opt, int64_t n,
         nt = 1;
     }
     t = opt->t + 1;
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    FN(update_body)(params, grad, opt, t, n, n_weights);
+    RUN_TEAM(nt, FN(update_body)(params, grad, opt, t, n, n_weights));
     opt->t = t;
     return BP_OK;
 }
@@ -853,6 +911,90 @@ FN(carve)(FN(train_ws) *ws, const bp_arch *arch, int64_t batch, void *work)
     }
     ws->scratch = (T *)p;
 #undef TAKE
+}
+
+typedef struct {
+    T *params, *grad;
+    const bp_optim *opt;
+    const T *X, *Y, *sw;
+    const int64_t *order;
+    int64_t m, batch, first_batch, n_batches;
+    const bp_arch *arch;
+    const int64_t *w_off, *b_off;
+    int64_t n_w, n_p;
+    const FN(train_ws) *ws;
+    int64_t n_in, n_L, t0;
+    double lsum, wsum;  /* in: running sums; out: with this call's batches */
+    int64_t done;       /* out */
+    int diverged;       /* out */
+} FN(train_ctx);
+
+/* The batch loop of train, run by every thread of the team. */
+static void
+FN(train_region)(FN(train_ctx) *c)
+{
+    T *params = c->params, *grad = c->grad;
+    const bp_optim *opt = c->opt;
+    const T *X = c->X, *Y = c->Y, *sw = c->sw;
+    const int64_t *order = c->order;
+    int64_t m = c->m, batch = c->batch, first_batch = c->first_batch;
+    int64_t n_batches = c->n_batches, n_w = c->n_w, n_p = c->n_p;
+    const bp_arch *arch = c->arch;
+    const int64_t *w_off = c->w_off, *b_off = c->b_off;
+    const FN(train_ws) ws = *c->ws;
+    int64_t n_in = c->n_in, n_L = c->n_L, t0 = c->t0;
+    /* Every thread runs the same batch loop and takes the same branches:
+     * the loss and weight sums are computed identically on each. */
+    double my_lsum = c->lsum, my_wsum = c->wsum;
+    int64_t my_done = 0;
+    int my_diverged = 0;
+    for (int64_t b = first_batch; b < first_batch + n_batches; b++) {
+        int64_t start = b * batch;
+        int64_t mb = m - start < batch ? m - start : batch;
+        const T *Xb, *Yb, *swb;
+        double loss, wsum;
+        if (order != NULL) {
+            const int64_t *idx = order + start;
+#pragma omp for schedule(static)
+            for (int64_t r = 0; r < mb; r++) {
+                memcpy(ws.Xb + r * n_in, X + idx[r] * n_in,
+                       (size_t)n_in * sizeof(T));
+                memcpy(ws.Yb + r * n_L, Y + idx[r] * n_L,
+                       (size_t)n_L * sizeof(T));
+                if (sw != NULL) {
+                    ws.swb[r] = sw[idx[r]];
+                }
+            }
+            Xb = ws.Xb;
+            Yb = ws.Yb;
+            swb = sw != NULL ? ws.swb : NULL;
+        } else {
+            Xb = X + start * n_in;
+            Yb = Y + start * n_L;
+            swb = sw != NULL ? sw + start : NULL;
+        }
+        if (FN(weight_sum)(swb, mb) <= 0.0) {
+            /* A batch whose weights are all zero teaches nothing. */
+            continue;
+        }
+        loss = FN(backward_body)(grad, ws.delta, ws.net, ws.out, ws.lbuf,
+                                 &wsum, Xb, Yb, swb, params, arch, w_off,
+                                 b_off, mb, ws.scratch);
+        if (!isfinite(loss)) {
+            my_diverged = 1;
+            break;
+        }
+        FN(update_body)(params, grad, opt, t0 + my_done + 1, n_p, n_w);
+        my_lsum += loss * wsum;
+        my_wsum += wsum;
+        my_done++;
+    }
+    if (thread_id() == 0) {
+        c->lsum = my_lsum;
+        c->wsum = my_wsum;
+        c->done = my_done;
+        c->diverged = my_diverged;
+    }
 }
 
 static bp_status
@@ -916,60 +1058,15 @@ FN(train)(T *params, T *grad, bp_optim *opt, double *loss_sum,
     n_L = arch->sizes[arch->n_layers - 1];
     t0 = opt->t;
 
-#pragma omp parallel num_threads(nt) if (nt > 1)
     {
-        /* Every thread runs the same batch loop and takes the same branches:
-         * the loss and weight sums are computed identically on each. */
-        double my_lsum = lsum, my_wsum = wsum_total;
-        int64_t my_done = 0;
-        int my_diverged = 0;
-        for (int64_t b = first_batch; b < first_batch + n_batches; b++) {
-            int64_t start = b * batch;
-            int64_t mb = m - start < batch ? m - start : batch;
-            const T *Xb, *Yb, *swb;
-            double loss, wsum;
-            if (order != NULL) {
-                const int64_t *idx = order + start;
-#pragma omp for schedule(static)
-                for (int64_t r = 0; r < mb; r++) {
-                    memcpy(ws.Xb + r * n_in, X + idx[r] * n_in,
-                           (size_t)n_in * sizeof(T));
-                    memcpy(ws.Yb + r * n_L, Y + idx[r] * n_L,
-                           (size_t)n_L * sizeof(T));
-                    if (sw != NULL) {
-                        ws.swb[r] = sw[idx[r]];
-                    }
-                }
-                Xb = ws.Xb;
-                Yb = ws.Yb;
-                swb = sw != NULL ? ws.swb : NULL;
-            } else {
-                Xb = X + start * n_in;
-                Yb = Y + start * n_L;
-                swb = sw != NULL ? sw + start : NULL;
-            }
-            if (FN(weight_sum)(swb, mb) <= 0.0) {
-                /* A batch whose weights are all zero teaches nothing. */
-                continue;
-            }
-            loss = FN(backward_body)(grad, ws.delta, ws.net, ws.out, ws.lbuf,
-                                     &wsum, Xb, Yb, swb, params, arch, w_off,
-                                     b_off, mb, ws.scratch);
-            if (!isfinite(loss)) {
-                my_diverged = 1;
-                break;
-            }
-            FN(update_body)(params, grad, opt, t0 + my_done + 1, n_p, n_w);
-            my_lsum += loss * wsum;
-            my_wsum += wsum;
-            my_done++;
-        }
-        if (thread_id() == 0) {
-            lsum = my_lsum;
-            wsum_total = my_wsum;
-            done = my_done;
-            diverged = my_diverged;
-        }
+        FN(train_ctx) c = {params, grad, opt, X, Y, sw, order, m, batch,
+                           first_batch, n_batches, arch, w_off, b_off, n_w,
+                           n_p, &ws, n_in, n_L, t0, lsum, wsum_total, 0, 0};
+        RUN_TEAM(nt, FN(train_region)(&c));
+        lsum = c.lsum;
+        wsum_total = c.wsum;
+        done = c.done;
+        diverged = c.diverged;
     }
     opt->t = t0 + done;
     *loss_sum = lsum;
