@@ -69,6 +69,34 @@ layer_uses_gemm(int64_t n_in, int64_t n_out)
     return n_in >= 8 && n_out >= 8;
 }
 
+/*
+ * Tiny networks (every layer at most TINY_MAXW wide, at most TINY_MAXL
+ * layers) train on a path that puts TINY_LANES samples side by side in
+ * vector lanes and keeps a sample's whole chain in registers.  Gradients
+ * are summed per lane, then per chunk of TINY_CHUNK samples, then over
+ * chunks in order: the grouping depends on the batch only, never on the
+ * thread count.
+ */
+#define TINY_MAXW 8
+#define TINY_MAXL 6
+#define TINY_LANES 16
+#define TINY_CHUNK 1024
+#define TINY_MAXP (TINY_MAXL * (TINY_MAXW * TINY_MAXW + TINY_MAXW))
+
+static inline int
+arch_is_tiny(const bp_arch *arch)
+{
+    if (arch->n_layers - 1 > TINY_MAXL) {
+        return 0;
+    }
+    for (int64_t k = 0; k < arch->n_layers; k++) {
+        if (arch->sizes[k] > TINY_MAXW) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 static inline int
 thread_id(void)
 {

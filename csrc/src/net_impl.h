@@ -55,6 +55,13 @@
         }                                                                    \
     } while (0)
 
+/* Force inlining where a constant argument must specialise the code. */
+#if defined(__GNUC__)
+#define INLINE inline __attribute__((always_inline))
+#else
+#define INLINE inline
+#endif
+
 #endif /* BPCORE_NET_IMPL_COMMON */
 
 /* 1 / (1 + e^-x) without overflow, branch-free so loops vectorise. */
@@ -881,6 +888,268 @@ FN(update)(T *params, const T *grad, bp_optim *opt, int64_t n,
     return BP_OK;
 }
 
+/*
+ * The tiny-network path.  A group of TINY_LANES samples is held as
+ * arrays [unit][lane], so every loop over lanes vectorises; activations
+ * reuse the row functions on one unit's lanes.  The forward values are
+ * computed as dense_rows does (b + sum over inputs in order), so they
+ * equal predict's bits.
+ */
+typedef T FN(lanes)[TINY_LANES];
+
+/* Loss and output delta for one group; returns the weighted loss sum.
+ * z, h: output net and out [n][lanes]; y rows; scale[l] = s_l / S. */
+static INLINE double
+FN(tiny_loss)(FN(lanes) *d, FN(lanes) *z, FN(lanes) *h, const T *Y,
+              const T *sw, int64_t i0, int nl, int64_t n, int act, int loss,
+              const T *scale, const int LN)
+{
+    double total = 0.0;
+    for (int l = 0; l < nl; l++) {
+        const T *y = Y + (i0 + l) * n;
+        double li = 0.0;
+        if (loss == BP_LOSS_CE) {
+            double mx = (double)z[0][l], sum = 0.0, sy = 0.0, lse;
+            for (int64_t j = 1; j < n; j++) {
+                mx = (double)z[j][l] > mx ? (double)z[j][l] : mx;
+            }
+            for (int64_t j = 0; j < n; j++) {
+                sum += exp((double)z[j][l] - mx);
+                sy += (double)y[j];
+            }
+            lse = mx + log(sum);
+            for (int64_t j = 0; j < n; j++) {
+                if (y[j] != 0) {
+                    li += (double)y[j] * (lse - (double)z[j][l]);
+                }
+                d[j][l] = (h[j][l] * (T)sy - y[j]) * scale[l];
+            }
+        } else if (loss == BP_LOSS_BCE) {
+            for (int64_t j = 0; j < n; j++) {
+                double zz = (double)z[j][l];
+                li += (zz > 0 ? zz : 0.0) - zz * (double)y[j] +
+                      log1p(exp(-fabs(zz)));
+                d[j][l] = (h[j][l] - y[j]) * scale[l];
+            }
+        } else {
+            for (int64_t j = 0; j < n; j++) {
+                T g = h[j][l] - y[j];
+                li += 0.5 * (double)g * (double)g;
+                d[j][l] = g;
+            }
+            if (act == BP_ACT_SOFTMAX) {
+                double dot = 0.0;
+                for (int64_t j = 0; j < n; j++) {
+                    dot += (double)d[j][l] * (double)h[j][l];
+                }
+                for (int64_t j = 0; j < n; j++) {
+                    d[j][l] = h[j][l] * (d[j][l] - (T)dot);
+                }
+            }
+        }
+        total += sw != NULL ? (double)sw[i0 + l] * li : li;
+    }
+    for (int l = nl; l < LN; l++) {
+        for (int64_t j = 0; j < n; j++) {
+            d[j][l] = 0;
+        }
+    }
+    if (loss == BP_LOSS_MSE && act != BP_ACT_SOFTMAX) {
+        for (int64_t j = 0; j < n; j++) {
+            FN(act_grad_row)(d[j], z[j], h[j], LN, act);
+            for (int l = 0; l < LN; l++) {
+                d[j][l] *= scale[l];
+            }
+        }
+    }
+    return total;
+}
+
+/*
+ * Gradient sums of samples [r0, r1) (at most TINY_CHUNK) into part: the
+ * n_p parameter sums, then the weighted loss sum.  LN lanes per group (a
+ * constant after inlining: 16, or 1 for online learning).
+ */
+static INLINE void
+FN(tiny_chunk_lanes)(double *part, const T *X, const T *Y, const T *sw,
+                     const T *params, const bp_arch *arch,
+                     const int64_t *w_off, const int64_t *b_off, int64_t n_p,
+                     int64_t r0, int64_t r1, double S, const int LN)
+{
+    int64_t L = arch->n_layers - 1;
+    const int64_t *sz = arch->sizes;
+    FN(lanes) z[TINY_MAXL + 1][TINY_MAXW], h[TINY_MAXL + 1][TINY_MAXW];
+    FN(lanes) d[TINY_MAXW], dp[TINY_MAXW], scale;
+    FN(lanes) accw[TINY_MAXL * TINY_MAXW * TINY_MAXW];
+    double accb[TINY_MAXL * TINY_MAXW][TINY_LANES];
+    int64_t n_wt = b_off[0];
+    double lsum = 0.0;
+
+    for (int64_t p = 0; p < n_wt; p++) {
+        for (int l = 0; l < LN; l++) {
+            accw[p][l] = 0;
+        }
+    }
+    for (int64_t p = 0; p < n_p - n_wt; p++) {
+        for (int l = 0; l < LN; l++) {
+            accb[p][l] = 0;
+        }
+    }
+    for (int64_t i0 = r0; i0 < r1; i0 += LN) {
+        int nl = r1 - i0 < LN ? (int)(r1 - i0) : LN;
+        for (int64_t a = 0; a < sz[0]; a++) {
+            for (int l = 0; l < LN; l++) {
+                h[0][a][l] = l < nl ? X[(i0 + l) * sz[0] + a] : (T)0;
+            }
+        }
+        for (int l = 0; l < LN; l++) {
+            T s_l = l < nl ? (sw != NULL ? sw[i0 + l] : (T)1) : (T)0;
+            scale[l] = (T)((double)s_l / S);
+        }
+        for (int64_t k = 0; k < L; k++) {
+            const T *W = params + w_off[k], *b = params + b_off[k];
+            int64_t n_in = sz[k], n_out = sz[k + 1];
+            for (int64_t j = 0; j < n_out; j++) {
+                for (int l = 0; l < LN; l++) {
+                    z[k + 1][j][l] = b[j];
+                }
+                for (int64_t a = 0; a < n_in; a++) {
+                    T w = W[a * n_out + j];
+                    for (int l = 0; l < LN; l++) {
+                        z[k + 1][j][l] += h[k][a][l] * w;
+                    }
+                }
+            }
+            if (arch->acts[k] == BP_ACT_SOFTMAX) {
+                for (int l = 0; l < LN; l++) {
+                    T row[TINY_MAXW];
+                    for (int64_t j = 0; j < n_out; j++) {
+                        row[j] = z[k + 1][j][l];
+                    }
+                    FN(act_row)(row, row, n_out, BP_ACT_SOFTMAX);
+                    for (int64_t j = 0; j < n_out; j++) {
+                        h[k + 1][j][l] = row[j];
+                    }
+                }
+            } else {
+                for (int64_t j = 0; j < n_out; j++) {
+                    FN(act_row)(h[k + 1][j], z[k + 1][j], LN,
+                                arch->acts[k]);
+                }
+            }
+        }
+        lsum += FN(tiny_loss)(d, z[L], h[L], Y, sw, i0, nl, sz[L],
+                              arch->acts[L - 1], arch->loss, scale, LN);
+        for (int64_t k = L - 1; k >= 0; k--) {
+            int64_t n_in = sz[k], n_out = sz[k + 1];
+            const T *W = params + w_off[k];
+            FN(lanes) *aw = accw + w_off[k];
+            double (*ab)[TINY_LANES] = accb + (b_off[k] - n_wt);
+            for (int64_t a = 0; a < n_in; a++) {
+                for (int64_t j = 0; j < n_out; j++) {
+                    for (int l = 0; l < LN; l++) {
+                        aw[a * n_out + j][l] += h[k][a][l] * d[j][l];
+                    }
+                }
+            }
+            for (int64_t j = 0; j < n_out; j++) {
+                for (int l = 0; l < LN; l++) {
+                    ab[j][l] += (double)d[j][l];
+                }
+            }
+            if (k == 0) {
+                break;
+            }
+            for (int64_t a = 0; a < n_in; a++) {
+                for (int l = 0; l < LN; l++) {
+                    dp[a][l] = 0;
+                }
+                for (int64_t j = 0; j < n_out; j++) {
+                    T w = W[a * n_out + j];
+                    for (int l = 0; l < LN; l++) {
+                        dp[a][l] += d[j][l] * w;
+                    }
+                }
+                FN(act_grad_row)(dp[a], z[k][a], h[k][a], LN,
+                                 arch->acts[k - 1]);
+            }
+            for (int64_t a = 0; a < n_in; a++) {
+                for (int l = 0; l < LN; l++) {
+                    d[a][l] = dp[a][l];
+                }
+            }
+        }
+    }
+    for (int64_t p = 0; p < n_wt; p++) {
+        double s = 0.0;
+        for (int l = 0; l < LN; l++) {
+            s += (double)accw[p][l];
+        }
+        part[p] = s;
+    }
+    for (int64_t p = n_wt; p < n_p; p++) {
+        double s = 0.0;
+        for (int l = 0; l < LN; l++) {
+            s += accb[p - n_wt][l];
+        }
+        part[p] = s;
+    }
+    part[n_p] = lsum;
+}
+
+static void
+FN(tiny_chunk)(double *part, const T *X, const T *Y, const T *sw,
+               const T *params, const bp_arch *arch, const int64_t *w_off,
+               const int64_t *b_off, int64_t n_p, int64_t r0, int64_t r1,
+               double S)
+{
+    if (r1 - r0 < TINY_LANES / 2) {
+        FN(tiny_chunk_lanes)(part, X, Y, sw, params, arch, w_off, b_off, n_p,
+                             r0, r1, S, 1);
+    } else {
+        FN(tiny_chunk_lanes)(part, X, Y, sw, params, arch, w_off, b_off, n_p,
+                             r0, r1, S, TINY_LANES);
+    }
+}
+
+/*
+ * Loss and gradient of a batch on the tiny path (work-shared over chunks,
+ * then over parameters).  part holds (TINY_MAXP + 1) doubles per chunk.
+ * Returns the loss on every thread.  Ends with a barrier.
+ */
+static double
+FN(tiny_backward_body)(T *grad, double *part, double *wsum, const T *X,
+                       const T *Y, const T *sw, const T *params,
+                       const bp_arch *arch, const int64_t *w_off,
+                       const int64_t *b_off, int64_t m)
+{
+    int64_t n_p = b_off[arch->n_layers - 2] + arch->sizes[arch->n_layers - 1];
+    int64_t n_chunks = (m + TINY_CHUNK - 1) / TINY_CHUNK;
+    int64_t stride = TINY_MAXP + 1;
+    double S = FN(weight_sum)(sw, m), loss = 0.0;
+
+    *wsum = S;
+#pragma omp for schedule(static)
+    for (int64_t c = 0; c < n_chunks; c++) {
+        int64_t r0 = c * TINY_CHUNK;
+        int64_t r1 = r0 + TINY_CHUNK < m ? r0 + TINY_CHUNK : m;
+        FN(tiny_chunk)(part + c * stride, X, Y, sw, params, arch, w_off,
+                       b_off, n_p, r0, r1, S);
+    }
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < n_p; p++) {
+        double s = 0.0;
+        for (int64_t c = 0; c < n_chunks; c++) {
+            s += part[c * stride + p];
+        }
+        grad[p] = (T)s;
+    }
+    for (int64_t c = 0; c < n_chunks; c++) {
+        loss += part[c * stride + n_p];
+    }
+    return loss / S;
+}
+
 /* Carve the training workspace (see bp_train_workspace_size). */
 typedef struct {
     T *Xb, *Yb, *swb;
@@ -902,7 +1171,10 @@ FN(carve)(FN(train_ws) *ws, const bp_arch *arch, int64_t batch, void *work)
     TAKE(ws->Xb, T, batch * arch->sizes[0]);
     TAKE(ws->Yb, T, batch * arch->sizes[L]);
     TAKE(ws->swb, T, batch);
-    TAKE(ws->lbuf, double, batch);
+    /* per-sample losses, then (tiny path) one row of TINY_MAXP + 1
+     * partial sums per chunk of TINY_CHUNK samples */
+    TAKE(ws->lbuf, double, batch + (batch + TINY_CHUNK - 1) / TINY_CHUNK *
+                                       (TINY_MAXP + 1));
     ws->net[0] = ws->out[0] = ws->delta[0] = NULL;
     for (int64_t k = 1; k <= L; k++) {
         TAKE(ws->net[k], T, batch * arch->sizes[k]);
@@ -943,6 +1215,7 @@ FN(train_region)(FN(train_ctx) *c)
     const int64_t *w_off = c->w_off, *b_off = c->b_off;
     const FN(train_ws) ws = *c->ws;
     int64_t n_in = c->n_in, n_L = c->n_L, t0 = c->t0;
+    int tiny = arch_is_tiny(arch);
     /* Every thread runs the same batch loop and takes the same branches:
      * the loss and weight sums are computed identically on each. */
     double my_lsum = c->lsum, my_wsum = c->wsum;
@@ -977,9 +1250,14 @@ FN(train_region)(FN(train_ctx) *c)
             /* A batch whose weights are all zero teaches nothing. */
             continue;
         }
-        loss = FN(backward_body)(grad, ws.delta, ws.net, ws.out, ws.lbuf,
-                                 &wsum, Xb, Yb, swb, params, arch, w_off,
-                                 b_off, mb, ws.scratch);
+        if (tiny) {
+            loss = FN(tiny_backward_body)(grad, ws.lbuf, &wsum, Xb, Yb, swb,
+                                          params, arch, w_off, b_off, mb);
+        } else {
+            loss = FN(backward_body)(grad, ws.delta, ws.net, ws.out, ws.lbuf,
+                                     &wsum, Xb, Yb, swb, params, arch, w_off,
+                                     b_off, mb, ws.scratch);
+        }
         if (!isfinite(loss)) {
             my_diverged = 1;
             break;

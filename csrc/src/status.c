@@ -313,7 +313,8 @@ bp_train_workspace_size(int64_t *bytes, const bp_arch *arch, int64_t batch,
             return s;
         }
     }
-    if ((s = add_checked(&units, units, 2)) != BP_OK ||
+    /* per-sample weights and losses, plus the tiny path's chunk sums */
+    if ((s = add_checked(&units, units, 2 + TINY_MAXP + 1)) != BP_OK ||
             (s = mul_checked(&piece, units, batch)) != BP_OK ||
             (s = mul_checked(&piece, piece, 8)) != BP_OK ||
             (s = add_checked(&total, total, piece)) != BP_OK ||

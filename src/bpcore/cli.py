@@ -656,11 +656,7 @@ def _select_target(table, target):
 
 
 class _EpochReport:
-    """The per-epoch callback: validation metric, progress bar, log lines.
-
-    ``fit`` holds the network while it trains, so the metric is computed on a
-    shadow network that receives a copy of the parameters after each epoch.
-    """
+    """The per-epoch callback: validation metric, progress bar, log lines."""
 
     def __init__(self, net, info, epochs, Xv, yv, metric_name, out,
                  threads=None):
@@ -669,9 +665,6 @@ class _EpochReport:
         self.Xv, self.yv, self.metric_name = Xv, yv, metric_name
         self.out = out
         self.metric = []
-        self.shadow = bpcore.Network(
-            list(net.layers), activation=list(net.activation[:-1]),
-            output=net.activation[-1], loss=net.loss, dtype=net.dtype)
         self.every = max(1, math.ceil(epochs / 20))
         self.bar = None
         self.plain = False      # the fallback bar, drawn on a terminal only
@@ -698,8 +691,7 @@ class _EpochReport:
               flush=True)
 
     def __call__(self, epoch, logs):
-        self.shadow.params = self.net.params
-        pred, _ = self.info.decode(self.shadow.predict(
+        pred, _ = self.info.decode(self.net.predict(
             self.Xv, n_threads=self.threads))
         if self.info.task == "classification":
             value = accuracy(self.yv, pred)
