@@ -301,6 +301,11 @@ def pin_threads(threads):
         return None
 
 
+# Orchestrator hook: called with each record as soon as a worker returns it
+# (run_all.py uses it to write JSON lines incrementally).
+RECORD_SINK = None
+
+
 def run_worker(script, args, peer, threads, timeout=900):
     """Run `python script --worker args...` with the peer's environment.
 
@@ -324,8 +329,18 @@ def run_worker(script, args, peer, threads, timeout=900):
                 pass
     if p.returncode != 0 and not recs:
         tail = (p.stderr or "").strip().splitlines()[-5:]
+        how = f"exit {p.returncode}"
+        if p.returncode < 0:
+            import signal
+            try:
+                how = f"killed by {signal.Signals(-p.returncode).name}"
+            except ValueError:
+                pass
         recs.append({"peer": peer, "threads": threads, "args": args,
-                     "error": f"exit {p.returncode}: " + " | ".join(tail)})
+                     "error": how + (": " + " | ".join(tail) if tail else "")})
+    if RECORD_SINK is not None:
+        for r in recs:
+            RECORD_SINK(dict(r, script=script))
     return recs
 
 

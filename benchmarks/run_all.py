@@ -9,8 +9,8 @@ JSON line per case (with machine facts) to ``--out``.
 
 Usage::
 
-    python benchmarks/run_all.py                 # everything, ~15-25 min on 2 cores
-    python benchmarks/run_all.py --quick         # smoke run, a few minutes
+    python benchmarks/run_all.py                 # everything, ~20-35 min on 2 cores
+    python benchmarks/run_all.py --quick         # smoke run, ~5-10 min
     python benchmarks/run_all.py --only C3       # one config (+ GEMM ceiling)
     python benchmarks/run_all.py --only C1a,predict --peers bpcore,jax
 
@@ -46,9 +46,18 @@ def main(argv=None):
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--reps", type=int, default=None, help="minimum timed repetitions")
     ap.add_argument("--no-gemm", action="store_true")
+    ap.add_argument("--report", default=None, metavar="FILE.jsonl",
+                    help="only print the tables of an earlier run's JSON lines")
     ap.add_argument("--out", default=None,
                     help="JSON-lines output (default benchmarks/out/run-DATE-HOST.jsonl)")
     a = ap.parse_args(argv)
+
+    if a.report:
+        with open(a.report) as f:
+            recs = [json.loads(line) for line in f if line.strip()]
+        thr = sorted({r["threads"] for r in recs if "threads" in r})
+        print(report_text(recs, thr, recs[0].get("machine", {}) if recs else {}))
+        return
 
     threads = C.parse_list(a.threads, int)
     only = set(C.parse_list(a.only)) if a.only else None
@@ -99,6 +108,12 @@ def main(argv=None):
     log("")
 
     t_start = time.perf_counter()
+    partial = open(out + ".partial", "w")
+
+    def sink(rec):  # keep results of an interrupted run
+        partial.write(json.dumps(dict(rec, machine=facts)) + "\n")
+        partial.flush()
+    C.RECORD_SINK = sink
     records = []
     if do_gemm:
         records += bench_gemm.sweep(threads, quick=a.quick, reps=a.reps, log=log,
@@ -113,19 +128,34 @@ def main(argv=None):
     with open(out, "w") as f:
         for r in records:
             f.write(json.dumps(r) + "\n")
+    partial.close()
+    os.remove(out + ".partial")
 
+    text = report_text(records, threads, facts, skipped=skipped,
+                       mode="quick" if a.quick else "full",
+                       wall=time.perf_counter() - t_start)
+    md = os.path.splitext(out)[0] + ".md"
+    with open(md, "w") as f:
+        f.write(text + "\n")
+    print()
+    print(text)
+    print(f"\nJSON lines: {out}\nmarkdown:   {md}")
+
+
+def report_text(records, threads, facts, skipped=(), mode=None, wall=None):
+    """Markdown report: machine facts, skipped peers, the three tables."""
     # peers that were installed but whose worker could not import / failed
     failed = sorted({(r.get("peer"), r.get("skipped") or r.get("error"))
                      for r in records if "skipped" in r or "error" in r},
                     key=str)
-
-    report = [f"# bpcore benchmarks, {facts['date']}", "",
-              f"- CPU: {facts['cpu_model']}, {facts['n_cpus_affinity']} usable CPUs, "
-              f"flags: {' '.join(facts['cpu_flags'])}",
-              f"- git commit: {facts['git_commit']}; Python {facts['python']}; " +
-              ", ".join(f"{k} {v}" for k, v in facts["versions"].items() if v),
-              f"- mode: {'quick' if a.quick else 'full'}; threads {threads}; "
-              f"wall time {time.perf_counter() - t_start:.0f} s",
+    vers = facts.get("versions", {})
+    report = [f"# bpcore benchmarks, {facts.get('date')}", "",
+              f"- CPU: {facts.get('cpu_model')}, {facts.get('n_cpus_affinity')} usable "
+              f"CPUs, flags: {' '.join(facts.get('cpu_flags', []))}",
+              f"- git commit: {facts.get('git_commit')}; Python {facts.get('python')}; " +
+              ", ".join(f"{k} {v}" for k, v in vers.items() if v),
+              (f"- mode: {mode}; " if mode else "- ") + f"threads {threads}" +
+              (f"; wall time {wall:.0f} s" if wall is not None else ""),
               "- Absolute numbers drift 10-50% between runs on shared 2-core VMs; "
               "ratios within this one interleaved run are what to compare.",
               ]
@@ -134,20 +164,15 @@ def main(argv=None):
     for p, why in failed:
         report.append(f"- {p}: {why}")
     report.append("")
+    benches = {r.get("bench") for r in records}
     ceil = bench_gemm.ceiling(records)
-    if do_gemm:
+    if "gemm" in benches:
         report += [bench_gemm.table(records, threads), ""]
-    if do_fit:
+    if "fit" in benches:
         report += [bench_fit.table(records, threads, ceiling=ceil), ""]
-    if do_predict:
+    if "predict" in benches:
         report += [bench_predict.table(records, threads), ""]
-    text = "\n".join(report)
-    md = os.path.splitext(out)[0] + ".md"
-    with open(md, "w") as f:
-        f.write(text + "\n")
-    print()
-    print(text)
-    print(f"\nJSON lines: {out}\nmarkdown:   {md}")
+    return "\n".join(report)
 
 
 if __name__ == "__main__":
