@@ -21,6 +21,10 @@
  * L2, large enough to amortise the loop overhead. */
 #define BP_PREDICT_ROWS 128
 
+/* Predict calls of at most this many rows skip packing: direct products
+ * that sum in the kernel's order (same bits, no scratch, low latency). */
+#define BP_PREDICT_SMALL 4
+
 /* Batches cheaper than this many flops run on one thread: waking the other
  * core costs more than the work.  Changes no result. */
 #define BP_PARALLEL_MIN_FLOPS 400000.0
@@ -44,7 +48,7 @@ int resolve_threads(int n_threads);
 double arch_weights(const bp_arch *arch);
 
 /* Bytes of one thread's share of the predict workspace. */
-int64_t predict_thread_bytes(const bp_arch *arch);
+int64_t predict_thread_bytes(const bp_arch *arch, int64_t m);
 
 /* Widest layer of an architecture. */
 int64_t arch_max_width(const bp_arch *arch);

@@ -30,6 +30,8 @@
 #undef NR
 #undef NAME
 
+#define PRODUCT_KC GEMM_KC
+
 #include "math_f32.h"
 #define SFX _avx512_f32
 #define VEXP vexp_f32

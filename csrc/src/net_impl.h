@@ -351,6 +351,45 @@ FN(product)(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa, const T *B,
 }
 
 /*
+ * C = x W for a few rows without packing, summing each entry exactly as
+ * the kernel does: over the depth in blocks of PRODUCT_KC (the kernel's
+ * GEMM_KC, or all of it in the reference build), a += x w per step (one
+ * FMA where the build contracts, as in the kernel), block sums added in
+ * order.  So predict on one sample gives forward's bits.
+ *   C (rows, n) out;  x (rows, k) in;  W (k, n) in
+ */
+static void
+FN(product_small)(T *restrict C, const T *restrict x, const T *restrict W,
+                  int64_t rows, int64_t k, int64_t n)
+{
+    enum { JB = 64 };
+    for (int64_t i = 0; i < rows; i++) {
+        T *c_i = C + i * n;
+        const T *x_i = x + i * k;
+        for (int64_t j0 = 0; j0 < n; j0 += JB) {
+            int64_t nj = n - j0 < JB ? n - j0 : JB;
+            for (int64_t p0 = 0; p0 < k; p0 += PRODUCT_KC) {
+                int64_t p1 = k - p0 < PRODUCT_KC ? k : p0 + PRODUCT_KC;
+                T acc[JB];
+                for (int64_t j = 0; j < nj; j++) {
+                    acc[j] = 0;
+                }
+                for (int64_t p = p0; p < p1; p++) {
+                    T v = x_i[p];
+                    const T *w_p = W + p * n + j0;
+                    for (int64_t j = 0; j < nj; j++) {
+                        acc[j] += v * w_p[j];
+                    }
+                }
+                for (int64_t j = 0; j < nj; j++) {
+                    c_i[j0 + j] = p0 == 0 ? acc[j] : c_i[j0 + j] + acc[j];
+                }
+            }
+        }
+    }
+}
+
+/*
  * C = A B shared by the threads of the enclosing region: the larger of the
  * two output dimensions is cut into one slice per thread (whole blocks of
  * 16).  Each entry is computed by one thread in the kernel's fixed order.
@@ -659,10 +698,11 @@ FN(predict_region)(const FN(predict_ctx) *c)
     int64_t n_blocks = c->n_blocks, L = c->L;
     void *work = c->work;
     char *mine = (char *)align64(work) + (int64_t)thread_id() * per_thread;
+    int64_t brows = m <= BP_PREDICT_SMALL ? BP_PREDICT_SMALL : BP_PREDICT_ROWS;
     T *buf[2], *scratch;
     buf[0] = (T *)mine;
-    buf[1] = (T *)align64(mine + width * BP_PREDICT_ROWS * 8);
-    scratch = (T *)align64((char *)buf[1] + width * BP_PREDICT_ROWS * 8);
+    buf[1] = (T *)align64(mine + width * brows * 8);
+    scratch = (T *)align64((char *)buf[1] + width * brows * 8);
 #pragma omp for schedule(static)
     for (int64_t blk = 0; blk < n_blocks; blk++) {
         int64_t r0 = blk * BP_PREDICT_ROWS;
@@ -672,9 +712,12 @@ FN(predict_region)(const FN(predict_ctx) *c)
             int64_t n_in = arch->sizes[k], n_out = arch->sizes[k + 1];
             const T *W = params + w_off[k], *b = params + b_off[k];
             T *dst = k == L - 1 ? Y + r0 * n_out : buf[k & 1];
-            if (layer_uses_gemm(n_in, n_out)) {
+            if (layer_uses_gemm(n_in, n_out) && rows <= BP_PREDICT_SMALL) {
+                FN(product_small)(dst, x, W, rows, n_in, n_out);
+                FN(bias_rows)(dst, b, rows, n_out);
+            } else if (layer_uses_gemm(n_in, n_out)) {
                 FN(product)(dst, n_out, x, n_in, 1, W, n_out, 1, rows, n_out,
-                         n_in, scratch);
+                            n_in, scratch);
                 FN(bias_rows)(dst, b, rows, n_out);
             } else {
                 FN(dense_rows)(dst, x, rows, n_in, W, b, n_out);
@@ -713,7 +756,7 @@ FN(predict)(T *Y, const T *X, const T *params, const bp_arch *arch,
     if ((double)m * arch_weights(arch) * 2.0 < BP_PARALLEL_MIN_FLOPS) {
         nt = 1;
     }
-    if ((s = bp_predict_workspace_size(&need, arch, nt)) != BP_OK) {
+    if ((s = bp_predict_workspace_size(&need, arch, m, nt)) != BP_OK) {
         return s;
     }
     if (work_bytes < need) {
@@ -721,7 +764,7 @@ FN(predict)(T *Y, const T *X, const T *params, const bp_arch *arch,
     }
     L = arch->n_layers - 1;
     width = arch_max_width(arch);
-    per_thread = predict_thread_bytes(arch);
+    per_thread = predict_thread_bytes(arch, m);
     n_blocks = (m + BP_PREDICT_ROWS - 1) / BP_PREDICT_ROWS;
 
     {

@@ -257,14 +257,19 @@ arch_max_width(const bp_arch *arch)
 /* Bytes of one thread's predict area: two ping-pong row blocks and the
  * kernel's packing scratch, each 64-byte aligned. */
 int64_t
-predict_thread_bytes(const bp_arch *arch)
+predict_thread_bytes(const bp_arch *arch, int64_t m)
 {
+    if (m <= BP_PREDICT_SMALL) {
+        /* a few rows use the direct products: no packing scratch */
+        return (arch_max_width(arch) * BP_PREDICT_SMALL * 8 + 64) * 2;
+    }
     return (arch_max_width(arch) * BP_PREDICT_ROWS * 8 + 64) * 2 +
            GEMM_SCRATCH_ELEMS * 8 + 64;
 }
 
 bp_status
-bp_predict_workspace_size(int64_t *bytes, const bp_arch *arch, int n_threads)
+bp_predict_workspace_size(int64_t *bytes, const bp_arch *arch, int64_t m,
+                          int n_threads)
 {
     int64_t total;
     bp_status s;
@@ -277,7 +282,10 @@ bp_predict_workspace_size(int64_t *bytes, const bp_arch *arch, int n_threads)
     }
     /* widths are at most BP_MAX_WIDTH, so one thread's area cannot
      * overflow; the thread count multiplies it */
-    if ((s = mul_checked(&total, predict_thread_bytes(arch),
+    if (m < 0) {
+        return BP_ESHAPE;
+    }
+    if ((s = mul_checked(&total, predict_thread_bytes(arch, m),
                          resolve_threads(n_threads))) != BP_OK ||
             (s = add_checked(&total, total, 64)) != BP_OK) {
         return s;

@@ -155,7 +155,7 @@ check_training(void)
           BP_ESHAPE);
     free(work);
 
-    CHECK(bp_predict_workspace_size(&bytes, &arch, 2) == BP_OK);
+    CHECK(bp_predict_workspace_size(&bytes, &arch, 101, 2) == BP_OK);
     work = malloc((size_t)bytes);
     CHECK(bp_predict_f32(out, X, params, &arch, m, work, bytes, 2) == BP_OK);
     CHECK(bp_predict_f32(out2, X, params, &arch, m, work, bytes, 1) == BP_OK);

@@ -54,7 +54,7 @@ main(void)
     CHECK(bp_arch_check(&arch) == BP_OK);
     CHECK(bp_arch_check(NULL) == BP_EARG);
 
-    CHECK(bp_predict_workspace_size(&bytes, &arch, 2) == BP_OK && bytes > 0);
+    CHECK(bp_predict_workspace_size(&bytes, &arch, 101, 2) == BP_OK && bytes > 0);
     CHECK(bp_train_workspace_size(&bytes, &arch, 32, 2) == BP_OK &&
           bytes > 0);
     CHECK(bp_train_workspace_size(&bytes, &arch, 0, 2) == BP_ESHAPE);

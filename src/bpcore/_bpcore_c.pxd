@@ -43,7 +43,7 @@ cdef extern from "bpcore/bpcore.h" nogil:
                         int64_t n_layers)
     bp_status bp_arch_check(const bp_arch *arch)
     bp_status bp_predict_workspace_size(int64_t *bytes, const bp_arch *arch,
-                                        int n_threads)
+                                        int64_t m, int n_threads)
 
     bp_status bp_predict_f32(float *Y, const float *X, const float *params,
                              const bp_arch *arch, int64_t m, void *work,

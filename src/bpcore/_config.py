@@ -33,6 +33,10 @@ def get_num_threads():
 
 def resolve_threads(n_threads):
     """The count for one call: the argument, else get_num_threads()."""
+    if n_threads is None:
+        if _num_threads is not None:
+            return _num_threads
+        return max(1, _core.default_threads())
     n = check_threads(n_threads)
     return n if n is not None else get_num_threads()
 

@@ -50,6 +50,32 @@ def default_threads():
     return bp_default_threads()
 
 
+def all_finite(cnp.ndarray a):
+    """True when a C-contiguous float32/float64 array holds no NaN or inf
+    (one pass, GIL released; numpy's isfinite().all() allocates a mask)."""
+    cdef Py_ssize_t i, n = a.size
+    cdef const float *pf
+    cdef const double *pd
+    cdef bint ok = True
+    if not a.flags.c_contiguous or a.dtype not in (np.float32, np.float64):
+        return bool(np.isfinite(a).all())
+    if a.dtype == np.float32:
+        pf = <const float *>cnp.PyArray_DATA(a)
+        with nogil:
+            for i in range(n):
+                if not (pf[i] - pf[i] == 0):
+                    ok = False
+                    break
+    else:
+        pd = <const double *>cnp.PyArray_DATA(a)
+        with nogil:
+            for i in range(n):
+                if not (pd[i] - pd[i] == 0):
+                    ok = False
+                    break
+    return ok
+
+
 def layout(sizes):
     """Offsets of the flat parameter buffer: (w_off, b_off, n_weights, n_params)."""
     cdef cnp.ndarray[int64_t, ndim=1] s = np.ascontiguousarray(sizes, dtype=np.int64)
@@ -68,14 +94,29 @@ cdef void *_ptr(cnp.ndarray a):
     return cnp.PyArray_DATA(a)
 
 
+cdef int _typenum(object dtype):
+    return cnp.NPY_FLOAT64 if dtype == np.float64 else (
+        cnp.NPY_FLOAT32 if dtype == np.float32 else cnp.NPY_INT64)
+
+
 cdef _need(object a, object dtype, tuple shape, str name):
     """Check what C relies on: an ndarray of this dtype, C order and shape."""
-    if (not isinstance(a, np.ndarray) or a.dtype != dtype
-            or not a.flags.c_contiguous or a.shape != shape):
-        raise ValueError(
-            f"internal: {name} must be a C-contiguous {np.dtype(dtype).name} "
-            f"array of shape {shape}, got {type(a).__name__} "
-            f"{getattr(a, 'dtype', None)} {getattr(a, 'shape', None)}")
+    cdef cnp.ndarray arr
+    cdef Py_ssize_t k
+    if isinstance(a, np.ndarray):
+        arr = <cnp.ndarray>a
+        if (cnp.PyArray_TYPE(arr) == _typenum(dtype)
+                and cnp.PyArray_IS_C_CONTIGUOUS(arr)
+                and cnp.PyArray_NDIM(arr) == len(shape)):
+            for k in range(len(shape)):
+                if cnp.PyArray_DIMS(arr)[k] != shape[k]:
+                    break
+            else:
+                return
+    raise ValueError(
+        f"internal: {name} must be a C-contiguous {np.dtype(dtype).name} "
+        f"array of shape {shape}, got {type(a).__name__} "
+        f"{getattr(a, 'dtype', None)} {getattr(a, 'shape', None)}")
 
 
 cdef class Arch:
@@ -119,9 +160,11 @@ cdef class Arch:
         _need(params, self.dtype, (self.n_params,), "params")
         _need(X, self.dtype, (m, self.size(0)), "X")
         _need(Y, self.dtype, (m, self.size(L)), "Y")
-        _check(bp_predict_workspace_size(&need, &self.arch, n_threads), "predict")
-        cdef cnp.ndarray work = np.empty(need, dtype=np.uint8)
-        cdef void *w = _ptr(work)
+        _check(bp_predict_workspace_size(&need, &self.arch, m, n_threads),
+               "predict")
+        cdef void *w = malloc(need)
+        if w == NULL:
+            raise MemoryError("predict: cannot allocate its workspace")
         cdef void *pp = _ptr(params)
         cdef void *px = _ptr(X)
         cdef void *py = _ptr(Y)
@@ -134,6 +177,7 @@ cdef class Arch:
                 st = bp_predict_f32(<float *>py, <const float *>px,
                                     <const float *>pp, &self.arch, m, w, need,
                                     n_threads)
+            free(w)
         _check(st, "predict")
 
     cdef void **_pointers(self, list arrays, int64_t m, str name,

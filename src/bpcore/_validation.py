@@ -5,6 +5,8 @@ import operator
 
 import numpy as np
 
+from bpcore import _core
+
 ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu",
                "softplus", "gelu")
 OUTPUTS = ACTIVATIONS + ("softmax",)
@@ -87,7 +89,7 @@ def _numeric(a, name):
 
 
 def _finite(arr, name):
-    if arr.size and not np.isfinite(arr).all():
+    if arr.size and not _core.all_finite(arr):
         raise ValueError(f"{name} contains NaN or infinity "
                          f"(or values too large for {arr.dtype})")
 
@@ -97,6 +99,10 @@ def as_inputs(X, name, dtype, n_features):
 
     Returns (array, was_1d).  A 1-D X of length n_features is one sample.
     """
+    if (type(X) is np.ndarray and X.dtype == dtype and X.flags.c_contiguous
+            and X.ndim == 2 and X.shape[0] > 0 and X.shape[1] == n_features):
+        _finite(X, name)  # the common case: used as it is, no copy
+        return X, False
     arr = _numeric(X, name)
     was_1d = arr.ndim == 1
     if was_1d:
@@ -112,8 +118,9 @@ def as_inputs(X, name, dtype, n_features):
     if arr.shape[1] != n_features:
         raise ValueError(f"{name} has {arr.shape[1]} features per sample; "
                          f"the network expects {n_features}")
-    with np.errstate(over="ignore", invalid="ignore"):
-        arr = np.ascontiguousarray(arr, dtype=dtype)
+    if arr.dtype != dtype or not arr.flags.c_contiguous:
+        with np.errstate(over="ignore", invalid="ignore"):
+            arr = np.ascontiguousarray(arr, dtype=dtype)
     _finite(arr, name)
     return arr, was_1d
 

@@ -122,10 +122,11 @@ bp_status bp_layout(int64_t *w_off, int64_t *b_off, int64_t *n_weights,
 bp_status bp_arch_check(const bp_arch *arch);
 
 /*
- * Bytes of workspace that bp_predict_* needs for the given thread count.
+ * Bytes of workspace that bp_predict_* needs for m rows and the given
+ * thread count.
  */
 bp_status bp_predict_workspace_size(int64_t *bytes, const bp_arch *arch,
-                                    int n_threads);
+                                    int64_t m, int n_threads);
 
 /*
  * Output activations of the network.
