@@ -593,9 +593,56 @@ FN(backward_body)(T *grad, T *const *delta, T *const *net, T *const *out,
     return loss;
 }
 
+/* SGD on entries [lo, hi) with weight decay wd (0 for biases).  The
+ * loop-invariant branches are hoisted by the compiler, so it vectorises. */
+static void
+FN(sgd_range)(T *restrict params, const T *restrict grad, T *restrict s1,
+              int64_t lo, int64_t hi, T lr, T wd, T mu, int nesterov)
+{
+#pragma omp for schedule(static) nowait
+    for (int64_t i = lo; i < hi; i++) {
+        T g = grad[i];
+        if (wd != 0) {
+            g += wd * params[i];
+        }
+        if (s1 != NULL) {
+            /* v = mu v + g (v starts at 0, so the first v is g) */
+            T v = mu * s1[i] + g;
+            s1[i] = v;
+            g = nesterov ? g + mu * v : v;
+        }
+        params[i] -= lr * g;
+    }
+}
+
+/* Adam or AdamW on entries [lo, hi) with weight decay wd (0 for biases). */
+static void
+FN(adam_range)(T *restrict params, const T *restrict grad, T *restrict s1,
+               T *restrict s2, int64_t lo, int64_t hi, T lr, T wd,
+               int decoupled, T omb1, T tb2, T omb2, T step, T bc2_sqrt,
+               T eps)
+{
+#pragma omp for schedule(static) nowait
+    for (int64_t i = lo; i < hi; i++) {
+        T g = grad[i];
+        T p = params[i];
+        if (wd != 0) {
+            if (decoupled) {
+                p *= (T)1 - lr * wd;
+            } else {
+                g += wd * p;
+            }
+        }
+        s1[i] += omb1 * (g - s1[i]);
+        s2[i] = tb2 * s2[i] + omb2 * g * g;
+        params[i] = p - step * (s1[i] / (SQRT(s2[i]) / bc2_sqrt + eps));
+    }
+}
+
 /*
- * One optimizer update over the flat buffers (work-shared over entries).
- * t is the update's number, counted from 1.  Ends with a barrier.
+ * One optimizer update over the flat buffers (work-shared over entries;
+ * weights [0, n_weights) get weight decay, biases do not).  t is the
+ * update's number, counted from 1.  Ends with a barrier.
  */
 static void
 FN(update_body)(T *params, const T *grad, const bp_optim *opt, int64_t t,
@@ -606,21 +653,10 @@ FN(update_body)(T *params, const T *grad, const bp_optim *opt, int64_t t,
 
     if (opt->kind == BP_OPT_SGD) {
         T mu = (T)opt->momentum;
-        int nesterov = opt->nesterov;
-#pragma omp for schedule(static)
-        for (int64_t i = 0; i < n; i++) {
-            T g = grad[i];
-            if (i < n_weights && wd != 0) {
-                g += wd * params[i];
-            }
-            if (s1 != NULL) {
-                /* v = mu v + g (v starts at 0, so the first v is g) */
-                T v = mu * s1[i] + g;
-                s1[i] = v;
-                g = nesterov ? g + mu * v : v;
-            }
-            params[i] -= lr * g;
-        }
+        FN(sgd_range)(params, grad, s1, 0, n_weights, lr, wd, mu,
+                      opt->nesterov);
+        FN(sgd_range)(params, grad, s1, n_weights, n, lr, 0, mu,
+                      opt->nesterov);
     } else {
         double b1 = opt->beta1, b2 = opt->beta2;
         T omb1 = (T)(1.0 - b1), tb2 = (T)b2, omb2 = (T)(1.0 - b2);
@@ -628,22 +664,12 @@ FN(update_body)(T *params, const T *grad, const bp_optim *opt, int64_t t,
         T bc2_sqrt = (T)sqrt(1.0 - pow(b2, (double)t));
         T eps = (T)opt->eps;
         int decoupled = opt->kind == BP_OPT_ADAMW;
-#pragma omp for schedule(static)
-        for (int64_t i = 0; i < n; i++) {
-            T g = grad[i];
-            T p = params[i];
-            if (i < n_weights && wd != 0) {
-                if (decoupled) {
-                    p *= (T)1 - lr * wd;
-                } else {
-                    g += wd * p;
-                }
-            }
-            s1[i] += omb1 * (g - s1[i]);
-            s2[i] = tb2 * s2[i] + omb2 * g * g;
-            params[i] = p - step * (s1[i] / (SQRT(s2[i]) / bc2_sqrt + eps));
-        }
+        FN(adam_range)(params, grad, s1, s2, 0, n_weights, lr, wd, decoupled,
+                       omb1, tb2, omb2, step, bc2_sqrt, eps);
+        FN(adam_range)(params, grad, s1, s2, n_weights, n, lr, 0, decoupled,
+                       omb1, tb2, omb2, step, bc2_sqrt, eps);
     }
+#pragma omp barrier
 }
 
 static bp_status
