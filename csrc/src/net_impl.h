@@ -779,8 +779,9 @@ FN(predict)(T *Y, const T *X, const T *params, const bp_arch *arch,
         return BP_ESHAPE;
     }
     nt = resolve_threads(n_threads);
-    if ((double)m * arch_weights(arch) * 2.0 < BP_PARALLEL_MIN_FLOPS) {
-        nt = 1;
+    if ((double)m * arch_weights(arch) * 2.0 < BP_PARALLEL_MIN_FLOPS ||
+            m <= BP_PREDICT_ROWS) {
+        nt = 1;  /* too little work, or one block of rows: one thread */
     }
     if ((s = bp_predict_workspace_size(&need, arch, m, nt)) != BP_OK) {
         return s;

@@ -53,13 +53,19 @@ def default_threads():
 def all_finite(cnp.ndarray a):
     """True when a C-contiguous float32/float64 array holds no NaN or inf
     (one pass, GIL released; numpy's isfinite().all() allocates a mask)."""
-    cdef Py_ssize_t i, n = a.size
+    return _all_finite(a)
+
+
+cdef bint _all_finite(cnp.ndarray a) except -1:
+    cdef Py_ssize_t i, n = cnp.PyArray_SIZE(a)
     cdef const float *pf
     cdef const double *pd
     cdef bint ok = True
-    if not a.flags.c_contiguous or a.dtype not in (np.float32, np.float64):
+    cdef int tn = cnp.PyArray_TYPE(a)
+    if not cnp.PyArray_IS_C_CONTIGUOUS(a) or tn not in (cnp.NPY_FLOAT32,
+                                                         cnp.NPY_FLOAT64):
         return bool(np.isfinite(a).all())
-    if a.dtype == np.float32:
+    if tn == cnp.NPY_FLOAT32:
         pf = <const float *>cnp.PyArray_DATA(a)
         with nogil:
             for i in range(n):
@@ -149,6 +155,62 @@ cdef class Arch:
 
     cdef int64_t size(self, Py_ssize_t k):
         return (<int64_t *>_ptr(self.sizes))[k]
+
+    def predict_fast(self, cnp.ndarray params, object X, int n_threads):
+        """predict for the common case, with the least overhead: X an
+        ndarray of the network's dtype, C-contiguous, 1-D (one sample) or
+        2-D, finite.  Returns the output, or None when X is anything else
+        (the caller then validates it fully and reports what is wrong)."""
+        cdef cnp.ndarray x
+        cdef int ndim
+        cdef int64_t m, n0 = self.size(0)
+        cdef int64_t nL = self.size(self.arch.n_layers - 1)
+        cdef int64_t need = 0
+        cdef cnp.npy_intp dims[2]
+        cdef bp_status st
+        if type(X) is not np.ndarray:
+            return None
+        x = <cnp.ndarray>X
+        ndim = cnp.PyArray_NDIM(x)
+        if (cnp.PyArray_TYPE(x) != (cnp.NPY_FLOAT64 if self.f64 else cnp.NPY_FLOAT32)
+                or not cnp.PyArray_IS_C_CONTIGUOUS(x)):
+            return None
+        if ndim == 1 and cnp.PyArray_DIMS(x)[0] == n0:
+            m = 1
+        elif ndim == 2 and cnp.PyArray_DIMS(x)[1] == n0 and cnp.PyArray_DIMS(x)[0] > 0:
+            m = cnp.PyArray_DIMS(x)[0]
+        else:
+            return None
+        if not _all_finite(x):
+            return None
+        _need(params, self.dtype, (self.n_params,), "params")
+        dims[0] = m
+        dims[1] = nL
+        cdef cnp.ndarray Y
+        if ndim == 1:
+            Y = cnp.PyArray_SimpleNew(1, &dims[1], cnp.PyArray_TYPE(x))
+        else:
+            Y = cnp.PyArray_SimpleNew(2, dims, cnp.PyArray_TYPE(x))
+        _check(bp_predict_workspace_size(&need, &self.arch, m, n_threads),
+               "predict")
+        cdef void *w = malloc(need)
+        if w == NULL:
+            raise MemoryError("predict: cannot allocate its workspace")
+        cdef void *pp = _ptr(params)
+        cdef void *px = _ptr(x)
+        cdef void *py = _ptr(Y)
+        with nogil:
+            if self.f64:
+                st = bp_predict_f64(<double *>py, <const double *>px,
+                                    <const double *>pp, &self.arch, m, w, need,
+                                    n_threads)
+            else:
+                st = bp_predict_f32(<float *>py, <const float *>px,
+                                    <const float *>pp, &self.arch, m, w, need,
+                                    n_threads)
+            free(w)
+        _check(st, "predict")
+        return Y
 
     def predict(self, cnp.ndarray params, cnp.ndarray X, cnp.ndarray Y,
                 int n_threads):

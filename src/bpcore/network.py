@@ -376,8 +376,12 @@ class Network:
         ndarray of shape (m, n_L), or (n_L,) for a 1-D X
             The same bits as ``forward(X).out[-1]``.
         """
-        X, one = self._inputs(X)
         nt = resolve_threads(n_threads)
+        with self._guard.read():
+            Y = self._arch.predict_fast(self._params, X, nt)
+        if Y is not None:
+            return Y
+        X, one = self._inputs(X)  # anything else: convert, or say what is wrong
         Y = np.empty((X.shape[0], self._layers[-1]), dtype=self._dtype)
         with self._guard.read():
             self._arch.predict(self._params, X, Y, nt)
