@@ -77,3 +77,89 @@ def test_show_config_reports_build():
     assert info["version"] == bpcore.__version__
     assert {"kernel", "openmp", "threads", "compiler"} <= set(info)
     assert "kernel" in buf.getvalue()
+
+
+TINY_CASES = [("sigmoid", "sigmoid", "mse"), ("gelu", "softmax",
+              "cross_entropy"), ("elu", "sigmoid", "binary_cross_entropy"),
+              ("softplus", "softmax", "mse"), ("leaky_relu", "identity", "mse")]
+
+
+@pytest.mark.parametrize("act, out, loss", TINY_CASES,
+                         ids=["-".join(c) for c in TINY_CASES])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_tiny_network_path(act, out, loss, dtype, rng):
+    """Networks with layers <= 8 wide train on the lane path: one step
+    matches the NumPy oracle, and full batches spanning several 1024-sample
+    chunks give the same bits for any thread count."""
+    import reference as ref
+    layers = [3, 7, 5, 4]
+    m = 2500
+    X = rng.normal(size=(m, 3))
+    if loss == "cross_entropy":
+        Y = rng.integers(0, 4, size=m)
+    else:
+        Y = rng.uniform(0, 1, size=(m, 4))
+    sw = rng.uniform(0.2, 2.0, size=m)
+    ws = [rng.normal(0, 0.5, (a, b)) for a, b in zip(layers, layers[1:])]
+    bs = [rng.normal(0, 0.1, b) for b in layers[1:]]
+    ws = [w.astype(dtype).astype(np.float64) for w in ws]
+    bs = [b.astype(dtype).astype(np.float64) for b in bs]
+    nets = []
+    for nt in (1, 2, 3):
+        net = bpcore.Network(layers, activation=act, output=out, loss=loss,
+                             dtype=dtype, seed=0)
+        for k in range(3):
+            net.weights[k][...] = ws[k]
+            net.biases[k][...] = bs[k]
+        net.step(X, Y, bpcore.SGD(lr=0.5), sample_weight=sw, n_threads=nt)
+        nets.append(net.params.copy())
+    assert all(np.array_equal(p, nets[0]) for p in nets[1:])
+    mlp = ref.MLP(ws, bs, [act, act, out], loss)
+    ref.step(mlp, X.astype(dtype), Y, ref.SGD(lr=0.5), sw.astype(dtype))
+    tol = dict(rtol=1e-4, atol=2e-5) if dtype == "float32" else dict(
+        rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(nets[0], mlp.params, **tol)
+    # online and small batches take the one-lane and 16-lane groups
+    a = bpcore.Network(layers, activation=act, output=out, loss=loss,
+                       dtype=dtype, seed=1)
+    b = bpcore.Network(layers, activation=act, output=out, loss=loss,
+                       dtype=dtype, seed=1)
+    a.fit(X[:40], Y[:40], epochs=1, batch_size=1, shuffle=False,
+          optimizer=bpcore.SGD(lr=0.1))
+    opt = bpcore.SGD(lr=0.1)
+    for i in range(40):
+        b.step(X[i:i + 1], Y[i:i + 1], opt)
+    assert np.array_equal(a.params, b.params)
+
+
+_HIDDEN = ["identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu",
+           "softplus", "gelu"]
+_HEADS = [(o, "mse") for o in _HIDDEN + ["softmax"]] + [
+    ("softmax", "cross_entropy"), ("sigmoid", "binary_cross_entropy")]
+
+
+@pytest.mark.parametrize("head", _HEADS, ids=["-".join(h) for h in _HEADS])
+@pytest.mark.parametrize("act", _HIDDEN)
+def test_tiny_path_every_activation_and_loss(act, head, rng):
+    """One weighted step of a tiny network (the lane path; 53 samples: three
+    full 16-lane groups and a partial one) against the NumPy oracle."""
+    import reference as ref
+    out, loss = head
+    layers = [2, 3, 2, 3]
+    m = 53
+    X = rng.normal(size=(m, 2))
+    Y = (rng.integers(0, 3, size=m) if loss == "cross_entropy"
+         else rng.uniform(0, 1, size=(m, 3)))
+    sw = rng.uniform(0.2, 2.0, size=m)
+    ws = [rng.normal(0, 0.7, (a, b)) for a, b in zip(layers, layers[1:])]
+    bs = [rng.normal(0, 0.1, b) for b in layers[1:]]
+    net = bpcore.Network(layers, activation=act, output=out, loss=loss,
+                         dtype="float64", seed=0)
+    for k in range(3):
+        net.weights[k][...] = ws[k]
+        net.biases[k][...] = bs[k]
+    got = net.step(X, Y, bpcore.SGD(lr=0.3), sample_weight=sw)
+    mlp = ref.MLP(ws, bs, [act, act, out], loss)
+    want = ref.step(mlp, X, Y, ref.SGD(lr=0.3), sw)
+    assert got == pytest.approx(want, rel=1e-12)
+    np.testing.assert_allclose(net.params, mlp.params, rtol=1e-9, atol=1e-12)

@@ -1014,6 +1014,7 @@ FN(tiny_loss)(FN(lanes) *d, FN(lanes) *z, FN(lanes) *h, const T *Y,
                 }
                 for (int64_t j = 0; j < n; j++) {
                     d[j][l] = h[j][l] * (d[j][l] - (T)dot);
+                    d[j][l] *= scale[l];
                 }
             }
         }
