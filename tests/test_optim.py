@@ -148,6 +148,7 @@ def test_schedules():
     assert s.Exponential(1.0, 0.9)(2) == pytest.approx(0.81)
     assert s.Cosine(1.0, t_max=10)(5) == pytest.approx(0.5)
     assert s.Cosine(1.0, t_max=10, eta_min=0.1)(20) == pytest.approx(0.1)
+    assert s.cosine(1.0, T_max=4)(2) == pytest.approx(0.5)
     assert s.InverseScaling(1.0, power_t=0.5)(3) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="step_size"):
         s.Step(1.0, step_size=0)

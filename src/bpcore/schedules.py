@@ -61,7 +61,11 @@ class Cosine(Schedule):
     """Cosine annealing from lr to eta_min over t_max epochs, then eta_min:
     lr(e) = eta_min + (lr - eta_min) (1 + cos(pi e / t_max)) / 2."""
 
-    def __init__(self, lr, t_max, eta_min=0.0):
+    def __init__(self, lr, t_max=None, eta_min=0.0, *, T_max=None):
+        if t_max is None:
+            t_max = T_max  # PyTorch's spelling
+        if t_max is None:
+            raise TypeError("Cosine needs t_max, the epochs of the descent")
         self.lr = check_float(lr, "lr", low=0.0)
         self.t_max = check_int(t_max, "t_max", minimum=1)
         self.eta_min = check_float(eta_min, "eta_min", low=0.0)
