@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import sys
-import time
 import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

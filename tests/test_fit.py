@@ -1,6 +1,5 @@
 """fit: History, validation, early stopping, callbacks, divergence,
 interruption, fork safety, races, bad input, and learning real data."""
-import os
 import signal
 import subprocess
 import sys

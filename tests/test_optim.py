@@ -1,6 +1,5 @@
 """Optimizer trajectories against the NumPy oracle (and torch.optim when
 installed), hyperparameter validation, state continuity and schedules."""
-import math
 
 import numpy as np
 import pytest
