@@ -30,6 +30,7 @@
 #undef NR
 #undef NAME
 
+#define VEXP64 vexp_f64
 #define PRODUCT_KC GEMM_KC
 
 #include "math_f32.h"

@@ -28,6 +28,7 @@ REF_GEMM(gemm_ref_f32, float)
 REF_GEMM(gemm_ref_f64, double)
 
 /* The reference product sums the whole depth in one run. */
+#define VEXP64 exp
 #define PRODUCT_KC INT64_MAX
 
 #include "math_f32.h"

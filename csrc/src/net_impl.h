@@ -9,6 +9,7 @@
  *   VEXP     exp used by sigmoid, softmax and gelu (libm's in the
  *            reference build; a branch-free polynomial the compiler can
  *            vectorise in the SIMD builds, see vmath.h)
+ *   VEXP64   the same choice for the double exp of the cross-entropy
  * and ends by defining the kernel-table entries FN(predict), FN(forward),
  * FN(backward), FN(update), FN(train).
  *
@@ -214,7 +215,7 @@ FN(loss_row)(T *delta, const T *net, const T *out, const T *y, int64_t n,
             mx = (double)net[j] > mx ? (double)net[j] : mx;
         }
         for (int64_t j = 0; j < n; j++) {
-            sum += exp((double)net[j] - mx);
+            sum += VEXP64((double)net[j] - mx);
             sy += (double)y[j];
         }
         lse = mx + log(sum);
@@ -984,7 +985,7 @@ FN(tiny_loss)(FN(lanes) *d, FN(lanes) *z, FN(lanes) *h, const T *Y,
                 mx = (double)z[j][l] > mx ? (double)z[j][l] : mx;
             }
             for (int64_t j = 0; j < n; j++) {
-                sum += exp((double)z[j][l] - mx);
+                sum += VEXP64((double)z[j][l] - mx);
                 sy += (double)y[j];
             }
             lse = mx + log(sum);
