@@ -47,10 +47,10 @@ vexp_f32(float x)
 }
 
 static inline double
-pow2i_f64(int64_t n)
+pow2i_f64(int32_t n)
 {
     /* 2^n for n in [-1022, 1023] */
-    uint64_t bits = (uint64_t)(n + 1023) << 52;
+    uint64_t bits = (uint64_t)(uint32_t)(n + 1023) << 52;
     double f;
     memcpy(&f, &bits, sizeof f);
     return f;
@@ -75,8 +75,9 @@ vexp_f64(double x)
     Q = Q * rr + 2.27265548208155028766e-1;
     Q = Q * rr + 2.00000000000000000009e0;
     double e = 1.0 + 2.0 * (P / (Q - P));
-    int64_t ni = (int64_t)n;
-    int64_t n1 = ni / 2;
+    /* int32, not int64: AVX2 converts doubles to int32 lanes natively */
+    int32_t ni = (int32_t)n;
+    int32_t n1 = ni / 2;
     double res = e * pow2i_f64(n1) * pow2i_f64(ni - n1);
     return x != x ? x : (x > hi ? INFINITY : res);
 }
