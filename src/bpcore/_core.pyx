@@ -165,9 +165,7 @@ cdef class Arch:
         cdef int ndim
         cdef int64_t m, n0 = self.size(0)
         cdef int64_t nL = self.size(self.arch.n_layers - 1)
-        cdef int64_t need = 0
         cdef cnp.npy_intp dims[2]
-        cdef bp_status st
         if type(X) is not np.ndarray:
             return None
         x = <cnp.ndarray>X
@@ -191,25 +189,7 @@ cdef class Arch:
             Y = cnp.PyArray_SimpleNew(1, &dims[1], cnp.PyArray_TYPE(x))
         else:
             Y = cnp.PyArray_SimpleNew(2, dims, cnp.PyArray_TYPE(x))
-        _check(bp_predict_workspace_size(&need, &self.arch, m, n_threads),
-               "predict")
-        cdef void *w = malloc(need)
-        if w == NULL:
-            raise MemoryError("predict: cannot allocate its workspace")
-        cdef void *pp = _ptr(params)
-        cdef void *px = _ptr(x)
-        cdef void *py = _ptr(Y)
-        with nogil:
-            if self.f64:
-                st = bp_predict_f64(<double *>py, <const double *>px,
-                                    <const double *>pp, &self.arch, m, w, need,
-                                    n_threads)
-            else:
-                st = bp_predict_f32(<float *>py, <const float *>px,
-                                    <const float *>pp, &self.arch, m, w, need,
-                                    n_threads)
-            free(w)
-        _check(st, "predict")
+        self._predict(params, x, Y, m, n_threads)
         return Y
 
     def predict(self, cnp.ndarray params, cnp.ndarray X, cnp.ndarray Y,
@@ -217,11 +197,16 @@ cdef class Arch:
         """Y = network(X); Y is overwritten."""
         cdef int64_t m = X.shape[0]
         cdef int64_t L = self.arch.n_layers - 1
-        cdef int64_t need = 0
-        cdef bp_status st
         _need(params, self.dtype, (self.n_params,), "params")
         _need(X, self.dtype, (m, self.size(0)), "X")
         _need(Y, self.dtype, (m, self.size(L)), "Y")
+        self._predict(params, X, Y, m, n_threads)
+
+    cdef int _predict(self, cnp.ndarray params, cnp.ndarray X, cnp.ndarray Y,
+                      int64_t m, int n_threads) except -1:
+        """The C call of predict, on arrays already checked."""
+        cdef int64_t need = 0
+        cdef bp_status st
         _check(bp_predict_workspace_size(&need, &self.arch, m, n_threads),
                "predict")
         cdef void *w = malloc(need)
@@ -241,6 +226,7 @@ cdef class Arch:
                                     n_threads)
             free(w)
         _check(st, "predict")
+        return 0
 
     cdef void **_pointers(self, list arrays, int64_t m, str name,
                           bint allow_none_first) except NULL:
