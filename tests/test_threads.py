@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import bpcore
+import reference as ref
 
 CASES = {
     "full-batch": dict(batch_size=None),
@@ -91,7 +92,7 @@ def test_tiny_network_path(act, out, loss, dtype, rng):
     """Networks with layers <= 8 wide train on the lane path: one step
     matches the NumPy oracle, and full batches spanning several 1024-sample
     chunks give the same bits for any thread count."""
-    import reference as ref
+
     layers = [3, 7, 5, 4]
     m = 2500
     X = rng.normal(size=(m, 3))
@@ -143,7 +144,7 @@ _HEADS = [(o, "mse") for o in _HIDDEN + ["softmax"]] + [
 def test_tiny_path_every_activation_and_loss(act, head, rng):
     """One weighted step of a tiny network (the lane path; 53 samples: three
     full 16-lane groups and a partial one) against the NumPy oracle."""
-    import reference as ref
+
     out, loss = head
     layers = [2, 3, 2, 3]
     m = 53
@@ -163,3 +164,70 @@ def test_tiny_path_every_activation_and_loss(act, head, rng):
     want = ref.step(mlp, X, Y, ref.SGD(lr=0.3), sw)
     assert got == pytest.approx(want, rel=1e-12)
     np.testing.assert_allclose(net.params, mlp.params, rtol=1e-9, atol=1e-12)
+
+
+_ONLINE_OPTS = {
+    "sgd": lambda: bpcore.SGD(lr=0.1),
+    "sgd-decay": lambda: bpcore.SGD(lr=0.1, weight_decay=0.01),
+    "nesterov": lambda: bpcore.SGD(lr=0.05, momentum=0.9, nesterov=True,
+                                   weight_decay=0.01),
+    "adam": lambda: bpcore.Adam(lr=0.01, weight_decay=0.01),
+    "adamw": lambda: bpcore.AdamW(lr=0.01, weight_decay=0.1),
+}
+
+
+_REF_OPTS = {
+    "sgd": lambda: ref.SGD(lr=0.1),
+    "sgd-decay": lambda: ref.SGD(lr=0.1, weight_decay=0.01),
+    "nesterov": lambda: ref.SGD(lr=0.05, momentum=0.9, nesterov=True,
+                                weight_decay=0.01),
+    "adam": lambda: ref.Adam(lr=0.01, weight_decay=0.01),
+    "adamw": lambda: ref.AdamW(lr=0.01, weight_decay=0.1),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("opt_name", _ONLINE_OPTS)
+@pytest.mark.parametrize("act,out,loss", [
+    ("sigmoid", "sigmoid", "mse"), ("tanh", "softmax", "cross_entropy"),
+    ("relu", "sigmoid", "binary_cross_entropy"), ("gelu", "softmax", "mse")])
+def test_online_path_equals_batch_path(dtype, opt_name, act, out, loss, rng):
+    # Online learning on a tiny network has its own fused loop in C.  The
+    # batch loop gives the same updates when every batch holds the sample
+    # and a zero-weighted filler: its gradient, loss and weight sums are the
+    # online ones exactly, so the bits must agree.  Both are checked against
+    # the NumPy oracle, sample by sample.
+    layers = [3, 5, 4, 3]
+    m = 60
+    X = rng.normal(size=(m, 3))
+    if loss == "cross_entropy":
+        Y = np.eye(3)[rng.integers(0, 3, size=m)]
+    else:
+        Y = rng.uniform(size=(m, 3))
+    sw = rng.uniform(0.2, 2.0, size=m)
+    sw[7] = 0
+    a = bpcore.Network(layers, activation=act, output=out, loss=loss,
+                       dtype=dtype, seed=5)
+    b = bpcore.Network(layers, activation=act, output=out, loss=loss,
+                       dtype=dtype, seed=5)
+    mlp = ref.MLP([w.astype(np.float64) for w in a.weights],
+                  [v.astype(np.float64) for v in a.biases],
+                  [act, act, out], loss)
+    opt_a, opt_b = _ONLINE_OPTS[opt_name](), _ONLINE_OPTS[opt_name]()
+    hist_a = a.fit(X, Y, epochs=1, batch_size=1, shuffle=False,
+                   optimizer=opt_a, sample_weight=sw)
+    X2, Y2 = np.repeat(X, 2, axis=0), np.repeat(Y, 2, axis=0)
+    sw2 = np.zeros(2 * m)
+    sw2[::2] = sw
+    hist_b = b.fit(X2, Y2, epochs=1, batch_size=2, shuffle=False,
+                   optimizer=opt_b, sample_weight=sw2)
+    assert opt_a.t == opt_b.t == m - 1
+    assert np.array_equal(a.params, b.params)
+    assert hist_a.loss == hist_b.loss
+    opt_r = _REF_OPTS[opt_name]()
+    for i in range(m):
+        if sw[i] > 0:
+            ref.step(mlp, X[i:i + 1], Y[i:i + 1], opt_r, sw[i:i + 1])
+    tol = dict(rtol=2e-4, atol=2e-5) if dtype == "float32" else dict(
+        rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(a.params, mlp.params, **tol)

@@ -9,3 +9,4 @@
 #define ERFC erfcf
 #define SQRT sqrtf
 #define FABS fabsf
+#define FMA fmaf

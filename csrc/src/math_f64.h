@@ -9,3 +9,4 @@
 #define ERFC erfc
 #define SQRT sqrt
 #define FABS fabs
+#define FMA fma

@@ -9,6 +9,7 @@
 #undef ERF
 #undef SQRT
 #undef FABS
+#undef FMA
 #undef VEXP
 #undef GEMM_FN
 #undef ERFC

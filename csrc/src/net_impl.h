@@ -56,6 +56,21 @@
         }                                                                    \
     } while (0)
 
+/*
+ * a * b + c (MULADD64: in double).  Where the build has FMA (the SIMD
+ * builds) it is written as one, rounded once, so that the paths that
+ * compute the same quantity (the online loop, the tiny lanes, the row
+ * functions) round alike whatever the compiler decides about contracting
+ * each loop.
+ */
+#if defined(__FMA__)
+#define MULADD(a, b, c) FMA(a, b, c)
+#define MULADD64(a, b, c) fma(a, b, c)
+#else
+#define MULADD(a, b, c) ((a) * (b) + (c))
+#define MULADD64(a, b, c) ((a) * (b) + (c))
+#endif
+
 /* Force inlining where a constant argument must specialise the code. */
 #if defined(__GNUC__)
 #define INLINE inline __attribute__((always_inline))
@@ -186,7 +201,7 @@ FN(act_grad_row)(T *d, const T *net, const T *out, int64_t n, int act)
             T x = net[j];
             T cdf = (T)0.5 * ERFC(-x * (T)0.70710678118654752440);
             T pdf = (T)0.39894228040143267794 * VEXP((T)-0.5 * x * x);
-            d[j] *= cdf + x * pdf;
+            d[j] *= MULADD(x, pdf, cdf);
         }
         break;
     default: /* identity */
@@ -221,9 +236,9 @@ FN(loss_row)(T *delta, const T *net, const T *out, const T *y, int64_t n,
         lse = mx + log(sum);
         for (int64_t j = 0; j < n; j++) {
             if (y[j] != 0) {
-                l += (double)y[j] * (lse - (double)net[j]);
+                l = MULADD64((double)y[j], lse - (double)net[j], l);
             }
-            delta[j] = (out[j] * (T)sy - y[j]) * scale;
+            delta[j] = MULADD(out[j], (T)sy, -y[j]) * scale;
         }
         break;
     }
@@ -231,21 +246,22 @@ FN(loss_row)(T *delta, const T *net, const T *out, const T *y, int64_t n,
         /* l = max(z, 0) - z y + log1p(e^-|z|); dl/dz = sigmoid(z) - y */
         for (int64_t j = 0; j < n; j++) {
             double z = (double)net[j];
-            l += (z > 0 ? z : 0.0) - z * (double)y[j] + log1p(exp(-fabs(z)));
+            l += MULADD64(-z, (double)y[j], z > 0 ? z : 0.0) +
+                 log1p(exp(-fabs(z)));
             delta[j] = (out[j] - y[j]) * scale;
         }
         break;
     default: /* BP_LOSS_MSE: l = 1/2 sum_j (out_j - y_j)^2 */
         for (int64_t j = 0; j < n; j++) {
             T g = out[j] - y[j];
-            l += 0.5 * (double)g * (double)g;
+            l = MULADD64(0.5 * (double)g, (double)g, l);
             delta[j] = g;
         }
         if (act == BP_ACT_SOFTMAX) {
             /* Jacobian of softmax: delta_j = s_j (g_j - sum_k g_k s_k) */
             double dot = 0.0;
             for (int64_t j = 0; j < n; j++) {
-                dot += (double)delta[j] * (double)out[j];
+                dot = MULADD64((double)delta[j], (double)out[j], dot);
             }
             for (int64_t j = 0; j < n; j++) {
                 delta[j] = out[j] * (delta[j] - (T)dot);
@@ -594,6 +610,23 @@ FN(backward_body)(T *grad, T *const *delta, T *const *net, T *const *out,
     return loss;
 }
 
+/* One SGD step of parameter i, value p, gradient g: the new value. */
+static INLINE T
+FN(sgd_one)(T p, T g, T *restrict s1, int64_t i, T lr, T wd, T mu,
+            int nesterov)
+{
+    if (wd != 0) {
+        g = MULADD(wd, p, g);
+    }
+    if (s1 != NULL) {
+        /* v = mu v + g (v starts at 0, so the first v is g) */
+        T v = MULADD(mu, s1[i], g);
+        s1[i] = v;
+        g = nesterov ? MULADD(mu, v, g) : v;
+    }
+    return MULADD(-lr, g, p);
+}
+
 /* SGD on entries [lo, hi) with weight decay wd (0 for biases).  The
  * loop-invariant branches are hoisted by the compiler, so it vectorises. */
 static void
@@ -602,18 +635,26 @@ FN(sgd_range)(T *restrict params, const T *restrict grad, T *restrict s1,
 {
 #pragma omp for schedule(static) nowait
     for (int64_t i = lo; i < hi; i++) {
-        T g = grad[i];
-        if (wd != 0) {
-            g += wd * params[i];
-        }
-        if (s1 != NULL) {
-            /* v = mu v + g (v starts at 0, so the first v is g) */
-            T v = mu * s1[i] + g;
-            s1[i] = v;
-            g = nesterov ? g + mu * v : v;
-        }
-        params[i] -= lr * g;
+        params[i] = FN(sgd_one)(params[i], grad[i], s1, i, lr, wd, mu,
+                                nesterov);
     }
+}
+
+/* One Adam or AdamW step of parameter i: the new value. */
+static INLINE T
+FN(adam_one)(T p, T g, T *restrict s1, T *restrict s2, int64_t i, T lr, T wd,
+             int decoupled, T omb1, T tb2, T omb2, T step, T bc2_sqrt, T eps)
+{
+    if (wd != 0) {
+        if (decoupled) {
+            p *= MULADD(-lr, wd, (T)1);
+        } else {
+            g = MULADD(wd, p, g);
+        }
+    }
+    s1[i] = MULADD(omb1, g - s1[i], s1[i]);
+    s2[i] = MULADD(tb2, s2[i], omb2 * g * g);
+    return MULADD(-step, s1[i] / (SQRT(s2[i]) / bc2_sqrt + eps), p);
 }
 
 /* Adam or AdamW on entries [lo, hi) with weight decay wd (0 for biases). */
@@ -625,18 +666,9 @@ FN(adam_range)(T *restrict params, const T *restrict grad, T *restrict s1,
 {
 #pragma omp for schedule(static) nowait
     for (int64_t i = lo; i < hi; i++) {
-        T g = grad[i];
-        T p = params[i];
-        if (wd != 0) {
-            if (decoupled) {
-                p *= (T)1 - lr * wd;
-            } else {
-                g += wd * p;
-            }
-        }
-        s1[i] += omb1 * (g - s1[i]);
-        s2[i] = tb2 * s2[i] + omb2 * g * g;
-        params[i] = p - step * (s1[i] / (SQRT(s2[i]) / bc2_sqrt + eps));
+        params[i] = FN(adam_one)(params[i], grad[i], s1, s2, i, lr, wd,
+                                 decoupled, omb1, tb2, omb2, step, bc2_sqrt,
+                                 eps);
     }
 }
 
@@ -991,27 +1023,27 @@ FN(tiny_loss)(FN(lanes) *d, FN(lanes) *z, FN(lanes) *h, const T *Y,
             lse = mx + log(sum);
             for (int64_t j = 0; j < n; j++) {
                 if (y[j] != 0) {
-                    li += (double)y[j] * (lse - (double)z[j][l]);
+                    li = MULADD64((double)y[j], lse - (double)z[j][l], li);
                 }
-                d[j][l] = (h[j][l] * (T)sy - y[j]) * scale[l];
+                d[j][l] = MULADD(h[j][l], (T)sy, -y[j]) * scale[l];
             }
         } else if (loss == BP_LOSS_BCE) {
             for (int64_t j = 0; j < n; j++) {
                 double zz = (double)z[j][l];
-                li += (zz > 0 ? zz : 0.0) - zz * (double)y[j] +
+                li += MULADD64(-zz, (double)y[j], zz > 0 ? zz : 0.0) +
                       log1p(exp(-fabs(zz)));
                 d[j][l] = (h[j][l] - y[j]) * scale[l];
             }
         } else {
             for (int64_t j = 0; j < n; j++) {
                 T g = h[j][l] - y[j];
-                li += 0.5 * (double)g * (double)g;
+                li = MULADD64(0.5 * (double)g, (double)g, li);
                 d[j][l] = g;
             }
             if (act == BP_ACT_SOFTMAX) {
                 double dot = 0.0;
                 for (int64_t j = 0; j < n; j++) {
-                    dot += (double)d[j][l] * (double)h[j][l];
+                    dot = MULADD64((double)d[j][l], (double)h[j][l], dot);
                 }
                 for (int64_t j = 0; j < n; j++) {
                     d[j][l] = h[j][l] * (d[j][l] - (T)dot);
@@ -1019,7 +1051,8 @@ FN(tiny_loss)(FN(lanes) *d, FN(lanes) *z, FN(lanes) *h, const T *Y,
                 }
             }
         }
-        total += sw != NULL ? (double)sw[i0 + l] * li : li;
+        total = sw != NULL ? MULADD64((double)sw[i0 + l], li, total)
+                           : total + li;
     }
     for (int l = nl; l < LN; l++) {
         for (int64_t j = 0; j < n; j++) {
@@ -1088,7 +1121,7 @@ FN(tiny_chunk_lanes)(double *part, const T *X, const T *Y, const T *sw,
                 for (int64_t a = 0; a < n_in; a++) {
                     T w = W[a * n_out + j];
                     for (int l = 0; l < LN; l++) {
-                        z[k + 1][j][l] += h[k][a][l] * w;
+                        z[k + 1][j][l] = MULADD(h[k][a][l], w, z[k + 1][j][l]);
                     }
                 }
             }
@@ -1120,7 +1153,8 @@ FN(tiny_chunk_lanes)(double *part, const T *X, const T *Y, const T *sw,
             for (int64_t a = 0; a < n_in; a++) {
                 for (int64_t j = 0; j < n_out; j++) {
                     for (int l = 0; l < LN; l++) {
-                        aw[a * n_out + j][l] += h[k][a][l] * d[j][l];
+                        aw[a * n_out + j][l] = MULADD(h[k][a][l], d[j][l],
+                                                      aw[a * n_out + j][l]);
                     }
                 }
             }
@@ -1139,7 +1173,7 @@ FN(tiny_chunk_lanes)(double *part, const T *X, const T *Y, const T *sw,
                 for (int64_t j = 0; j < n_out; j++) {
                     T w = W[a * n_out + j];
                     for (int l = 0; l < LN; l++) {
-                        dp[a][l] += d[j][l] * w;
+                        dp[a][l] = MULADD(d[j][l], w, dp[a][l]);
                     }
                 }
                 FN(act_grad_row)(dp[a], z[k][a], h[k][a], LN,
@@ -1335,7 +1369,7 @@ FN(train_region)(FN(train_ctx) *c)
             break;
         }
         FN(update_body)(params, grad, opt, t0 + my_done + 1, n_p, n_w);
-        my_lsum += loss * wsum;
+        my_lsum = MULADD64(loss, wsum, my_lsum);
         my_wsum += wsum;
         my_done++;
     }
@@ -1345,6 +1379,139 @@ FN(train_region)(FN(train_ctx) *c)
         c->done = my_done;
         c->diverged = my_diverged;
     }
+}
+
+/* The optimizer constants of update_body, for one update at a time. */
+typedef struct {
+    int sgd, nesterov, decoupled;
+    T lr, wd, mu, omb1, tb2, omb2, eps, step, bc2_sqrt;
+    T *s1, *s2;
+} FN(upd);
+
+/* Gradient g of parameter p (weight decay wd: 0 for biases): stores it in
+ * grad[p], updates params[p] as update_body would. */
+static INLINE void
+FN(upd_one)(const FN(upd) *u, T *params, T *grad, int64_t p, T g, T wd)
+{
+    grad[p] = g;
+    if (u->sgd) {
+        params[p] = FN(sgd_one)(params[p], g, u->s1, p, u->lr, wd, u->mu,
+                                u->nesterov);
+    } else {
+        params[p] = FN(adam_one)(params[p], g, u->s1, u->s2, p, u->lr, wd,
+                                 u->decoupled, u->omb1, u->tb2, u->omb2,
+                                 u->step, u->bc2_sqrt, u->eps);
+    }
+}
+
+/*
+ * Online learning (one sample per batch) on the tiny path, serially.  Per
+ * sample this is the arithmetic of tiny_backward_body with one lane and of
+ * update_body (a parameter's gradient is 0 + its one product, as the lane
+ * and chunk sums make it), so the bits equal the batch loop's; but a
+ * layer's update follows its gradient at once (after its input delta has
+ * used the old weights), with nothing else per sample.
+ */
+static void
+FN(online_tiny)(FN(train_ctx) *c)
+{
+    T *params = c->params, *grad = c->grad;
+    const bp_optim *opt = c->opt;
+    const bp_arch *arch = c->arch;
+    const T *X = c->X, *Y = c->Y, *sw = c->sw;
+    const int64_t *order = c->order, *sz = arch->sizes;
+    const int64_t *w_off = c->w_off, *b_off = c->b_off;
+    int64_t L = arch->n_layers - 1, n_in = c->n_in, n_L = c->n_L;
+    int act_L = arch->acts[L - 1], loss_kind = arch->loss;
+    T z[TINY_MAXL + 1][TINY_MAXW], h[TINY_MAXL + 1][TINY_MAXW];
+    T d[TINY_MAXW], dp[TINY_MAXW];
+    double lsum = c->lsum, wsum = c->wsum;
+    int64_t done = 0, t = c->t0;
+    double b1 = opt->beta1, b2 = opt->beta2;
+    FN(upd) u;
+
+    u.sgd = opt->kind == BP_OPT_SGD;
+    u.nesterov = opt->nesterov;
+    u.decoupled = opt->kind == BP_OPT_ADAMW;
+    u.lr = (T)opt->lr;
+    u.wd = (T)opt->weight_decay;
+    u.mu = (T)opt->momentum;
+    u.omb1 = (T)(1.0 - b1);
+    u.tb2 = (T)b2;
+    u.omb2 = (T)(1.0 - b2);
+    u.eps = (T)opt->eps;
+    u.s1 = (T *)opt->state1;
+    u.s2 = (T *)opt->state2;
+    u.step = u.bc2_sqrt = 0;
+    c->diverged = 0;
+    for (int64_t b = c->first_batch; b < c->first_batch + c->n_batches; b++) {
+        int64_t i = order != NULL ? order[b] : b;
+        const T *x = X + i * n_in, *y = Y + i * n_L;
+        double S = sw != NULL ? 0.0 + (double)sw[i] : 1.0, li, loss;
+        T scale;
+        if (S <= 0.0) {
+            continue;
+        }
+        scale = (T)((sw != NULL ? (double)sw[i] : 1.0) / S);
+        for (int64_t a = 0; a < n_in; a++) {
+            h[0][a] = x[a];
+        }
+        for (int64_t k = 0; k < L; k++) {
+            const T *W = params + w_off[k], *bk = params + b_off[k];
+            int64_t ni = sz[k], no = sz[k + 1];
+            for (int64_t j = 0; j < no; j++) {
+                T acc = bk[j];
+                for (int64_t a = 0; a < ni; a++) {
+                    acc = MULADD(h[k][a], W[a * no + j], acc);
+                }
+                z[k + 1][j] = acc;
+            }
+            FN(act_row)(h[k + 1], z[k + 1], no, arch->acts[k]);
+        }
+        li = FN(loss_row)(d, z[L], h[L], y, n_L, act_L, loss_kind, scale);
+        loss = (sw != NULL ? MULADD64((double)sw[i], li, 0.0) : 0.0 + li) / S;
+        if (!isfinite(loss)) {
+            c->diverged = 1;
+            break;
+        }
+        t++;
+        if (!u.sgd) {
+            u.step = (T)(opt->lr / (1.0 - pow(b1, (double)t)));
+            u.bc2_sqrt = (T)sqrt(1.0 - pow(b2, (double)t));
+        }
+        for (int64_t k = L - 1; k >= 0; k--) {
+            int64_t ni = sz[k], no = sz[k + 1];
+            const T *W = params + w_off[k];
+            if (k > 0) {
+                for (int64_t a = 0; a < ni; a++) {
+                    T acc = 0;
+                    for (int64_t j = 0; j < no; j++) {
+                        acc = MULADD(d[j], W[a * no + j], acc);
+                    }
+                    dp[a] = acc;
+                }
+                FN(act_grad_row)(dp, z[k], h[k], ni, arch->acts[k - 1]);
+            }
+            for (int64_t a = 0; a < ni; a++) {
+                for (int64_t j = 0; j < no; j++) {
+                    FN(upd_one)(&u, params, grad, w_off[k] + a * no + j,
+                                MULADD(h[k][a], d[j], (T)0), u.wd);
+                }
+            }
+            for (int64_t j = 0; j < no; j++) {
+                FN(upd_one)(&u, params, grad, b_off[k] + j, (T)0 + d[j], 0);
+            }
+            for (int64_t a = 0; a < ni; a++) {
+                d[a] = dp[a];
+            }
+        }
+        lsum = MULADD64(loss, S, lsum);
+        wsum += S;
+        done++;
+    }
+    c->lsum = lsum;
+    c->wsum = wsum;
+    c->done = done;
 }
 
 static bp_status
@@ -1412,7 +1579,11 @@ FN(train)(T *params, T *grad, bp_optim *opt, double *loss_sum,
         FN(train_ctx) c = {params, grad, opt, X, Y, sw, order, m, batch,
                            first_batch, n_batches, arch, w_off, b_off, n_w,
                            n_p, &ws, n_in, n_L, t0, lsum, wsum_total, 0, 0};
-        RUN_TEAM(nt, FN(train_region)(&c));
+        if (batch == 1 && arch_is_tiny(arch)) {
+            FN(online_tiny)(&c);
+        } else {
+            RUN_TEAM(nt, FN(train_region)(&c));
+        }
         lsum = c.lsum;
         wsum_total = c.wsum;
         done = c.done;
