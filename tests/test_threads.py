@@ -231,3 +231,23 @@ def test_online_path_equals_batch_path(dtype, opt_name, act, out, loss, rng):
     tol = dict(rtol=2e-4, atol=2e-5) if dtype == "float32" else dict(
         rtol=1e-9, atol=1e-11)
     np.testing.assert_allclose(a.params, mlp.params, **tol)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("output", ["softmax", "sigmoid"])
+def test_predict_few_rows_equals_forward_any_threads(dtype, output, rng):
+    # One to four rows take a direct product (rows read each weight row
+    # once; with several threads each layer's columns are shared out), five
+    # and more the packed kernel: every way must give forward's bits.  The
+    # first layer is deep enough for several kernel depth blocks and wide
+    # enough for the threaded path; widths are not multiples of the blocks.
+    net = bpcore.Network([300, 700, 45, 10], activation="tanh",
+                         output=output, dtype=dtype, seed=2)
+    X = rng.normal(size=(6, 300)).astype(dtype)
+    for m in range(1, 7):
+        want = net.forward(X[:m], n_threads=1).out[-1]
+        for nt in (1, 2, 3):
+            assert np.array_equal(net.predict(X[:m], n_threads=nt), want)
+    for nt in (1, 2):
+        assert np.array_equal(net.predict(X[2], n_threads=nt),
+                              net.forward(X[2:3]).out[-1][0])

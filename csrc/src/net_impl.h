@@ -370,38 +370,80 @@ FN(product)(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa, const T *B,
 /*
  * C = x W for a few rows without packing, summing each entry exactly as
  * the kernel does: over the depth in blocks of PRODUCT_KC (the kernel's
- * GEMM_KC, or all of it in the reference build), a += x w per step (one
- * FMA where the build contracts, as in the kernel), block sums added in
- * order.  So predict on one sample gives forward's bits.
- *   C (rows, n) out;  x (rows, k) in;  W (k, n) in
+ * GEMM_KC, or all of it in the reference build), a = x w + a per step (one
+ * FMA where the build has it, as in the kernel), block sums added in
+ * order.  So predict on one sample gives forward's bits.  Each row of W is
+ * read once for all the rows of x (R of them, a constant after inlining).
+ *   C (R, n) out, columns [j0, j0 + nj) with nj <= SMALL_JB;
+ *   x (R, k) in;  W (k, n) in
  */
-static void
-FN(product_small)(T *restrict C, const T *restrict x, const T *restrict W,
-                  int64_t rows, int64_t k, int64_t n)
+#define SMALL_JB 32
+static INLINE void
+FN(product_small_cols)(T *restrict C, const T *restrict x,
+                       const T *restrict W, int64_t k, int64_t n, int64_t j0,
+                       int64_t nj, const int R)
 {
-    enum { JB = 64 };
-    for (int64_t i = 0; i < rows; i++) {
-        T *c_i = C + i * n;
-        const T *x_i = x + i * k;
-        for (int64_t j0 = 0; j0 < n; j0 += JB) {
-            int64_t nj = n - j0 < JB ? n - j0 : JB;
-            for (int64_t p0 = 0; p0 < k; p0 += PRODUCT_KC) {
-                int64_t p1 = k - p0 < PRODUCT_KC ? k : p0 + PRODUCT_KC;
-                T acc[JB];
-                for (int64_t j = 0; j < nj; j++) {
-                    acc[j] = 0;
-                }
-                for (int64_t p = p0; p < p1; p++) {
-                    T v = x_i[p];
-                    const T *w_p = W + p * n + j0;
-                    for (int64_t j = 0; j < nj; j++) {
-                        acc[j] += v * w_p[j];
+    for (int64_t p0 = 0; p0 < k; p0 += PRODUCT_KC) {
+        int64_t p1 = k - p0 < PRODUCT_KC ? k : p0 + PRODUCT_KC;
+        T acc[BP_PREDICT_SMALL][SMALL_JB];
+        for (int r = 0; r < R; r++) {
+            for (int64_t j = 0; j < SMALL_JB; j++) {
+                acc[r][j] = 0;
+            }
+        }
+        if (nj == SMALL_JB) {
+            for (int64_t p = p0; p < p1; p++) {
+                const T *w_p = W + p * n + j0;
+                for (int r = 0; r < R; r++) {
+                    T v = x[r * k + p];
+                    for (int64_t j = 0; j < SMALL_JB; j++) {
+                        acc[r][j] = MULADD(v, w_p[j], acc[r][j]);
                     }
                 }
-                for (int64_t j = 0; j < nj; j++) {
-                    c_i[j0 + j] = p0 == 0 ? acc[j] : c_i[j0 + j] + acc[j];
+            }
+        } else {
+            for (int64_t p = p0; p < p1; p++) {
+                const T *w_p = W + p * n + j0;
+                for (int r = 0; r < R; r++) {
+                    T v = x[r * k + p];
+                    for (int64_t j = 0; j < nj; j++) {
+                        acc[r][j] = MULADD(v, w_p[j], acc[r][j]);
+                    }
                 }
             }
+        }
+        for (int r = 0; r < R; r++) {
+            T *c_r = C + r * n + j0;
+            for (int64_t j = 0; j < nj; j++) {
+                c_r[j] = p0 == 0 ? acc[r][j] : c_r[j] + acc[r][j];
+            }
+        }
+    }
+}
+
+/* product_small_cols for column blocks [blk0, blk1) of SMALL_JB, rows of
+ * x at most BP_PREDICT_SMALL. */
+static void
+FN(product_small)(T *restrict C, const T *restrict x, const T *restrict W,
+                  int64_t rows, int64_t k, int64_t n, int64_t blk0,
+                  int64_t blk1)
+{
+    for (int64_t blk = blk0; blk < blk1; blk++) {
+        int64_t j0 = blk * SMALL_JB;
+        int64_t nj = n - j0 < SMALL_JB ? n - j0 : SMALL_JB;
+        switch (rows) {
+        case 1:
+            FN(product_small_cols)(C, x, W, k, n, j0, nj, 1);
+            break;
+        case 2:
+            FN(product_small_cols)(C, x, W, k, n, j0, nj, 2);
+            break;
+        case 3:
+            FN(product_small_cols)(C, x, W, k, n, j0, nj, 3);
+            break;
+        default:
+            FN(product_small_cols)(C, x, W, k, n, j0, nj, BP_PREDICT_SMALL);
+            break;
         }
     }
 }
@@ -772,7 +814,8 @@ FN(predict_region)(const FN(predict_ctx) *c)
             const T *W = params + w_off[k], *b = params + b_off[k];
             T *dst = k == L - 1 ? Y + r0 * n_out : buf[k & 1];
             if (layer_uses_gemm(n_in, n_out) && rows <= BP_PREDICT_SMALL) {
-                FN(product_small)(dst, x, W, rows, n_in, n_out);
+                FN(product_small)(dst, x, W, rows, n_in, n_out, 0,
+                                  (n_out + SMALL_JB - 1) / SMALL_JB);
                 FN(bias_rows)(dst, b, rows, n_out);
             } else if (layer_uses_gemm(n_in, n_out)) {
                 FN(product)(dst, n_out, x, n_in, 1, W, n_out, 1, rows, n_out,
@@ -787,6 +830,58 @@ FN(predict_region)(const FN(predict_ctx) *c)
             }
             x = dst;
         }
+    }
+}
+
+/*
+ * predict of at most BP_PREDICT_SMALL rows by a team: each layer's columns
+ * are shared out in blocks of SMALL_JB (each thread reads only its slice of
+ * W, which can then stay in its core's cache from call to call), with a
+ * barrier between layers.  Entries are computed as on one thread.
+ */
+static void
+FN(predict_small_region)(const FN(predict_ctx) *c)
+{
+    const bp_arch *arch = c->arch;
+    int64_t m = c->m, L = c->L;
+    T *buf[2];
+    const T *x = c->X;
+    buf[0] = (T *)align64(c->work);
+    buf[1] = (T *)align64((char *)buf[0] + c->width * BP_PREDICT_SMALL * 8);
+    for (int64_t k = 0; k < L; k++) {
+        int64_t n_in = arch->sizes[k], n_out = arch->sizes[k + 1];
+        const T *W = c->params + c->w_off[k], *b = c->params + c->b_off[k];
+        T *dst = k == L - 1 ? c->Y : buf[k & 1];
+        int64_t n_blk = (n_out + SMALL_JB - 1) / SMALL_JB;
+        int act = arch->acts[k];
+        int by_cols = layer_uses_gemm(n_in, n_out) && act != BP_ACT_SOFTMAX;
+        if (!by_cols) {
+            n_blk = 0;  /* a narrow layer or softmax: by rows, below */
+        }
+#pragma omp for schedule(static)
+        for (int64_t blk = 0; blk < n_blk; blk++) {
+            int64_t j0 = blk * SMALL_JB;
+            int64_t nj = n_out - j0 < SMALL_JB ? n_out - j0 : SMALL_JB;
+            FN(product_small)(dst, x, W, m, n_in, n_out, blk, blk + 1);
+            for (int64_t i = 0; i < m; i++) {
+                FN(bias_rows)(dst + i * n_out + j0, b + j0, 1, nj);
+                FN(act_row)(dst + i * n_out + j0, dst + i * n_out + j0, nj,
+                            act);
+            }
+        }
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < (by_cols ? 0 : m); i++) {
+            T *d_i = dst + i * n_out;
+            if (layer_uses_gemm(n_in, n_out)) {
+                FN(product_small)(d_i, x + i * n_in, W, 1, n_in, n_out, 0,
+                                  (n_out + SMALL_JB - 1) / SMALL_JB);
+                FN(bias_rows)(d_i, b, 1, n_out);
+            } else {
+                FN(dense_rows)(d_i, x + i * n_in, 1, n_in, W, b, n_out);
+            }
+            FN(act_row)(d_i, d_i, n_out, act);
+        }
+        x = dst;
     }
 }
 
@@ -813,7 +908,7 @@ FN(predict)(T *Y, const T *X, const T *params, const bp_arch *arch,
     }
     nt = resolve_threads(n_threads);
     if ((double)m * arch_weights(arch) * 2.0 < BP_PARALLEL_MIN_FLOPS ||
-            m <= BP_PREDICT_ROWS) {
+            (m <= BP_PREDICT_ROWS && m > BP_PREDICT_SMALL)) {
         nt = 1;  /* too little work, or one block of rows: one thread */
     }
     if ((s = bp_predict_workspace_size(&need, arch, m, nt)) != BP_OK) {
@@ -830,7 +925,11 @@ FN(predict)(T *Y, const T *X, const T *params, const bp_arch *arch,
     {
         FN(predict_ctx) c = {Y, X, params, arch, w_off, b_off, m, work,
                              per_thread, width, n_blocks, L};
-        RUN_TEAM(nt, FN(predict_region)(&c));
+        if (m <= BP_PREDICT_SMALL && nt > 1) {
+            RUN_TEAM(nt, FN(predict_small_region)(&c));
+        } else {
+            RUN_TEAM(nt, FN(predict_region)(&c));
+        }
     }
     return BP_OK;
 }

@@ -18,6 +18,7 @@ def set_num_threads(n):
     """
     global _num_threads
     _num_threads = check_threads(n)
+    _core.set_user_threads(_num_threads)
 
 
 def get_num_threads():

@@ -10,6 +10,7 @@ import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport malloc, free
+from cpython.pythread cimport PyThread_get_thread_ident
 
 from bpcore._bpcore_c cimport *
 from bpcore._errors import DivergenceError
@@ -48,6 +49,104 @@ def config():
 def default_threads():
     """OpenMP's default thread count (1 in a forked child)."""
     return bp_default_threads()
+
+
+# predict keeps the GIL when m times the weight count is below this
+# (about a microsecond of work)
+cdef int64_t _KEEP_GIL_BELOW = 4096
+
+cdef int _user_threads = 0  # set_num_threads; 0: OpenMP's default
+
+
+def set_user_threads(n):
+    """Record set_num_threads(n) (n an int >= 1, or None) for the C paths."""
+    global _user_threads
+    _user_threads = 0 if n is None else n
+
+
+cdef int _fast_threads(object n_threads):
+    """The thread count for a call, or 0 when n_threads needs the full
+    check in Python (anything but None or a plain int >= 1)."""
+    cdef int d
+    if n_threads is None:
+        if _user_threads > 0:
+            return _user_threads
+        d = bp_default_threads()
+        return d if d > 1 else 1
+    if type(n_threads) is int and 1 <= n_threads <= 1 << 16:
+        return n_threads
+    return 0
+
+
+cdef class Guard:
+    """Readers may share a network; a writer (fit, step) needs it alone.
+    Never blocks: a conflicting call raises RuntimeError.  The writer's own
+    thread may read (a fit callback may predict, evaluate or save: between
+    epochs the parameters are whole).  The state changes only with the GIL
+    held, in code that cannot release it, so it needs no lock."""
+    cdef int readers
+    cdef bint writer
+    cdef unsigned long owner
+
+    cdef int enter_read(self) except -1:
+        """1: counted as a reader; 0: a read in the writer's own thread."""
+        if self.writer:
+            if self.owner == PyThread_get_thread_ident():
+                return 0
+            raise RuntimeError("the network is being trained (fit or step "
+                               "running in another thread)")
+        self.readers += 1
+        return 1
+
+    cdef void exit_read(self, int counted):
+        if counted:
+            self.readers -= 1
+
+    cdef int enter_write(self) except -1:
+        if self.writer or self.readers:
+            raise RuntimeError("the network is in use by another call "
+                               "(fit/step cannot run concurrently with other "
+                               "calls on the same network)")
+        self.writer = True
+        self.owner = PyThread_get_thread_ident()
+        return 0
+
+    cdef void exit_write(self):
+        self.writer = False
+        self.owner = 0
+
+    def read(self):
+        """Context manager: hold the network as a reader."""
+        cdef _Held h = _Held.__new__(_Held)
+        h.guard = self
+        h.counted = self.enter_read()
+        h.writer = False
+        return h
+
+    def write(self):
+        """Context manager: hold the network alone."""
+        cdef _Held h = _Held.__new__(_Held)
+        self.enter_write()
+        h.guard = self
+        h.counted = 0
+        h.writer = True
+        return h
+
+
+cdef class _Held:
+    cdef Guard guard
+    cdef int counted
+    cdef bint writer
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.writer:
+            self.guard.exit_write()
+        else:
+            self.guard.exit_read(self.counted)
+        return False
 
 
 def all_finite(cnp.ndarray a):
@@ -156,22 +255,26 @@ cdef class Arch:
     cdef int64_t size(self, Py_ssize_t k):
         return (<int64_t *>_ptr(self.sizes))[k]
 
-    def predict_fast(self, cnp.ndarray params, object X, int n_threads):
+    def predict_fast(self, cnp.ndarray params, object X, object n_threads,
+                     Guard guard):
         """predict for the common case, with the least overhead: X an
         ndarray of the network's dtype, C-contiguous, 1-D (one sample) or
-        2-D, finite.  Returns the output, or None when X is anything else
-        (the caller then validates it fully and reports what is wrong)."""
+        2-D, finite; n_threads None or an int >= 1.  Holds guard as a
+        reader around the C call.  Returns the output, or None when an
+        argument is anything else (the caller then validates it fully and
+        reports what is wrong)."""
         cdef cnp.ndarray x
-        cdef int ndim
+        cdef int ndim, counted
+        cdef int nt = _fast_threads(n_threads)
         cdef int64_t m, n0 = self.size(0)
         cdef int64_t nL = self.size(self.arch.n_layers - 1)
         cdef cnp.npy_intp dims[2]
-        if type(X) is not np.ndarray:
+        cdef int typenum = cnp.NPY_FLOAT64 if self.f64 else cnp.NPY_FLOAT32
+        if not cnp.PyArray_CheckExact(X) or nt == 0:
             return None
         x = <cnp.ndarray>X
         ndim = cnp.PyArray_NDIM(x)
-        if (cnp.PyArray_TYPE(x) != (cnp.NPY_FLOAT64 if self.f64 else cnp.NPY_FLOAT32)
-                or not cnp.PyArray_IS_C_CONTIGUOUS(x)):
+        if cnp.PyArray_TYPE(x) != typenum or not cnp.PyArray_IS_C_CONTIGUOUS(x):
             return None
         if ndim == 1 and cnp.PyArray_DIMS(x)[0] == n0:
             m = 1
@@ -181,7 +284,10 @@ cdef class Arch:
             return None
         if not _all_finite(x):
             return None
-        _need(params, self.dtype, (self.n_params,), "params")
+        if (cnp.PyArray_TYPE(params) != typenum or cnp.PyArray_NDIM(params) != 1
+                or cnp.PyArray_DIMS(params)[0] != self.n_params
+                or not cnp.PyArray_IS_C_CONTIGUOUS(params)):
+            _need(params, self.dtype, (self.n_params,), "params")  # raises
         dims[0] = m
         dims[1] = nL
         cdef cnp.ndarray Y
@@ -189,7 +295,11 @@ cdef class Arch:
             Y = cnp.PyArray_SimpleNew(1, &dims[1], cnp.PyArray_TYPE(x))
         else:
             Y = cnp.PyArray_SimpleNew(2, dims, cnp.PyArray_TYPE(x))
-        self._predict(params, x, Y, m, n_threads)
+        counted = guard.enter_read()
+        try:
+            self._predict(params, x, Y, m, nt)
+        finally:
+            guard.exit_read(counted)
         return Y
 
     def predict(self, cnp.ndarray params, cnp.ndarray X, cnp.ndarray Y,
@@ -215,18 +325,26 @@ cdef class Arch:
         cdef void *pp = _ptr(params)
         cdef void *px = _ptr(X)
         cdef void *py = _ptr(Y)
-        with nogil:
-            if self.f64:
-                st = bp_predict_f64(<double *>py, <const double *>px,
-                                    <const double *>pp, &self.arch, m, w, need,
-                                    n_threads)
-            else:
-                st = bp_predict_f32(<float *>py, <const float *>px,
-                                    <const float *>pp, &self.arch, m, w, need,
-                                    n_threads)
-            free(w)
+        if m * self.n_weights < _KEEP_GIL_BELOW:
+            # a few microseconds at most: releasing the GIL would cost more
+            st = self._predict_c(py, px, pp, m, w, need, n_threads)
+        else:
+            with nogil:
+                st = self._predict_c(py, px, pp, m, w, need, n_threads)
+        free(w)
         _check(st, "predict")
         return 0
+
+    cdef bp_status _predict_c(self, void *py, const void *px, const void *pp,
+                              int64_t m, void *w, int64_t need,
+                              int n_threads) noexcept nogil:
+        if self.f64:
+            return bp_predict_f64(<double *>py, <const double *>px,
+                                  <const double *>pp, &self.arch, m, w, need,
+                                  n_threads)
+        return bp_predict_f32(<float *>py, <const float *>px,
+                              <const float *>pp, &self.arch, m, w, need,
+                              n_threads)
 
     cdef void **_pointers(self, list arrays, int64_t m, str name,
                           bint allow_none_first) except NULL:

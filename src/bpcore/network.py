@@ -7,7 +7,6 @@ in layer order, then every bias vector in layer order.
 """
 import math
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -112,58 +111,6 @@ class _ViewList(list):
         view[...] = value
 
 
-class _Guard:
-    """Readers may share a network; a writer (fit, step) needs it alone.
-    Never blocks: a conflicting call raises RuntimeError.  The writer's own
-    thread may read (a fit callback may predict, evaluate or save: between
-    epochs the parameters are whole)."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._readers = 0
-        self._writer = False
-        self._owner = None
-
-    def read(self):
-        with self._lock:
-            if self._writer:
-                if self._owner == threading.get_ident():
-                    return _Release(self, None)
-                raise RuntimeError("the network is being trained (fit or "
-                                   "step running in another thread)")
-            self._readers += 1
-        return _Release(self, False)
-
-    def write(self):
-        with self._lock:
-            if self._writer or self._readers:
-                raise RuntimeError("the network is in use by another call "
-                                   "(fit/step cannot run concurrently with "
-                                   "other calls on the same network)")
-            self._writer = True
-            self._owner = threading.get_ident()
-        return _Release(self, True)
-
-
-class _Release:
-    def __init__(self, guard, writer):
-        self.guard, self.writer = guard, writer
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self.writer is None:  # a read inside the writer's own thread
-            return False
-        with self.guard._lock:
-            if self.writer:
-                self.guard._writer = False
-                self.guard._owner = None
-            else:
-                self.guard._readers -= 1
-        return False
-
-
 class Network:
     """A fully connected feed-forward network (multilayer perceptron).
 
@@ -249,7 +196,7 @@ class Network:
         w_off, b_off, self._n_weights, n_params = _core.layout(layers)
         self._params = np.zeros(n_params, dtype=self._dtype)
         self._weights, self._biases = self._views(self._params, w_off, b_off)
-        self._guard = _Guard()
+        self._guard = _core.Guard()
         self.metadata = {}
         self.history = None
         self._initialise(rng)
@@ -376,11 +323,10 @@ class Network:
         ndarray of shape (m, n_L), or (n_L,) for a 1-D X
             The same bits as ``forward(X).out[-1]``.
         """
-        nt = resolve_threads(n_threads)
-        with self._guard.read():
-            Y = self._arch.predict_fast(self._params, X, nt)
+        Y = self._arch.predict_fast(self._params, X, n_threads, self._guard)
         if Y is not None:
             return Y
+        nt = resolve_threads(n_threads)
         X, one = self._inputs(X)  # anything else: convert, or say what is wrong
         Y = np.empty((X.shape[0], self._layers[-1]), dtype=self._dtype)
         with self._guard.read():
