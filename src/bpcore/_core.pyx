@@ -54,6 +54,9 @@ def default_threads():
 # predict keeps the GIL when m times the weight count is below this
 # (about a microsecond of work)
 cdef int64_t _KEEP_GIL_BELOW = 4096
+# predict's workspace up to this size lives on the stack
+cdef enum:
+    _SMALL_WORK = 2048
 
 cdef int _user_threads = 0  # set_num_threads; 0: OpenMP's default
 
@@ -317,9 +320,10 @@ cdef class Arch:
         """The C call of predict, on arrays already checked."""
         cdef int64_t need = 0
         cdef bp_status st
+        cdef char small[_SMALL_WORK]
         _check(bp_predict_workspace_size(&need, &self.arch, m, n_threads),
                "predict")
-        cdef void *w = malloc(need)
+        cdef void *w = <void *>small if need <= _SMALL_WORK else malloc(need)
         if w == NULL:
             raise MemoryError("predict: cannot allocate its workspace")
         cdef void *pp = _ptr(params)
@@ -331,7 +335,8 @@ cdef class Arch:
         else:
             with nogil:
                 st = self._predict_c(py, px, pp, m, w, need, n_threads)
-        free(w)
+        if w != <void *>small:
+            free(w)
         _check(st, "predict")
         return 0
 
