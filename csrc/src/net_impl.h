@@ -1107,6 +1107,32 @@ FN(tiny_loss)(FN(lanes) *d, FN(lanes) *z, FN(lanes) *h, const T *Y,
               const T *scale, const int LN)
 {
     double total = 0.0;
+    if (loss == BP_LOSS_MSE && act != BP_ACT_SOFTMAX) {
+        /* the common case, lanes side by side: per lane the same sums, in
+         * the same order, as the general loop below */
+        double li[TINY_LANES];
+        for (int l = 0; l < LN; l++) {
+            li[l] = 0.0;
+        }
+        for (int64_t j = 0; j < n; j++) {
+            for (int l = 0; l < LN; l++) {
+                T g = h[j][l] - (l < nl ? Y[(i0 + l) * n + j] : (T)0);
+                li[l] = MULADD64(0.5 * (double)g, (double)g, li[l]);
+                d[j][l] = g;
+            }
+        }
+        for (int l = 0; l < nl; l++) {
+            total = sw != NULL ? MULADD64((double)sw[i0 + l], li[l], total)
+                               : total + li[l];
+        }
+        for (int64_t j = 0; j < n; j++) {
+            FN(act_grad_row)(d[j], z[j], h[j], LN, act);
+            for (int l = 0; l < LN; l++) {
+                d[j][l] *= scale[l];
+            }
+        }
+        return total;
+    }
     for (int l = 0; l < nl; l++) {
         const T *y = Y + (i0 + l) * n;
         double li = 0.0;
@@ -1206,9 +1232,16 @@ FN(tiny_chunk_lanes)(double *part, const T *X, const T *Y, const T *sw,
                 h[0][a][l] = l < nl ? X[(i0 + l) * sz[0] + a] : (T)0;
             }
         }
-        for (int l = 0; l < LN; l++) {
-            T s_l = l < nl ? (sw != NULL ? sw[i0 + l] : (T)1) : (T)0;
-            scale[l] = (T)((double)s_l / S);
+        if (sw == NULL) {
+            T s1 = (T)(1.0 / S); /* (double)1 / S, as below */
+            for (int l = 0; l < LN; l++) {
+                scale[l] = l < nl ? s1 : (T)0;
+            }
+        } else {
+            for (int l = 0; l < LN; l++) {
+                T s_l = l < nl ? sw[i0 + l] : (T)0;
+                scale[l] = (T)((double)s_l / S);
+            }
         }
         for (int64_t k = 0; k < L; k++) {
             const T *W = params + w_off[k], *b = params + b_off[k];
