@@ -1,8 +1,9 @@
 """Run every benchmark in one interleaved pass and print markdown tables.
 
-Runs the GEMM ceiling (bench_gemm.py), training throughput (bench_fit.py) and
+Runs the GEMM ceiling (bench_gemm.py), training throughput (bench_fit.py),
 inference (bench_predict.py) for bpcore and whichever peers are installed,
-each case in a fresh subprocess with its thread count set.  Prints
+and the peak memory of bpcore's fit (bench_memory.py), each case in a fresh
+subprocess with its thread count set.  Prints
 samples/s per configuration and thread count, ratios bpcore/peer, and
 GFLOP/s as a share of the GEMM ceiling measured in the same run; writes one
 JSON line per case (with machine facts) to ``--out``.
@@ -13,10 +14,12 @@ Usage::
     python benchmarks/run_all.py --quick         # smoke run, ~5-10 min
     python benchmarks/run_all.py --only C3       # one config (+ GEMM ceiling)
     python benchmarks/run_all.py --only C1a,predict --peers bpcore,jax
+    python benchmarks/run_all.py --only memory   # fit's peak memory, < 1 min
 
 ``--only`` takes configuration names (C1a C1b C1c C2 C3 C4) and/or the words
-``fit``, ``predict`` and ``gemm``.  The GEMM ceiling is always measured (it is
-the denominator of the GFLOP/s share) unless ``--no-gemm``.
+``fit``, ``predict``, ``gemm`` and ``memory``.  The GEMM ceiling is always
+measured (it is the denominator of the GFLOP/s share) unless ``--no-gemm`` or
+``--only memory`` alone.
 """
 
 import argparse
@@ -31,6 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
 import bench_fit  # noqa: E402
 import bench_gemm  # noqa: E402
+import bench_memory  # noqa: E402
 import bench_predict  # noqa: E402
 
 ALL_PEERS = ("bpcore", "torch", "jax", "sklearn", "numpy")
@@ -41,7 +45,8 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true",
                     help="fewer samples, repetitions and GEMM sizes")
     ap.add_argument("--only", default=None,
-                    help="comma list of configs (C1a,...,C4) and/or fit,predict,gemm")
+                    help="comma list of configs (C1a,...,C4) and/or "
+                         "fit,predict,gemm,memory")
     ap.add_argument("--peers", default=",".join(ALL_PEERS))
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--reps", type=int, default=None, help="minimum timed repetitions")
@@ -62,16 +67,19 @@ def main(argv=None):
     threads = C.parse_list(a.threads, int)
     only = set(C.parse_list(a.only)) if a.only else None
     configs = None
-    do_fit = do_predict = True
+    do_fit = do_predict = do_memory = True
     do_gemm = not a.no_gemm
     if only:
-        unknown = only - set(C.CONFIGS) - {"fit", "predict", "gemm"}
+        unknown = only - set(C.CONFIGS) - {"fit", "predict", "gemm", "memory"}
         if unknown:
             ap.error(f"--only: unknown {sorted(unknown)}; configs are {list(C.CONFIGS)}")
         configs = sorted(only & set(C.CONFIGS)) or None
         do_fit = "fit" in only or configs is not None
         do_predict = "predict" in only
-        if not do_fit and not do_predict and "gemm" not in only:
+        do_memory = "memory" in only
+        if only == {"memory"}:
+            do_gemm = False  # nothing selected uses the ceiling
+        if not (do_fit or do_predict or do_memory) and "gemm" not in only:
             do_fit = True
 
     facts = C.machine_facts()
@@ -124,6 +132,8 @@ def main(argv=None):
     if do_predict:
         records += bench_predict.sweep(peers, threads, quick=a.quick, reps=a.reps,
                                        log=log, facts=facts)
+    if do_memory and "bpcore" in peers:
+        records += bench_memory.sweep(threads, log=log, facts=facts)
 
     with open(out, "w") as f:
         for r in records:
@@ -143,7 +153,7 @@ def main(argv=None):
 
 
 def report_text(records, threads, facts, skipped=(), mode=None, wall=None):
-    """Markdown report: machine facts, skipped peers, the three tables."""
+    """Markdown report: machine facts, skipped peers, the tables."""
     # peers that were installed but whose worker could not import / failed
     failed = sorted({(r.get("peer"), r.get("skipped") or r.get("error"))
                      for r in records if "skipped" in r or "error" in r},
@@ -172,6 +182,8 @@ def report_text(records, threads, facts, skipped=(), mode=None, wall=None):
         report += [bench_fit.table(records, threads, ceiling=ceil), ""]
     if "predict" in benches:
         report += [bench_predict.table(records, threads), ""]
+    if "memory" in benches:
+        report += [bench_memory.table(records), ""]
     return "\n".join(report)
 
 

@@ -146,7 +146,7 @@ def as_targets(Y, name, dtype, loss, n_outputs, m):
                              f"[0, {n_outputs - 1}], got values from "
                              f"{arr.min()} to {arr.max()}")
         onehot = np.zeros((m, n_outputs), dtype=dtype)
-        onehot[np.arange(m), arr.astype(np.int64)] = 1
+        onehot[np.arange(m), arr.astype(np.intp, copy=False)] = 1
         return onehot
     if arr.ndim == 1 and n_outputs == 1:
         arr = arr.reshape(-1, 1)

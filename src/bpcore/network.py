@@ -627,10 +627,18 @@ class _FitLoop:
         best, best_params, wait = math.inf, None, 0
         flops = 6.0 * self.B * max(1, net._n_weights)
         chunk = max(1, int(self.CHUNK_SECONDS * 1e9 / flops))
+        # the start of each epoch, restored on divergence: buffers made once
+        # and refilled, so memory does not grow with the epochs
+        start_params = np.empty_like(params)
+        start_bufs = [None if b is None else np.empty_like(b)
+                      for b in opt._state]
         try:
             for e in range(self.epochs):
-                start_params = params.copy()
-                start_state = opt.state_dict()
+                np.copyto(start_params, params)
+                for saved, buf in zip(start_bufs, opt._state):
+                    if buf is not None:
+                        np.copyto(saved, buf)
+                start_t, start_epoch = opt.t, opt.epoch
                 args = opt._c_args()
                 order = (net._rng.permutation(self.X.shape[0])
                          if self.shuffle else None)
@@ -645,8 +653,11 @@ class _FitLoop:
                     dt = time.perf_counter() - t0
                     opt.t = args["t"]
                     if diverged:
-                        params[...] = start_params
-                        opt.load_state_dict(start_state)
+                        np.copyto(params, start_params)
+                        for saved, buf in zip(start_bufs, opt._state):
+                            if buf is not None:
+                                np.copyto(buf, saved)
+                        opt.t, opt.epoch = start_t, start_epoch
                         raise DivergenceError(
                             f"fit: the loss became NaN or infinite in epoch "
                             f"{e} (batch {b + done}); the parameters of the "
@@ -673,7 +684,9 @@ class _FitLoop:
                 if improved:
                     best, hist.best_epoch, wait = watched, e, 0
                     if self.early is not None and self.early.restore_best:
-                        best_params = params.copy()
+                        if best_params is None:
+                            best_params = np.empty_like(params)
+                        np.copyto(best_params, params)
                 else:
                     wait += 1
                 self.progress.epoch(e, self.epochs, logs)
