@@ -61,10 +61,18 @@ SIMD_CAT(pack_b_, NAME)(T *restrict pb, const T *B, int64_t rsb, int64_t csb,
     }
 }
 
-/* C tile (mr <= MR, nr <= NR) = or += packed A panel x packed B panel. */
-static inline void
+/*
+ * C tile (mr <= MR, nr <= NR) = or += A panel x B panel: element (i, p) of
+ * the A panel at a[i * ars + p * acs], row p of the B panel at b + p * brs
+ * (packed panels: ars = 1, acs = MR, brs = NR).  The MR x NR sums run over
+ * p in order, one FMA each, whatever the layout, so packed and unpacked
+ * operands give the same bits.  Every MR rows of A and NR columns of B are
+ * read: a short tile needs packed, zero-padded panels.
+ */
+static inline __attribute__((always_inline)) void
 SIMD_CAT(tile_, NAME)(T *restrict c, int64_t ldc, const T *restrict a,
-                      const T *restrict b, int64_t kc, int64_t mr, int64_t nr,
+                      int64_t ars, int64_t acs, const T *restrict b,
+                      int64_t brs, int64_t kc, int64_t mr, int64_t nr,
                       int accumulate)
 {
     VT acc[MR][NV];
@@ -76,10 +84,10 @@ SIMD_CAT(tile_, NAME)(T *restrict c, int64_t ldc, const T *restrict a,
     for (int64_t p = 0; p < kc; p++) {
         VT bv[NV];
         for (int v = 0; v < NV; v++) {
-            memcpy(&bv[v], b + p * NR + v * VL, sizeof(VT));
+            memcpy(&bv[v], b + p * brs + v * VL, sizeof(VT));
         }
         for (int i = 0; i < MR; i++) {
-            T ai = a[p * MR + i];
+            T ai = a[i * ars + p * acs];
             for (int v = 0; v < NV; v++) {
                 acc[i][v] += ai * bv[v];
             }
@@ -123,6 +131,37 @@ NAME(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa, const T *B,
     T *pa = (T *)(((uintptr_t)scratch + 63u) & ~(uintptr_t)63u);
     T *pb = pa + (int64_t)GEMM_MC * GEMM_KC;
 
+    if (m <= GEMM_MC && k <= GEMM_KC) {
+        /* One block of rows and of depth: operands small enough to stay
+         * in cache as they are, so full tiles read A and contiguous B
+         * directly; only short tiles are packed (zero-padded). */
+        for (int64_t jr = 0; jr < n; jr += NR) {
+            int64_t nr = n - jr < NR ? n - jr : NR;
+            const T *b = pb;
+            int64_t brs = NR;
+            if (csb == 1 && nr == NR) {
+                b = B + jr;
+                brs = rsb;
+            } else {
+                SIMD_CAT(pack_b_, NAME)(pb, B + jr * csb, rsb, csb, k, nr);
+            }
+            for (int64_t ir = 0; ir < m; ir += MR) {
+                int64_t mr = m - ir < MR ? m - ir : MR;
+                T *c = C + ir * ldc + jr;
+                if (mr == MR) {
+                    SIMD_CAT(tile_, NAME)(c, ldc, A + ir * rsa, rsa, csa, b,
+                                          brs, k, mr, nr, accumulate);
+                } else {
+                    SIMD_CAT(pack_a_, NAME)(pa, A + ir * rsa, rsa, csa, mr,
+                                            k);
+                    SIMD_CAT(tile_, NAME)(c, ldc, pa, 1, MR, b, brs, k, mr,
+                                          nr, accumulate);
+                }
+            }
+        }
+        return;
+    }
+
     for (int64_t jc = 0; jc < n; jc += GEMM_NC) {
         int64_t nc = n - jc < GEMM_NC ? n - jc : GEMM_NC;
         for (int64_t pc = 0; pc < k; pc += GEMM_KC) {
@@ -139,8 +178,9 @@ NAME(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa, const T *B,
                     for (int64_t ir = 0; ir < mc; ir += MR) {
                         int64_t mr = mc - ir < MR ? mc - ir : MR;
                         SIMD_CAT(tile_, NAME)(C + (ic + ir) * ldc + jc + jr,
-                                              ldc, pa + ir * kc, pb + jr * kc,
-                                              kc, mr, nr, acc);
+                                              ldc, pa + ir * kc, 1, MR,
+                                              pb + jr * kc, NR, kc, mr, nr,
+                                              acc);
                     }
                 }
             }
