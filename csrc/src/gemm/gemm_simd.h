@@ -131,7 +131,7 @@ NAME(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa, const T *B,
     T *pa = (T *)(((uintptr_t)scratch + 63u) & ~(uintptr_t)63u);
     T *pb = pa + (int64_t)GEMM_MC * GEMM_KC;
 
-    if (m <= GEMM_MC && k <= GEMM_KC) {
+    if (k <= GEMM_KC && m * k <= 32768) {
         /* One block of rows and of depth: operands small enough to stay
          * in cache as they are, so full tiles read A and contiguous B
          * directly; only short tiles are packed (zero-padded). */
