@@ -218,9 +218,16 @@ main(void)
     }
 #endif
 #if defined(BPCORE_HAVE_AVX512) && defined(__GNUC__)
+#ifdef BPCORE_AVX512_ON_AVX2
+    /* the AVX-512 table built with AVX2 flags (a testing aid) */
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        check_kernel(&kernel_table_avx512);
+    }
+#else
     if (__builtin_cpu_supports("avx512f")) {
         check_kernel(&kernel_table_avx512);
     }
+#endif
 #endif
     check_training();
     return check_report("test_kernels");
