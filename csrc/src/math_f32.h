@@ -10,3 +10,4 @@
 #define SQRT sqrtf
 #define FABS fabsf
 #define FMA fmaf
+#define COPYSIGN copysignf

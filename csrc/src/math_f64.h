@@ -10,3 +10,4 @@
 #define SQRT sqrt
 #define FABS fabs
 #define FMA fma
+#define COPYSIGN copysign

@@ -10,6 +10,7 @@
 #undef SQRT
 #undef FABS
 #undef FMA
+#undef COPYSIGN
 #undef VEXP
 #undef GEMM_FN
 #undef ERFC
