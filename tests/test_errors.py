@@ -355,3 +355,28 @@ def test_bad_n_threads(n_threads, exc):
 def test_bad_set_num_threads(n):
     with pytest.raises(ValueError, match="thread"):
         bpcore.set_num_threads(n)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("n", [1, 4095, 4096, 4097, 3_000_001])
+def test_finite_scan_finds_every_bad_value(dtype, n):
+    # The scan behind input validation works on the exponent bits in
+    # blocks (and with threads on large arrays): any NaN or infinity,
+    # wherever it sits, is found; extremes of the finite range pass.
+    from bpcore import _core
+    a = np.ones(n, dtype=dtype)
+    assert _core.all_finite(a)
+    info = np.finfo(dtype)
+    a[-1] = info.max
+    a[0] = -info.smallest_subnormal
+    assert _core.all_finite(a)
+    for bad in (np.nan, np.inf, -np.inf):
+        for pos in {0, n // 2, n - 1, min(n - 1, 4096)}:
+            b = a.copy()
+            b[pos] = bad
+            assert not _core.all_finite(b), (bad, pos)
+    net = bpcore.Network([1, 2], dtype=dtype)
+    X = a.reshape(-1, 1).copy()
+    X[n // 2, 0] = np.nan
+    with pytest.raises(ValueError):
+        net.predict(X, n_threads=2)

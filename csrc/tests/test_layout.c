@@ -1,5 +1,6 @@
 /* test_layout.c - parameter layout, overflow checks, architecture checks,
  * status strings and workspace sizes. */
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -65,5 +66,25 @@ main(void)
     }
     CHECK(strlen(bp_config_kernel()) > 0);
     CHECK(bp_default_threads() >= 1);
+    {
+        /* finite scans: block edges, both types, threaded, NULL/empty */
+        static float xf[3 * 4096 + 7];
+        static double xd[3 * 4096 + 7];
+        int64_t n = 3 * 4096 + 7, where[] = {0, 4095, 4096, 3 * 4096 + 6};
+        CHECK(bp_all_finite_f32(NULL, 0, 1) == 1);
+        CHECK(bp_all_finite_f64(xd, 0, 2) == 1);
+        CHECK(bp_all_finite_f32(xf, n, 2) == 1 && bp_all_finite_f64(xd, n, 1));
+        for (size_t w = 0; w < sizeof where / sizeof where[0]; w++) {
+            xf[where[w]] = INFINITY;
+            xd[where[w]] = NAN;
+            CHECK(bp_all_finite_f32(xf, n, 1) == 0);
+            CHECK(bp_all_finite_f32(xf, n, 2) == 0);
+            CHECK(bp_all_finite_f64(xd, n, 1) == 0);
+            xf[where[w]] = 3.0e38f;
+            xd[where[w]] = 4.9e-324;
+            CHECK(bp_all_finite_f32(xf, n, 1) == 1);
+            CHECK(bp_all_finite_f64(xd, n, 2) == 1);
+        }
+    }
     return check_report("test_layout");
 }

@@ -37,6 +37,8 @@ cdef extern from "bpcore/bpcore.h" nogil:
     const char *bp_config_compiler()
     int bp_config_openmp()
     int bp_default_threads()
+    int bp_all_finite_f32(const float *x, int64_t n, int n_threads) nogil
+    int bp_all_finite_f64(const double *x, int64_t n, int n_threads) nogil
 
     bp_status bp_layout(int64_t *w_off, int64_t *b_off, int64_t *n_weights,
                         int64_t *n_params, const int64_t *sizes,

@@ -167,20 +167,19 @@ cdef bint _all_finite(cnp.ndarray a) except -1:
     if not cnp.PyArray_IS_C_CONTIGUOUS(a) or tn not in (cnp.NPY_FLOAT32,
                                                          cnp.NPY_FLOAT64):
         return bool(np.isfinite(a).all())
+    cdef int nt = _fast_threads(None)
     if tn == cnp.NPY_FLOAT32:
         pf = <const float *>cnp.PyArray_DATA(a)
+        if n < 4096:
+            return bp_all_finite_f32(pf, n, 1)
         with nogil:
-            for i in range(n):
-                if not (pf[i] - pf[i] == 0):
-                    ok = False
-                    break
+            ok = bp_all_finite_f32(pf, n, nt)
     else:
         pd = <const double *>cnp.PyArray_DATA(a)
+        if n < 4096:
+            return bp_all_finite_f64(pd, n, 1)
         with nogil:
-            for i in range(n):
-                if not (pd[i] - pd[i] == 0):
-                    ok = False
-                    break
+            ok = bp_all_finite_f64(pd, n, nt)
     return ok
 
 

@@ -107,6 +107,11 @@ int bp_config_openmp(void);
 /* omp_get_max_threads() (1 without OpenMP); 1 in a forked child. */
 int bp_default_threads(void);
 
+/* 1 when none of the n values is NaN or infinite, else 0 (large arrays
+ * are scanned by up to n_threads threads). */
+int bp_all_finite_f32(const float *x, int64_t n, int n_threads);
+int bp_all_finite_f64(const double *x, int64_t n, int n_threads);
+
 /*
  * Offsets of the flat parameter buffer.
  *   w_off (L) out: offset of W_k;  b_off (L) out: offset of b_k
