@@ -166,23 +166,14 @@ def test_tiny_path_every_activation_and_loss(act, head, rng):
     np.testing.assert_allclose(net.params, mlp.params, rtol=1e-9, atol=1e-12)
 
 
+# name -> (hyperparameters, bpcore optimizer, oracle optimizer)
 _ONLINE_OPTS = {
-    "sgd": lambda: bpcore.SGD(lr=0.1),
-    "sgd-decay": lambda: bpcore.SGD(lr=0.1, weight_decay=0.01),
-    "nesterov": lambda: bpcore.SGD(lr=0.05, momentum=0.9, nesterov=True,
-                                   weight_decay=0.01),
-    "adam": lambda: bpcore.Adam(lr=0.01, weight_decay=0.01),
-    "adamw": lambda: bpcore.AdamW(lr=0.01, weight_decay=0.1),
-}
-
-
-_REF_OPTS = {
-    "sgd": lambda: ref.SGD(lr=0.1),
-    "sgd-decay": lambda: ref.SGD(lr=0.1, weight_decay=0.01),
-    "nesterov": lambda: ref.SGD(lr=0.05, momentum=0.9, nesterov=True,
-                                weight_decay=0.01),
-    "adam": lambda: ref.Adam(lr=0.01, weight_decay=0.01),
-    "adamw": lambda: ref.AdamW(lr=0.01, weight_decay=0.1),
+    "sgd": (dict(lr=0.1), bpcore.SGD, ref.SGD),
+    "sgd-decay": (dict(lr=0.1, weight_decay=0.01), bpcore.SGD, ref.SGD),
+    "nesterov": (dict(lr=0.05, momentum=0.9, nesterov=True,
+                      weight_decay=0.01), bpcore.SGD, ref.SGD),
+    "adam": (dict(lr=0.01, weight_decay=0.01), bpcore.Adam, ref.Adam),
+    "adamw": (dict(lr=0.01, weight_decay=0.1), bpcore.AdamW, ref.AdamW),
 }
 
 
@@ -213,7 +204,8 @@ def test_online_path_equals_batch_path(dtype, opt_name, act, out, loss, rng):
     mlp = ref.MLP([w.astype(np.float64) for w in a.weights],
                   [v.astype(np.float64) for v in a.biases],
                   [act, act, out], loss)
-    opt_a, opt_b = _ONLINE_OPTS[opt_name](), _ONLINE_OPTS[opt_name]()
+    hyper, make, make_ref = _ONLINE_OPTS[opt_name]
+    opt_a, opt_b = make(**hyper), make(**hyper)
     hist_a = a.fit(X, Y, epochs=1, batch_size=1, shuffle=False,
                    optimizer=opt_a, sample_weight=sw)
     X2, Y2 = np.repeat(X, 2, axis=0), np.repeat(Y, 2, axis=0)
@@ -224,7 +216,7 @@ def test_online_path_equals_batch_path(dtype, opt_name, act, out, loss, rng):
     assert opt_a.t == opt_b.t == m - 1
     assert np.array_equal(a.params, b.params)
     assert hist_a.loss == hist_b.loss
-    opt_r = _REF_OPTS[opt_name]()
+    opt_r = make_ref(**hyper)
     for i in range(m):
         if sw[i] > 0:
             ref.step(mlp, X[i:i + 1], Y[i:i + 1], opt_r, sw[i:i + 1])

@@ -858,32 +858,33 @@ FN(predict_small_region)(const FN(predict_ctx) *c)
         T *dst = k == L - 1 ? c->Y : buf[k & 1];
         int64_t n_blk = (n_out + SMALL_JB - 1) / SMALL_JB;
         int act = arch->acts[k];
-        int by_cols = layer_uses_gemm(n_in, n_out) && act != BP_ACT_SOFTMAX;
-        if (!by_cols) {
-            n_blk = 0;  /* a narrow layer or softmax: by rows, below */
-        }
+        /* every thread takes the same branch */
+        if (layer_uses_gemm(n_in, n_out) && act != BP_ACT_SOFTMAX) {
 #pragma omp for schedule(static)
-        for (int64_t blk = 0; blk < n_blk; blk++) {
-            int64_t j0 = blk * SMALL_JB;
-            int64_t nj = n_out - j0 < SMALL_JB ? n_out - j0 : SMALL_JB;
-            FN(product_small)(dst, x, W, m, n_in, n_out, blk, blk + 1);
+            for (int64_t blk = 0; blk < n_blk; blk++) {
+                int64_t j0 = blk * SMALL_JB;
+                int64_t nj = n_out - j0 < SMALL_JB ? n_out - j0 : SMALL_JB;
+                FN(product_small)(dst, x, W, m, n_in, n_out, blk, blk + 1);
+                for (int64_t i = 0; i < m; i++) {
+                    T *d_ij = dst + i * n_out + j0;
+                    FN(bias_rows)(d_ij, b + j0, 1, nj);
+                    FN(act_row)(d_ij, d_ij, nj, act);
+                }
+            }
+        } else {
+            /* a narrow layer, or softmax (needs whole rows): by rows */
+#pragma omp for schedule(static)
             for (int64_t i = 0; i < m; i++) {
-                FN(bias_rows)(dst + i * n_out + j0, b + j0, 1, nj);
-                FN(act_row)(dst + i * n_out + j0, dst + i * n_out + j0, nj,
-                            act);
+                T *d_i = dst + i * n_out;
+                if (layer_uses_gemm(n_in, n_out)) {
+                    FN(product_small)(d_i, x + i * n_in, W, 1, n_in, n_out,
+                                      0, n_blk);
+                    FN(bias_rows)(d_i, b, 1, n_out);
+                } else {
+                    FN(dense_rows)(d_i, x + i * n_in, 1, n_in, W, b, n_out);
+                }
+                FN(act_row)(d_i, d_i, n_out, act);
             }
-        }
-#pragma omp for schedule(static)
-        for (int64_t i = 0; i < (by_cols ? 0 : m); i++) {
-            T *d_i = dst + i * n_out;
-            if (layer_uses_gemm(n_in, n_out)) {
-                FN(product_small)(d_i, x + i * n_in, W, 1, n_in, n_out, 0,
-                                  (n_out + SMALL_JB - 1) / SMALL_JB);
-                FN(bias_rows)(d_i, b, 1, n_out);
-            } else {
-                FN(dense_rows)(d_i, x + i * n_in, 1, n_in, W, b, n_out);
-            }
-            FN(act_row)(d_i, d_i, n_out, act);
         }
         x = dst;
     }
@@ -1112,8 +1113,9 @@ FN(tiny_loss)(FN(lanes) *d, FN(lanes) *z, FN(lanes) *h, const T *Y,
 {
     double total = 0.0;
     if (loss == BP_LOSS_MSE && act != BP_ACT_SOFTMAX) {
-        /* the common case, lanes side by side: per lane the same sums, in
-         * the same order, as the general loop below */
+        /* the common case, lanes side by side (per lane the sums of
+         * loss_row, in its order); unused lanes end at zero through their
+         * zero scale */
         double li[TINY_LANES];
         for (int l = 0; l < LN; l++) {
             li[l] = 0.0;
@@ -1164,20 +1166,20 @@ FN(tiny_loss)(FN(lanes) *d, FN(lanes) *z, FN(lanes) *h, const T *Y,
                 d[j][l] = (h[j][l] - y[j]) * scale[l];
             }
         } else {
+            /* mse with a softmax output (elementwise ones returned above):
+             * delta_j = s_j (g_j - sum_k g_k s_k) */
+            double dot = 0.0;
             for (int64_t j = 0; j < n; j++) {
                 T g = h[j][l] - y[j];
                 li = MULADD64(0.5 * (double)g, (double)g, li);
                 d[j][l] = g;
             }
-            if (act == BP_ACT_SOFTMAX) {
-                double dot = 0.0;
-                for (int64_t j = 0; j < n; j++) {
-                    dot = MULADD64((double)d[j][l], (double)h[j][l], dot);
-                }
-                for (int64_t j = 0; j < n; j++) {
-                    d[j][l] = h[j][l] * (d[j][l] - (T)dot);
-                    d[j][l] *= scale[l];
-                }
+            for (int64_t j = 0; j < n; j++) {
+                dot = MULADD64((double)d[j][l], (double)h[j][l], dot);
+            }
+            for (int64_t j = 0; j < n; j++) {
+                d[j][l] = h[j][l] * (d[j][l] - (T)dot);
+                d[j][l] *= scale[l];
             }
         }
         total = sw != NULL ? MULADD64((double)sw[i0 + l], li, total)
@@ -1186,14 +1188,6 @@ FN(tiny_loss)(FN(lanes) *d, FN(lanes) *z, FN(lanes) *h, const T *Y,
     for (int l = nl; l < LN; l++) {
         for (int64_t j = 0; j < n; j++) {
             d[j][l] = 0;
-        }
-    }
-    if (loss == BP_LOSS_MSE && act != BP_ACT_SOFTMAX) {
-        for (int64_t j = 0; j < n; j++) {
-            FN(act_grad_row)(d[j], z[j], h[j], LN, act);
-            for (int l = 0; l < LN; l++) {
-                d[j][l] *= scale[l];
-            }
         }
     }
     return total;
@@ -1583,12 +1577,13 @@ FN(online_tiny)(FN(train_ctx) *c)
     for (int64_t b = c->first_batch; b < c->first_batch + c->n_batches; b++) {
         int64_t i = order != NULL ? order[b] : b;
         const T *x = X + i * n_in, *y = Y + i * n_L;
-        double S = sw != NULL ? 0.0 + (double)sw[i] : 1.0, li, loss;
+        const T *swi = sw != NULL ? sw + i : NULL;
+        double S = FN(weight_sum)(swi, 1), li, loss;
         T scale;
         if (S <= 0.0) {
             continue;
         }
-        scale = (T)((sw != NULL ? (double)sw[i] : 1.0) / S);
+        scale = (T)((swi != NULL ? (double)*swi : 1.0) / S);
         for (int64_t a = 0; a < n_in; a++) {
             h[0][a] = x[a];
         }

@@ -4,8 +4,6 @@ import sys
 from bpcore import _core
 from bpcore._validation import check_threads
 
-_num_threads = None
-
 
 def set_num_threads(n):
     """Set the number of threads bpcore uses (None restores OpenMP's default).
@@ -16,9 +14,7 @@ def set_num_threads(n):
         Threads for every later call without an explicit ``n_threads``.
         Results are the same bits whatever the value.
     """
-    global _num_threads
-    _num_threads = check_threads(n)
-    _core.set_user_threads(_num_threads)
+    _core.set_user_threads(check_threads(n))
 
 
 def get_num_threads():
@@ -27,19 +23,12 @@ def get_num_threads():
     The value of :func:`set_num_threads`, else OpenMP's default (which honours
     ``OMP_NUM_THREADS`` and threadpoolctl limits).
     """
-    if _num_threads is not None:
-        return _num_threads
-    return max(1, _core.default_threads())
+    return _core.threads_for(None)
 
 
 def resolve_threads(n_threads):
     """The count for one call: the argument, else get_num_threads()."""
-    if n_threads is None:
-        if _num_threads is not None:
-            return _num_threads
-        return max(1, _core.default_threads())
-    n = check_threads(n_threads)
-    return n if n is not None else get_num_threads()
+    return _core.threads_for(check_threads(n_threads))
 
 
 def show_config(file=None):

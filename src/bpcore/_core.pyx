@@ -62,9 +62,17 @@ cdef int _user_threads = 0  # set_num_threads; 0: OpenMP's default
 
 
 def set_user_threads(n):
-    """Record set_num_threads(n) (n an int >= 1, or None) for the C paths."""
+    """Record set_num_threads(n) (n an int >= 1, or None)."""
     global _user_threads
     _user_threads = 0 if n is None else n
+
+
+def threads_for(n_threads):
+    """n_threads if given (already checked), else set_num_threads' value,
+    else OpenMP's default."""
+    if n_threads is not None:
+        return n_threads
+    return _fast_threads(None)
 
 
 cdef int _fast_threads(object n_threads):
@@ -159,10 +167,10 @@ def all_finite(cnp.ndarray a):
 
 
 cdef bint _all_finite(cnp.ndarray a) except -1:
-    cdef Py_ssize_t i, n = cnp.PyArray_SIZE(a)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(a)
     cdef const float *pf
     cdef const double *pd
-    cdef bint ok = True
+    cdef bint ok
     cdef int tn = cnp.PyArray_TYPE(a)
     if not cnp.PyArray_IS_C_CONTIGUOUS(a) or tn not in (cnp.NPY_FLOAT32,
                                                          cnp.NPY_FLOAT64):

@@ -132,9 +132,9 @@ NAME(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa, const T *B,
     T *pb = pa + (int64_t)GEMM_MC * GEMM_KC;
 
     if (k <= GEMM_KC && m * k <= 32768) {
-        /* One block of rows and of depth: operands small enough to stay
-         * in cache as they are, so full tiles read A and contiguous B
-         * directly; only short tiles are packed (zero-padded). */
+        /* Depth within one block and A small: operands stay in cache as
+         * they are, so full tiles read A and contiguous B directly; only
+         * short tiles are packed (zero-padded). */
         for (int64_t jr = 0; jr < n; jr += NR) {
             int64_t nr = n - jr < NR ? n - jr : NR;
             const T *b = pb;
