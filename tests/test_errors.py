@@ -342,7 +342,8 @@ def test_bad_hyperparameters(make_opt, match):
 
 @pytest.mark.parametrize("n_threads, exc", [
     (0, ValueError), (1.5, VALUE_OR_TYPE), ("two", VALUE_OR_TYPE),
-], ids=["zero", "float", "string"])
+    (10**12, ValueError),
+], ids=["zero", "float", "string", "huge"])
 def test_bad_n_threads(n_threads, exc):
     net = network()
     X, _ = good_data("mse")
@@ -351,7 +352,8 @@ def test_bad_n_threads(n_threads, exc):
 
 
 @pytest.mark.usefixtures("restore_threads")
-@pytest.mark.parametrize("n", [0, -3], ids=["zero", "negative"])
+@pytest.mark.parametrize("n", [0, -3, 10**12],
+                         ids=["zero", "negative", "huge"])
 def test_bad_set_num_threads(n):
     with pytest.raises(ValueError, match="thread"):
         bpcore.set_num_threads(n)

@@ -188,5 +188,8 @@ def as_sample_weight(sw, name, dtype, m):
 
 
 def check_threads(n_threads):
-    """None or an int >= 1."""
-    return check_int(n_threads, "n_threads", minimum=1, allow_none=True)
+    """None or an int in [1, 65536]."""
+    n = check_int(n_threads, "n_threads", minimum=1, allow_none=True)
+    if n is not None and n > 1 << 16:
+        raise ValueError(f"n_threads must be <= {1 << 16}, got {n}")
+    return n
