@@ -299,3 +299,81 @@ def test_callback_may_predict_evaluate_and_save(rng, tmp_path):
     assert seen[1][1] == pytest.approx(net.evaluate(X, Y))
     np.testing.assert_array_equal(
         bpcore.load(tmp_path / "e1.safetensors").params, net.params)
+
+
+# -- class indices ------------------------------------------------------------
+
+@pytest.mark.parametrize("layers,batch", [
+    ([3, 4, 5], 7),        # tiny path
+    ([3, 4, 5], 1),        # tiny online path
+    ([3, 4, 5], None),     # tiny, full batch
+    ([3, 12, 9, 5], 7),    # general path
+    ([3, 12, 9, 5], 1),
+    ([3, 12, 9, 5], None),
+])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_class_indices_train_as_their_one_hot_rows(layers, batch, dtype,
+                                                   shuffle, rng):
+    """fit/step/evaluate take 1-D class indices without building the
+    (m, n_L) one-hot array; the result is bitwise that of the one-hot
+    targets, with sample weights and validation data too."""
+    m, n_out = 150, layers[-1]
+    X = rng.normal(size=(m, layers[0]))
+    y = rng.integers(0, n_out, size=m)
+    Y = np.eye(n_out)[y]
+    sw = rng.uniform(0.5, 2.0, size=m)
+    nets, hists = [], []
+    for targets, val in ((y, y[:40]), (Y, Y[:40])):
+        net = bpcore.Network(layers, activation="tanh", output="softmax",
+                             loss="cross_entropy", dtype=dtype, seed=3)
+        hists.append(net.fit(X, targets, epochs=3, batch_size=batch,
+                             optimizer=bpcore.Adam(lr=0.01),
+                             sample_weight=sw, shuffle=shuffle,
+                             validation_data=(X[:40], val), n_threads=2))
+        net.step(X[:20], targets[:20], bpcore.SGD(lr=0.1))
+        nets.append(net)
+    np.testing.assert_array_equal(nets[0].params, nets[1].params)
+    assert hists[0].loss == hists[1].loss
+    assert hists[0].val_loss == hists[1].val_loss
+    assert nets[0].evaluate(X, y, sample_weight=sw) == \
+        nets[1].evaluate(X, Y, sample_weight=sw)
+
+
+def test_class_indices_need_no_one_hot_copy():
+    """Training on class indices of many classes holds no (m, n_L) array:
+    the targets become one-hot rows a batch at a time inside the loop."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    m, n_out = 100_000, 100  # one-hot float32 targets: 40 MB
+    X = rng.normal(size=(m, 4)).astype(np.float32)
+    y = rng.integers(0, n_out, size=m)
+    net = bpcore.Network([4, 8, n_out], activation="relu", output="softmax",
+                         loss="cross_entropy", dtype="float32", seed=0)
+    tracemalloc.start()
+    try:
+        net.fit(X, y, epochs=1, batch_size=256, shuffle=True, n_threads=1)
+        _, fit_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        net.evaluate(X, y)
+        _, eval_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # fit: the labels as int64 (0.8 MB), the shuffle order, a batch's work
+    assert fit_peak < 8e6, fit_peak
+    # evaluate: one block of 8192 rows at a time (about 21 MB here)
+    assert eval_peak < 30e6, eval_peak
+
+
+def test_class_indices_out_of_range_are_refused(rng):
+    net = bpcore.Network([3, 4, 5], output="softmax", loss="cross_entropy")
+    X = rng.normal(size=(10, 3))
+    before = net.params.copy()
+    for bad in (np.r_[np.zeros(9, int), 5], np.r_[np.zeros(9, int), -1],
+                np.r_[np.zeros(9), 0.5]):
+        with pytest.raises(ValueError, match="labels"):
+            net.fit(X, bad, epochs=1)
+        with pytest.raises(ValueError, match="labels"):
+            net.step(X, bad, "sgd")
+    np.testing.assert_array_equal(net.params, before)

@@ -75,27 +75,27 @@ bp_optim_update_f64(double *params, const double *grad, bp_optim *opt,
 bp_status
 bp_train_f32(float *params, float *grad, bp_optim *opt, double *loss_sum,
              double *weight_sum, int64_t *batches_done, const float *X,
-             const float *Y, const float *sw, const int64_t *order, int64_t m,
-             int64_t batch, int64_t first_batch, int64_t n_batches,
-             const bp_arch *arch, void *work, int64_t work_bytes,
-             int n_threads)
+             const float *Y, const int64_t *labels, const float *sw,
+             const int64_t *order, int64_t m, int64_t batch,
+             int64_t first_batch, int64_t n_batches, const bp_arch *arch,
+             void *work, int64_t work_bytes, int n_threads)
 {
     return kernels()->train_f32(params, grad, opt, loss_sum, weight_sum,
-                                batches_done, X, Y, sw, order, m, batch,
-                                first_batch, n_batches, arch, work,
+                                batches_done, X, Y, labels, sw, order, m,
+                                batch, first_batch, n_batches, arch, work,
                                 work_bytes, n_threads);
 }
 
 bp_status
 bp_train_f64(double *params, double *grad, bp_optim *opt, double *loss_sum,
              double *weight_sum, int64_t *batches_done, const double *X,
-             const double *Y, const double *sw, const int64_t *order,
-             int64_t m, int64_t batch, int64_t first_batch, int64_t n_batches,
-             const bp_arch *arch, void *work, int64_t work_bytes,
-             int n_threads)
+             const double *Y, const int64_t *labels, const double *sw,
+             const int64_t *order, int64_t m, int64_t batch,
+             int64_t first_batch, int64_t n_batches, const bp_arch *arch,
+             void *work, int64_t work_bytes, int n_threads)
 {
     return kernels()->train_f64(params, grad, opt, loss_sum, weight_sum,
-                                batches_done, X, Y, sw, order, m, batch,
-                                first_batch, n_batches, arch, work,
+                                batches_done, X, Y, labels, sw, order, m,
+                                batch, first_batch, n_batches, arch, work,
                                 work_bytes, n_threads);
 }

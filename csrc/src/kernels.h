@@ -37,12 +37,14 @@ typedef struct {
                             int64_t, int);
     bp_status (*train_f32)(float *, float *, bp_optim *, double *, double *,
                            int64_t *, const float *, const float *,
-                           const float *, const int64_t *, int64_t, int64_t,
+                           const int64_t *, const float *, const int64_t *,
+                           int64_t, int64_t,
                            int64_t, int64_t, const bp_arch *, void *, int64_t,
                            int);
     bp_status (*train_f64)(double *, double *, bp_optim *, double *, double *,
                            int64_t *, const double *, const double *,
-                           const double *, const int64_t *, int64_t, int64_t,
+                           const int64_t *, const double *, const int64_t *,
+                           int64_t, int64_t,
                            int64_t, int64_t, const bp_arch *, void *, int64_t,
                            int);
 } kernel_table;

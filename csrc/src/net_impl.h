@@ -1386,6 +1386,16 @@ FN(tiny_backward_body)(T *grad, double *part, double *wsum, const T *X,
     return loss / S;
 }
 
+/* y (n) = the one-hot row of class c. */
+static INLINE void
+FN(onehot_row)(T *y, int64_t n, int64_t c)
+{
+    for (int64_t j = 0; j < n; j++) {
+        y[j] = 0;
+    }
+    y[c] = 1;
+}
+
 /* Carve the training workspace (see bp_train_workspace_size). */
 typedef struct {
     T *Xb, *Yb, *swb;
@@ -1425,7 +1435,7 @@ typedef struct {
     T *params, *grad;
     const bp_optim *opt;
     const T *X, *Y, *sw;
-    const int64_t *order;
+    const int64_t *labels, *order;
     int64_t m, batch, first_batch, n_batches;
     const bp_arch *arch;
     const int64_t *w_off, *b_off;
@@ -1444,7 +1454,7 @@ FN(train_region)(FN(train_ctx) *c)
     T *params = c->params, *grad = c->grad;
     const bp_optim *opt = c->opt;
     const T *X = c->X, *Y = c->Y, *sw = c->sw;
-    const int64_t *order = c->order;
+    const int64_t *labels = c->labels, *order = c->order;
     int64_t m = c->m, batch = c->batch, first_batch = c->first_batch;
     int64_t n_batches = c->n_batches, n_w = c->n_w, n_p = c->n_p;
     const bp_arch *arch = c->arch;
@@ -1468,8 +1478,12 @@ FN(train_region)(FN(train_ctx) *c)
             for (int64_t r = 0; r < mb; r++) {
                 memcpy(ws.Xb + r * n_in, X + idx[r] * n_in,
                        (size_t)n_in * sizeof(T));
-                memcpy(ws.Yb + r * n_L, Y + idx[r] * n_L,
-                       (size_t)n_L * sizeof(T));
+                if (labels != NULL) {
+                    FN(onehot_row)(ws.Yb + r * n_L, n_L, labels[idx[r]]);
+                } else {
+                    memcpy(ws.Yb + r * n_L, Y + idx[r] * n_L,
+                           (size_t)n_L * sizeof(T));
+                }
                 if (sw != NULL) {
                     ws.swb[r] = sw[idx[r]];
                 }
@@ -1479,8 +1493,21 @@ FN(train_region)(FN(train_ctx) *c)
             swb = sw != NULL ? ws.swb : NULL;
         } else {
             Xb = X + start * n_in;
-            Yb = Y + start * n_L;
+            Yb = labels != NULL ? ws.Yb : Y + start * n_L;
             swb = sw != NULL ? sw + start : NULL;
+            if (labels != NULL && tiny) {
+#pragma omp for schedule(static)
+                for (int64_t r = 0; r < mb; r++) {
+                    FN(onehot_row)(ws.Yb + r * n_L, n_L, labels[start + r]);
+                }
+            } else if (labels != NULL) {
+                /* no barrier needed: backward_body's forward pass has one
+                 * before its loss loop reads Yb */
+#pragma omp for schedule(static) nowait
+                for (int64_t r = 0; r < mb; r++) {
+                    FN(onehot_row)(ws.Yb + r * n_L, n_L, labels[start + r]);
+                }
+            }
         }
         if (FN(weight_sum)(swb, mb) <= 0.0) {
             /* A batch whose weights are all zero teaches nothing. */
@@ -1554,7 +1581,7 @@ FN(online_tiny)(FN(train_ctx) *c)
     int64_t L = arch->n_layers - 1, n_in = c->n_in, n_L = c->n_L;
     int act_L = arch->acts[L - 1], loss_kind = arch->loss;
     T z[TINY_MAXL + 1][TINY_MAXW], h[TINY_MAXL + 1][TINY_MAXW];
-    T d[TINY_MAXW], dp[TINY_MAXW];
+    T d[TINY_MAXW], dp[TINY_MAXW], y1[TINY_MAXW];
     double lsum = c->lsum, wsum = c->wsum;
     int64_t done = 0, t = c->t0;
     double b1 = opt->beta1, b2 = opt->beta2;
@@ -1576,12 +1603,17 @@ FN(online_tiny)(FN(train_ctx) *c)
     c->diverged = 0;
     for (int64_t b = c->first_batch; b < c->first_batch + c->n_batches; b++) {
         int64_t i = order != NULL ? order[b] : b;
-        const T *x = X + i * n_in, *y = Y + i * n_L;
+        const T *x = X + i * n_in, *y = y1;
         const T *swi = sw != NULL ? sw + i : NULL;
         double S = FN(weight_sum)(swi, 1), li, loss;
         T scale;
         if (S <= 0.0) {
             continue;
+        }
+        if (c->labels != NULL) {
+            FN(onehot_row)(y1, n_L, c->labels[i]);
+        } else {
+            y = Y + i * n_L;
         }
         scale = (T)((swi != NULL ? (double)*swi : 1.0) / S);
         for (int64_t a = 0; a < n_in; a++) {
@@ -1648,7 +1680,8 @@ FN(online_tiny)(FN(train_ctx) *c)
 static bp_status
 FN(train)(T *params, T *grad, bp_optim *opt, double *loss_sum,
                    double *weight_sum, int64_t *batches_done, const T *X,
-                   const T *Y, const T *sw, const int64_t *order, int64_t m,
+                   const T *Y, const int64_t *labels, const T *sw,
+                   const int64_t *order, int64_t m,
                    int64_t batch, int64_t first_batch, int64_t n_batches,
                    const bp_arch *arch, void *work, int64_t work_bytes,
                    int n_threads)
@@ -1672,7 +1705,7 @@ FN(train)(T *params, T *grad, bp_optim *opt, double *loss_sum,
     }
     if (params == NULL || grad == NULL || loss_sum == NULL ||
             weight_sum == NULL || batches_done == NULL || X == NULL ||
-            Y == NULL || work == NULL) {
+            (Y == NULL) == (labels == NULL) || work == NULL) {
         return BP_EARG;
     }
     if (m < 1 || batch < 1 || first_batch < 0 || n_batches < 0) {
@@ -1699,6 +1732,14 @@ FN(train)(T *params, T *grad, bp_optim *opt, double *loss_sum,
             }
         }
     }
+    if (labels != NULL) {
+        int64_t n_out = arch->sizes[arch->n_layers - 1];
+        for (int64_t i = 0; i < m; i++) {
+            if (labels[i] < 0 || labels[i] >= n_out) {
+                return BP_EARG;
+            }
+        }
+    }
     FN(carve)(&ws, arch, batch, work);
     lsum = *loss_sum;
     wsum_total = *weight_sum;
@@ -1707,9 +1748,10 @@ FN(train)(T *params, T *grad, bp_optim *opt, double *loss_sum,
     t0 = opt->t;
 
     {
-        FN(train_ctx) c = {params, grad, opt, X, Y, sw, order, m, batch,
-                           first_batch, n_batches, arch, w_off, b_off, n_w,
-                           n_p, &ws, n_in, n_L, t0, lsum, wsum_total, 0, 0};
+        FN(train_ctx) c = {params, grad, opt, X, Y, sw, labels, order, m,
+                           batch, first_batch, n_batches, arch, w_off, b_off,
+                           n_w, n_p, &ws, n_in, n_L, t0, lsum, wsum_total, 0,
+                           0};
         if (batch == 1 && arch_is_tiny(arch)) {
             FN(online_tiny)(&c);
         } else {

@@ -148,8 +148,8 @@ check_training(void)
     int32_t acts[3] = {BP_ACT_TANH, BP_ACT_RELU, BP_ACT_SOFTMAX};
     bp_arch arch = {4, sizes, acts, BP_LOSS_CE};
     int64_t w_off[3], b_off[3], n_w, n_p, m = 101, bytes = 0, done = 0;
-    float *params, *grad, *X, *Y, *out, *out2, *s1;
-    int64_t *order;
+    float *params, *grad, *X, *Y, *out, *out2, *s1, *p1, *p2;
+    int64_t *order, *labels;
     double lsum = 0.0, wsum = 0.0;
     bp_optim opt = {BP_OPT_SGD, 1, 0.05, 0.9, 0.01, 0.9, 0.999, 1e-8, 0,
                     NULL, NULL};
@@ -164,6 +164,9 @@ check_training(void)
     out = malloc(sizeof(float) * (size_t)(m * 3));
     out2 = malloc(sizeof(float) * (size_t)(m * 3));
     order = malloc(sizeof(int64_t) * (size_t)m);
+    labels = malloc(sizeof(int64_t) * (size_t)m);
+    p1 = malloc(sizeof(float) * (size_t)n_p);
+    p2 = malloc(sizeof(float) * (size_t)n_p);
     for (int64_t i = 0; i < n_w; i++) {
         params[i] = (float)(0.3 * uniform());
     }
@@ -172,22 +175,60 @@ check_training(void)
     }
     for (int64_t i = 0; i < m; i++) {
         Y[i * 3 + (i % 3)] = 1.0f;
+        labels[i] = i % 3;
         order[i] = (i * 37) % m; /* a permutation: 37 is prime to 101 */
     }
     opt.state1 = s1;
     CHECK(bp_train_workspace_size(&bytes, &arch, 10, 2) == BP_OK);
     work = malloc((size_t)bytes);
     CHECK(bp_train_f32(params, grad, &opt, &lsum, &wsum, &done, X, Y, NULL,
-                       order, m, 10, 0, 11, &arch, work, bytes, 2) == BP_OK);
+                       NULL, order, m, 10, 0, 11, &arch, work, bytes,
+                       2) == BP_OK);
     CHECK(done == 11 && opt.t == 11 && isfinite(lsum) && wsum == 101.0);
     /* too little workspace is refused, not overrun */
     CHECK(bp_train_f32(params, grad, &opt, &lsum, &wsum, &done, X, Y, NULL,
-                       order, m, 10, 0, 1, &arch, work, 100, 2) ==
+                       NULL, order, m, 10, 0, 1, &arch, work, 100, 2) ==
           BP_ENOMEM);
     /* batches past the end are refused */
     CHECK(bp_train_f32(params, grad, &opt, &lsum, &wsum, &done, X, Y, NULL,
-                       order, m, 10, 5, 7, &arch, work, bytes, 2) ==
+                       NULL, order, m, 10, 5, 7, &arch, work, bytes, 2) ==
           BP_ESHAPE);
+    /* class indices train exactly as their one-hot rows, shuffled or not,
+     * on 1 and 2 threads; exactly one of Y and labels; labels in range */
+    for (int shuffled = 0; shuffled < 2; shuffled++) {
+        for (int nt = 1; nt <= 2; nt++) {
+            int64_t *ord = shuffled ? order : NULL;
+            double l1 = 0.0, w1 = 0.0, l2 = 0.0, w2 = 0.0;
+            memcpy(p1, params, sizeof(float) * (size_t)n_p);
+            memcpy(p2, params, sizeof(float) * (size_t)n_p);
+            memset(s1, 0, sizeof(float) * (size_t)n_p);
+            opt.t = 0;
+            CHECK(bp_train_f32(p1, grad, &opt, &l1, &w1, &done, X, Y, NULL,
+                               NULL, ord, m, 10, 0, 11, &arch, work, bytes,
+                               nt) == BP_OK);
+            memset(s1, 0, sizeof(float) * (size_t)n_p);
+            opt.t = 0;
+            CHECK(bp_train_f32(p2, grad, &opt, &l2, &w2, &done, X, NULL,
+                               labels, NULL, ord, m, 10, 0, 11, &arch, work,
+                               bytes, nt) == BP_OK);
+            CHECK(memcmp(p1, p2, sizeof(float) * (size_t)n_p) == 0);
+            CHECK(l1 == l2 && w1 == w2 && done == 11);
+        }
+    }
+    CHECK(bp_train_f32(params, grad, &opt, &lsum, &wsum, &done, X, Y,
+                       labels, NULL, NULL, m, 10, 0, 1, &arch, work, bytes,
+                       1) == BP_EARG);
+    CHECK(bp_train_f32(params, grad, &opt, &lsum, &wsum, &done, X, NULL,
+                       NULL, NULL, NULL, m, 10, 0, 1, &arch, work, bytes,
+                       1) == BP_EARG);
+    labels[50] = 3;
+    CHECK(bp_train_f32(params, grad, &opt, &lsum, &wsum, &done, X, NULL,
+                       labels, NULL, NULL, m, 10, 0, 1, &arch, work, bytes,
+                       1) == BP_EARG);
+    labels[50] = -1;
+    CHECK(bp_train_f32(params, grad, &opt, &lsum, &wsum, &done, X, NULL,
+                       labels, NULL, NULL, m, 10, 0, 1, &arch, work, bytes,
+                       1) == BP_EARG);
     free(work);
 
     CHECK(bp_predict_workspace_size(&bytes, &arch, 101, 2) == BP_OK);
@@ -205,6 +246,9 @@ check_training(void)
     free(out);
     free(out2);
     free(order);
+    free(labels);
+    free(p1);
+    free(p2);
 }
 
 int

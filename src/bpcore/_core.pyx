@@ -474,6 +474,8 @@ cdef class Arch:
               double wsum=0.0):
         """Run n_batches updates in C.
 
+        Y is (m, n_L) targets, or for cross-entropy (m,) int64 class
+        indices (expanded to one-hot rows a batch at a time in C).
         opt holds kind, lr, momentum, nesterov, weight_decay, beta1, beta2,
         eps, t, state1, state2 (arrays or None); t is updated in place.
         lsum and wsum are running sums that the batches add to.
@@ -486,10 +488,17 @@ cdef class Arch:
         cdef bp_status st
         cdef void *psw = NULL
         cdef void *pord = NULL
+        cdef void *py = NULL
+        cdef void *plab = NULL
         _need(params, self.dtype, (self.n_params,), "params")
         _need(grad, self.dtype, (self.n_params,), "grad")
         _need(X, self.dtype, (m, self.size(0)), "X")
-        _need(Y, self.dtype, (m, self.size(L)), "Y")
+        if Y.ndim == 1:
+            _need(Y, np.int64, (m,), "labels")
+            plab = _ptr(Y)
+        else:
+            _need(Y, self.dtype, (m, self.size(L)), "Y")
+            py = _ptr(Y)
         if sw is not None:
             _need(sw, self.dtype, (m,), "sample_weight")
             psw = _ptr(sw)
@@ -502,19 +511,20 @@ cdef class Arch:
         cdef void *pp = _ptr(params)
         cdef void *pg = _ptr(grad)
         cdef void *px = _ptr(X)
-        cdef void *py = _ptr(Y)
         cdef void *pw = _ptr(work)
         cdef int64_t wbytes = work.shape[0]
         with nogil:
             if self.f64:
                 st = bp_train_f64(<double *>pp, <double *>pg, &o, &lsum, &wsum,
                                   &done, <const double *>px, <const double *>py,
+                                  <const int64_t *>plab,
                                   <const double *>psw, <const int64_t *>pord,
                                   m, batch, first_batch, n_batches, &self.arch,
                                   pw, wbytes, n_threads)
             else:
                 st = bp_train_f32(<float *>pp, <float *>pg, &o, &lsum, &wsum,
                                   &done, <const float *>px, <const float *>py,
+                                  <const int64_t *>plab,
                                   <const float *>psw, <const int64_t *>pord,
                                   m, batch, first_batch, n_batches, &self.arch,
                                   pw, wbytes, n_threads)

@@ -125,10 +125,12 @@ def as_inputs(X, name, dtype, n_features):
     return arr, was_1d
 
 
-def as_targets(Y, name, dtype, loss, n_outputs, m):
+def as_targets(Y, name, dtype, loss, n_outputs, m, labels=False):
     """Targets as a C-contiguous (m, n_outputs) array of dtype, checked.
 
-    cross_entropy also takes 1-D class indices, turned into one-hot rows.
+    cross_entropy also takes 1-D class indices, turned into one-hot rows;
+    with labels=True they come back as a checked (m,) int64 array instead
+    (the training loop expands them a batch at a time).
     """
     arr = _numeric(Y, name)
     if loss == "cross_entropy" and arr.ndim == 1:
@@ -145,6 +147,8 @@ def as_targets(Y, name, dtype, loss, n_outputs, m):
             raise ValueError(f"{name}: class labels must be in "
                              f"[0, {n_outputs - 1}], got values from "
                              f"{arr.min()} to {arr.max()}")
+        if labels:
+            return np.ascontiguousarray(arr, dtype=np.int64)
         onehot = np.zeros((m, n_outputs), dtype=dtype)
         onehot[np.arange(m), arr.astype(np.intp, copy=False)] = 1
         return onehot

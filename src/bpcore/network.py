@@ -306,9 +306,9 @@ class Network:
     def _inputs(self, X, name="X"):
         return V.as_inputs(X, name, self._dtype, self._layers[0])
 
-    def _targets(self, Y, m, name="Y"):
+    def _targets(self, Y, m, name="Y", labels=False):
         return V.as_targets(Y, name, self._dtype, self._loss,
-                            self._layers[-1], m)
+                            self._layers[-1], m, labels)
 
     def predict(self, X, n_threads=None):
         """Output activations.
@@ -388,7 +388,11 @@ class Network:
                          biases=list(gb), delta=delta)
 
     def _loss_on(self, X, Y, sw, nt):
-        """Loss on validated arrays, in blocks of rows to bound memory."""
+        """Loss on validated arrays, in blocks of rows to bound memory.
+
+        Y may be (m,) class indices (cross_entropy): one-hot a block at a
+        time.
+        """
         m = X.shape[0]
         grad = np.empty_like(self._params)
         total, wtotal = 0.0, 0.0
@@ -402,7 +406,11 @@ class Network:
             net, out = self._trace_arrays(mb), self._trace_arrays(mb)
             delta = [None] + [np.empty((mb, n), dtype=self._dtype)
                               for n in self._layers[1:]]
-            loss = self._arch.backward(self._params, X[r0:r1], Y[r0:r1], swb,
+            Yb = Y[r0:r1]
+            if Yb.ndim == 1:
+                Yb = np.zeros((mb, self._layers[-1]), dtype=self._dtype)
+                Yb[np.arange(mb), Y[r0:r1]] = 1
+            loss = self._arch.backward(self._params, X[r0:r1], Yb, swb,
                                        grad, delta, net, out, nt)
             total += loss * w
             wtotal += w
@@ -411,7 +419,7 @@ class Network:
     def evaluate(self, X, Y, sample_weight=None, n_threads=None):
         """The loss E on this data (weighted mean with ``sample_weight``)."""
         X, _ = self._inputs(X)
-        Y = self._targets(Y, X.shape[0])
+        Y = self._targets(Y, X.shape[0], labels=True)
         sw = V.as_sample_weight(sample_weight, "sample_weight", self._dtype,
                                 X.shape[0])
         nt = resolve_threads(n_threads)
@@ -437,7 +445,7 @@ class Network:
         opt = get_optimizer(optimizer)
         X, _ = self._inputs(X)
         m = X.shape[0]
-        Y = self._targets(Y, m)
+        Y = self._targets(Y, m, labels=True)
         sw = V.as_sample_weight(sample_weight, "sample_weight", self._dtype, m)
         nt = resolve_threads(n_threads)
         with self._guard.write():
@@ -514,7 +522,7 @@ class Network:
                                 f"got {cb!r}")
         X, _ = self._inputs(X)
         m = X.shape[0]
-        Y = self._targets(Y, m)
+        Y = self._targets(Y, m, labels=True)  # class indices stay indices
         sw = V.as_sample_weight(sample_weight, "sample_weight", self._dtype, m)
         val = None
         if validation_data is not None:
@@ -524,7 +532,7 @@ class Network:
                                 " or (X_val, Y_val, sample_weight_val)")
             Xv, _ = self._inputs(validation_data[0], "validation_data X")
             Yv = self._targets(validation_data[1], Xv.shape[0],
-                               "validation_data Y")
+                               "validation_data Y", labels=True)
             swv = None
             if len(validation_data) == 3:
                 swv = V.as_sample_weight(validation_data[2],

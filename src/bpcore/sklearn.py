@@ -366,8 +366,11 @@ class _BaseMLP(BaseEstimator):
             sample_weight = (extra if sample_weight is None
                              else sample_weight * extra)
         Y, out_act, loss = self._targets(y)
-        Y = np.ascontiguousarray(Y, dtype=dtype)
-        n_outputs = Y.shape[1]
+        if Y.ndim == 1:  # class indices: one output unit per class
+            n_outputs = len(self.classes_)
+        else:
+            Y = np.ascontiguousarray(Y, dtype=dtype)
+            n_outputs = Y.shape[1]
         rng = check_random_state(self.random_state)
 
         if first_pass:
@@ -736,10 +739,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def _targets(self, y):
         lb = self._label_binarizer
-        Y = lb.transform(y)
         if lb.y_type_ == "multiclass":
-            return Y, "softmax", "cross_entropy"
-        return Y, "sigmoid", "binary_cross_entropy"
+            # class indices: the network never needs the one-hot matrix
+            return (np.searchsorted(lb.classes_, y).astype(np.int64),
+                    "softmax", "cross_entropy")
+        return lb.transform(y), "sigmoid", "binary_cross_entropy"
 
     def _extra_sample_weight(self, y, incremental):
         cw = self.class_weight

@@ -196,23 +196,27 @@ bp_status bp_train_workspace_size(int64_t *bytes, const bp_arch *arch,
  *     batch order, so a loop of calls sums exactly like one call
  *   weight_sum inout: each batch adds its weight (sum of its s_i)
  *   batches_done out
- *   X (m, n_0), Y (m, n_L), sw (m) or NULL, order (m) or NULL in
+ *   X (m, n_0), sw (m) or NULL, order (m) or NULL in
+ *   Y (m, n_L) in, or NULL with labels (m) in: class indices in
+ *     [0, n_L), each standing for a one-hot row of Y (cross-entropy
+ *     targets without the m x n_L array); exactly one of the two
  * Stops with BP_ENONFINITE after the first batch whose loss is not finite;
  * that batch's update is not applied.
  */
 bp_status bp_train_f32(float *params, float *grad, bp_optim *opt,
                        double *loss_sum, double *weight_sum,
                        int64_t *batches_done, const float *X, const float *Y,
-                       const float *sw, const int64_t *order, int64_t m,
+                       const int64_t *labels, const float *sw,
+                       const int64_t *order, int64_t m,
                        int64_t batch, int64_t first_batch, int64_t n_batches,
                        const bp_arch *arch, void *work, int64_t work_bytes,
                        int n_threads);
 bp_status bp_train_f64(double *params, double *grad, bp_optim *opt,
                        double *loss_sum, double *weight_sum,
                        int64_t *batches_done, const double *X,
-                       const double *Y, const double *sw,
-                       const int64_t *order, int64_t m, int64_t batch,
-                       int64_t first_batch, int64_t n_batches,
+                       const double *Y, const int64_t *labels,
+                       const double *sw, const int64_t *order, int64_t m,
+                       int64_t batch, int64_t first_batch, int64_t n_batches,
                        const bp_arch *arch, void *work, int64_t work_bytes,
                        int n_threads);
 
