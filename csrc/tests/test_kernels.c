@@ -134,11 +134,16 @@ check_kernel(const kernel_table *t)
         for (size_t b = 0; b < sizeof dims / sizeof dims[0]; b += 2) {
             for (size_t c = 0; c < sizeof ks / sizeof ks[0]; c++) {
                 check_shape(t, dims[a], dims[b], ks[c], (int)(a & 1),
-                            (int)(c & 1));
+                            (int)((b / 2 + c) & 1));
             }
         }
     }
-    check_shape(t, 130, 1030, 300, 0, 0); /* crosses MC, NC and KC */
+    /* crosses MC, NC and KC; transposed B packs VL x VL blocks through
+     * the registers (and the depth's remainder one by one) */
+    for (int tb = 0; tb < 2; tb++) {
+        check_shape(t, 130, 1030, 300, 0, tb);
+        check_shape(t, 13, 35, 64, 1, tb);
+    }
 }
 
 static void
