@@ -138,8 +138,8 @@ check_kernel(const kernel_table *t)
             }
         }
     }
-    /* crosses MC, NC and KC; transposed B packs VL x VL blocks through
-     * the registers (and the depth's remainder one by one) */
+    /* crosses MC, NC and KC; and a depth that is a multiple of every
+     * vector length, with B stored either way */
     for (int tb = 0; tb < 2; tb++) {
         check_shape(t, 130, 1030, 300, 0, tb);
         check_shape(t, 13, 35, 64, 1, tb);
