@@ -243,3 +243,16 @@ def test_predict_few_rows_equals_forward_any_threads(dtype, output, rng):
     for nt in (1, 2):
         assert np.array_equal(net.predict(X[2], n_threads=nt),
                               net.forward(X[2:3]).out[-1][0])
+
+
+@pytest.mark.parametrize("m", [1030, 2051, 4099])
+def test_predict_row_blocks_equal_forward_any_threads(m, rng):
+    # Many rows go in blocks of 128, 256 or 512 rows by the row count (the
+    # last block short, down to three rows): forward's bits whatever the
+    # block size and thread count.
+    net = bpcore.Network([40, 33, 17, 5], activation="relu",
+                         output="softmax", dtype="float32", seed=4)
+    X = rng.normal(size=(m, 40)).astype(np.float32)
+    want = net.forward(X, n_threads=1).out[-1]
+    for nt in (1, 2, 3):
+        assert np.array_equal(net.predict(X, n_threads=nt), want)

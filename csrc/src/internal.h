@@ -17,9 +17,22 @@
 /* Largest layer width we accept; keeps every product far from overflow. */
 #define BP_MAX_WIDTH (INT64_C(1) << 31)
 
-/* Rows per block in predict: small enough to keep a block's activations in
- * L2, large enough to amortise the loop overhead. */
+/* Rows per block in predict: BP_PREDICT_ROWS, or for many rows up to
+ * BP_PREDICT_MAX_ROWS (each block packs every weight matrix once, so
+ * larger blocks pack less often), as long as there are at least four blocks
+ * to share out.  Small enough to keep a block's activations near the core. */
 #define BP_PREDICT_ROWS 128
+#define BP_PREDICT_MAX_ROWS 512
+
+static inline int64_t
+predict_block_rows(int64_t m)
+{
+    int64_t r = BP_PREDICT_ROWS;
+    while (r < BP_PREDICT_MAX_ROWS && m >= 8 * r) {
+        r *= 2;
+    }
+    return r;
+}
 
 /* Predict calls of at most this many rows skip packing: direct products
  * that sum in the kernel's order (same bits, no scratch, low latency). */

@@ -803,15 +803,16 @@ FN(predict_region)(const FN(predict_ctx) *c)
     int64_t n_blocks = c->n_blocks, L = c->L;
     void *work = c->work;
     char *mine = (char *)align64(work) + (int64_t)thread_id() * per_thread;
-    int64_t brows = m <= BP_PREDICT_SMALL ? BP_PREDICT_SMALL : BP_PREDICT_ROWS;
+    int64_t brows = m <= BP_PREDICT_SMALL ? BP_PREDICT_SMALL
+                                          : predict_block_rows(m);
     T *buf[2], *scratch;
     buf[0] = (T *)mine;
     buf[1] = (T *)align64(mine + width * brows * 8);
     scratch = (T *)align64((char *)buf[1] + width * brows * 8);
 #pragma omp for schedule(static)
     for (int64_t blk = 0; blk < n_blocks; blk++) {
-        int64_t r0 = blk * BP_PREDICT_ROWS;
-        int64_t rows = m - r0 < BP_PREDICT_ROWS ? m - r0 : BP_PREDICT_ROWS;
+        int64_t r0 = blk * brows;
+        int64_t rows = m - r0 < brows ? m - r0 : brows;
         const T *x = X + r0 * arch->sizes[0];
         for (int64_t k = 0; k < L; k++) {
             int64_t n_in = arch->sizes[k], n_out = arch->sizes[k + 1];
@@ -925,7 +926,7 @@ FN(predict)(T *Y, const T *X, const T *params, const bp_arch *arch,
     L = arch->n_layers - 1;
     width = arch_max_width(arch);
     per_thread = predict_thread_bytes(arch, m);
-    n_blocks = (m + BP_PREDICT_ROWS - 1) / BP_PREDICT_ROWS;
+    n_blocks = (m + predict_block_rows(m) - 1) / predict_block_rows(m);
 
     {
         FN(predict_ctx) c = {Y, X, params, arch, w_off, b_off, m, work,
