@@ -62,21 +62,23 @@ SIMD_CAT(pack_b_, NAME)(T *restrict pb, const T *B, int64_t rsb, int64_t csb,
 }
 
 /*
- * C tile (mr <= MR, nr <= NR) = or += A panel x B panel: element (i, p) of
- * the A panel at a[i * ars + p * acs], row p of the B panel at b + p * brs
- * (packed panels: ars = 1, acs = MR, brs = NR).  The MR x NR sums run over
- * p in order, one FMA each, whatever the layout, so packed and unpacked
- * operands give the same bits.  Every MR rows of A and NR columns of B are
- * read: a short tile needs packed, zero-padded panels.
+ * C tile (R <= MR rows, nr <= NR columns) = or += A panel x B panel:
+ * element (i, p) of the A panel at a[i * ars + p * acs], row p of the B
+ * panel at b + p * brs (packed panels: ars = 1, acs = MR, brs = NR).  The
+ * R x NR sums run over p in order, one FMA each, whatever the layout and
+ * R, so packed and unpacked operands and short and full tiles give the
+ * same bits.  R rows of A are read, and NR columns of B: a narrow tile
+ * needs a packed, zero-padded B panel.  R is a constant after inlining,
+ * so a short tile costs its rows only.
  */
 static inline __attribute__((always_inline)) void
 SIMD_CAT(tile_, NAME)(T *restrict c, int64_t ldc, const T *restrict a,
                       int64_t ars, int64_t acs, const T *restrict b,
-                      int64_t brs, int64_t kc, int64_t mr, int64_t nr,
+                      int64_t brs, int64_t kc, const int R, int64_t nr,
                       int accumulate)
 {
     VT acc[MR][NV];
-    for (int i = 0; i < MR; i++) {
+    for (int i = 0; i < R; i++) {
         for (int v = 0; v < NV; v++) {
             acc[i][v] = (VT){0};
         }
@@ -86,15 +88,15 @@ SIMD_CAT(tile_, NAME)(T *restrict c, int64_t ldc, const T *restrict a,
         for (int v = 0; v < NV; v++) {
             memcpy(&bv[v], b + p * brs + v * VL, sizeof(VT));
         }
-        for (int i = 0; i < MR; i++) {
+        for (int i = 0; i < R; i++) {
             T ai = a[i * ars + p * acs];
             for (int v = 0; v < NV; v++) {
                 acc[i][v] += ai * bv[v];
             }
         }
     }
-    if (mr == MR && nr == NR) {
-        for (int i = 0; i < MR; i++) {
+    if (nr == NR) {
+        for (int i = 0; i < R; i++) {
             for (int v = 0; v < NV; v++) {
                 T *c_iv = c + i * ldc + v * VL;
                 VT cv = acc[i][v];
@@ -108,18 +110,58 @@ SIMD_CAT(tile_, NAME)(T *restrict c, int64_t ldc, const T *restrict a,
         }
     } else {
         T tmp[MR * NR];
-        for (int i = 0; i < MR; i++) {
+        for (int i = 0; i < R; i++) {
             for (int v = 0; v < NV; v++) {
                 memcpy(tmp + i * NR + v * VL, &acc[i][v], sizeof(VT));
             }
         }
-        for (int64_t i = 0; i < mr; i++) {
+        for (int64_t i = 0; i < R; i++) {
             for (int64_t j = 0; j < nr; j++) {
                 T s = tmp[i * NR + j];
                 c[i * ldc + j] = accumulate ? c[i * ldc + j] + s : s;
             }
         }
     }
+}
+
+/* tile_ for mr rows (1 <= mr <= MR), each row count its own code. */
+static inline __attribute__((always_inline)) void
+SIMD_CAT(tile_rows_, NAME)(T *restrict c, int64_t ldc, const T *restrict a,
+                           int64_t ars, int64_t acs, const T *restrict b,
+                           int64_t brs, int64_t kc, int64_t mr, int64_t nr,
+                           int accumulate)
+{
+#define TILE_R(r)                                                            \
+    SIMD_CAT(tile_, NAME)(c, ldc, a, ars, acs, b, brs, kc, r, nr, accumulate)
+    switch (mr) {
+    case 1:
+        TILE_R(1);
+        break;
+    case 2:
+        TILE_R(2);
+        break;
+    case 3:
+        TILE_R(3);
+        break;
+    case 4:
+        TILE_R(4);
+        break;
+    case 5:
+        TILE_R(5);
+        break;
+#if MR > 6
+    case 6:
+        TILE_R(6);
+        break;
+    case 7:
+        TILE_R(7);
+        break;
+#endif
+    default:
+        TILE_R(MR);
+        break;
+    }
+#undef TILE_R
 }
 
 static void
@@ -133,8 +175,8 @@ NAME(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa, const T *B,
 
     if (k <= GEMM_KC && m * k <= 32768) {
         /* Depth within one block and A small: operands stay in cache as
-         * they are, so full tiles read A and contiguous B directly; only
-         * short tiles are packed (zero-padded). */
+         * they are, so the tiles read A and contiguous B directly; only
+         * narrow B panels are packed (zero-padded). */
         for (int64_t jr = 0; jr < n; jr += NR) {
             int64_t nr = n - jr < NR ? n - jr : NR;
             const T *b = pb;
@@ -147,16 +189,9 @@ NAME(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa, const T *B,
             }
             for (int64_t ir = 0; ir < m; ir += MR) {
                 int64_t mr = m - ir < MR ? m - ir : MR;
-                T *c = C + ir * ldc + jr;
-                if (mr == MR) {
-                    SIMD_CAT(tile_, NAME)(c, ldc, A + ir * rsa, rsa, csa, b,
-                                          brs, k, mr, nr, accumulate);
-                } else {
-                    SIMD_CAT(pack_a_, NAME)(pa, A + ir * rsa, rsa, csa, mr,
-                                            k);
-                    SIMD_CAT(tile_, NAME)(c, ldc, pa, 1, MR, b, brs, k, mr,
-                                          nr, accumulate);
-                }
+                SIMD_CAT(tile_rows_, NAME)(C + ir * ldc + jr, ldc,
+                                           A + ir * rsa, rsa, csa, b, brs, k,
+                                           mr, nr, accumulate);
             }
         }
         return;
@@ -177,10 +212,9 @@ NAME(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa, const T *B,
                     int64_t nr = nc - jr < NR ? nc - jr : NR;
                     for (int64_t ir = 0; ir < mc; ir += MR) {
                         int64_t mr = mc - ir < MR ? mc - ir : MR;
-                        SIMD_CAT(tile_, NAME)(C + (ic + ir) * ldc + jc + jr,
-                                              ldc, pa + ir * kc, 1, MR,
-                                              pb + jr * kc, NR, kc, mr, nr,
-                                              acc);
+                        SIMD_CAT(tile_rows_, NAME)(
+                            C + (ic + ir) * ldc + jc + jr, ldc, pa + ir * kc,
+                            1, MR, pb + jr * kc, NR, kc, mr, nr, acc);
                     }
                 }
             }
