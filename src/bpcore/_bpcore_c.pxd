@@ -76,8 +76,8 @@ cdef extern from "bpcore/bpcore.h" nogil:
                            int64_t *batches_done, const float *X,
                            const float *Y, const int64_t *labels,
                            const float *sw, const int64_t *order, int64_t m,
-                           int64_t batch,
-                           int64_t first_batch, int64_t n_batches,
+                           int64_t batch, int64_t first_batch,
+                           int64_t n_batches,
                            const bp_arch *arch, void *work,
                            int64_t work_bytes, int n_threads)
     bp_status bp_train_f64(double *params, double *grad, bp_optim *opt,
@@ -85,8 +85,8 @@ cdef extern from "bpcore/bpcore.h" nogil:
                            int64_t *batches_done, const double *X,
                            const double *Y, const int64_t *labels,
                            const double *sw, const int64_t *order, int64_t m,
-                           int64_t batch,
-                           int64_t first_batch, int64_t n_batches,
+                           int64_t batch, int64_t first_batch,
+                           int64_t n_batches,
                            const bp_arch *arch, void *work,
                            int64_t work_bytes, int n_threads)
     bp_status bp_optim_update_f32(float *params, const float *grad,

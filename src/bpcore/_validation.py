@@ -125,6 +125,13 @@ def as_inputs(X, name, dtype, n_features):
     return arr, was_1d
 
 
+def one_hot(labels, n_outputs, dtype):
+    """(len(labels), n_outputs) rows of dtype: 1 at each label, else 0."""
+    rows = np.zeros((labels.shape[0], n_outputs), dtype=dtype)
+    rows[np.arange(labels.shape[0]), labels.astype(np.intp, copy=False)] = 1
+    return rows
+
+
 def as_targets(Y, name, dtype, loss, n_outputs, m, labels=False):
     """Targets as a C-contiguous (m, n_outputs) array of dtype, checked.
 
@@ -149,9 +156,7 @@ def as_targets(Y, name, dtype, loss, n_outputs, m, labels=False):
                              f"{arr.min()} to {arr.max()}")
         if labels:
             return np.ascontiguousarray(arr, dtype=np.int64)
-        onehot = np.zeros((m, n_outputs), dtype=dtype)
-        onehot[np.arange(m), arr.astype(np.intp, copy=False)] = 1
-        return onehot
+        return one_hot(arr, n_outputs, dtype)
     if arr.ndim == 1 and n_outputs == 1:
         arr = arr.reshape(-1, 1)
     if arr.ndim == 1 and m == 1 and arr.shape[0] == n_outputs:

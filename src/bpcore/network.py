@@ -408,8 +408,7 @@ class Network:
                               for n in self._layers[1:]]
             Yb = Y[r0:r1]
             if Yb.ndim == 1:
-                Yb = np.zeros((mb, self._layers[-1]), dtype=self._dtype)
-                Yb[np.arange(mb), Y[r0:r1]] = 1
+                Yb = V.one_hot(Yb, self._layers[-1], self._dtype)
             loss = self._arch.backward(self._params, X[r0:r1], Yb, swb,
                                        grad, delta, net, out, nt)
             total += loss * w
@@ -610,6 +609,13 @@ class _Progress:
             self.bar.close()
 
 
+def _copy_bufs(dst, src):
+    """Copy each array of src into its place in dst (None entries skipped)."""
+    for d, s in zip(dst, src):
+        if s is not None:
+            np.copyto(d, s)
+
+
 class _FitLoop:
     """One call of Network.fit: the epoch loop around the C batch driver."""
 
@@ -643,9 +649,7 @@ class _FitLoop:
         try:
             for e in range(self.epochs):
                 np.copyto(start_params, params)
-                for saved, buf in zip(start_bufs, opt._state):
-                    if buf is not None:
-                        np.copyto(saved, buf)
+                _copy_bufs(start_bufs, opt._state)
                 start_t, start_epoch = opt.t, opt.epoch
                 args = opt._c_args()
                 order = (net._rng.permutation(self.X.shape[0])
@@ -662,9 +666,7 @@ class _FitLoop:
                     opt.t = args["t"]
                     if diverged:
                         np.copyto(params, start_params)
-                        for saved, buf in zip(start_bufs, opt._state):
-                            if buf is not None:
-                                np.copyto(buf, saved)
+                        _copy_bufs(opt._state, start_bufs)
                         opt.t, opt.epoch = start_t, start_epoch
                         raise DivergenceError(
                             f"fit: the loss became NaN or infinite in epoch "

@@ -741,8 +741,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         lb = self._label_binarizer
         if lb.y_type_ == "multiclass":
             # class indices: the network never needs the one-hot matrix
-            return (np.searchsorted(lb.classes_, y).astype(np.int64),
-                    "softmax", "cross_entropy")
+            return (np.searchsorted(lb.classes_, y), "softmax",
+                    "cross_entropy")
         return lb.transform(y), "sigmoid", "binary_cross_entropy"
 
     def _extra_sample_weight(self, y, incremental):
