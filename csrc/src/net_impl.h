@@ -390,31 +390,36 @@ FN(product)(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa, const T *B,
  * the kernel does: over the depth in blocks of PRODUCT_KC (the kernel's
  * GEMM_KC, or all of it in the reference build), a = x w + a per step (one
  * FMA where the build has it, as in the kernel), block sums added in
- * order.  So predict on one sample gives forward's bits.  Each row of W is
- * read once for all the rows of x (R of them, a constant after inlining).
- *   C (R, n) out, columns [j0, j0 + nj) with nj <= SMALL_JB;
+ * order.  So predict on one sample gives forward's bits, and how the
+ * columns are cut into passes changes nothing.  Each row of W is read once
+ * per pass for all the rows of x (R of them, a constant after inlining).
+ * A pass keeps JB columns of each row's sums in registers (JB a constant):
+ * wide passes keep enough FMA chains in flight and read W in long runs,
+ * which is what one sample's predict is limited by.
+ *   C (R, n) out, columns [j0, j0 + nj) with nj <= JB;
  *   x (R, k) in;  W (k, n) in
  */
-#define SMALL_JB 32
+#define SMALL_JB 32              /* columns per block when threads share */
+#define SMALL_SUMS (512 / (int)sizeof(T))  /* sums per pass: 16 AVX2 regs */
 static INLINE void
 FN(product_small_cols)(T *restrict C, const T *restrict x,
                        const T *restrict W, int64_t k, int64_t n, int64_t j0,
-                       int64_t nj, const int R)
+                       int64_t nj, const int R, const int JB)
 {
     for (int64_t p0 = 0; p0 < k; p0 += PRODUCT_KC) {
         int64_t p1 = k - p0 < PRODUCT_KC ? k : p0 + PRODUCT_KC;
-        T acc[BP_PREDICT_SMALL][SMALL_JB];
+        T acc[BP_PREDICT_SMALL][SMALL_SUMS > SMALL_JB ? SMALL_SUMS : SMALL_JB];
         for (int r = 0; r < R; r++) {
-            for (int64_t j = 0; j < SMALL_JB; j++) {
+            for (int64_t j = 0; j < JB; j++) {
                 acc[r][j] = 0;
             }
         }
-        if (nj == SMALL_JB) {
+        if (nj == JB) {
             for (int64_t p = p0; p < p1; p++) {
                 const T *w_p = W + p * n + j0;
                 for (int r = 0; r < R; r++) {
                     T v = x[r * k + p];
-                    for (int64_t j = 0; j < SMALL_JB; j++) {
+                    for (int64_t j = 0; j < JB; j++) {
                         acc[r][j] = MULADD(v, w_p[j], acc[r][j]);
                     }
                 }
@@ -439,30 +444,43 @@ FN(product_small_cols)(T *restrict C, const T *restrict x,
     }
 }
 
-/* product_small_cols for column blocks [blk0, blk1) of SMALL_JB, rows of
- * x at most BP_PREDICT_SMALL. */
+/* Columns [j0, j1) for R rows: passes of JB columns, then of SMALL_JB. */
+static INLINE void
+FN(product_small_range)(T *restrict C, const T *restrict x,
+                        const T *restrict W, int64_t k, int64_t n, int64_t j0,
+                        int64_t j1, const int R, const int JB)
+{
+    int64_t j = j0;
+    for (; j1 - j >= JB; j += JB) {
+        FN(product_small_cols)(C, x, W, k, n, j, JB, R, JB);
+    }
+    for (; j < j1; j += SMALL_JB) {
+        int64_t nj = j1 - j < SMALL_JB ? j1 - j : SMALL_JB;
+        FN(product_small_cols)(C, x, W, k, n, j, nj, R, SMALL_JB);
+    }
+}
+
+/* product_small_cols for columns [j0, j1), rows of x at most
+ * BP_PREDICT_SMALL.  One row takes the widest passes, four the narrowest:
+ * the sums of a pass fill about the same registers. */
 static void
 FN(product_small)(T *restrict C, const T *restrict x, const T *restrict W,
-                  int64_t rows, int64_t k, int64_t n, int64_t blk0,
-                  int64_t blk1)
+                  int64_t rows, int64_t k, int64_t n, int64_t j0, int64_t j1)
 {
-    for (int64_t blk = blk0; blk < blk1; blk++) {
-        int64_t j0 = blk * SMALL_JB;
-        int64_t nj = n - j0 < SMALL_JB ? n - j0 : SMALL_JB;
-        switch (rows) {
-        case 1:
-            FN(product_small_cols)(C, x, W, k, n, j0, nj, 1);
-            break;
-        case 2:
-            FN(product_small_cols)(C, x, W, k, n, j0, nj, 2);
-            break;
-        case 3:
-            FN(product_small_cols)(C, x, W, k, n, j0, nj, 3);
-            break;
-        default:
-            FN(product_small_cols)(C, x, W, k, n, j0, nj, BP_PREDICT_SMALL);
-            break;
-        }
+    switch (rows) {
+    case 1:
+        FN(product_small_range)(C, x, W, k, n, j0, j1, 1, SMALL_SUMS);
+        break;
+    case 2:
+        FN(product_small_range)(C, x, W, k, n, j0, j1, 2, SMALL_SUMS / 2);
+        break;
+    case 3:
+        FN(product_small_range)(C, x, W, k, n, j0, j1, 3, SMALL_SUMS / 4);
+        break;
+    default:
+        FN(product_small_range)(C, x, W, k, n, j0, j1, BP_PREDICT_SMALL,
+                                SMALL_SUMS / 4);
+        break;
     }
 }
 
@@ -833,8 +851,7 @@ FN(predict_region)(const FN(predict_ctx) *c)
             const T *W = params + w_off[k], *b = params + b_off[k];
             T *dst = k == L - 1 ? Y + r0 * n_out : buf[k & 1];
             if (layer_uses_gemm(n_in, n_out) && rows <= BP_PREDICT_SMALL) {
-                FN(product_small)(dst, x, W, rows, n_in, n_out, 0,
-                                  (n_out + SMALL_JB - 1) / SMALL_JB);
+                FN(product_small)(dst, x, W, rows, n_in, n_out, 0, n_out);
                 FN(bias_rows)(dst, b, rows, n_out);
             } else if (layer_uses_gemm(n_in, n_out)) {
                 FN(product)(dst, n_out, x, n_in, 1, W, n_out, 1, rows, n_out,
@@ -854,9 +871,9 @@ FN(predict_region)(const FN(predict_ctx) *c)
 
 /*
  * predict of at most BP_PREDICT_SMALL rows by a team: each layer's columns
- * are shared out in blocks of SMALL_JB (each thread reads only its slice of
- * W, which can then stay in its core's cache from call to call), with a
- * barrier between layers.  Entries are computed as on one thread.
+ * are shared out in runs of whole SMALL_JB blocks, one run per thread (each
+ * thread reads only its slice of W, which can then stay in its core's cache
+ * from call to call), with a barrier between layers.  Entries are computed as on one thread.
  */
 static void
 FN(predict_small_region)(const FN(predict_ctx) *c)
@@ -871,21 +888,24 @@ FN(predict_small_region)(const FN(predict_ctx) *c)
         int64_t n_in = arch->sizes[k], n_out = arch->sizes[k + 1];
         const T *W = c->params + c->w_off[k], *b = c->params + c->b_off[k];
         T *dst = k == L - 1 ? c->Y : buf[k & 1];
-        int64_t n_blk = (n_out + SMALL_JB - 1) / SMALL_JB;
         int act = arch->acts[k];
         /* every thread takes the same branch */
         if (layer_uses_gemm(n_in, n_out) && act != BP_ACT_SOFTMAX) {
-#pragma omp for schedule(static)
-            for (int64_t blk = 0; blk < n_blk; blk++) {
-                int64_t j0 = blk * SMALL_JB;
-                int64_t nj = n_out - j0 < SMALL_JB ? n_out - j0 : SMALL_JB;
-                FN(product_small)(dst, x, W, m, n_in, n_out, blk, blk + 1);
+            /* one run of whole SMALL_JB blocks of columns per thread */
+            int64_t n_blk = (n_out + SMALL_JB - 1) / SMALL_JB;
+            int nt = team_size(), tid = thread_id();
+            int64_t j0 = n_blk * tid / nt * SMALL_JB;
+            int64_t j1 = n_blk * (tid + 1) / nt * SMALL_JB;
+            j1 = j1 < n_out ? j1 : n_out;
+            if (j0 < j1) {
+                FN(product_small)(dst, x, W, m, n_in, n_out, j0, j1);
                 for (int64_t i = 0; i < m; i++) {
                     T *d_ij = dst + i * n_out + j0;
-                    FN(bias_rows)(d_ij, b + j0, 1, nj);
-                    FN(act_row)(d_ij, d_ij, nj, act);
+                    FN(bias_rows)(d_ij, b + j0, 1, j1 - j0);
+                    FN(act_row)(d_ij, d_ij, j1 - j0, act);
                 }
             }
+#pragma omp barrier
         } else {
             /* a narrow layer, or softmax (needs whole rows): by rows */
 #pragma omp for schedule(static)
@@ -893,7 +913,7 @@ FN(predict_small_region)(const FN(predict_ctx) *c)
                 T *d_i = dst + i * n_out;
                 if (layer_uses_gemm(n_in, n_out)) {
                     FN(product_small)(d_i, x + i * n_in, W, 1, n_in, n_out,
-                                      0, n_blk);
+                                      0, n_out);
                     FN(bias_rows)(d_i, b, 1, n_out);
                 } else {
                     FN(dense_rows)(d_i, x + i * n_in, 1, n_in, W, b, n_out);
