@@ -37,19 +37,27 @@ SIMD_CAT(pack_a_, NAME)(T *restrict pa, const T *A, int64_t rsa, int64_t csa,
     }
 }
 
-/* Pack depth [0, kc) x columns [0, nc) of B into NR-column panels. */
+/* Pack depth [0, kc) x columns [0, nc) of B into NR-column panels.  With
+ * contiguous rows, B is read row by row across all the full panels (one
+ * sequential stream, rather than one line from each of kc rows per panel,
+ * which for wide rows is a page per line). */
 static void
 SIMD_CAT(pack_b_, NAME)(T *restrict pb, const T *B, int64_t rsb, int64_t csb,
                         int64_t kc, int64_t nc)
 {
-    for (int64_t j0 = 0; j0 < nc; j0 += NR) {
+    int64_t j_full = csb == 1 ? nc / NR * NR : 0;
+
+    for (int64_t p = 0; p < kc; p++) {
+        const T *b_p = B + p * rsb;
+        for (int64_t j0 = 0; j0 < j_full; j0 += NR) {
+            memcpy(pb + j0 * kc + p * NR, b_p + j0, NR * sizeof(T));
+        }
+    }
+    pb += j_full * kc;
+    for (int64_t j0 = j_full; j0 < nc; j0 += NR) {
         int64_t nr = nc - j0 < NR ? nc - j0 : NR;
         for (int64_t p = 0; p < kc; p++) {
             const T *b_p = B + p * rsb + j0 * csb;
-            if (csb == 1 && nr == NR) {
-                memcpy(pb + p * NR, b_p, NR * sizeof(T));
-                continue;
-            }
             for (int64_t j = 0; j < nr; j++) {
                 pb[p * NR + j] = b_p[j * csb];
             }
