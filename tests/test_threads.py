@@ -62,6 +62,34 @@ def test_omp_num_threads_is_the_default():
     assert r.stdout.strip() == "3", r.stderr
 
 
+def _gomp_spincount(**env_vars):
+    """The spin count libgomp reports in a fresh `import bpcore`, and
+    whether the import left GOMP_SPINCOUNT in os.environ."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    env.update(env_vars, OMP_DISPLAY_ENV="VERBOSE")
+    code = "import os, bpcore; print(os.environ.get('GOMP_SPINCOUNT'))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                       text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = [v for v in (r.stderr + r.stdout).splitlines()
+             if v.strip().startswith("GOMP_SPINCOUNT")]
+    if not lines:
+        pytest.skip("OpenMP runtime is not libgomp")
+    return lines[0].split("=")[1].strip().strip("'"), r.stdout.split()[-1]
+
+
+def test_idle_spin_is_short_and_user_settings_win():
+    # libgomp's default (300,000 rounds, ~10 ms) would hold a core after
+    # every parallel call; bpcore loads it with 10,000 and cleans up
+    spin, left = _gomp_spincount()
+    assert spin == "10000"
+    assert left == "None"
+    assert _gomp_spincount(GOMP_SPINCOUNT="77") == ("77", "77")
+    spin, _ = _gomp_spincount(OMP_WAIT_POLICY="active")
+    assert spin != "10000"
+
+
 def test_threadpoolctl_limits_apply(restore_threads):
     threadpoolctl = pytest.importorskip("threadpoolctl")
     bpcore.set_num_threads(None)  # back to OpenMP's default
