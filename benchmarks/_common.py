@@ -216,6 +216,21 @@ def blas_info():
         return [{"error": repr(e)}]
 
 
+def one_blas_thread():
+    """Context in which numpy's BLAS runs on the calling thread only.
+
+    For correctness checks inside a timed worker: a multi-threaded OpenBLAS
+    call leaves its threads spinning for about 0.1 s, and a 2-thread bpcore
+    predict timed in that window measured 2-3x slower.
+    """
+    import contextlib
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def openblas_kernel():
     for d in blas_info():
         if d.get("internal_api") == "openblas":

@@ -166,7 +166,8 @@ def worker_main(a):
     X, _ = C.make_data(cfg, "float32", a.n)
     f = make_predictor(a.peer, cfg, Ws, bs, a.threads)
     ref = numpy_forward(cfg, Ws, bs)
-    diff = float(np.abs(f(X[:1000]) - ref(X[:1000])).max())
+    with C.one_blas_thread():
+        diff = float(np.abs(f(X[:1000]) - ref(X[:1000])).max())
     f(X)  # warm-up
     times = C.repeat(lambda: f(X), a.reps)
     s = C.summarize(times)
@@ -186,7 +187,8 @@ def worker_main(a):
         out = np.asarray(f(x)).reshape(-1)
         # sklearn's MLPRegressor has an identity output layer
         rcfg = dict(cfg, out="identity") if (a.peer == "sklearn" and cfg["loss"] == "mse") else cfg
-        diff = float(np.abs(out - numpy_forward(rcfg, Ws, bs)(x)).max())
+        with C.one_blas_thread():
+            diff = float(np.abs(out - numpy_forward(rcfg, Ws, bs)(x)).max())
         times, ncalls = latency(f, x, a.reps)
         s = C.summarize(times)
         C.emit(dict(base, case=f"{name[:2]} latency", config=name[:2],
