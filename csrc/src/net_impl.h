@@ -401,6 +401,7 @@ FN(product)(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa, const T *B,
  */
 #define SMALL_JB 32              /* columns per block when threads share */
 #define SMALL_SUMS (512 / (int)sizeof(T))  /* sums per pass: 16 AVX2 regs */
+#define SMALL_ACC (SMALL_SUMS > SMALL_JB ? SMALL_SUMS : SMALL_JB)
 static INLINE void
 FN(product_small_cols)(T *restrict C, const T *restrict x,
                        const T *restrict W, int64_t k, int64_t n, int64_t j0,
@@ -408,7 +409,7 @@ FN(product_small_cols)(T *restrict C, const T *restrict x,
 {
     for (int64_t p0 = 0; p0 < k; p0 += PRODUCT_KC) {
         int64_t p1 = k - p0 < PRODUCT_KC ? k : p0 + PRODUCT_KC;
-        T acc[BP_PREDICT_SMALL][SMALL_SUMS > SMALL_JB ? SMALL_SUMS : SMALL_JB];
+        T acc[BP_PREDICT_SMALL][SMALL_ACC];
         for (int r = 0; r < R; r++) {
             for (int64_t j = 0; j < JB; j++) {
                 acc[r][j] = 0;
@@ -873,7 +874,8 @@ FN(predict_region)(const FN(predict_ctx) *c)
  * predict of at most BP_PREDICT_SMALL rows by a team: each layer's columns
  * are shared out in runs of whole SMALL_JB blocks, one run per thread (each
  * thread reads only its slice of W, which can then stay in its core's cache
- * from call to call), with a barrier between layers.  Entries are computed as on one thread.
+ * from call to call), with a barrier between layers.  Entries are computed
+ * as on one thread.
  */
 static void
 FN(predict_small_region)(const FN(predict_ctx) *c)
