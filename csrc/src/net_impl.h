@@ -1599,6 +1599,80 @@ FN(upd_one)(const FN(upd) *u, T *params, T *grad, int64_t p, T g, T wd)
 }
 
 /*
+ * Pieces of the online loop for a layer of NO outputs, NO a constant after
+ * inlining (BY_WIDTH picks it), so that the loops over outputs unroll and
+ * only the loops over inputs remain.  Each sum runs in the same order as
+ * in the batch path.
+ *   online_fwd:  z_j = b_j + sum_a h_a W_aj (a in order)
+ *   online_back: dp_a = sum_j d_j W_aj (j in order)
+ *   online_sgd:  g = h_a d_j, W_aj -= lr g; g = d_j, b_j -= lr g
+ */
+static INLINE void
+FN(online_fwd)(T *restrict z, const T *restrict h, const T *restrict W,
+               const T *restrict bk, int64_t ni, const int NO)
+{
+    T acc[TINY_MAXW];
+    for (int j = 0; j < NO; j++) {
+        acc[j] = bk[j];
+    }
+    for (int64_t a = 0; a < ni; a++) {
+        T h_a = h[a];
+        for (int j = 0; j < NO; j++) {
+            acc[j] = MULADD(h_a, W[a * NO + j], acc[j]);
+        }
+    }
+    for (int j = 0; j < NO; j++) {
+        z[j] = acc[j];
+    }
+}
+
+static INLINE void
+FN(online_back)(T *restrict dp, const T *restrict d, const T *restrict W,
+                int64_t ni, const int NO)
+{
+    for (int64_t a = 0; a < ni; a++) {
+        T acc = 0;
+        for (int j = 0; j < NO; j++) {
+            acc = MULADD(d[j], W[a * NO + j], acc);
+        }
+        dp[a] = acc;
+    }
+}
+
+static INLINE void
+FN(online_sgd)(T *restrict p_w, T *restrict g_w, T *restrict p_b,
+               T *restrict g_b, const T *restrict h, const T *restrict d,
+               int64_t ni, const int NO, T lr)
+{
+    for (int64_t a = 0; a < ni; a++) {
+        T h_a = h[a];
+        for (int j = 0; j < NO; j++) {
+            T g = MULADD(h_a, d[j], (T)0);
+            g_w[a * NO + j] = g;
+            p_w[a * NO + j] = MULADD(-lr, g, p_w[a * NO + j]);
+        }
+    }
+    for (int j = 0; j < NO; j++) {
+        T g = (T)0 + d[j];
+        g_b[j] = g;
+        p_b[j] = MULADD(-lr, g, p_b[j]);
+    }
+}
+
+/* CALL(w) with w the constant equal to no (1 <= no <= TINY_MAXW = 8). */
+#define BY_WIDTH(no, CALL)                                                   \
+    switch (no) {                                                            \
+    case 1: CALL(1); break;                                                  \
+    case 2: CALL(2); break;                                                  \
+    case 3: CALL(3); break;                                                  \
+    case 4: CALL(4); break;                                                  \
+    case 5: CALL(5); break;                                                  \
+    case 6: CALL(6); break;                                                  \
+    case 7: CALL(7); break;                                                  \
+    default: CALL(8); break;                                                 \
+    }
+
+/*
  * Online learning (one sample per batch) on the tiny path, serially.  Per
  * sample this is the arithmetic of tiny_backward_body with one lane and of
  * update_body (a parameter's gradient is 0 + its one product, as the lane
@@ -1656,19 +1730,13 @@ FN(online_tiny)(FN(train_ctx) *c)
             y = Y + i * n_L;
         }
         scale = (T)((swi != NULL ? (double)*swi : 1.0) / S);
-        for (int64_t a = 0; a < n_in; a++) {
-            h[0][a] = x[a];
-        }
         for (int64_t k = 0; k < L; k++) {
             const T *W = params + w_off[k], *bk = params + b_off[k];
+            const T *hk = k == 0 ? x : h[k];
             int64_t ni = sz[k], no = sz[k + 1];
-            for (int64_t j = 0; j < no; j++) {
-                T acc = bk[j];
-                for (int64_t a = 0; a < ni; a++) {
-                    acc = MULADD(h[k][a], W[a * no + j], acc);
-                }
-                z[k + 1][j] = acc;
-            }
+#define FWD_W(w) FN(online_fwd)(z[k + 1], hk, W, bk, ni, w)
+            BY_WIDTH(no, FWD_W)
+#undef FWD_W
             FN(act_row)(h[k + 1], z[k + 1], no, arch->acts[k]);
         }
         /* d: the delta of the layer above, dp: the one being computed */
@@ -1687,39 +1755,25 @@ FN(online_tiny)(FN(train_ctx) *c)
         }
         for (int64_t k = L - 1; k >= 0; k--) {
             int64_t ni = sz[k], no = sz[k + 1];
-            const T *W = params + w_off[k];
+            const T *W = params + w_off[k], *hk = k == 0 ? x : h[k];
             if (k > 0) {
-                for (int64_t a = 0; a < ni; a++) {
-                    T acc = 0;
-                    for (int64_t j = 0; j < no; j++) {
-                        acc = MULADD(d[j], W[a * no + j], acc);
-                    }
-                    dp[a] = acc;
-                }
+#define BACK_W(w) FN(online_back)(dp, d, W, ni, w)
+                BY_WIDTH(no, BACK_W)
+#undef BACK_W
                 FN(act_grad_row)(dp, z[k], h[k], ni, arch->acts[k - 1]);
             }
             if (plain) {
                 /* sgd_one without momentum or decay: p - lr g */
-                T *p_w = params + w_off[k], *g_w = grad + w_off[k];
-                T *p_b = params + b_off[k], *g_b = grad + b_off[k];
-                for (int64_t a = 0; a < ni; a++) {
-                    T h_a = h[k][a];
-                    for (int64_t j = 0; j < no; j++) {
-                        T g = MULADD(h_a, d[j], (T)0);
-                        g_w[a * no + j] = g;
-                        p_w[a * no + j] = MULADD(-u.lr, g, p_w[a * no + j]);
-                    }
-                }
-                for (int64_t j = 0; j < no; j++) {
-                    T g = (T)0 + d[j];
-                    g_b[j] = g;
-                    p_b[j] = MULADD(-u.lr, g, p_b[j]);
-                }
+#define SGD_W(w)                                                             \
+    FN(online_sgd)(params + w_off[k], grad + w_off[k], params + b_off[k],    \
+                   grad + b_off[k], hk, d, ni, w, u.lr)
+                BY_WIDTH(no, SGD_W)
+#undef SGD_W
             } else {
                 for (int64_t a = 0; a < ni; a++) {
                     for (int64_t j = 0; j < no; j++) {
                         FN(upd_one)(&u, params, grad, w_off[k] + a * no + j,
-                                    MULADD(h[k][a], d[j], (T)0), u.wd);
+                                    MULADD(hk[a], d[j], (T)0), u.wd);
                     }
                 }
                 for (int64_t j = 0; j < no; j++) {
