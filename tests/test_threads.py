@@ -254,6 +254,31 @@ def test_online_path_equals_batch_path(dtype, opt_name, act, out, loss, rng):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("opt_name", ["sgd", "nesterov"])
+def test_online_path_equals_batch_path_every_width(dtype, opt_name, rng):
+    # The online loop's dense pieces are compiled once per output count
+    # (1..8, the widths of a tiny network): every count appears as some
+    # layer's width here, and the bits must still be the batch loop's.
+    hyper, make, _ = _ONLINE_OPTS[opt_name]
+    for layers in ([8, 1, 7, 2], [3, 6, 5, 4], [2, 8, 3, 8]):
+        m = 40
+        X = rng.normal(size=(m, layers[0]))
+        Y = rng.uniform(size=(m, layers[-1]))
+        a = bpcore.Network(layers, activation="tanh", output="sigmoid",
+                           loss="mse", dtype=dtype, seed=3)
+        b = bpcore.Network(layers, activation="tanh", output="sigmoid",
+                           loss="mse", dtype=dtype, seed=3)
+        hist_a = a.fit(X, Y, epochs=2, batch_size=1, shuffle=False,
+                       optimizer=make(**hyper))
+        X2, Y2 = np.repeat(X, 2, axis=0), np.repeat(Y, 2, axis=0)
+        sw2 = np.zeros(2 * m)
+        sw2[::2] = 1.0
+        hist_b = b.fit(X2, Y2, epochs=2, batch_size=2, shuffle=False,
+                       optimizer=make(**hyper), sample_weight=sw2)
+        assert np.array_equal(a.params, b.params), layers
+        assert hist_a.loss == hist_b.loss
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("output", ["softmax", "sigmoid"])
 def test_predict_few_rows_equals_forward_any_threads(dtype, output, rng):
     # One to four rows take a direct product (rows read each weight row
