@@ -205,6 +205,24 @@ _ONLINE_OPTS = {
 }
 
 
+def _online_and_batch(make_net, X, Y, sw, opt_a, opt_b, epochs):
+    """Two equal networks: one fit online (batch 1), one by the batch loop
+    with each batch the sample and a zero-weighted filler, which gives the
+    online updates exactly.  Asserts equal bits and losses; returns the
+    online one."""
+    a, b = make_net(), make_net()
+    hist_a = a.fit(X, Y, epochs=epochs, batch_size=1, shuffle=False,
+                   optimizer=opt_a, sample_weight=sw)
+    sw2 = np.zeros(2 * X.shape[0])
+    sw2[::2] = 1.0 if sw is None else sw
+    hist_b = b.fit(np.repeat(X, 2, axis=0), np.repeat(Y, 2, axis=0),
+                   epochs=epochs, batch_size=2, shuffle=False,
+                   optimizer=opt_b, sample_weight=sw2)
+    assert np.array_equal(a.params, b.params)
+    assert hist_a.loss == hist_b.loss
+    return a
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("opt_name", _ONLINE_OPTS)
 @pytest.mark.parametrize("act,out,loss", [
@@ -225,25 +243,19 @@ def test_online_path_equals_batch_path(dtype, opt_name, act, out, loss, rng):
         Y = rng.uniform(size=(m, 3))
     sw = rng.uniform(0.2, 2.0, size=m)
     sw[7] = 0
-    a = bpcore.Network(layers, activation=act, output=out, loss=loss,
-                       dtype=dtype, seed=5)
-    b = bpcore.Network(layers, activation=act, output=out, loss=loss,
-                       dtype=dtype, seed=5)
-    mlp = ref.MLP([w.astype(np.float64) for w in a.weights],
-                  [v.astype(np.float64) for v in a.biases],
-                  [act, act, out], loss)
     hyper, make, make_ref = _ONLINE_OPTS[opt_name]
+
+    def make_net():
+        return bpcore.Network(layers, activation=act, output=out, loss=loss,
+                              dtype=dtype, seed=5)
+
+    start = make_net()
+    mlp = ref.MLP([w.astype(np.float64) for w in start.weights],
+                  [v.astype(np.float64) for v in start.biases],
+                  [act, act, out], loss)
     opt_a, opt_b = make(**hyper), make(**hyper)
-    hist_a = a.fit(X, Y, epochs=1, batch_size=1, shuffle=False,
-                   optimizer=opt_a, sample_weight=sw)
-    X2, Y2 = np.repeat(X, 2, axis=0), np.repeat(Y, 2, axis=0)
-    sw2 = np.zeros(2 * m)
-    sw2[::2] = sw
-    hist_b = b.fit(X2, Y2, epochs=1, batch_size=2, shuffle=False,
-                   optimizer=opt_b, sample_weight=sw2)
+    a = _online_and_batch(make_net, X, Y, sw, opt_a, opt_b, epochs=1)
     assert opt_a.t == opt_b.t == m - 1
-    assert np.array_equal(a.params, b.params)
-    assert hist_a.loss == hist_b.loss
     opt_r = make_ref(**hyper)
     for i in range(m):
         if sw[i] > 0:
@@ -261,22 +273,14 @@ def test_online_path_equals_batch_path_every_width(dtype, opt_name, rng):
     # layer's width here, and the bits must still be the batch loop's.
     hyper, make, _ = _ONLINE_OPTS[opt_name]
     for layers in ([8, 1, 7, 2], [3, 6, 5, 4], [2, 8, 3, 8]):
-        m = 40
-        X = rng.normal(size=(m, layers[0]))
-        Y = rng.uniform(size=(m, layers[-1]))
-        a = bpcore.Network(layers, activation="tanh", output="sigmoid",
-                           loss="mse", dtype=dtype, seed=3)
-        b = bpcore.Network(layers, activation="tanh", output="sigmoid",
-                           loss="mse", dtype=dtype, seed=3)
-        hist_a = a.fit(X, Y, epochs=2, batch_size=1, shuffle=False,
-                       optimizer=make(**hyper))
-        X2, Y2 = np.repeat(X, 2, axis=0), np.repeat(Y, 2, axis=0)
-        sw2 = np.zeros(2 * m)
-        sw2[::2] = 1.0
-        hist_b = b.fit(X2, Y2, epochs=2, batch_size=2, shuffle=False,
-                       optimizer=make(**hyper), sample_weight=sw2)
-        assert np.array_equal(a.params, b.params), layers
-        assert hist_a.loss == hist_b.loss
+        X = rng.normal(size=(40, layers[0]))
+        Y = rng.uniform(size=(40, layers[-1]))
+        _online_and_batch(
+            lambda: bpcore.Network(layers, activation="tanh",
+                                   output="sigmoid", loss="mse",
+                                   dtype=dtype, seed=3),
+            X, Y, None, make(**hyper), make(**hyper), epochs=2)
+
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("output", ["softmax", "sigmoid"])

@@ -932,7 +932,7 @@ FN(predict)(T *Y, const T *X, const T *params, const bp_arch *arch,
                      int64_t m, void *work, int64_t work_bytes, int n_threads)
 {
     int64_t w_off[MAX_LAYERS], b_off[MAX_LAYERS], n_w, n_p, need, per_thread;
-    int64_t L, n_blocks, width;
+    int64_t L, n_blocks, width, brows;
     int nt;
     bp_status s;
 
@@ -962,7 +962,8 @@ FN(predict)(T *Y, const T *X, const T *params, const bp_arch *arch,
     L = arch->n_layers - 1;
     width = arch_max_width(arch);
     per_thread = predict_thread_bytes(arch, m);
-    n_blocks = (m + predict_block_rows(m) - 1) / predict_block_rows(m);
+    brows = predict_block_rows(m);
+    n_blocks = (m + brows - 1) / brows;
 
     {
         FN(predict_ctx) c = {Y, X, params, arch, w_off, b_off, m, work,
