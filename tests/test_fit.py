@@ -90,6 +90,19 @@ def test_callbacks_stop_and_see_logs(rng):
     assert [s[1] for s in seen] == hist.loss and seen[0][2] is None
 
 
+def test_callback_returning_numpy_false_stops(rng):
+    """A comparison in numpy gives np.False_, which stops like False;
+    None (no return) and other falsy values do not stop."""
+    X, Y = _regression(rng)
+    hist = _net().fit(X, Y, epochs=5,
+                      callbacks=[lambda e, logs: np.abs(logs["loss"]) < 0])
+    assert hist.epochs_run == 1 and hist.stopped_early
+    for keep_going in (None, 0, np.True_, np.array(False)):
+        hist = _net().fit(X, Y, epochs=3,
+                          callbacks=[lambda e, logs, r=keep_going: r])
+        assert hist.epochs_run == 3 and not hist.stopped_early
+
+
 def test_early_stopping_restores_best(rng):
     """Validation targets of the opposite sign get worse as training fits."""
     X, Y = _regression(rng)

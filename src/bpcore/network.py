@@ -483,7 +483,8 @@ class Network:
         early_stopping : EarlyStopping, optional
         callbacks : sequence of callables ``cb(epoch, logs)``
             Run after each epoch (epoch counted from 0); returning False
-            stops training.  ``logs`` has ``loss`` and ``val_loss``.
+            (or numpy's ``np.False_``) stops training; None continues.
+            ``logs`` has ``loss`` and ``val_loss``.
         progress : bool, default=False
             Show a progress bar (tqdm if installed, else a line per epoch).
         n_threads : int, optional
@@ -609,6 +610,12 @@ class _Progress:
             self.bar.close()
 
 
+def _is_false(r):
+    """Whether a callback's return value asks to stop: False, or numpy's
+    False from a comparison; None and other values continue."""
+    return r is False or (isinstance(r, np.bool_) and not r)
+
+
 def _copy_bufs(dst, src):
     """Copy each array of src into its place in dst (None entries skipped)."""
     for d, s in zip(dst, src):
@@ -702,7 +709,7 @@ class _FitLoop:
                 self.progress.epoch(e, self.epochs, logs)
                 stop = False
                 for cb in self.callbacks:
-                    if cb(e, dict(logs)) is False:
+                    if _is_false(cb(e, dict(logs))):
                         stop = True
                 if (self.early is not None and not improved
                         and wait >= self.early.patience):
