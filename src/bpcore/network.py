@@ -82,7 +82,11 @@ class EarlyStopping:
         Epochs without improvement before stopping.
     min_delta : float, default=0.0
     restore_best : bool, default=True
-        At the end of ``fit``, put back the parameters of the best epoch.
+        At the end of ``fit``, put back the parameters the best epoch ended
+        with.  The training loss of an epoch is the mean of its batches'
+        losses, each taken before that batch's update (as in Keras), so
+        without validation data the restored parameters are one update
+        past those the recorded loss was measured on.
     """
 
     def __init__(self, patience=10, min_delta=0.0, restore_best=True):
