@@ -206,6 +206,55 @@ def test_racing_fit_is_refused(rng):
     net.predict(X[:4])  # usable again
 
 
+def test_parameter_assignment_racing_fit_is_refused(rng):
+    """Assigning params, weights[k] or biases[k] from another thread while
+    fit runs raises and leaves the fit's result whole; a callback (fit's
+    own thread, between epochs) may assign."""
+    X = rng.normal(size=(64, 3))
+    Y = rng.normal(size=(64, 2))
+
+    def run(interfere):
+        net = bpcore.Network([3, 4, 2], output="identity", seed=0)
+        go, release = threading.Event(), threading.Event()
+
+        def cb(epoch, logs):
+            if epoch == 0:
+                go.set()
+                release.wait(30)
+
+        t = threading.Thread(target=lambda: net.fit(
+            X, Y, epochs=3, batch_size=8, shuffle=False, callbacks=[cb]))
+        t.start()
+        go.wait(30)
+        errors = []
+        if interfere:
+            for assign in (
+                    lambda: setattr(net, "params", np.zeros(net.n_params)),
+                    lambda: net.weights.__setitem__(0, np.zeros((3, 4))),
+                    lambda: net.biases.__setitem__(1, np.zeros(2))):
+                try:
+                    assign()
+                except RuntimeError as e:
+                    errors.append(str(e))
+        release.set()
+        t.join()
+        return net.params.copy(), errors
+
+    clean, _ = run(False)
+    raced, errors = run(True)
+    assert len(errors) == 3 and all("network" in e for e in errors)
+    assert np.array_equal(raced, clean)
+
+    net = bpcore.Network([3, 4, 2], output="identity", seed=0)
+
+    def clip(epoch, logs):
+        net.params = np.clip(net.params, -0.1, 0.1)
+        net.weights[0] = net.weights[0] * 0.5
+
+    net.fit(X, Y, epochs=2, callbacks=[clip])
+    assert np.abs(net.weights[0]).max() <= 0.05
+
+
 def test_concurrent_predicts_agree(rng):
     net = bpcore.Network([30, 64, 10], activation="relu", output="softmax",
                          loss="cross_entropy", seed=0)

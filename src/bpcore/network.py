@@ -102,7 +102,11 @@ class EarlyStopping:
 
 
 class _ViewList(list):
-    """A list of parameter views; assigning an item writes into the view."""
+    """A list of parameter views; assigning an item writes into the view.
+    With a guard (a network's), the write is refused while fit or step
+    runs in another thread."""
+
+    _guard = None
 
     def __setitem__(self, k, value):
         if isinstance(k, slice):
@@ -112,7 +116,11 @@ class _ViewList(list):
         if value.shape != view.shape:
             raise ValueError(f"shape {value.shape} does not match the "
                              f"parameter's shape {view.shape}")
-        view[...] = value
+        if self._guard is None:
+            view[...] = value
+            return
+        with self._guard.read():
+            view[...] = value
 
 
 class Network:
@@ -199,8 +207,9 @@ class Network:
                                 _LOSS_CODES[loss], self._dtype)
         w_off, b_off, self._n_weights, n_params = _core.layout(layers)
         self._params = np.zeros(n_params, dtype=self._dtype)
-        self._weights, self._biases = self._views(self._params, w_off, b_off)
         self._guard = _core.Guard()
+        self._weights, self._biases = self._views(self._params, w_off, b_off)
+        self._weights._guard = self._biases._guard = self._guard
         self.metadata = {}
         self.history = None
         self._initialise(rng)
@@ -288,7 +297,10 @@ class Network:
         if value.shape != self._params.shape:
             raise ValueError(f"params must have shape {self._params.shape}, "
                              f"got {value.shape}")
-        self._params[...] = value
+        # refused while fit or step runs in another thread (allowed in a
+        # fit callback, between epochs)
+        with self._guard.read():
+            self._params[...] = value
 
     @property
     def weights(self):
