@@ -122,6 +122,22 @@ def test_round_trip_after_training_and_of_copies(tmp_path):
     assert np.any(net.params != 0) and "new" not in net.metadata
 
 
+@pytest.mark.parametrize("channel", ["pickle", "deepcopy"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_copies_keep_nonfinite_parameters(dtype, channel, tmp_path):
+    """pickle and deepcopy hold any network, NaN and infinity included
+    (a file may not: save refuses them)."""
+    net = bpcore.Network([3, 4, 2], dtype=dtype, seed=0)
+    net.metadata["note"] = "diverged"
+    net.params[[0, 5, -1]] = [np.nan, np.inf, -np.inf]
+    copied = _through(net, channel, tmp_path)
+    assert copied.params.dtype == net.params.dtype
+    assert np.array_equal(_bits(copied.params), _bits(net.params))
+    assert copied.metadata == net.metadata and copied.layers == net.layers
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        net.save(tmp_path / "n.safetensors")
+
+
 def test_copies_keep_the_shuffling_generator():
     """pickle/deepcopy carry the generator state: fit(shuffle=True) on the
     copy and on the original give the same bits."""

@@ -135,13 +135,32 @@ def to_bytes(net, optimizer=None):
     return data
 
 
-def _encode(net, optimizer):
-    """Tensors and metadata for safetensors.numpy.save."""
+def copy_state(net):
+    """``(data, params)`` for pickle and copy.deepcopy: the file's bytes
+    with zeros for the parameters, and the parameters beside them as they
+    are (NaN and infinity included, which a file may not hold)."""
+    with net._guard.read():
+        params = net.params.copy()
+        tensors, meta = _encode(net, None, zeros=True)
+        data = st_numpy.save(tensors, metadata=meta)
+    return data, params
+
+
+def from_copy_state(data, params):
+    """The network of :func:`copy_state`'s output."""
+    net = from_bytes(data)
+    net.params = params
+    return net
+
+
+def _encode(net, optimizer, zeros=False):
+    """Tensors and metadata for safetensors.numpy.save (zeros: zeros in
+    place of the parameters)."""
     from bpcore.network import Network
 
     if not isinstance(net, Network):
         raise TypeError(f"expected a bpcore.Network, got {type(net).__name__}")
-    if not np.isfinite(net.params).all():
+    if not zeros and not np.isfinite(net.params).all():
         raise ValueError("cannot save a network whose parameters contain NaN "
                          "or infinity (load would reject the file)")
     user = net.metadata
@@ -174,6 +193,8 @@ def _encode(net, optimizer):
         meta["rng"] = rng
     tensors = {}
     for k, (W, b) in enumerate(zip(net.weights, net.biases)):
+        if zeros:
+            W, b = np.zeros_like(W), np.zeros_like(b)
         tensors[f"weights.{k}"] = np.ascontiguousarray(W)
         tensors[f"biases.{k}"] = np.ascontiguousarray(b)
     if optimizer is not None:

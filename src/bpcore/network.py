@@ -585,15 +585,22 @@ class Network:
         return io.from_bytes(data)
 
     def __reduce__(self):
-        return (_from_bytes, (self.to_bytes(),))
+        from bpcore import io
+        return (_from_copy_state, io.copy_state(self))
 
     def __deepcopy__(self, memo):
-        return _from_bytes(self.to_bytes())
+        from bpcore import io
+        return io.from_copy_state(*io.copy_state(self))
 
 
-def _from_bytes(data):
+def _from_bytes(data):  # what pickles of earlier builds call
     from bpcore import io
     return io.from_bytes(data)
+
+
+def _from_copy_state(data, params):
+    from bpcore import io
+    return io.from_copy_state(data, params)
 
 
 class _Progress:
