@@ -152,6 +152,27 @@ def test_step_divergence_leaves_params(rng):
     assert np.array_equal(net.params, before)
 
 
+@pytest.mark.parametrize("batch_size", [None, 8])
+def test_update_to_nonfinite_parameters_is_divergence(batch_size, rng):
+    """An epoch's last update can make the parameters non-finite while
+    every loss it saw was finite (full batch: every update is the last);
+    fit raises and keeps the last epoch whose parameters are finite, and
+    step raises and changes nothing, optimizer state included."""
+    X, Y = _regression(rng)
+    net = bpcore.Network([3, 4, 2], output="identity", dtype="float32",
+                         seed=0)
+    before = net.params.copy()
+    with pytest.raises(bpcore.DivergenceError, match="restored"):
+        net.fit(X, Y, epochs=1, batch_size=batch_size,
+                optimizer=bpcore.SGD(lr=1e39))
+    assert np.array_equal(net.params, before)
+    opt = bpcore.SGD(lr=1e39, momentum=0.9)
+    with pytest.raises(bpcore.DivergenceError, match="not changed"):
+        net.step(X, Y, opt)
+    assert np.array_equal(net.params, before)
+    assert opt.t == 0 and not np.any(opt.state_dict()["buffers"][0])
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(epochs=0), "epochs"),
     (dict(epochs=2.5), "epochs"),

@@ -454,8 +454,9 @@ class Network:
         Raises
         ------
         DivergenceError
-            If the loss is NaN or infinite; the parameters are left as they
-            were.
+            If the loss is NaN or infinite, or the update would make the
+            parameters so; the parameters and the optimizer's state are
+            left as they were.
         """
         opt = get_optimizer(optimizer)
         X, _ = self._inputs(X)
@@ -467,9 +468,18 @@ class Network:
             opt._bind(self.n_params, self._dtype)
             work = self._arch.train_workspace(m, nt)
             grad = np.empty_like(self._params)
+            # kept to undo an update that makes the parameters non-finite
+            before = self._params.copy()
+            bufs = [None if b is None else b.copy() for b in opt._state]
             args = opt._c_args()
             lsum, wsum, done, diverged = self._arch.train(
                 self._params, grad, args, X, Y, sw, None, m, 0, 1, work, nt)
+            if not diverged and not _core.all_finite(self._params):
+                np.copyto(self._params, before)
+                _copy_bufs(opt._state, bufs)
+                raise DivergenceError("step: the update makes the parameters "
+                                      "NaN or infinite; the parameters were "
+                                      "not changed")
             opt.t = args["t"]
         if diverged:
             raise DivergenceError("step: the loss is NaN or infinite; the "
@@ -695,13 +705,22 @@ class _FitLoop:
                     dt = time.perf_counter() - t0
                     opt.t = args["t"]
                     if diverged:
+                        what = f"the loss became NaN or infinite in epoch " \
+                               f"{e} (batch {b + done})"
+                    elif b + n == self.n_batches and not _core.all_finite(
+                            params):
+                        # the epoch's last update, whose loss no batch saw
+                        what = f"the parameters became NaN or infinite in " \
+                               f"the last update of epoch {e}"
+                    else:
+                        what = None
+                    if what is not None:
                         np.copyto(params, start_params)
                         _copy_bufs(opt._state, start_bufs)
                         opt.t, opt.epoch = start_t, start_epoch
                         raise DivergenceError(
-                            f"fit: the loss became NaN or infinite in epoch "
-                            f"{e} (batch {b + done}); the parameters of the "
-                            f"last completed epoch were restored")
+                            f"fit: {what}; the parameters of the last "
+                            f"completed epoch were restored")
                     b += n
                     if dt > 0:
                         chunk = max(1, min(4 * chunk, int(
