@@ -342,13 +342,24 @@ def test_bad_hyperparameters(make_opt, match):
 
 @pytest.mark.parametrize("n_threads, exc", [
     (0, ValueError), (1.5, VALUE_OR_TYPE), ("two", VALUE_OR_TYPE),
-    (10**12, ValueError),
-], ids=["zero", "float", "string", "huge"])
+    (1025, ValueError), (16384, ValueError), (10**12, ValueError),
+], ids=["zero", "float", "string", "1025", "16384", "huge"])
 def test_bad_n_threads(n_threads, exc):
+    """Up front, for every call: thousands of threads would each get a
+    workspace (a MemoryError from fit) before any work."""
     net = network()
-    X, _ = good_data("mse")
-    with pytest.raises(exc, match="n_threads"):
-        net.predict(X, n_threads=n_threads)
+    X, Y = good_data("mse")
+    for call in (lambda: net.predict(X, n_threads=n_threads),
+                 lambda: net.fit(X, Y, epochs=1, n_threads=n_threads)):
+        with pytest.raises(exc, match="n_threads"):
+            call()
+
+
+def test_many_threads_up_to_the_limit_work():
+    net = network()
+    X, Y = good_data("mse")
+    expected = net.predict(X, n_threads=1)
+    assert np.array_equal(net.predict(X, n_threads=1024), expected)
 
 
 @pytest.mark.usefixtures("restore_threads")

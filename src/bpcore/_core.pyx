@@ -84,7 +84,7 @@ cdef int _fast_threads(object n_threads):
             return _user_threads
         d = bp_default_threads()
         return d if d > 1 else 1
-    if type(n_threads) is int and 1 <= n_threads <= 1 << 16:
+    if type(n_threads) is int and 1 <= n_threads <= 1024:  # MAX_THREADS
         return n_threads
     return 0
 

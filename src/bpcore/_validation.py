@@ -196,9 +196,14 @@ def as_sample_weight(sw, name, dtype, m):
     return arr
 
 
+# Most threads a call may ask for (as _core's fast path checks): each gets
+# a workspace of up to a few MB, so thousands would exhaust memory.
+MAX_THREADS = 1024
+
+
 def check_threads(n_threads):
-    """None or an int in [1, 65536]."""
+    """None or an int in [1, MAX_THREADS]."""
     n = check_int(n_threads, "n_threads", minimum=1, allow_none=True)
-    if n is not None and n > 1 << 16:
-        raise ValueError(f"n_threads must be <= {1 << 16}, got {n}")
+    if n is not None and n > MAX_THREADS:
+        raise ValueError(f"n_threads must be <= {MAX_THREADS}, got {n}")
     return n
