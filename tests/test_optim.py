@@ -153,6 +153,22 @@ def test_schedules():
         s.Step(1.0, step_size=0)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_growing_schedule_ends_in_a_clear_error(dtype, rng):
+    """gamma > 1 for long enough overflows: the schedule gives inf (not
+    OverflowError), and fit stops with DivergenceError or the schedule's
+    ValueError, the parameters whole."""
+    s = bpcore.schedules
+    assert s.Exponential(1.0, 10.0)(400) == np.inf
+    assert s.Step(1.0, step_size=1, gamma=10.0)(400) == np.inf
+    net = bpcore.Network([3, 4, 2], output="identity", dtype=dtype, seed=0)
+    X, Y = rng.normal(size=(16, 3)), 1e-300 * rng.normal(size=(16, 2))
+    with pytest.raises((bpcore.DivergenceError, ValueError)):
+        net.fit(X, Y, epochs=5, batch_size=None,
+                optimizer=bpcore.SGD(lr=s.Exponential(1e-3, 1e200)))
+    assert np.isfinite(net.params).all()
+
+
 def test_schedule_changes_lr_per_epoch(rng, random_params, make_net):
     net, mlp = _pair(rng, random_params, make_net)
     X, Y = rng.normal(size=(10, 3)), rng.normal(size=(10, 2))

@@ -13,6 +13,15 @@ __all__ = ["Schedule", "Constant", "Step", "Exponential", "Cosine",
            "inverse_scaling"]
 
 
+def _scaled(lr, gamma, k):
+    """lr * gamma ** k, infinite rather than OverflowError (gamma > 1 for
+    many epochs); fit then reports the divergence."""
+    try:
+        return lr * gamma ** k
+    except OverflowError:
+        return math.inf
+
+
 class Schedule:
     """Base class: subclasses implement ``__call__(epoch) -> float``."""
 
@@ -43,7 +52,7 @@ class Step(Schedule):
         self.gamma = check_float(gamma, "gamma", low=0.0)
 
     def __call__(self, epoch):
-        return self.lr * self.gamma ** (epoch // self.step_size)
+        return _scaled(self.lr, self.gamma, epoch // self.step_size)
 
 
 class Exponential(Schedule):
@@ -54,7 +63,7 @@ class Exponential(Schedule):
         self.gamma = check_float(gamma, "gamma", low=0.0)
 
     def __call__(self, epoch):
-        return self.lr * self.gamma ** epoch
+        return _scaled(self.lr, self.gamma, epoch)
 
 
 class Cosine(Schedule):
