@@ -306,6 +306,15 @@ BAD_FILES = {
     "onecolumn.csv": "y\n1\n0\n",
     "oneclass.csv": "a,y\n1,0\n2,0\n",
     "garbage.safetensors": "this is not a model",
+    "natarget.csv": "a,b,y\n" + "".join(
+        f"{i},{i % 7},{'NA' if i == 5 else i * 0.37}\n" for i in range(60)),
+}
+
+# CLI metadata of the wrong form in a model saved from Python
+BAD_METADATA = {
+    "classes": "3", "feature_names": "5", "training_summary": "[1,2]",
+    "data_layout": "[1]", "task": "foo",
+    "input_mean": '["a", "b", "c", "d"]',
 }
 
 
@@ -324,6 +333,11 @@ def bad(work):
     np.savez(d / "mismatch.npz", X=np.zeros((3, 2)), y=np.zeros(4))
     np.savez(d / "narrow.npz", X=np.zeros((3, 2)), y=np.zeros(3))
     np.save(d / "objects.npy", np.array([1, "a"], dtype=object))
+    for key, value in BAD_METADATA.items():
+        net = bpcore.Network([4, 3], output="softmax", loss="cross_entropy",
+                             seed=0)
+        net.metadata = {key: value}
+        net.save(d / f"meta_{key}.safetensors")
     return d
 
 
@@ -386,7 +400,32 @@ BAD_CASES = {
     "no command": ([], ["required"]),
     "predict without data": (["predict", M], ["DATA"]),
     "three data files": (["train", "a.npy", "b.npy", "c.npy"], ["pair"]),
+    "NA in a numeric target": (["train", "natarget.csv"],
+                               ["missing value 'NA'", "row 6"]),
+    "demo --out over its data": (["train", "--out", "demo.csv"],
+                                 ["demo.csv", "another name"]),
+    **{f"metadata {key}": (["info", f"meta_{key}.safetensors"],
+                           [f"metadata {key!r}", "wrong form"])
+       for key in BAD_METADATA},
+    "metadata on predict": (["predict", "meta_data_layout.safetensors",
+                             "narrow.csv"], ["'data_layout'"]),
 }
+
+
+def test_train_piped_into_head_still_saves(work, tmp_path):
+    """The reader of stdout leaving early (``| head -1``) does not stop
+    train before it saves the model; exit status 0."""
+    model = tmp_path / "piped.safetensors"
+    cmd = [sys.executable, "-m", "bpcore", "train", "animals.csv", "--epochs",
+           "3", "--out", str(model)]
+    proc = subprocess.Popen(cmd, cwd=work["dir"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()                     # what `head -1` does
+    err = proc.stderr.read().decode()
+    assert proc.wait(TIMEOUT) == 0, err
+    assert "Traceback" not in err
+    assert bpcore.load(model).layers[0] == 4
 
 
 @pytest.mark.parametrize("args, fragments", list(BAD_CASES.values()),

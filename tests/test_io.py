@@ -857,3 +857,15 @@ def test_sigkill_during_save_leaves_a_valid_file(tmp_path):
 @pytest.mark.slow
 def test_sigkill_during_save_leaves_a_valid_file_long(tmp_path):
     _kill_while_saving(tmp_path, rounds=15, rng=np.random.default_rng())
+
+
+def test_io_is_importable_as_bpcore_io(tmp_path):
+    """The README's checkpoint call works in a fresh interpreter after a
+    plain ``import bpcore``."""
+    code = ("import bpcore; net = bpcore.Network([2, 2], seed=0); "
+            "bpcore.io.save(net, 'ckpt.safetensors', "
+            "optimizer=bpcore.SGD(lr=0.1, momentum=0.9)); "
+            "print(bpcore.io.load('ckpt.safetensors', with_optimizer=True))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr

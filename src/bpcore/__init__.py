@@ -11,6 +11,7 @@ from bpcore._errors import DivergenceError, FormatError
 from bpcore._config import get_num_threads, set_num_threads, show_config
 from bpcore.optim import SGD, Adam, AdamW, Optimizer
 from bpcore import schedules
+from bpcore import io
 from bpcore.network import (EarlyStopping, Gradients, History, Network,
                             Trace)
 
@@ -29,7 +30,7 @@ def load(path):
 
 __all__ = [
     "Network", "Trace", "Gradients", "History", "EarlyStopping",
-    "SGD", "Adam", "AdamW", "Optimizer", "schedules",
+    "SGD", "Adam", "AdamW", "Optimizer", "schedules", "io",
     "DivergenceError", "FormatError", "load",
     "set_num_threads", "get_num_threads", "show_config", "__version__",
 ]

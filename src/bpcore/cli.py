@@ -385,6 +385,31 @@ def _sort_labels(labels):
     return sorted(labels, key=key)
 
 
+_MISSING_MARKERS = {"", "na", "n/a", "nan", "null", "none", "?", "-", "--"}
+
+
+def _refuse_missing_numbers(y):
+    """A text target whose values are numbers but for missing-value markers
+    ('NA', 'null', ...) is a numeric target with holes, not hundreds of
+    class labels."""
+    seen_number = False
+    first_missing = None
+    for i, v in enumerate(y.tolist()):
+        s = str(v).strip()
+        try:
+            float(s)
+            seen_number = True
+        except ValueError:
+            if s.lower() not in _MISSING_MARKERS:
+                return
+            if first_missing is None:
+                first_missing = (i, s)
+    if seen_number and first_missing is not None:
+        i, s = first_missing
+        raise CLIError(f"the target has a missing value {s!r} (data row "
+                       f"{i + 1}); remove or fill such rows")
+
+
 def choose_task(y, loss):
     """('classification' | 'regression', loss name) for these targets."""
     numeric = y.dtype.kind in "biuf"
@@ -401,6 +426,7 @@ def choose_task(y, loss):
     if loss is not None:
         return "classification", loss
     if not numeric:
+        _refuse_missing_numbers(y)
         return "classification", "cross_entropy"
     values = np.unique(y)
     if np.all(values == np.round(values)) and len(values) <= MAX_AUTO_CLASSES:
@@ -426,24 +452,64 @@ class ModelInfo:
                 raise CLIError(f"{path}: metadata {key!r} is not valid JSON"
                                ) from None
 
+        def bad(key):
+            return CLIError(f"{path}: metadata {key!r} has the wrong form "
+                            f"for a bpcore command-line model")
+
+        def strings(key, default):
+            v = js(key, default)
+            if not isinstance(v, list) or not all(
+                    isinstance(c, (str, int, float)) for c in v):
+                raise bad(key)
+            return [str(c) for c in v]
+
+        def numbers(key, n):
+            v = js(key, [0.0 if key in (META_X_MEAN, META_Y_MEAN) else 1.0]
+                   * n)
+            try:
+                a = np.asarray(v, np.float64)
+            except (TypeError, ValueError):
+                raise bad(key) from None
+            if a.ndim != 1 or not np.isfinite(a).all():
+                raise bad(key)
+            return a
+
+        def mapping(key):
+            v = js(key, {})
+            if not isinstance(v, dict):
+                raise bad(key)
+            return v
+
         self.task = md.get(META_TASK) or (
             "regression" if net.loss == "mse" else "classification")
-        self.features = js(META_FEATURES, [f"x{j}" for j in range(n_in)])
+        if self.task not in ("classification", "regression"):
+            raise bad(META_TASK)
+        self.features = strings(META_FEATURES,
+                                [f"x{j}" for j in range(n_in)])
         target = md.get(META_TARGET, "y")
         if target.startswith("["):
-            target = js(META_TARGET, "y")
+            target = strings(META_TARGET, ["y"])
         self.target = target
         if self.task == "classification":
             default = [str(k) for k in range(max(2, n_out))]
-            self.classes = [str(c) for c in js(META_CLASSES, default)]
+            self.classes = strings(META_CLASSES, default)
         else:
             self.classes = None
-        self.x_mean = np.asarray(js(META_X_MEAN, [0.0] * n_in), np.float64)
-        self.x_std = np.asarray(js(META_X_STD, [1.0] * n_in), np.float64)
-        self.y_mean = np.asarray(js(META_Y_MEAN, [0.0] * n_out), np.float64)
-        self.y_std = np.asarray(js(META_Y_STD, [1.0] * n_out), np.float64)
-        self.layout = js(META_LAYOUT, {})
-        self.summary = js(META_SUMMARY, {})
+        self.x_mean = numbers(META_X_MEAN, n_in)
+        self.x_std = numbers(META_X_STD, n_in)
+        self.y_mean = numbers(META_Y_MEAN, n_out)
+        self.y_std = numbers(META_Y_STD, n_out)
+        self.layout = mapping(META_LAYOUT)
+        n_cols = self.layout.get("n_columns")
+        tidx = self.layout.get("target_columns")
+        if (n_cols is not None and type(n_cols) is not int) or (
+                tidx is not None and not (isinstance(tidx, list) and all(
+                    type(j) is int for j in tidx))):
+            raise bad(META_LAYOUT)
+        self.summary = mapping(META_SUMMARY)
+        for key in ("seconds", "samples_per_second"):
+            if not isinstance(self.summary.get(key, 0), (int, float)):
+                raise bad(META_SUMMARY)
         ok = (len(self.features) == n_in and self.x_mean.shape == (n_in,)
               and self.x_std.shape == (n_in,))
         if self.task == "classification":
@@ -722,11 +788,12 @@ class _EpochReport:
 def train_model(X, y, *, feature_names, target_name, layout, source,
                 layers=None, activation="relu", loss=None, epochs=50,
                 batch_size=32, optimizer="adam", lr=None, val_split=0.2,
-                seed=0, threads=None, out=sys.stdout):
+                seed=0, threads=None, out=None):
     """Standardise, split, build, fit and summarise; returns (net, summary).
 
-    Shared by ``bpcore train DATA`` and the demo.
+    Shared by ``bpcore train DATA`` and the demo.  out: default stdout.
     """
+    out = sys.stdout if out is None else out
     m = X.shape[0]
     task, loss = choose_task(y, loss)
     rng = np.random.default_rng(seed)
@@ -982,8 +1049,9 @@ def _sigmoid(z):
     return 1.0 / (1.0 + np.exp(-z))
 
 
-def demo_tutorial(seed, threads, out=sys.stdout):
+def demo_tutorial(seed, threads, out=None):
     """Part 1: the tutorial's 2-3-2-2 sigmoid network, shown and trained."""
+    out = sys.stdout if out is None else out
     p = lambda *a: print(*a, file=out)  # noqa: E731
     p("== Part 1: the tutorial's 2-3-2-2 sigmoid network ==")
     p("Two inputs, hidden layers of 3 and 2 sigmoid neurons, 2 sigmoid "
@@ -1081,6 +1149,10 @@ def run_demo(args):
     _check_plot_available(args.plot)
     out_path = args.out or "bpcore-demo.safetensors"
     csv_path = os.path.splitext(out_path)[0] + ".csv"
+    if os.path.abspath(csv_path) == os.path.abspath(out_path):
+        raise CLIError(f"--out {out_path}: the demo writes its data to "
+                       f"{csv_path}; give the model another name, e.g. "
+                       f"{os.path.splitext(out_path)[0]}.safetensors")
     _check_out_folder(out_path)
     print("bpcore demo (no DATA given): two small trainings, a few seconds "
           "in all.\n")
@@ -1405,6 +1477,30 @@ def build_parser():
     return p
 
 
+class _PipeSafe:
+    """stdout that goes quiet when its reader leaves (``| head``), so the
+    command still finishes its work (``train`` still saves the model)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text):
+        try:
+            return self.stream.write(text)
+        except BrokenPipeError:
+            self.stream = open(os.devnull, "w")
+            return len(text)
+
+    def flush(self):
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            self.stream = open(os.devnull, "w")
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
 def main(argv=None):
     """Run the ``bpcore`` command; returns the exit status.
 
@@ -1421,6 +1517,9 @@ def main(argv=None):
     """
     args = build_parser().parse_args(argv)
     debug = bool(os.environ.get("BPCORE_DEBUG"))
+    saved_stdout = sys.stdout
+    if not isinstance(sys.stdout, _PipeSafe):
+        sys.stdout = _PipeSafe(sys.stdout)
     try:
         return args.func(args)
     except KeyboardInterrupt:
@@ -1439,6 +1538,12 @@ def main(argv=None):
             raise
         print(f"bpcore: error: {_one_line(e)}", file=sys.stderr)
         return 1
+    finally:
+        # put the caller's stdout back unless its reader left (then the
+        # interpreter's final flush would fail on it)
+        if isinstance(sys.stdout, _PipeSafe) and \
+                sys.stdout.stream is saved_stdout:
+            sys.stdout = saved_stdout
 
 
 def _one_line(e):
