@@ -172,7 +172,7 @@ X_CASES = {
     "object-none": (lambda X: np.array([[1.0, None, 2.0]] * len(X),
                                        dtype=object), VALUE_OR_TYPE),
     "complex": (lambda X: X + 1j, VALUE_OR_TYPE),
-    "none": (lambda X: None, VALUE_OR_TYPE),
+    "none": (lambda X: None, TypeError),
     "ragged-list": (lambda X: [[1.0, 2.0, 3.0], [1.0, 2.0]], VALUE_OR_TYPE),
 }
 
@@ -225,7 +225,7 @@ Y_CASES = {
     "mse-nan": ("mse", lambda Y: _set(Y, (1, 2), np.nan), ValueError),
     "mse-inf": ("mse", lambda Y: _set(Y, (0, 0), np.inf), ValueError),
     "mse-strings": ("mse", lambda Y: np.full(Y.shape, "x"), VALUE_OR_TYPE),
-    "mse-none": ("mse", lambda Y: None, VALUE_OR_TYPE),
+    "mse-none": ("mse", lambda Y: None, TypeError),
     "ce-label-too-large": ("cross_entropy", lambda Y: _set(Y, 2, 3),
                            ValueError),
     "ce-label-negative": ("cross_entropy", lambda Y: _set(Y, 0, -1),

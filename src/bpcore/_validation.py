@@ -71,6 +71,8 @@ def check_dtype(value):
 
 def _numeric(a, name):
     """np.asarray(a) with a numeric (bool, int or float) dtype, or an error."""
+    if a is None:
+        raise TypeError(f"{name} must be an array of numbers, got None")
     try:
         arr = np.asarray(a)
     except (ValueError, TypeError) as e:
