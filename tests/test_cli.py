@@ -287,8 +287,141 @@ def test_version_and_help(tmp_path):
     helptext = run(["train", "--help"], tmp_path).stdout
     for flag in ("--target", "--layers", "--activation", "--loss", "--epochs",
                  "--batch-size", "--optimizer", "--lr", "--val-split",
-                 "--seed", "--threads", "--out", "--plot"):
+                 "--seed", "--threads", "--out", "--plot", "--header"):
         assert flag in helptext
+    for command in ("predict", "evaluate"):
+        assert "--header {auto,yes,no}" in run([command, "--help"],
+                                               tmp_path).stdout
+
+
+# ---------------------------------------------------------------------------
+# Header detection and class labels (audit findings B4, B5, B6, B9)
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("marker", ["NA", "?", "null", ""])
+@pytest.mark.parametrize("where", ["feature", "target"])
+def test_missing_value_in_first_row_is_not_a_header(tmp_path, marker, where):
+    """B4: a missing-value marker in row 1 of a headerless numeric file is a
+    missing value (a one-line error), not a header that drops the row."""
+    rows = [[str(i), str(i % 5), str(i % 3)] for i in range(1, 41)]
+    rows[0][1 if where == "feature" else 2] = marker
+    (tmp_path / "d.csv").write_text("".join(",".join(r) + "\n"
+                                            for r in rows))
+    proc = run(["train", "d.csv", "--epochs", "1"], tmp_path,
+               expect_ok=False)
+    assert_user_error(proc)
+    line = proc.stderr.strip()
+    assert "missing value" in line or "empty" in line, line
+    assert "line 1," in line or "row 1)" in line, line
+
+
+def test_missing_value_in_first_row_for_predict(work, tmp_path):
+    (tmp_path / "na.csv").write_text("1,NA,3,4\n5,6,7,8\n")
+    proc = run(["predict", work["model"], "na.csv"], tmp_path,
+               expect_ok=False)
+    assert_user_error(proc, "line 1", "missing value 'NA'")
+
+
+def test_predict_one_headerless_row_with_text_label(work, tmp_path):
+    """B5: one data row holding a text label is data, not a lone header."""
+    rng = np.random.default_rng(6)
+    X, k = make_classification(rng, m=120)
+    write_csv(tmp_path / "train.csv", X, np.array(LABELS)[k])  # no header
+    run(["train", "train.csv", "--epochs", "3", "--out", "m.safetensors"],
+        tmp_path)
+    write_csv(tmp_path / "one.csv", X[:1], np.array(LABELS)[k[:1]])
+    out = run(["predict", "m.safetensors", "one.csv"], tmp_path).stdout
+    lines = out.splitlines()
+    assert lines[0] == "col4,p(cat),p(dog),p(fox)" and len(lines) == 2
+    ev = run(["evaluate", "m.safetensors", "one.csv"], tmp_path).stdout
+    assert "one.csv, 1 rows" in ev
+    # The same with a model trained on a file with a header.
+    write_csv(tmp_path / "one4.csv", work["X"][:1], work["labels"][:1])
+    out = run(["predict", work["model"], "one4.csv"], tmp_path).stdout
+    assert len(out.splitlines()) == 2
+    # A file holding only the model's feature names is still a header.
+    (tmp_path / "names.csv").write_text(",".join(work["names"]) + "\n")
+    proc = run(["predict", work["model"], "names.csv"], tmp_path,
+               expect_ok=False)
+    assert_user_error(proc, "no data rows")
+
+
+def test_class_labels_keep_their_spelling(tmp_path):
+    """B6: labels read from a CSV are the strings as written; models that
+    stored canonical numbers ('1' for '001') still predict and evaluate."""
+    rng = np.random.default_rng(7)
+    X, k = make_classification(rng, m=150)
+    codes = np.array(["001", "002", "010"])[k]
+    write_csv(tmp_path / "codes.csv", X, codes, ["a", "b", "c", "d", "code"])
+    out = run(["train", "codes.csv", "--epochs", "20", "--out",
+               "codes.safetensors"], tmp_path).stdout
+    assert "3 classes (001, 002, 010)" in out
+    pred = run(["predict", "codes.safetensors", "codes.csv"],
+               tmp_path).stdout.splitlines()
+    assert pred[0] == "code,p(001),p(002),p(010)"
+    predicted = np.array([ln.split(",")[0] for ln in pred[1:]])
+    assert np.mean(predicted == codes) > 0.9
+    ev = run(["evaluate", "codes.safetensors", "codes.csv"], tmp_path).stdout
+    assert float(ev.split("accuracy:")[1].split()[0]) > 0.9
+    assert "  001: " in ev
+    # '01' and '1' are two classes.
+    write_csv(tmp_path / "two.csv", X, np.array(["01", "1", "2"])[k],
+              ["a", "b", "c", "d", "y"])
+    out = run(["train", "two.csv", "--epochs", "1", "--out",
+               "two.safetensors"], tmp_path).stdout
+    assert "3 classes (01, 1, 2)" in out
+    # A model saved before this change stored the canonical numbers.
+    net = bpcore.load(tmp_path / "codes.safetensors")
+    net.metadata["classes"] = json.dumps(["1", "2", "10"])
+    net.save(tmp_path / "old.safetensors")
+    pred = run(["predict", "old.safetensors", "codes.csv"],
+               tmp_path).stdout.splitlines()
+    assert pred[0] == "code,p(1),p(2),p(10)"
+    assert {ln.split(",")[0] for ln in pred[1:]} <= {"1", "2", "10"}
+    ev = run(["evaluate", "old.safetensors", "codes.csv"], tmp_path).stdout
+    assert float(ev.split("accuracy:")[1].split()[0]) > 0.9
+    # Integer labels from .npz stay integers.
+    np.savez(tmp_path / "ints.npz", X=X, y=k + 1)
+    run(["train", "ints.npz", "--epochs", "1", "--out", "ints.safetensors"],
+        tmp_path)
+    pred = run(["predict", "ints.safetensors", "ints.npz"], tmp_path).stdout
+    assert pred.splitlines()[0] == "y,p(1),p(2),p(3)"
+
+
+def test_numeric_header_names_with_text_target(work, tmp_path):
+    """B9: a header of numbers over a text label column is a header."""
+    names = ["1", "2", "3", "4"]
+    write_csv(tmp_path / "n.csv", work["X"], work["labels"],
+              names + ["label"])
+    out = run(["train", "n.csv", "--epochs", "3"], tmp_path).stdout
+    assert "300 rows" in out and "target 'label'" in out
+    assert "3 classes (cat, dog, fox)" in out
+    md = bpcore.load(tmp_path / "model.safetensors").metadata
+    assert json.loads(md["feature_names"]) == names
+    pred = run(["predict", "model.safetensors", "n.csv"], tmp_path).stdout
+    assert len(pred.splitlines()) == 301
+
+
+def test_header_flag(work, tmp_path):
+    """--header yes|no overrides the detection."""
+    labels = list(work["labels"][:60])
+    labels[0] = "bird"                     # a class seen only in row 1
+    write_csv(tmp_path / "d.csv", work["X"][:60], labels)
+    auto = run(["train", "d.csv", "--epochs", "1"], tmp_path).stdout
+    assert "59 rows" in auto and "target 'bird'" in auto
+    no = run(["train", "d.csv", "--epochs", "1", "--header", "no"],
+             tmp_path).stdout
+    assert "60 rows" in no and "4 classes (bird, cat, dog, fox)" in no
+    one = run(["predict", "model.safetensors", "d.csv", "--header", "no"],
+              tmp_path).stdout
+    assert len(one.splitlines()) == 61
+    write_csv(tmp_path / "n.csv", work["X"][:60])
+    yes = run(["train", "n.csv", "--epochs", "1", "--header", "yes",
+               "--loss", "mse"], tmp_path).stdout
+    assert "59 rows" in yes
+    proc = run(["predict", work["model"], "n.csv", "--header", "maybe"],
+               tmp_path, expect_ok=False)
+    assert_user_error(proc, "--header")
 
 
 # ---------------------------------------------------------------------------
@@ -446,8 +579,15 @@ def test_bad_input(bad, args, fragments):
     ([["x", "y", "label"], ["1", "2", "cat"]], True),
     ([["a", "b"]], True),
     ([["2019", "2020", "name"], ["1", "2", "x"]], False),
+    ([["1", "NA", "0"], ["2", "3", "1"]], False),          # B4
+    ([["?", "", "null"], ["2", "3", "1"]], False),
+    ([["1", "2", "label"], ["3", "4", "cat"], ["5", "6", "cat"]], True),  # B9
+    ([["1", "2", "cat"], ["3", "4", "cat"], ["5", "6", "dog"]], False),
+    ([["1", "2", "cat"], ["3", "4", "dog"], ["5", "6", "fox"]], False),
 ], ids=["header", "numbers", "text-target", "header-text-target",
-        "header-only", "numeric-header-names"])
+        "header-only", "numeric-header-names", "missing-markers",
+        "only-missing-markers", "numeric-names-label-header",
+        "label-repeated-below", "labels-never-repeat"])
 def test_header_detection(rows, expected):
     from bpcore.cli import _looks_like_header
     assert _looks_like_header(rows) is expected

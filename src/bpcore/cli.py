@@ -12,6 +12,12 @@
 without a header row), a pair of ``.npy`` files (features, targets), a single
 2-D ``.npy`` table, or an ``.npz`` archive holding ``X`` and ``y``.
 
+Whether a CSV's first row is a header is detected (``--header auto``; see
+:func:`_looks_like_header` and :meth:`ModelInfo.looks_like_header`) or
+forced with ``--header yes|no``.  Class labels read from a CSV keep their
+spelling (``001`` and ``1`` are two classes, and ``predict`` writes ``001``
+back); integer labels from ``.npy``/``.npz`` are written as integers.
+
 Everything ``predict`` needs travels in the model's ``metadata``: the
 feature and target names, the class labels, the input standardisation (mean
 and standard deviation per feature, as JSON) and a summary of the training
@@ -75,6 +81,19 @@ def _is_number(text):
     return True
 
 
+_MISSING_MARKERS = {"", "na", "n/a", "nan", "null", "none", "?", "-", "--"}
+
+
+def _is_missing(text):
+    """A missing-value marker: an empty field, NA, null, ? ..."""
+    return text.strip().lower() in _MISSING_MARKERS
+
+
+def _is_name(text):
+    """Text that can only be a name or a label: not a number, not missing."""
+    return not _is_number(text) and not _is_missing(text)
+
+
 class Table:
     """Rows x named columns read from a CSV file or a 2-D ``.npy`` array.
 
@@ -122,6 +141,11 @@ class Table:
                         raise CLIError(f"{self.where(i, j)}: empty cell "
                                        f"(missing values are not supported)"
                                        ) from None
+                    if _is_missing(text):
+                        raise CLIError(f"{self.where(i, j)}: missing value "
+                                       f"{text!r} (missing values are not "
+                                       f"supported; remove or fill such "
+                                       f"rows)") from None
                     if not _is_number(text):
                         raise CLIError(f"{self.where(i, j)}: {text!r} is not "
                                        f"a number") from None
@@ -146,6 +170,14 @@ class Table:
             if not text:
                 raise CLIError(f"{self.where(i, j)}: empty target cell")
         return np.array(cells, dtype=str)
+
+    def label_text(self, j):
+        """Column j as class labels spelt as in the file (``001`` stays
+        ``001``), checked like :meth:`labels`; None for a .npy table."""
+        if self.array is not None:
+            return None
+        self.labels(j)
+        return np.array(self.columns[j], dtype=str)
 
     def features(self, cols):
         """The given columns as one (m, len(cols)) float64 array."""
@@ -178,8 +210,12 @@ def _check_exists(path):
         raise CLIError(f"{path}: is a directory, not a data file")
 
 
-def read_csv(path):
-    """A Table from a CSV (or TSV) file, with or without a header row."""
+def read_csv(path, header="auto", model=None):
+    """A Table from a CSV (or TSV) file, with or without a header row.
+
+    header: "yes", "no" or "auto" (detect it; with the ModelInfo of the
+    model that will read the data, from the names and layout it stored).
+    """
     _check_exists(path)
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
@@ -212,7 +248,11 @@ def read_csv(path):
         if len(row) != width:
             raise CLIError(f"{path}: line {line} has {len(row)} fields, "
                            f"expected {width} like the first line")
-    header = _looks_like_header(rows)
+    if header == "auto":
+        header = (_looks_like_header(rows) if model is None
+                  else model.looks_like_header(rows))
+    else:
+        header = header == "yes"
     if header:
         names = rows[0]
         rows, lines = rows[1:], lines[1:]
@@ -233,25 +273,27 @@ def read_csv(path):
 
 
 def _looks_like_header(rows):
-    """The first row is a header when it has text where the data has numbers.
+    """Whether the first of these CSV rows is a header (``--header auto``).
 
-    A column of text labels (text in every row) does not count, so a
-    headerless file whose target is a word is read as data.
+    The first row is a header when one of its fields is a name (neither a
+    number nor a missing-value marker such as NA or an empty field) and, in
+    that column, either another row (of the next 50) holds a number, or the
+    other rows hold repeated values (class labels) among which the first
+    row's field never appears (``label`` above ``cat, dog, cat``).  A lone
+    row is a header if it has a name.
     """
     first = rows[0]
-    text_cols = [j for j, c in enumerate(first) if not _is_number(c)]
-    if not text_cols:
-        return False
-    if len(rows) == 1:
-        return True
-    rest = rows[1:min(len(rows), 50)]
-    for j in text_cols:
-        if any(_is_number(r[j]) for r in rest):
+    name_cols = [j for j, c in enumerate(first) if _is_name(c)]
+    if not name_cols or len(rows) == 1:
+        return bool(name_cols)
+    for j in name_cols:
+        column = [r[j] for r in rows[1:]]
+        if any(_is_number(c) for c in column[:50]):
             return True
-    # Text in the same columns of every row: a headerless file with labels,
-    # unless every first-row cell is text and some other row has numbers.
-    return len(text_cols) == len(first) and any(
-        _is_number(c) for r in rest for c in r)
+        values = set(column)
+        if first[j] not in values and len(values) < len(column):
+            return True
+    return False
 
 
 def _load_npy(path):
@@ -299,11 +341,12 @@ def _pair_path(path):
     return None
 
 
-def read_data(paths, want_target):
+def read_data(paths, want_target, header="auto", model=None):
     """A Table or Arrays from the DATA arguments.
 
     ``want_target``: look for the target file of a lone ``X.npy`` (train,
-    evaluate); predict does not need one.
+    evaluate); predict does not need one.  ``header`` and ``model``: see
+    :func:`read_csv`.
     """
     if len(paths) > 2:
         raise CLIError(f"expected one data file or an X.npy y.npy pair, got "
@@ -343,7 +386,7 @@ def read_data(paths, want_target):
                            f"X.npy y.npy")
         return Table(first, [f"col{j}" for j in range(arr.shape[1])], False,
                      array=arr)
-    return read_csv(first)
+    return read_csv(first, header, model)
 
 
 def _arrays(path, X, y, ypath):
@@ -364,28 +407,31 @@ def _arrays(path, X, y, ypath):
 # Targets, scaling and what a model remembers
 # ---------------------------------------------------------------------------
 
+def _canonical_label(v):
+    """A numeric label as one string: 1, 1.0 and '01' are all '1'."""
+    try:
+        f = float(v)
+    except ValueError:
+        return str(v)
+    return str(int(f)) if f.is_integer() else repr(f)
+
+
 def _label_strings(y):
-    """Class labels as canonical strings: 1.0 and 1 are both '1'."""
+    """Class labels as strings: text as it is, numbers canonical."""
     if y.dtype.kind in "US":
         return np.array([str(v) for v in y], dtype=object)
-    out = []
-    for v in y.tolist():
-        v = float(v)
-        out.append(str(int(v)) if v.is_integer() else repr(v))
-    return np.array(out, dtype=object)
+    return np.array([_canonical_label(v) for v in y.tolist()], dtype=object)
 
 
 def _sort_labels(labels):
-    """Numbers in numeric order, then text in text order."""
+    """Numbers in numeric order ('01' before '1'), then text in text
+    order."""
     def key(s):
         try:
-            return (0, float(s), "")
+            return (0, float(s), s)
         except ValueError:
             return (1, 0.0, s)
     return sorted(labels, key=key)
-
-
-_MISSING_MARKERS = {"", "na", "n/a", "nan", "null", "none", "?", "-", "--"}
 
 
 def _refuse_missing_numbers(y):
@@ -544,21 +590,36 @@ class ModelInfo:
                 raise CLIError(f"{source}: {y.shape[1]} target columns; the "
                                f"model predicts {net.layers[-1]}")
             return (y - self.y_mean) / self.y_std
-        if y.ndim != 1:
-            raise CLIError(f"{source}: expected one column of class labels")
-        index = {c: k for k, c in enumerate(self.classes)}
-        strings = _label_strings(y)
-        codes = np.empty(len(strings), dtype=np.int64)
-        for i, s in enumerate(strings):
-            if s not in index:
-                raise CLIError(f"{source}: label {s!r} is not one of the "
-                               f"model's classes ({', '.join(self.classes)})")
-            codes[i] = index[s]
+        codes = self.class_codes(y, source)
         if net.loss == "cross_entropy":
             return codes
         if net.layers[-1] == 1:
             return codes.reshape(-1, 1).astype(np.float64)
         return np.eye(net.layers[-1])[codes]
+
+    def class_codes(self, y, source):
+        """Class labels -> indices into self.classes.  A label is found as
+        written or, failing that, by its number when one class has it
+        (``1.0`` or ``01`` finds a class ``1``: models saved before labels
+        kept their spelling stored ``1`` for ``001``)."""
+        if y.ndim != 1:
+            raise CLIError(f"{source}: expected one column of class labels")
+        exact = {c: k for k, c in enumerate(self.classes)}
+        by_number = {}
+        for k, c in enumerate(self.classes):
+            by_number.setdefault(_canonical_label(c), []).append(k)
+        found = {}
+        codes = np.empty(len(y), dtype=np.int64)
+        for i, s in enumerate(_label_strings(y)):
+            if s not in found:
+                same = by_number.get(_canonical_label(s), [])
+                if s not in exact and len(same) != 1:
+                    raise CLIError(f"{source}: label {s!r} is not one of the "
+                                   f"model's classes "
+                                   f"({', '.join(self.classes)})")
+                found[s] = exact[s] if s in exact else same[0]
+            codes[i] = found[s]
+        return codes
 
     def decode(self, out):
         """Network outputs -> (predictions, probabilities or None)."""
@@ -596,27 +657,49 @@ class ModelInfo:
             if all(n in t.names for n in tnames):
                 tcol = [t.names.index(n) for n in tnames]
         else:
-            n_cols = self.layout.get("n_columns")
-            tidx = self.layout.get("target_columns")
-            if t.n_columns == n_in:
-                fcols = list(range(n_in))
-            elif n_cols == t.n_columns and tidx:
-                fcols = [j for j in range(n_cols) if j not in tidx]
-                tcol = list(tidx)
-            else:
+            fcols, tcol = self._positions(t.n_columns)
+            if fcols is None:
                 raise CLIError(self._width_message(t.source, t.n_columns,
                                                    True))
         X = t.features(fcols)
         y = None
         if tcol is not None:
-            if len(tcol) == 1:
-                y = t.labels(tcol[0])
-            else:
+            if len(tcol) > 1:
                 y = np.stack([t.numeric(j) for j in tcol], axis=1)
+            elif self.task == "classification" and t.array is None:
+                y = t.label_text(tcol[0])      # labels as spelt in the file
+            else:
+                y = t.labels(tcol[0])
         if need_target and y is None:
             raise CLIError(f"{t.source}: no target column "
                            f"{_names(self.target_names)} to evaluate against")
         return X, y
+
+    def _positions(self, width):
+        """(feature columns, target columns or None) of a table of this
+        width read by position; (None, None) when the width does not fit."""
+        n_in = self.net.layers[0]
+        n_cols = self.layout.get("n_columns")
+        tidx = self.layout.get("target_columns")
+        if width == n_in:
+            return list(range(n_in)), None
+        if n_cols == width and tidx:
+            return [j for j in range(n_cols) if j not in tidx], list(tidx)
+        return None, None
+
+    def looks_like_header(self, rows):
+        """``--header auto`` for predict and evaluate: the first row is a
+        header when it holds every feature name of the model; it is data
+        when the fields the model would read as features by position are
+        numbers or missing values; otherwise :func:`_looks_like_header`
+        decides."""
+        first = rows[0]
+        if set(self.features) <= set(first):
+            return True
+        fcols, _ = self._positions(len(first))
+        if fcols is not None and not any(_is_name(first[j]) for j in fcols):
+            return False
+        return _looks_like_header(rows)
 
     def _width_message(self, source, width, table):
         n_in = self.net.layers[0]
@@ -788,14 +871,18 @@ class _EpochReport:
 def train_model(X, y, *, feature_names, target_name, layout, source,
                 layers=None, activation="relu", loss=None, epochs=50,
                 batch_size=32, optimizer="adam", lr=None, val_split=0.2,
-                seed=0, threads=None, out=None):
+                seed=0, threads=None, out=None, label_text=None):
     """Standardise, split, build, fit and summarise; returns (net, summary).
 
     Shared by ``bpcore train DATA`` and the demo.  out: default stdout.
+    label_text: the target as spelt in a CSV; the class labels if the
+    task is classification (so ``001`` stays ``001``).
     """
     out = sys.stdout if out is None else out
     m = X.shape[0]
     task, loss = choose_task(y, loss)
+    if task == "classification" and label_text is not None:
+        y = label_text
     rng = np.random.default_rng(seed)
     order = rng.permutation(m)
     n_val = int(round(m * val_split)) if val_split > 0 else 0
@@ -917,10 +1004,11 @@ def train_model(X, y, *, feature_names, target_name, layout, source,
     return net, summary
 
 
-def _truth(info, y):
+def _truth(info, y, source="the data"):
     """Targets in the form decode() predicts them (labels or values)."""
     if info.task == "classification":
-        return _label_strings(y)
+        classes = np.array(info.classes, dtype=object)
+        return classes[info.class_codes(y, source)]
     return y.reshape(len(y), -1).astype(np.float64)
 
 
@@ -990,7 +1078,8 @@ def cmd_train(args):
         return run_demo(args)
     layers = _parse_layers(args.layers)
     _check_plot_available(args.plot)
-    data = read_data(args.data, want_target=True)
+    data = read_data(args.data, want_target=True, header=args.header)
+    label_text = None
     if isinstance(data, Arrays):
         if args.target is not None:
             raise CLIError(f"--target selects a column of a CSV or 2-D .npy "
@@ -1011,6 +1100,7 @@ def cmd_train(args):
                            f"target {data.names[j]!r}")
         X = data.features(fcols)
         y = data.labels(j)
+        label_text = data.label_text(j)
         features, target = [data.names[k] for k in fcols], data.names[j]
         layout = {"source": "table", "header": data.header,
                   "n_columns": data.n_columns, "target_columns": [j]}
@@ -1022,7 +1112,7 @@ def cmd_train(args):
         loss=args.loss, epochs=args.epochs or 50,
         batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
         val_split=0.2 if args.val_split is None else args.val_split,
-        seed=args.seed, threads=args.threads)
+        seed=args.seed, threads=args.threads, label_text=label_text)
     _save(net, out_path, sys.stdout)
     _maybe_plot(args.plot, net, summary)
     return 0
@@ -1213,7 +1303,8 @@ def _write_csv(path, header, rows, stream=None):
 
 def cmd_predict(args):
     net, info = load_model(args.model)
-    data = read_data(args.data, want_target=False)
+    data = read_data(args.data, want_target=False, header=args.header,
+                     model=info)
     X, _ = info.select(data, need_target=False)
     pred, proba = info.decode(net.predict(info.scale(X),
                                           n_threads=args.threads))
@@ -1235,14 +1326,15 @@ def cmd_predict(args):
 
 def cmd_evaluate(args):
     net, info = load_model(args.model)
-    data = read_data(args.data, want_target=True)
+    data = read_data(args.data, want_target=True, header=args.header,
+                     model=info)
     X, y = info.select(data, need_target=True)
     source = getattr(data, "source", args.data[0])
     Xs = info.scale(X)
     T = info.encode(y, source)
     loss = net.evaluate(Xs, T, n_threads=args.threads)
     pred, _ = info.decode(net.predict(Xs, n_threads=args.threads))
-    truth = _truth(info, y)
+    truth = _truth(info, y, source)
     print(f"model:    {args.model}")
     print(f"data:     {source}, {X.shape[0]} rows")
     scaled = " on standardised targets" if info.task == "regression" else ""
@@ -1393,6 +1485,20 @@ def _seed(text):
     return v
 
 
+HEADER_HELP = ("is the first CSV row a header? auto (default): yes if a "
+               "field is a name (not a number or a missing value like NA) "
+               "where the column's other rows hold numbers, or where they "
+               "hold repeated labels that never equal it; predict and "
+               "evaluate also take a row holding the model's feature names "
+               "as a header and a row with numbers where the model reads "
+               "features as data")
+
+
+def _add_header_option(parser):
+    parser.add_argument("--header", choices=("auto", "yes", "no"),
+                        default="auto", help=HEADER_HELP)
+
+
 def build_parser():
     """The argparse parser of the ``bpcore`` command."""
     p = _Parser(prog="bpcore", description=(
@@ -1448,6 +1554,7 @@ def build_parser():
                    "bpcore-demo.safetensors) in the current directory")
     t.add_argument("--plot", metavar="PNG", help="write the learning curves "
                    "to this image (needs matplotlib)")
+    _add_header_option(t)
     t.set_defaults(func=cmd_train)
 
     pr = sub.add_parser("predict", help="predict with a saved model",
@@ -1461,6 +1568,7 @@ def build_parser():
     pr.add_argument("--out", metavar="CSV", help="write here (default: "
                     "stdout)")
     pr.add_argument("--threads", type=_positive_int("threads"), metavar="T")
+    _add_header_option(pr)
     pr.set_defaults(func=cmd_predict)
 
     ev = sub.add_parser("evaluate", help="loss and accuracy or R2 of a "
@@ -1468,6 +1576,7 @@ def build_parser():
     ev.add_argument("model", metavar="MODEL")
     ev.add_argument("data", nargs="+", metavar="DATA")
     ev.add_argument("--threads", type=_positive_int("threads"), metavar="T")
+    _add_header_option(ev)
     ev.set_defaults(func=cmd_evaluate)
 
     inf = sub.add_parser("info", help="architecture, parameters and "
