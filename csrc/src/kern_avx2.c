@@ -36,6 +36,8 @@
 #include "math_f32.h"
 #define SFX _avx2_f32
 #define VEXP vexp_f32
+#define VTANH vtanh_f32
+#define VERFC verfc_f32
 #define GEMM_FN gemm_avx2_6x16_f32
 #include "net_impl.h"
 #include "math_undef.h"
@@ -43,6 +45,8 @@
 #include "math_f64.h"
 #define SFX _avx2_f64
 #define VEXP vexp_f64
+#define VTANH vtanh_f64
+#define VERFC verfc_f64
 #define GEMM_FN gemm_avx2_6x8_f64
 #include "net_impl.h"
 #include "math_undef.h"

@@ -34,6 +34,8 @@ REF_GEMM(gemm_ref_f64, double)
 #include "math_f32.h"
 #define SFX _ref_f32
 #define VEXP expf
+#define VTANH tanhf
+#define VERFC erfcf
 #define GEMM_FN gemm_ref_f32
 #include "net_impl.h"
 #include "math_undef.h"
@@ -41,6 +43,8 @@ REF_GEMM(gemm_ref_f64, double)
 #include "math_f64.h"
 #define SFX _ref_f64
 #define VEXP exp
+#define VTANH tanh
+#define VERFC erfc
 #define GEMM_FN gemm_ref_f64
 #include "net_impl.h"
 #include "math_undef.h"

@@ -12,5 +12,7 @@
 #undef FMA
 #undef COPYSIGN
 #undef VEXP
+#undef VTANH
+#undef VERFC
 #undef GEMM_FN
 #undef ERFC

@@ -10,6 +10,8 @@
  *            reference build; a branch-free polynomial the compiler can
  *            vectorise in the SIMD builds, see vmath.h)
  *   VEXP64   the same choice for the double exp of the cross-entropy
+ *   VTANH VERFC  tanh and erfc for the tanh and gelu activations, chosen
+ *            the same way
  * and ends by defining the kernel-table entries FN(predict), FN(forward),
  * FN(backward), FN(update), FN(train).
  *
@@ -124,7 +126,7 @@ FN(act_row)(T *out, const T *net, int64_t n, int act)
         break;
     case BP_ACT_TANH:
         for (int64_t j = 0; j < n; j++) {
-            out[j] = TANH(net[j]);
+            out[j] = VTANH(net[j]);
         }
         break;
     case BP_ACT_RELU:
@@ -153,7 +155,7 @@ FN(act_row)(T *out, const T *net, int64_t n, int act)
         for (int64_t j = 0; j < n; j++) {
             T x = net[j];
             /* Phi(x) = erfc(-x / sqrt 2) / 2: no cancellation for x < 0 */
-            out[j] = (T)0.5 * x * ERFC(-x * (T)0.70710678118654752440);
+            out[j] = (T)0.5 * x * VERFC(-x * (T)0.70710678118654752440);
         }
         break;
     case BP_ACT_SOFTMAX: {
@@ -217,7 +219,7 @@ FN(act_grad_row)(T *d, const T *net, const T *out, int64_t n, int act)
         /* d/dx x Phi(x) = Phi(x) + x phi(x) */
         for (int64_t j = 0; j < n; j++) {
             T x = net[j];
-            T cdf = (T)0.5 * ERFC(-x * (T)0.70710678118654752440);
+            T cdf = (T)0.5 * VERFC(-x * (T)0.70710678118654752440);
             T pdf = (T)0.39894228040143267794 * VEXP((T)-0.5 * x * x);
             d[j] *= MULADD(x, pdf, cdf);
         }
