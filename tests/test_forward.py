@@ -157,7 +157,19 @@ CONVERSIONS = {
     "readonly": lambda X: _readonly(X),
     "other-float": lambda X: X.astype(
         np.float64 if X.dtype == np.float32 else np.float32),
+    # the network's float type, but bytes C cannot read as they are
+    "big-endian": lambda X: X.astype(X.dtype.newbyteorder(">")),
+    "misaligned": lambda X: _misaligned(X),
 }
+
+
+def _misaligned(a):
+    """A C-contiguous copy of a whose data starts one byte off alignment."""
+    buf = np.empty(a.nbytes + 1, dtype=np.uint8)
+    out = buf[1:].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    assert not out.flags.aligned
+    return out
 
 
 def _readonly(X):
@@ -178,6 +190,10 @@ def test_input_layouts(convert, dtype, make_net, random_params, rng):
     expected = net.predict(np.ascontiguousarray(X, dtype=dtype))
     assert np.array_equal(net.predict(convert(X)), expected)
     assert np.array_equal(net.forward(convert(X)).out[-1], expected)
+    # a few rows (the small-batch predict path), and one sample
+    assert np.array_equal(net.predict(convert(X[:3])), expected[:3])
+    if convert is not CONVERSIONS["col-strided"]:  # that one needs 2-D
+        assert np.array_equal(net.predict(convert(X[0])), expected[0])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

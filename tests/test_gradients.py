@@ -437,6 +437,8 @@ TARGET_CONVERSIONS = {
                               np.repeat(sw, 3)[::3]),
     "readonly": lambda Y, sw: (_readonly(Y), _readonly(sw)),
     "float32": lambda Y, sw: (Y.astype(np.float32), sw.astype(np.float32)),
+    "big-endian": lambda Y, sw: (Y.astype(Y.dtype.newbyteorder(">")),
+                                 sw.astype(sw.dtype.newbyteorder(">"))),
 }
 
 

@@ -172,8 +172,8 @@ cdef bint _all_finite(cnp.ndarray a) except -1:
     cdef const double *pd
     cdef bint ok
     cdef int tn = cnp.PyArray_TYPE(a)
-    if not cnp.PyArray_IS_C_CONTIGUOUS(a) or tn not in (cnp.NPY_FLOAT32,
-                                                         cnp.NPY_FLOAT64):
+    if (not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISBEHAVED_RO(a)
+            or tn not in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64)):
         return bool(np.isfinite(a).all())
     cdef int nt = _fast_threads(None)
     if tn == cnp.NPY_FLOAT32:
@@ -222,6 +222,7 @@ cdef _need(object a, object dtype, tuple shape, str name):
         arr = <cnp.ndarray>a
         if (cnp.PyArray_TYPE(arr) == _typenum(dtype)
                 and cnp.PyArray_IS_C_CONTIGUOUS(arr)
+                and cnp.PyArray_ISBEHAVED_RO(arr)
                 and cnp.PyArray_NDIM(arr) == len(shape)):
             for k in range(len(shape)):
                 if cnp.PyArray_DIMS(arr)[k] != shape[k]:
@@ -284,7 +285,8 @@ cdef class Arch:
             return None
         x = <cnp.ndarray>X
         ndim = cnp.PyArray_NDIM(x)
-        if cnp.PyArray_TYPE(x) != typenum or not cnp.PyArray_IS_C_CONTIGUOUS(x):
+        if (cnp.PyArray_TYPE(x) != typenum or not cnp.PyArray_IS_C_CONTIGUOUS(x)
+                or not cnp.PyArray_ISBEHAVED_RO(x)):  # aligned, native order
             return None
         if ndim == 1 and cnp.PyArray_DIMS(x)[0] == n0:
             m = 1

@@ -90,6 +90,18 @@ def _numeric(a, name):
     return arr
 
 
+def c_array(arr, dtype):
+    """arr as an array C can read directly: dtype (native byte order), C
+    order, aligned.  No copy when it already is one."""
+    arr = np.asarray(arr)
+    if arr.dtype == dtype and arr.flags.c_contiguous and arr.flags.aligned:
+        return arr
+    out = np.empty(arr.shape, dtype=dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out[...] = arr
+    return out
+
+
 def _finite(arr, name):
     if arr.size and not _core.all_finite(arr):
         raise ValueError(f"{name} contains NaN or infinity "
@@ -102,7 +114,7 @@ def as_inputs(X, name, dtype, n_features):
     Returns (array, was_1d).  A 1-D X of length n_features is one sample.
     """
     if (type(X) is np.ndarray and X.dtype == dtype and X.flags.c_contiguous
-            and X.ndim == 2 and X.shape[0] > 0 and X.shape[1] == n_features):
+            and X.flags.aligned and X.ndim == 2 and X.shape[0] > 0 and X.shape[1] == n_features):
         _finite(X, name)  # the common case: used as it is, no copy
         return X, False
     arr = _numeric(X, name)
@@ -120,9 +132,7 @@ def as_inputs(X, name, dtype, n_features):
     if arr.shape[1] != n_features:
         raise ValueError(f"{name} has {arr.shape[1]} features per sample; "
                          f"the network expects {n_features}")
-    if arr.dtype != dtype or not arr.flags.c_contiguous:
-        with np.errstate(over="ignore", invalid="ignore"):
-            arr = np.ascontiguousarray(arr, dtype=dtype)
+    arr = c_array(arr, dtype)
     _finite(arr, name)
     return arr, was_1d
 
@@ -157,7 +167,7 @@ def as_targets(Y, name, dtype, loss, n_outputs, m, labels=False):
                              f"[0, {n_outputs - 1}], got values from "
                              f"{arr.min()} to {arr.max()}")
         if labels:
-            return np.ascontiguousarray(arr, dtype=np.int64)
+            return c_array(arr, np.int64)
         return one_hot(arr, n_outputs, dtype)
     if arr.ndim == 1 and n_outputs == 1:
         arr = arr.reshape(-1, 1)
@@ -167,8 +177,7 @@ def as_targets(Y, name, dtype, loss, n_outputs, m, labels=False):
         hint = (" (or 1-D class indices)" if loss == "cross_entropy" else "")
         raise ValueError(f"{name} must have shape ({m}, {n_outputs}){hint}, "
                          f"got {arr.shape}")
-    with np.errstate(over="ignore", invalid="ignore"):
-        arr = np.ascontiguousarray(arr, dtype=dtype)
+    arr = c_array(arr, dtype)
     _finite(arr, name)
     if loss in ("cross_entropy", "binary_cross_entropy") and arr.size and (
             arr.min() < 0 or arr.max() > 1):
@@ -184,7 +193,7 @@ def as_sample_weight(sw, name, dtype, m):
     arr = _numeric(sw, name)
     if arr.ndim != 1 or arr.shape[0] != m:
         raise ValueError(f"{name} must have shape ({m},), got {arr.shape}")
-    arr = np.ascontiguousarray(arr, dtype=dtype)
+    arr = c_array(arr, dtype)
     _finite(arr, name)
     if (arr < 0).any():
         raise ValueError(f"{name} must be >= 0")
