@@ -103,6 +103,30 @@ def test_callback_returning_numpy_false_stops(rng):
         assert hist.epochs_run == 3 and not hist.stopped_early
 
 
+def test_history_keeps_the_epochs_before_an_exception(rng):
+    X, Y = _regression(rng)
+    net = _net()
+    seen = []
+
+    def boom(epoch, logs):
+        seen.append(logs["loss"])
+        assert net.history.epochs_run == epoch + 1  # visible while training
+        if epoch == 2:
+            raise KeyError("stop here")
+
+    with pytest.raises(KeyError, match="stop here"):
+        net.fit(X, Y, epochs=5, callbacks=[boom])
+    assert net.history.epochs_run == 3 and net.history.loss == seen
+    # and after a divergence: the epochs that completed
+    net = bpcore.Network([3, 16, 2], activation="relu", output="identity",
+                         seed=0)
+    with pytest.raises(bpcore.DivergenceError):
+        net.fit(X, Y * 1e3, epochs=100, batch_size=8,
+                optimizer=bpcore.SGD(lr=10.0))
+    assert net.history.epochs_run == len(net.history.loss)
+    assert np.isfinite(net.history.loss).all()
+
+
 def test_early_stopping_restores_best(rng):
     """Validation targets of the opposite sign get worse as training fits."""
     X, Y = _regression(rng)
@@ -327,6 +351,43 @@ def test_ctrl_c_is_prompt_and_leaves_whole_updates():
     assert p.returncode == 0, out
     assert "interrupted True" in out
     assert elapsed < 2.0
+
+
+def test_interrupt_right_after_a_c_call_keeps_the_step_count(monkeypatch):
+    # Ctrl-C lands as soon as the GIL is back: here, as the first C call of
+    # the batch loop returns.  Adam's step count must then still equal the
+    # number of updates in the parameters (bias correction of a resumed run).
+    import bpcore.network as network_module
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(640, 5))
+    Y = rng.normal(size=(640, 2))
+    net = bpcore.Network([5, 6, 2], activation="tanh", output="identity",
+                         seed=0)
+    p0 = net.params.copy()
+    opt = bpcore.Adam(lr=1e-2)
+    calls = []
+    real = time.perf_counter
+
+    def perf_counter():
+        calls.append(None)
+        if len(calls) == 2:  # the clock read right after the C call
+            raise KeyboardInterrupt
+        return real()
+
+    monkeypatch.setattr(network_module.time, "perf_counter", perf_counter)
+    with pytest.raises(KeyboardInterrupt):
+        net.fit(X, Y, epochs=1, batch_size=8, optimizer=opt, shuffle=False)
+    monkeypatch.undo()
+    assert opt.t > 0
+    # replay opt.t updates one batch at a time from the same start
+    replay = bpcore.Network([5, 6, 2], activation="tanh", output="identity",
+                            seed=0)
+    replay.params = p0
+    opt2 = bpcore.Adam(lr=1e-2)
+    for b in range(opt.t):
+        replay.step(X[8 * b:8 * b + 8], Y[8 * b:8 * b + 8], opt2)
+    assert np.array_equal(replay.params, net.params)
+    assert opt2.t == opt.t
 
 
 def test_fork_child_does_not_hang():

@@ -99,6 +99,100 @@ def test_optimizer_bound_to_one_shape(rng):
     bpcore.Network([3, 4]).step(X, rng.normal(size=(4, 4)), opt)
 
 
+def test_one_optimizer_trains_one_network_at_a_time(rng):
+    # Two trainings sharing an optimizer would interleave its state and
+    # step count: the second is refused while the first runs.
+    import threading
+    X, Y = rng.normal(size=(16, 3)), rng.normal(size=(16, 2))
+    a = bpcore.Network(LAYERS, activation="tanh", output="identity", seed=0)
+    b = bpcore.Network(LAYERS, activation="tanh", output="identity", seed=1)
+    opt = bpcore.Adam(lr=1e-3)
+    inside, release = threading.Event(), threading.Event()
+
+    def wait(epoch, logs):  # runs inside a's fit, which holds opt
+        inside.set()
+        release.wait(30)
+
+    worker = threading.Thread(target=a.fit, args=(X, Y), kwargs=dict(
+        epochs=1, optimizer=opt, callbacks=[wait]))
+    worker.start()
+    try:
+        assert inside.wait(30)
+        before = b.params.copy()
+        with pytest.raises(RuntimeError, match="optimizer"):
+            b.step(X, Y, opt)
+        with pytest.raises(RuntimeError, match="optimizer"):
+            b.fit(X, Y, epochs=1, optimizer=opt)
+        assert np.array_equal(b.params, before)
+    finally:
+        release.set()
+        worker.join()
+    assert opt.t == 1  # only a's update
+    b.step(X, Y, bpcore.Adam(lr=1e-3))  # free again, and with a fresh one
+    opt.reset()
+    b.step(X, Y, opt)
+
+
+def _adam_state(rng):
+    opt = bpcore.Adam(lr=1e-3)
+    X, Y = rng.normal(size=(8, 3)), rng.normal(size=(8, 2))
+    bpcore.Network(LAYERS, activation="tanh", output="identity").step(X, Y, opt)
+    return opt.state_dict()
+
+
+LOAD_CASES = {
+    "none": (lambda sd: None, TypeError),
+    "list": (lambda sd: [sd["t"], sd["epoch"]], TypeError),
+    "no-epoch": (lambda sd: {"t": 1, "buffers": sd["buffers"]}, ValueError),
+    "fractional-t": (lambda sd: {**sd, "t": 2.5}, ValueError),
+    "negative-t": (lambda sd: {**sd, "t": -1}, ValueError),
+    "bool-epoch": (lambda sd: {**sd, "epoch": True}, ValueError),
+    "one-buffer": (lambda sd: {**sd, "buffers": sd["buffers"][:1]},
+                   ValueError),
+    "2d-buffer": (lambda sd: {**sd, "buffers": [b[:, None]
+                                                for b in sd["buffers"]]},
+                  ValueError),
+    "mixed-shapes": (lambda sd: {**sd, "buffers": [sd["buffers"][0],
+                                                   sd["buffers"][1][:-1]]},
+                     ValueError),
+    "nan": (lambda sd: {**sd, "buffers": [sd["buffers"][0],
+                                          sd["buffers"][1] * np.nan]},
+            ValueError),
+    "negative-moment": (lambda sd: {**sd, "buffers": [sd["buffers"][0],
+                                                      -sd["buffers"][1] - 1]},
+                        ValueError),
+}
+
+
+@pytest.mark.parametrize("make, exc", LOAD_CASES.values(),
+                         ids=LOAD_CASES.keys())
+def test_load_state_dict_checks_its_input(make, exc, rng):
+    sd = _adam_state(rng)
+    opt = bpcore.Adam(lr=1e-3)
+    opt.load_state_dict(sd)
+    with pytest.raises(exc, match="state"):
+        opt.load_state_dict(make(sd))
+    # nothing changed
+    after = opt.state_dict()
+    assert after["t"] == sd["t"] and after["epoch"] == sd["epoch"]
+    for x, y in zip(after["buffers"], sd["buffers"]):
+        assert np.array_equal(x, y)
+
+
+def test_load_state_dict_across_kinds_is_refused(rng):
+    adam = _adam_state(rng)
+    with pytest.raises(ValueError, match="buffer"):
+        bpcore.SGD(lr=0.1, momentum=0.9).load_state_dict(adam)
+    sgd = bpcore.SGD(lr=0.1, momentum=0.9).state_dict()
+    with pytest.raises(ValueError, match="buffer"):
+        bpcore.Adam().load_state_dict(sgd)
+    # a state round-trips, also for a fresh optimizer (no buffers yet)
+    for opt in (bpcore.SGD(), bpcore.SGD(momentum=0.5), bpcore.Adam()):
+        type(opt)(**({"momentum": opt.momentum}
+                     if isinstance(opt, bpcore.SGD) else {})).load_state_dict(
+            opt.state_dict())
+
+
 def test_names_give_defaults():
     from bpcore.optim import get_optimizer
     assert isinstance(get_optimizer("sgd"), bpcore.SGD)

@@ -479,7 +479,8 @@ cdef class Arch:
         Y is (m, n_L) targets, or for cross-entropy (m,) int64 class
         indices (expanded to one-hot rows a batch at a time in C).
         opt holds kind, lr, momentum, nesterov, weight_decay, beta1, beta2,
-        eps, t, state1, state2 (arrays or None); t is updated in place.
+        eps, t, state1, state2 (arrays or None); t is updated in place,
+        and so is the t of the optimizer object under "owner", if any.
         lsum and wsum are running sums that the batches add to.
         Returns (loss_sum, weight_sum, batches_done, diverged).
         """
@@ -531,6 +532,11 @@ cdef class Arch:
                                   m, batch, first_batch, n_batches, &self.arch,
                                   pw, wbytes, n_threads)
         opt["t"] = o.t
+        owner = opt.get("owner")
+        if owner is not None:
+            # at once, before any Python code could raise KeyboardInterrupt:
+            # the step count always matches the updates made
+            owner.t = o.t
         if st == BP_ENONFINITE:
             return lsum, wsum, done, True
         _check(st, "fit")

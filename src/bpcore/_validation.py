@@ -52,6 +52,10 @@ def check_name(value, name, choices):
                         f"got {value!r}")
     key = value.lower()
     if key not in choices:
+        if key == "softmax" and name == "activation":
+            raise ValueError("activation 'softmax' is only an output: pass "
+                             "output='softmax'; hidden layers take one of "
+                             f"{', '.join(choices)}")
         raise ValueError(f"unknown {name} {value!r}; expected one of "
                          f"{', '.join(choices)}")
     return key

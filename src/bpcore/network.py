@@ -22,6 +22,8 @@ __all__ = ["Network", "Trace", "Gradients", "History", "EarlyStopping"]
 
 _ACT_CODES = {name: i for i, name in enumerate(V.OUTPUTS)}
 _LOSS_CODES = {name: i for i, name in enumerate(V.LOSSES)}
+# Most parameters (and largest layer size) a network may have.
+_MAX_PARAMS = 2 ** 48
 _RELU_FAMILY = ("relu", "leaky_relu", "elu", "gelu", "softplus")
 
 # Rows per call when evaluating large data sets: bounds the trace memory.
@@ -227,6 +229,12 @@ class Network:
         if len(out) < 2:
             raise ValueError(f"layers needs at least 2 sizes (input and "
                              f"output), got {len(out)}")
+        # far beyond any memory; keeps every size and offset in int64
+        n_params = sum(a * b + b for a, b in zip(out, out[1:]))
+        if max(out) > _MAX_PARAMS or n_params > _MAX_PARAMS:
+            raise ValueError(f"layers {list(out)} would need {n_params:,} "
+                             f"parameters; at most {_MAX_PARAMS:,} (2**48) "
+                             f"are supported")
         return tuple(out)
 
     def _views(self, flat, w_off=None, b_off=None):
@@ -464,19 +472,21 @@ class Network:
         Y = self._targets(Y, m, labels=True)
         sw = V.as_sample_weight(sample_weight, "sample_weight", self._dtype, m)
         nt = resolve_threads(n_threads)
-        with self._guard.write():
+        with self._guard.write(), opt._in_use():
             opt._bind(self.n_params, self._dtype)
             work = self._arch.train_workspace(m, nt)
             grad = np.empty_like(self._params)
             # kept to undo an update that makes the parameters non-finite
             before = self._params.copy()
             bufs = [None if b is None else b.copy() for b in opt._state]
+            t_before = opt.t
             args = opt._c_args()
             lsum, wsum, done, diverged = self._arch.train(
                 self._params, grad, args, X, Y, sw, None, m, 0, 1, work, nt)
             if not diverged and not _core.all_finite(self._params):
                 np.copyto(self._params, before)
                 _copy_bufs(opt._state, bufs)
+                opt.t = t_before
                 raise DivergenceError("step: the update makes the parameters "
                                       "NaN or infinite; the parameters were "
                                       "not changed")
@@ -518,13 +528,17 @@ class Network:
         Returns
         -------
         History
-            Also kept as ``self.history``.
+            Also kept as ``self.history``, from the start of training: after
+            an exception it holds the epochs completed before it.
 
         Raises
         ------
         DivergenceError
             When the loss becomes NaN or infinite; the parameters (and the
             optimizer's state) are those of the last completed epoch.
+        RuntimeError
+            When another thread is training this network, or using this
+            optimizer, at the same time.
         """
         epochs = V.check_int(epochs, "epochs", minimum=1)
         if batch_size is not None:
@@ -568,7 +582,7 @@ class Network:
         nt = resolve_threads(n_threads)
         opt.lr_at(opt.epoch)  # a schedule that fails should fail now
 
-        with self._guard.write():
+        with self._guard.write(), opt._in_use():
             opt._bind(self.n_params, self._dtype)
             hist = _FitLoop(self, X, Y, sw, val, epochs, batch_size, opt,
                             bool(shuffle), early_stopping, callbacks,
@@ -677,7 +691,9 @@ class _FitLoop:
         arch, params = net._arch, net._params
         work = arch.train_workspace(self.B, self.nt)
         grad = np.empty_like(params)
-        hist = History()
+        # kept from the start, so that after an exception (Ctrl-C, a
+        # callback's, DivergenceError) it holds the completed epochs
+        hist = net.history = History()
         best, best_params, wait = math.inf, None, 0
         flops = 6.0 * self.B * max(1, net._n_weights)
         chunk = max(1, int(self.CHUNK_SECONDS * 1e9 / flops))

@@ -6,12 +6,20 @@ hyperparameters and the state (momentum or moment buffers, the update count
 the optimizer, so passing the same object to a later ``fit`` or ``step``
 continues where it stopped.  Weight decay applies to weights, never biases.
 """
+import contextlib
+import threading
+from collections.abc import Mapping
+
 import numpy as np
 
 from bpcore import _core
 from bpcore._validation import check_float
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "get_optimizer"]
+
+
+# guards the test-and-set of Optimizer._busy
+_BUSY_LOCK = threading.Lock()
 
 
 def _check_lr(lr):
@@ -28,7 +36,29 @@ class Optimizer:
 
     def __init__(self, lr):
         self.lr = _check_lr(lr)
+        self._busy = False
         self.reset()
+
+    @contextlib.contextmanager
+    def _in_use(self):
+        """Held by fit and step: one training at a time per optimizer (its
+        state and step count belong to one sequence of updates)."""
+        with _BUSY_LOCK:
+            if self._busy:
+                raise RuntimeError(
+                    "optimizer: already in use by a fit or step running in "
+                    "another thread; give each concurrent training its own "
+                    "optimizer")
+            self._busy = True
+        try:
+            yield
+        finally:
+            self._busy = False
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_busy"] = False  # a copy is not in use
+        return state
 
     def reset(self):
         """Forget the state: buffers, update count and epoch count."""
@@ -58,7 +88,7 @@ class Optimizer:
 
     def _c_args(self):
         """The dict that bpcore._core reads."""
-        d = dict(kind=self._kind, lr=self.lr_at(), t=self.t,
+        d = dict(kind=self._kind, lr=self.lr_at(), t=self.t, owner=self,
                  state1=self._state[0] if self._n_states > 0 else None,
                  state2=self._state[1] if self._n_states > 1 else None)
         d.update(self._hyper())
@@ -74,15 +104,58 @@ class Optimizer:
                             for s in self._state]}
 
     def load_state_dict(self, state):
-        """Restore a state from :meth:`state_dict`."""
-        self.t = int(state["t"])
-        self.epoch = int(state["epoch"])
+        """Restore a state from :meth:`state_dict`.
+
+        The state is checked first (the keys, ``t`` and ``epoch`` whole
+        numbers >= 0, one buffer per state this optimizer keeps: all None,
+        or 1-D finite float arrays of one shape and dtype); on an error
+        nothing changes.
+        """
+        if not isinstance(state, Mapping):
+            raise TypeError(f"load_state_dict: state must be a dict from "
+                            f"state_dict(), got {type(state).__name__}")
+        missing = [k for k in ("t", "epoch", "buffers") if k not in state]
+        if missing:
+            raise ValueError(f"load_state_dict: state lacks {missing}")
+        counts = {}
+        for key in ("t", "epoch"):
+            v = state[key]
+            if isinstance(v, (bool, np.bool_)) or not isinstance(
+                    v, (int, np.integer)) or v < 0:
+                raise ValueError(f"load_state_dict: {key} must be a whole "
+                                 f"number >= 0, got {v!r}")
+            counts[key] = int(v)
         bufs = state["buffers"]
-        self._state = [None if s is None else np.array(s, copy=True)
-                       for s in bufs]
+        if not isinstance(bufs, (list, tuple)) or len(bufs) != self._n_states:
+            raise ValueError(
+                f"load_state_dict: {type(self).__name__} with these settings "
+                f"keeps {self._n_states} state buffer(s), got "
+                f"{len(bufs) if isinstance(bufs, (list, tuple)) else bufs!r}"
+                f" (a state from another kind of optimizer?)")
+        new = [None if b is None else np.array(b, copy=True) for b in bufs]
+        if any(b is not None for b in new):
+            first = new[0]
+            for j, b in enumerate(new):
+                if (b is None or b.ndim != 1 or b.dtype not in
+                        (np.float32, np.float64) or b.shape != first.shape
+                        or b.dtype != first.dtype or b.size == 0):
+                    raise ValueError(
+                        "load_state_dict: buffers must all be None, or all "
+                        "non-empty 1-D float32/float64 arrays of one shape "
+                        "and dtype")
+                if not np.isfinite(b).all():
+                    raise ValueError(f"load_state_dict: buffer {j} holds "
+                                     f"NaN or infinity")
+            if self._kind in (_core.OPT_ADAM, _core.OPT_ADAMW) and (
+                    new[1] < 0).any():
+                raise ValueError("load_state_dict: Adam's second moments "
+                                 "(buffer 1) must be >= 0")
+        self.t = counts["t"]
+        self.epoch = counts["epoch"]
+        self._state = new
         self._owner = None
-        if self._state and self._state[0] is not None:
-            self._owner = (self._state[0].shape[0], self._state[0].dtype)
+        if new and new[0] is not None:
+            self._owner = (new[0].shape[0], new[0].dtype)
 
     def __repr__(self):
         hp = ", ".join(f"{k}={v!r}" for k, v in self._public().items())
