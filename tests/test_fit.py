@@ -390,6 +390,74 @@ def test_interrupt_right_after_a_c_call_keeps_the_step_count(monkeypatch):
     assert opt2.t == opt.t
 
 
+@pytest.mark.parametrize("batch_size", [None, 16])
+@pytest.mark.parametrize("make_opt", [
+    lambda: bpcore.Adam(lr=1e-2),
+    lambda: bpcore.SGD(lr=0.05, momentum=0.9)], ids=["adam", "momentum"])
+def test_long_batches_on_copies_give_the_same_bits(make_opt, batch_size,
+                                                   monkeypatch, rng):
+    # Batches expected to take long run on copies in a worker thread (for
+    # prompt Ctrl-C); forcing that path here must not change a bit.
+    import bpcore.network as network_module
+    X, Y = rng.normal(size=(64, 5)), rng.normal(size=(64, 2))
+
+    def train():
+        net = bpcore.Network([5, 8, 2], activation="tanh",
+                             output="identity", seed=0)
+        opt = make_opt()
+        hist = net.fit(X, Y, epochs=3, batch_size=batch_size, optimizer=opt)
+        return net, opt, hist
+
+    net1, opt1, hist1 = train()
+    monkeypatch.setattr(network_module._FitLoop, "LONG_CALL_SECONDS", -1.0)
+    net2, opt2, hist2 = train()
+    assert np.array_equal(net1.params, net2.params)
+    assert opt1.t == opt2.t and hist1.loss == hist2.loss
+    for a, b in zip(opt1.state_dict()["buffers"], opt2.state_dict()["buffers"]):
+        assert np.array_equal(a, b)
+
+
+def test_ctrl_c_during_a_long_full_batch_is_prompt():
+    # One full-batch update here takes about a second or more; Ctrl-C must
+    # not wait for it, and the network keeps the last completed update.
+    code = """
+        import sys, time, numpy as np, bpcore
+        rng = np.random.default_rng(0)
+        X = rng.normal(size=(16384, 512)).astype(np.float32)
+        y = rng.integers(0, 10, 16384)
+        net = bpcore.Network([512, 1024, 1024, 10], activation="relu",
+                             output="softmax", loss="cross_entropy", seed=0)
+        opt = bpcore.Adam(lr=1e-3)
+        snaps = [net.params.copy()]
+        print("ready", flush=True)
+        try:
+            net.fit(X, y, epochs=100, batch_size=None, optimizer=opt,
+                    callbacks=[lambda e, logs: snaps.append(net.params.copy())])
+        except KeyboardInterrupt:
+            print("interrupted", time.perf_counter(), flush=True)
+            # the updates completed, and no part of the interrupted one
+            assert net.history.epochs_run == len(snaps) - 1
+            assert opt.t in (len(snaps) - 1, len(snaps))
+            if opt.t == len(snaps) - 1:  # (else: just before its callback)
+                assert np.array_equal(net.params, snaps[-1])
+            print("consistent", flush=True)
+            sys.exit(0)
+        sys.exit(3)
+    """
+    p = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)],
+                         stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "ready"
+    time.sleep(0.3)  # into the first update
+    t0 = time.perf_counter()
+    p.send_signal(signal.SIGINT)
+    line = p.stdout.readline().split()
+    elapsed = float(line[1]) - t0
+    out = p.stdout.read()  # (communicate would skip what readline buffered)
+    assert p.wait(timeout=60) == 0, out
+    assert "consistent" in out
+    assert elapsed < 0.5
+
+
 def test_fork_child_does_not_hang():
     code = """
         import multiprocessing as mp, numpy as np, bpcore

@@ -10,6 +10,7 @@ import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy
 from cpython.pythread cimport PyThread_get_thread_ident
 
 from bpcore._bpcore_c cimport *
@@ -158,6 +159,30 @@ cdef class _Held:
         else:
             self.guard.exit_read(self.counted)
         return False
+
+
+def commit_copies(list dst, list src, object owner, object t):
+    """Copy each array of src into its place in dst (None entries skipped)
+    and set owner.t = t, all in C: no Python code runs in between, so a
+    KeyboardInterrupt lands before or after the whole commit, never inside
+    it.  The arrays are C-contiguous twins (same dtype and size)."""
+    cdef cnp.ndarray d, s
+    cdef Py_ssize_t k
+    for k in range(len(src)):
+        if src[k] is None:
+            continue
+        d = <cnp.ndarray>dst[k]
+        s = <cnp.ndarray>src[k]
+        if (d.dtype != s.dtype or d.nbytes != s.nbytes
+                or not d.flags.c_contiguous or not s.flags.c_contiguous):
+            raise ValueError("internal: commit_copies needs twin arrays")
+    for k in range(len(src)):
+        if src[k] is not None:
+            d = <cnp.ndarray>dst[k]
+            s = <cnp.ndarray>src[k]
+            memcpy(cnp.PyArray_DATA(d), cnp.PyArray_DATA(s),
+                   <size_t>cnp.PyArray_NBYTES(s))
+    owner.t = t
 
 
 def all_finite(cnp.ndarray a):

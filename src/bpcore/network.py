@@ -7,6 +7,7 @@ in layer order, then every bias vector in layer order.
 """
 import math
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -657,6 +658,14 @@ class _Progress:
             self.bar.close()
 
 
+def _run_into(out, fn, args):
+    """fn(*args) into out["result"], or its exception into out["error"]."""
+    try:
+        out["result"] = fn(*args)
+    except BaseException as e:  # handed to the waiting thread
+        out["error"] = e
+
+
 def _is_false(r):
     """Whether a callback's return value asks to stop: False, or numpy's
     False from a comparison; None and other values continue."""
@@ -675,6 +684,11 @@ class _FitLoop:
 
     # Target wall time of one C call: short enough for prompt Ctrl-C.
     CHUNK_SECONDS = 0.03
+    # A single batch expected to take longer than this (a large full batch)
+    # runs on copies in a worker thread (see _isolated_call).
+    LONG_CALL_SECONDS = 0.1
+    # A speed no machine of ours falls below, for that estimate (FLOP/s).
+    SLOW_FLOPS = 2e10
 
     def __init__(self, net, X, Y, sw, val, epochs, batch_size, opt, shuffle,
                  early, callbacks, progress, nt):
@@ -685,6 +699,35 @@ class _FitLoop:
         self.B = m if batch_size is None else min(batch_size, m)
         self.n_batches = -(-m // self.B)
         self.progress = _Progress(bool(progress), epochs)
+
+    def _isolated_call(self, call):
+        """arch.train(*call) for one long batch, on copies of the parameters
+        and the optimizer state, in a worker thread; the copies replace the
+        originals when it ends.  This thread waits in Python, so Ctrl-C
+        raises KeyboardInterrupt here at once and leaves the network and the
+        optimizer as the last completed batch left them (the abandoned
+        batch still runs to its end in the background, on the copies)."""
+        params, grad, args = call[0], call[1], call[2]
+        opt = self.opt
+        p2 = params.copy()
+        bufs2 = [None if s is None else s.copy() for s in opt._state]
+        args2 = dict(args, owner=None)
+        for j, key in enumerate(("state1", "state2")[:len(bufs2)]):
+            args2[key] = bufs2[j]
+        out = {}
+        worker = threading.Thread(
+            target=_run_into, name="bpcore-fit-batch", daemon=True,
+            args=(out, self.net._arch.train,
+                  (p2, np.empty_like(grad), args2) + call[3:]))
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.05)  # KeyboardInterrupt arrives here
+        if "error" in out:
+            raise out["error"]
+        args["t"] = args2["t"]
+        _core.commit_copies([params] + list(opt._state), [p2] + bufs2, opt,
+                            args2["t"])
+        return out["result"]
 
     def run(self):
         net, opt = self.net, self.opt
@@ -697,6 +740,7 @@ class _FitLoop:
         best, best_params, wait = math.inf, None, 0
         flops = 6.0 * self.B * max(1, net._n_weights)
         chunk = max(1, int(self.CHUNK_SECONDS * 1e9 / flops))
+        isolate = flops / self.SLOW_FLOPS > self.LONG_CALL_SECONDS
         # the start of each epoch, restored on divergence: buffers made once
         # and refilled, so memory does not grow with the epochs
         start_params = np.empty_like(params)
@@ -715,10 +759,17 @@ class _FitLoop:
                 while b < self.n_batches:
                     n = min(chunk, self.n_batches - b)
                     t0 = time.perf_counter()
-                    lsum, wsum, done, diverged = arch.train(
-                        params, grad, args, self.X, self.Y, self.sw, order,
-                        self.B, b, n, work, self.nt, lsum, wsum)
+                    call = (params, grad, args, self.X, self.Y, self.sw,
+                            order, self.B, b, 1 if isolate else n, work,
+                            self.nt, lsum, wsum)
+                    if isolate:
+                        n = 1
+                        lsum, wsum, done, diverged = self._isolated_call(call)
+                    else:
+                        lsum, wsum, done, diverged = arch.train(*call)
                     dt = time.perf_counter() - t0
+                    if n == 1 and dt > self.LONG_CALL_SECONDS:
+                        isolate = True
                     opt.t = args["t"]
                     if diverged:
                         what = f"the loss became NaN or infinite in epoch " \
