@@ -44,7 +44,7 @@ class Optimizer:
         """Held by fit and step: one training at a time per optimizer (its
         state and step count belong to one sequence of updates)."""
         with _BUSY_LOCK:
-            if self._busy:
+            if getattr(self, "_busy", False):  # (absent in old pickles)
                 raise RuntimeError(
                     "optimizer: already in use by a fit or step running in "
                     "another thread; give each concurrent training its own "
