@@ -560,3 +560,28 @@ def test_feature_names_in():
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         clf.predict(df)
+
+
+def test_sparse_input_works_like_dense():
+    # scikit-learn's MLPs take sparse X (a TF-IDF pipeline); so do ours,
+    # made dense: the same bits as the dense matrix.
+    sparse = pytest.importorskip("scipy.sparse")
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    docs = ["red apple pie", "green apple", "blue sky", "grey sky rain",
+            "apple tart", "rain and sky", "sweet apple jam", "stormy sky"]
+    y = [0, 0, 1, 1, 0, 1, 0, 1]
+    pipe = make_pipeline(TfidfVectorizer(), MLPClassifier(
+        hidden_layer_sizes=(8,), max_iter=200, random_state=0))
+    pipe.fit(docs, y)
+    assert pipe.score(docs, y) == 1.0
+    rng = np.random.default_rng(0)
+    X = sparse.random(40, 12, density=0.3, format="csr", random_state=0)
+    yr = rng.normal(size=40)
+    for fmt in ("csr", "csc", "coo"):
+        Xs = X.asformat(fmt)
+        a = MLPRegressor(hidden_layer_sizes=(5,), max_iter=5,
+                         random_state=0).fit(Xs, yr)
+        b = MLPRegressor(hidden_layer_sizes=(5,), max_iter=5,
+                         random_state=0).fit(X.toarray(), yr)
+        assert np.array_equal(a.network_.params, b.network_.params)
+        assert np.array_equal(a.predict(Xs), b.predict(X.toarray()))

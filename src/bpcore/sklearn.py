@@ -570,16 +570,26 @@ class _BaseMLP(BaseEstimator):
 
     def _forward(self, X):
         check_is_fitted(self, "network_")
-        X = validate_data(self, X, reset=False,
-                          dtype=(np.float64, np.float32))
+        X = _dense(validate_data(self, X, reset=False, accept_sparse=_SPARSE,
+                                 dtype=(np.float64, np.float32)))
         X = np.ascontiguousarray(X, dtype=self.network_.dtype)
         return self.network_.predict(X, n_threads=self.n_threads)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = False
+        tags.input_tags.sparse = True
         tags.non_deterministic = False
         return tags
+
+
+# Sparse X is accepted like scikit-learn's own MLPs accept it, and made
+# dense: the core computes on dense rows (a TF-IDF matrix of m x vocabulary
+# becomes m x vocabulary floats).
+_SPARSE = ("csr", "csc", "coo")
+
+
+def _dense(X):
+    return X.toarray() if hasattr(X, "toarray") else X
 
 
 # -- classifier ---------------------------------------------------------
@@ -712,7 +722,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def _validate_X_y(self, X, y, incremental, reset):
         X, y = validate_data(self, X, y, multi_output=True,
+                             accept_sparse=_SPARSE,
                              dtype=(np.float64, np.float32), reset=reset)
+        X = _dense(X)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         check_classification_targets(y)
@@ -950,7 +962,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def _validate_X_y(self, X, y, incremental, reset):
         X, y = validate_data(self, X, y, multi_output=True, y_numeric=True,
+                             accept_sparse=_SPARSE,
                              dtype=(np.float64, np.float32), reset=reset)
+        X = _dense(X)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         return X, y
