@@ -227,6 +227,11 @@ def test_missing_file_is_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError):
         net.save(tmp_path / "no" / "such" / "folder.safetensors")
     assert list(tmp_path.iterdir()) == []
+    (tmp_path / "d").mkdir()
+    with pytest.raises(IsADirectoryError, match="'.*d'.* directory"):
+        net.save(tmp_path / "d")  # names the path given, not a temp file
+    assert [p.name for p in tmp_path.iterdir()] == ["d"]
+    assert list((tmp_path / "d").iterdir()) == []
 
 
 def test_save_overwrites_and_leaves_no_temporary_file(tmp_path):

@@ -215,6 +215,9 @@ def _atomic_write(path, data):
     path = os.fspath(path)
     if isinstance(path, bytes):
         path = os.fsdecode(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"cannot save to {path!r}: it is a "
+                                f"directory; give a file name")
     folder, base = os.path.split(os.path.abspath(path))
     flags = (os.O_WRONLY | os.O_CREAT | os.O_EXCL
              | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0))
