@@ -95,6 +95,19 @@ def test_predict_equals_forward_bitwise(dtype, make_net, random_params, rng):
     assert np.array_equal(net.predict(X), net.forward(X).out[-1])
 
 
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_long_predict_in_several_calls_keeps_the_bits(n_threads, rng):
+    # Much work is split into C calls of whole row blocks (to see Ctrl-C
+    # between them): 4001 rows x 2.1 M weights take two calls here.
+    net = bpcore.Network([1024, 2048, 10], activation="tanh",
+                         output="softmax", loss="cross_entropy", seed=0)
+    X = rng.normal(size=(4001, 1024)).astype(np.float32)
+    out = net.predict(X, n_threads=n_threads)
+    assert np.array_equal(out, net.forward(X, n_threads=n_threads).out[-1])
+    assert np.array_equal(out[:5], net.predict(X[:5]))
+    assert np.array_equal(out[-500:], net.predict(X[-500:]))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_trace_layout(dtype, make_net, random_params, rng):
     layers = [5, 8, 3, 2]
