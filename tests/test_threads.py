@@ -313,3 +313,48 @@ def test_predict_row_blocks_equal_forward_any_threads(m, rng):
     want = net.forward(X, n_threads=1).out[-1]
     for nt in (1, 2, 3):
         assert np.array_equal(net.predict(X, n_threads=nt), want)
+
+
+DEADLOCK_SCRIPT = """
+import numpy as np, bpcore
+rng = np.random.default_rng(0)
+m = 600
+X = rng.normal(size=(m, 64))
+y = rng.integers(0, 10, size=m)
+sw = np.where(rng.uniform(size=m) < 0.8, 0.0, 1.0)   # 80% of rows weigh 0
+out = []
+for nt in (1, 2):
+    net = bpcore.Network([64, 128, 64, 10], activation="relu", output="softmax",
+                         loss="cross_entropy", seed=1)
+    h = net.fit(X, y, epochs=2, batch_size=8, sample_weight=sw, n_threads=nt)
+    tiny = bpcore.Network([4, 8, 3], output="softmax", loss="cross_entropy",
+                          seed=1)
+    tiny.fit(X[:, :4], y % 3, epochs=2, batch_size=8, sample_weight=sw,
+             n_threads=nt)
+    out.append((net.params.copy(), h.loss, tiny.params.copy()))
+    for bs in (1, 3):
+        net = bpcore.Network([64, 256, 10], activation="relu",
+                             output="softmax", loss="cross_entropy", seed=2)
+        net.fit(X[:200], y[:200], epochs=1, batch_size=bs,
+                sample_weight=sw[:200], n_threads=nt)
+        out.append((net.params.copy(),))
+a, b = out[:3], out[3:]
+for u, v in zip(a, b):
+    for p, q in zip(u, v):
+        assert np.array_equal(p, q), "thread count changed the result"
+print("done")
+"""
+
+
+def test_fit_with_zero_weight_batches_does_not_deadlock():
+    """Batches whose weights are all zero are skipped by every thread alike
+    (the decision was once taken per thread from a shared buffer that a
+    thread running ahead overwrote: two threads then waited at different
+    barriers for ever). Run in a subprocess so a hang fails the test."""
+    try:
+        r = subprocess.run([sys.executable, "-c", DEADLOCK_SCRIPT],
+                           capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("fit with zero-weight batches hung at 2 threads")
+    assert r.returncode == 0, r.stderr
+    assert "done" in r.stdout

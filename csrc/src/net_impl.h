@@ -572,6 +572,21 @@ FN(weight_sum)(const T *sw, int64_t m)
     return s;
 }
 
+/* Sum of the weights of rows idx[0..m) in that order: the same value as
+ * weight_sum over the gathered rows, read from the caller's array. */
+static double
+FN(weight_sum_at)(const T *sw, const int64_t *idx, int64_t m)
+{
+    double s = 0.0;
+    if (sw == NULL) {
+        return (double)m;
+    }
+    for (int64_t i = 0; i < m; i++) {
+        s += (double)sw[idx[i]];
+    }
+    return s;
+}
+
 /*
  * Forward and backward pass (see bp_backward_*).  lbuf (m) is scratch for
  * the weighted per-sample losses.  Returns the loss on every thread and the
@@ -1512,6 +1527,18 @@ FN(train_region)(FN(train_ctx) *c)
         int64_t mb = m - start < batch ? m - start : batch;
         const T *Xb, *Yb, *swb;
         double loss, wsum;
+        /*
+         * A batch whose weights are all zero teaches nothing.  The decision
+         * changes the team's path, so every thread must reach the same one:
+         * it is read from the caller's read-only arrays, never from the
+         * shared batch buffer, which a thread that skipped would already be
+         * refilling with the next batch while another still read it.
+         */
+        if (sw != NULL &&
+                (order != NULL ? FN(weight_sum_at)(sw, order + start, mb)
+                               : FN(weight_sum)(sw + start, mb)) <= 0.0) {
+            continue;
+        }
         if (order != NULL) {
             const int64_t *idx = order + start;
 #pragma omp for schedule(static)
@@ -1548,10 +1575,6 @@ FN(train_region)(FN(train_ctx) *c)
                     FN(onehot_row)(ws.Yb + r * n_L, n_L, labels[start + r]);
                 }
             }
-        }
-        if (FN(weight_sum)(swb, mb) <= 0.0) {
-            /* A batch whose weights are all zero teaches nothing. */
-            continue;
         }
         if (tiny) {
             loss = FN(tiny_backward_body)(grad, ws.lbuf, &wsum, Xb, Yb, swb,
