@@ -684,11 +684,17 @@ class _FitLoop:
 
     # Target wall time of one C call: short enough for prompt Ctrl-C.
     CHUNK_SECONDS = 0.03
-    # A single batch expected to take longer than this (a large full batch)
-    # runs on copies in a worker thread (see _isolated_call).
+    # A single batch measured to take longer than this (a large full batch)
+    # runs on copies in a worker thread (see _isolated_call) ...
     LONG_CALL_SECONDS = 0.1
-    # A speed no machine of ours falls below, for that estimate (FLOP/s).
+    # ... and so does one estimated, at a speed no machine of ours falls
+    # below (FLOP/s), to take longer than START_ISOLATED_SECONDS, from the
+    # first batch on.  The estimate is loose (20x below a two-core AVX-512
+    # host), so it only picks out batches that surely take long: the
+    # copies and a new thread per batch cost a batch of 4.9 GFLOP (the
+    # 1024-wide network at batch 256) a third of its time at 2 threads.
     SLOW_FLOPS = 2e10
+    START_ISOLATED_SECONDS = 1.0
 
     def __init__(self, net, X, Y, sw, val, epochs, batch_size, opt, shuffle,
                  early, callbacks, progress, nt):
@@ -740,7 +746,7 @@ class _FitLoop:
         best, best_params, wait = math.inf, None, 0
         flops = 6.0 * self.B * max(1, net._n_weights)
         chunk = max(1, int(self.CHUNK_SECONDS * 1e9 / flops))
-        isolate = flops / self.SLOW_FLOPS > self.LONG_CALL_SECONDS
+        isolate = flops / self.SLOW_FLOPS > self.START_ISOLATED_SECONDS
         # the start of each epoch, restored on divergence: buffers made once
         # and refilled, so memory does not grow with the epochs
         start_params = np.empty_like(params)
@@ -768,8 +774,8 @@ class _FitLoop:
                     else:
                         lsum, wsum, done, diverged = arch.train(*call)
                     dt = time.perf_counter() - t0
-                    if n == 1 and dt > self.LONG_CALL_SECONDS:
-                        isolate = True
+                    if n == 1:
+                        isolate = dt > self.LONG_CALL_SECONDS
                     opt.t = args["t"]
                     if diverged:
                         what = f"the loss became NaN or infinite in epoch " \
