@@ -22,6 +22,12 @@ import sys
 import numpy as np
 import pytest
 
+# Small test problems would run on one thread under the core's measured
+# choice of team size; this makes every call that may use a team use it, so
+# the tests exercise the team code paths (the choice changes no result; the
+# default is tested in test_threads.py, in subprocesses without this).
+os.environ.setdefault("BPCORE_TEAM", "always")
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)

@@ -358,3 +358,78 @@ def test_fit_with_zero_weight_batches_does_not_deadlock():
         pytest.fail("fit with zero-weight batches hung at 2 threads")
     assert r.returncode == 0, r.stderr
     assert "done" in r.stdout
+
+
+def test_team_choice_is_measured_and_changes_no_result():
+    """Without BPCORE_TEAM=always (the suite's setting), the core measures
+    what a team costs on this host and picks one thread or the team per
+    call; fit also races the two.  Neither may change a bit."""
+    code = r"""
+import numpy as np, bpcore
+from bpcore import _core
+c = _core.team_costs(2)
+assert c["step_f32"] > 0 and c["step_f64"] > 0 and c["sync"] > 0, c
+assert _core.team_size(2, 1e5, 10) == 1          # below any team's worth
+assert _core.team_size(2, 1e13, 10) == 2         # seconds of work
+assert _core.team_size(1, 1e13, 10) == 1
+rng = np.random.default_rng(3)
+X = rng.normal(size=(3000, 40))
+y = rng.integers(0, 5, 3000)
+res = []
+for nt in (1, 2):
+    for layers, bs in (([40, 64, 64, 5], 16), ([40, 256, 5], 512)):
+        net = bpcore.Network(layers, activation="relu", output="softmax",
+                             loss="cross_entropy", seed=4)
+        net.fit(X, y, epochs=3, batch_size=bs, n_threads=nt)
+        res.append(net.params.copy())
+for a, b in zip(res[:2], res[2:]):
+    assert np.array_equal(a, b)
+print("done")
+"""
+    env = {k: v for k, v in os.environ.items() if k != "BPCORE_TEAM"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                       text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "done" in r.stdout
+
+
+def test_thread_race_keeps_the_faster_choice(monkeypatch):
+    """fit's chooser (bpcore._race) with made-up timings: it probes the
+    other choice, keeps the faster per batch, wants the team clearly
+    faster, and spaces its probes out while they confirm the choice."""
+    from bpcore import _race
+    clock = [0.0]
+    monkeypatch.setattr(_race.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(_race, "_CHOSEN", {})
+    speed = {1: 1e-3, 2: 0.4e-3}        # seconds per batch
+
+    def run(race, calls):
+        log = []
+        for _ in range(calls):
+            threads, n, probe = race.threads(30)
+            dt = speed[-threads] * n
+            clock[0] += dt
+            race.record(threads, n, dt)
+            log.append((-threads, n, probe))
+        return log
+
+    race = _race.ThreadRace(2, 1e7, 20, False, "k")
+    race.current = 1                      # start from the wrong choice
+    log = run(race, 6)
+    # a warm-up chunk (not timed), a timed one, then the probe
+    assert [(t, p) for t, n, p in log[:3]] == [(1, False), (1, False),
+                                               (2, True)]
+    assert race.current == 2 and log[-1][0] == 2
+    # the team loses its edge (another process took a core): back to one
+    speed[2] = 5e-3
+    log = run(race, 400)
+    assert race.current == 1
+    probes = [n for t, n, p in log if p]
+    assert all(n <= 30 for n in probes)
+    # a team within MARGIN of one thread is not worth it
+    speed[2] = 0.99e-3
+    run(race, 400)
+    assert race.current == 1
+    assert _race._CHOSEN["k"] == 1
+    # probes become rarer while they confirm the choice
+    assert race.interval == race.MAX_INTERVAL

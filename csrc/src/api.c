@@ -99,3 +99,19 @@ bp_train_f64(double *params, double *grad, bp_optim *opt, double *loss_sum,
                                 batch, first_batch, n_batches, arch, work,
                                 work_bytes, n_threads);
 }
+
+bp_status
+bp_matmul_f32(float *C, const float *A, const float *B, int64_t m, int64_t n,
+              int64_t k, int trans_a, int trans_b, int n_threads)
+{
+    return kernels()->matmul_f32(C, A, B, m, n, k, trans_a, trans_b,
+                                 n_threads);
+}
+
+bp_status
+bp_matmul_f64(double *C, const double *A, const double *B, int64_t m,
+              int64_t n, int64_t k, int trans_a, int trans_b, int n_threads)
+{
+    return kernels()->matmul_f64(C, A, B, m, n, k, trans_a, trans_b,
+                                 n_threads);
+}

@@ -42,6 +42,22 @@ predict_block_rows(int64_t m)
  * core costs more than the work.  Changes no result. */
 #define BP_PARALLEL_MIN_FLOPS 400000.0
 
+/* The calibration chain's shape (calibrate.c): rows, and columns = depth. */
+#define CAL_M 32
+#define CAL_N 128
+
+/* Monotonic seconds. */
+double cal_now(void);
+
+/*
+ * The team size for a piece of work of `flops` floating-point operations
+ * that synchronises its team `syncs` times, when nt threads are allowed:
+ * nt when the host's measured cost of a team step (calibrate.c, measured
+ * once per process) leaves the work faster on nt threads than on one,
+ * else 1.  f64: the element type is double.  Changes no result.
+ */
+int team_for(int nt, double flops, double syncs, int f64);
+
 /* *r = a * b, or BP_EOVERFLOW; a and b must be >= 0. */
 bp_status mul_checked(int64_t *r, int64_t a, int64_t b);
 /* *r = a + b, or BP_EOVERFLOW; a and b must be >= 0. */

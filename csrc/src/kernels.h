@@ -47,6 +47,12 @@ typedef struct {
                            int64_t, int64_t,
                            int64_t, int64_t, const bp_arch *, void *, int64_t,
                            int);
+    bp_status (*matmul_f32)(float *, const float *, const float *, int64_t,
+                            int64_t, int64_t, int, int, int);
+    bp_status (*matmul_f64)(double *, const double *, const double *,
+                            int64_t, int64_t, int64_t, int, int, int);
+    double (*cal_chain_f32)(int, int64_t, int);
+    double (*cal_chain_f64)(int, int64_t, int);
 } kernel_table;
 
 extern const kernel_table kernel_table_ref;
@@ -67,6 +73,8 @@ void kernels_choose(void);
 #define KERNEL_ENTRIES(S32, S64)                                             \
     CAT(predict, S32), CAT(predict, S64), CAT(forward, S32),                 \
         CAT(forward, S64), CAT(backward, S32), CAT(backward, S64),           \
-        CAT(update, S32), CAT(update, S64), CAT(train, S32), CAT(train, S64)
+        CAT(update, S32), CAT(update, S64), CAT(train, S32),                 \
+        CAT(train, S64), CAT(matmul, S32), CAT(matmul, S64),                 \
+        CAT(cal_chain, S32), CAT(cal_chain, S64)
 
 #endif /* BPCORE_KERNELS_H */

@@ -558,6 +558,15 @@ FN(forward_body)(T *const *net, T *const *out, const T *X, const T *params,
     }
 }
 
+/* Team synchronisations in one training batch: per layer two in the
+ * forward pass and three in the backward one, then the loss, the last
+ * barrier and the update (the tiny path: its two passes and the update). */
+static double
+FN(train_syncs)(const bp_arch *arch)
+{
+    return arch_is_tiny(arch) ? 5.0 : 5.0 * (double)(arch->n_layers - 1) + 3.0;
+}
+
 /* Sum of the sample weights in sample order (m without weights). */
 static double
 FN(weight_sum)(const T *sw, int64_t m)
@@ -1001,6 +1010,93 @@ FN(alloc_scratch)(int nt)
     return (T *)malloc((size_t)nt * (size_t)GEMM_SCRATCH_ELEMS * sizeof(T));
 }
 
+/*
+ * The calibration chain (see calibrate.c): reps steps of x <- x W with x
+ * (CAL_M, CAL_N) and W (CAL_N, CAL_N), each step reading the whole output
+ * of the one before, shared by the team as training shares a layer's
+ * products (product_par, its barrier, then a row loop with its barrier).
+ * work holds 2 CAL_M x CAL_N buffers, W, and the team's kernel scratch.
+ */
+static void
+FN(cal_chain_region)(T *work, int64_t reps)
+{
+    T *x[2], *W = work + 2 * CAL_M * CAL_N;
+    T *scratch = W + CAL_N * CAL_N;
+    x[0] = work;
+    x[1] = work + CAL_M * CAL_N;
+    for (int64_t r = 0; r < reps; r++) {
+        T *src = x[r & 1], *dst = x[(r + 1) & 1];
+        FN(product_par)(dst, CAL_N, src, CAL_N, 1, W, CAL_N, 1, CAL_M, CAL_N,
+                        CAL_N, scratch);
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < CAL_M; i++) {
+            for (int64_t j = 0; j < CAL_N; j++) {
+                T v = dst[i * CAL_N + j];
+                dst[i * CAL_N + j] = v > 0 ? v * (T)0.5 : (T)0;
+            }
+        }
+    }
+}
+
+/* Seconds per step of the calibration chain on nt threads, best of
+ * trials; a negative value when out of memory. */
+static double
+FN(cal_chain)(int nt, int64_t reps, int trials)
+{
+    int64_t n = 2 * CAL_M * CAL_N + CAL_N * CAL_N;
+    T *work = (T *)malloc(((size_t)n + (size_t)nt * GEMM_SCRATCH_ELEMS) *
+                          sizeof(T));
+    double best = -1.0;
+    if (work == NULL) {
+        return -1.0;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        work[i] = (T)((i * 7 % 13) - 6) * (T)0.01;
+    }
+    RUN_TEAM(nt, FN(cal_chain_region)(work, 2));  /* warm the team */
+    for (int t = 0; t < trials; t++) {
+        double t0 = cal_now(), dt;
+        RUN_TEAM(nt, FN(cal_chain_region)(work, reps));
+        dt = (cal_now() - t0) / (double)reps;
+        if (best < 0 || dt < best) {
+            best = dt;
+        }
+    }
+    free(work);
+    return best;
+}
+
+/*
+ * C (m, n) = op(A) op(B) by the layer product of this kernel on n_threads
+ * threads (bp_matmul_*): A (m, k), or (k, m) stored when trans_a; B (k, n),
+ * or (n, k) stored when trans_b.  The three products of a layer are
+ * X W, X^T delta (trans_a) and delta W^T (trans_b).
+ */
+static bp_status
+FN(matmul)(T *C, const T *A, const T *B, int64_t m, int64_t n, int64_t k,
+           int trans_a, int trans_b, int n_threads)
+{
+    int64_t rsa = trans_a ? 1 : k, csa = trans_a ? m : 1;
+    int64_t rsb = trans_b ? 1 : n, csb = trans_b ? k : 1;
+    int nt;
+    T *scratch;
+
+    if (C == NULL || A == NULL || B == NULL) {
+        return BP_EARG;
+    }
+    if (m < 1 || n < 1 || k < 1) {
+        return BP_ESHAPE;
+    }
+    nt = resolve_threads(n_threads);
+    if ((scratch = FN(alloc_scratch)(nt)) == NULL) {
+        return BP_ENOMEM;
+    }
+    RUN_TEAM(nt, FN(product_par)(C, n, A, rsa, csa, B, rsb, csb, m, n, k,
+                                 scratch));
+    free(scratch);
+    return BP_OK;
+}
+
 static bp_status
 FN(forward)(T *const *net, T *const *out, const T *X,
                      const T *params, const bp_arch *arch, int64_t m,
@@ -1099,10 +1195,9 @@ FN(backward)(T *grad, T *const *delta, T *const *net,
     if (FN(weight_sum)(sw, m) <= 0.0) {
         return BP_EARG;
     }
-    nt = resolve_threads(n_threads);
-    if ((double)m * arch_weights(arch) * 6.0 < BP_PARALLEL_MIN_FLOPS) {
-        nt = 1;
-    }
+    nt = team_for(resolve_threads(n_threads),
+                  (double)m * arch_weights(arch) * 6.0,
+                  FN(train_syncs)(arch) - 2.0, sizeof(T) == 8);
     /* Scratch: the per-sample losses and the kernel's packing buffers. */
     lbuf = (double *)malloc((size_t)m * sizeof(double));
     scratch = FN(alloc_scratch)(nt);
@@ -1860,9 +1955,15 @@ FN(train)(T *params, T *grad, bp_optim *opt, double *loss_sum,
             n_batches > (m - 1) / batch + 1 - first_batch) {
         return BP_ESHAPE;
     }
-    nt = resolve_threads(n_threads);
-    if ((double)batch * arch_weights(arch) * 6.0 < BP_PARALLEL_MIN_FLOPS) {
-        nt = 1;
+    if (n_threads < 0) {  /* exactly -n_threads: the caller has chosen */
+        nt = resolve_threads(-n_threads);
+        if ((double)batch * arch_weights(arch) * 6.0 < BP_PARALLEL_MIN_FLOPS) {
+            nt = 1;
+        }
+    } else {
+        nt = team_for(resolve_threads(n_threads),
+                      (double)batch * arch_weights(arch) * 6.0,
+                      FN(train_syncs)(arch), sizeof(T) == 8);
     }
     if ((s = bp_train_workspace_size(&need, arch, batch, nt)) != BP_OK) {
         return s;

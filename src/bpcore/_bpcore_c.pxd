@@ -95,3 +95,12 @@ cdef extern from "bpcore/bpcore.h" nogil:
     bp_status bp_optim_update_f64(double *params, const double *grad,
                                   bp_optim *opt, int64_t n, int64_t n_weights,
                                   int n_threads)
+    bp_status bp_matmul_f32(float *C, const float *A, const float *B,
+                            int64_t m, int64_t n, int64_t k, int trans_a,
+                            int trans_b, int n_threads)
+    bp_status bp_matmul_f64(double *C, const double *A, const double *B,
+                            int64_t m, int64_t n, int64_t k, int trans_a,
+                            int trans_b, int n_threads)
+    int bp_team_costs(int n_threads, double *step_f32, double *step_f64,
+                      double *sync)
+    int bp_team_size(int n_threads, double flops, double syncs, int f64)

@@ -222,6 +222,71 @@ cdef bint _all_finite(cnp.ndarray a) except -1:
     return ok
 
 
+def team_costs(int n_threads=2):
+    """The host's measured cost of a team of n_threads (>= 2), from the C
+    core's calibration (measured once per process): seconds per step of the
+    calibration chain on one thread ("step_f32", "step_f64") and seconds per
+    team synchronisation ("sync")."""
+    cdef double s32 = 0.0, s64 = 0.0, sync = 0.0
+    cdef int r
+    if n_threads < 2:
+        raise ValueError("team_costs: n_threads must be >= 2")
+    with nogil:
+        r = bp_team_costs(n_threads, &s32, &s64, &sync)
+    if r != 0:
+        raise MemoryError("team_costs: no memory for the calibration")
+    return {"step_f32": s32, "step_f64": s64, "sync": sync}
+
+
+def team_size(int n_threads, double flops, double syncs, bint f64=False):
+    """Threads the C core gives work of `flops` flops with `syncs` team
+    synchronisations when n_threads are allowed (n_threads or 1)."""
+    cdef int r
+    with nogil:
+        r = bp_team_size(n_threads, flops, syncs, f64)
+    return r
+
+
+def matmul(cnp.ndarray A, cnp.ndarray B, bint trans_a=False,
+           bint trans_b=False, int n_threads=1):
+    """op(A) @ op(B) by the kernel's layer product on n_threads threads (for
+    benchmarks and tests; not public API).  A and B: C-contiguous arrays of
+    one float dtype; trans_a / trans_b read the stored matrix transposed
+    (X^T delta and delta W^T are the second and third products of a
+    layer)."""
+    cdef int tn = cnp.PyArray_TYPE(A)
+    if (A.ndim != 2 or B.ndim != 2 or tn not in (cnp.NPY_FLOAT32,
+            cnp.NPY_FLOAT64) or cnp.PyArray_TYPE(B) != tn
+            or not A.flags.c_contiguous or not B.flags.c_contiguous
+            or not A.flags.aligned or not B.flags.aligned):
+        raise ValueError("matmul: A and B must be aligned, C-contiguous 2-D "
+                         "arrays of one dtype, float32 or float64")
+    cdef int64_t m = A.shape[1] if trans_a else A.shape[0]
+    cdef int64_t k = A.shape[0] if trans_a else A.shape[1]
+    cdef int64_t kb = B.shape[1] if trans_b else B.shape[0]
+    cdef int64_t n = B.shape[0] if trans_b else B.shape[1]
+    if k != kb:
+        raise ValueError(f"matmul: inner dimensions differ ({k} and {kb})")
+    if n_threads < 1:
+        raise ValueError("matmul: n_threads must be >= 1")
+    cdef cnp.ndarray C = np.empty((m, n), dtype=A.dtype)
+    cdef bp_status s
+    if tn == cnp.NPY_FLOAT32:
+        with nogil:
+            s = bp_matmul_f32(<float *>cnp.PyArray_DATA(C),
+                              <const float *>cnp.PyArray_DATA(A),
+                              <const float *>cnp.PyArray_DATA(B), m, n, k,
+                              trans_a, trans_b, n_threads)
+    else:
+        with nogil:
+            s = bp_matmul_f64(<double *>cnp.PyArray_DATA(C),
+                              <const double *>cnp.PyArray_DATA(A),
+                              <const double *>cnp.PyArray_DATA(B), m, n, k,
+                              trans_a, trans_b, n_threads)
+    _check(s, "matmul")
+    return C
+
+
 def layout(sizes):
     """Offsets of the flat parameter buffer: (w_off, b_off, n_weights, n_params)."""
     cdef cnp.ndarray[int64_t, ndim=1] s = np.ascontiguousarray(sizes, dtype=np.int64)

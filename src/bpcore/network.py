@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bpcore import _core
+from bpcore import _race
 from bpcore import _validation as V
 from bpcore._config import resolve_threads
 from bpcore._errors import DivergenceError
@@ -747,6 +748,12 @@ class _FitLoop:
         flops = 6.0 * self.B * max(1, net._n_weights)
         chunk = max(1, int(self.CHUNK_SECONDS * 1e9 / flops))
         isolate = flops / self.SLOW_FLOPS > self.START_ISOLATED_SECONDS
+        race = None
+        if self.nt > 1 and flops >= _race.MIN_TEAM_FLOPS:
+            syncs = 5.0 * (len(net._layers) - 1) + 3.0
+            race = _race.ThreadRace(
+                self.nt, flops, syncs, params.dtype == np.float64,
+                (tuple(net._layers), params.dtype.str, self.B, self.nt))
         # the start of each epoch, restored on divergence: buffers made once
         # and refilled, so memory does not grow with the epochs
         start_params = np.empty_like(params)
@@ -764,16 +771,21 @@ class _FitLoop:
                 b = 0
                 while b < self.n_batches:
                     n = min(chunk, self.n_batches - b)
+                    threads, probe = self.nt, False
+                    if race is not None and not isolate:
+                        threads, n, probe = race.threads(n)
                     t0 = time.perf_counter()
                     call = (params, grad, args, self.X, self.Y, self.sw,
                             order, self.B, b, 1 if isolate else n, work,
-                            self.nt, lsum, wsum)
+                            threads, lsum, wsum)
                     if isolate:
                         n = 1
                         lsum, wsum, done, diverged = self._isolated_call(call)
                     else:
                         lsum, wsum, done, diverged = arch.train(*call)
                     dt = time.perf_counter() - t0
+                    if threads < 0 and done == n:
+                        race.record(threads, n, dt)
                     if n == 1:
                         isolate = dt > self.LONG_CALL_SECONDS
                     opt.t = args["t"]
@@ -795,7 +807,7 @@ class _FitLoop:
                             f"fit: {what}; the parameters of the last "
                             f"completed epoch were restored")
                     b += n
-                    if dt > 0:
+                    if dt > 0 and not probe:
                         chunk = max(1, min(4 * chunk, int(
                             n * self.CHUNK_SECONDS / dt)))
                 opt.epoch += 1

@@ -202,6 +202,10 @@ bp_status bp_train_workspace_size(int64_t *bytes, const bp_arch *arch,
  *     targets without the m x n_L array); exactly one of the two
  * Stops with BP_ENONFINITE after the first batch whose loss is not finite;
  * that batch's update is not applied.
+ * n_threads > 0: at most that many threads, one when the host's measured
+ * team cost says a team would be slower (bp_team_size); n_threads < 0:
+ * exactly -n_threads (above a minimum of work), the caller having chosen.
+ * Neither changes any result.
  */
 bp_status bp_train_f32(float *params, float *grad, bp_optim *opt,
                        double *loss_sum, double *weight_sum,
@@ -230,6 +234,31 @@ bp_status bp_optim_update_f32(float *params, const float *grad,
 bp_status bp_optim_update_f64(double *params, const double *grad,
                               bp_optim *opt, int64_t n, int64_t n_weights,
                               int n_threads);
+
+/*
+ * C = op(A) op(B) by the layer product of the chosen kernel, shared by
+ * n_threads threads as in training (for benchmarks and tests).
+ *   C (m, n) out;  A (m, k), or (k, m) when trans_a;  B (k, n), or (n, k)
+ *   when trans_b; all row-major and contiguous
+ */
+bp_status bp_matmul_f32(float *C, const float *A, const float *B, int64_t m,
+                        int64_t n, int64_t k, int trans_a, int trans_b,
+                        int n_threads);
+bp_status bp_matmul_f64(double *C, const double *A, const double *B,
+                        int64_t m, int64_t n, int64_t k, int trans_a,
+                        int trans_b, int n_threads);
+
+/*
+ * The host's cost of a team of n_threads (2 or more), measured once per
+ * process: seconds per step of the calibration chain on one thread (float,
+ * double; a 32 x 128 by 128 x 128 product and a row pass) and seconds per
+ * team synchronisation.  0 on success, -1 for n_threads < 2 or no memory.
+ */
+int bp_team_costs(int n_threads, double *step_f32, double *step_f64,
+                  double *sync);
+/* The threads that work of `flops` with `syncs` team synchronisations runs
+ * on when n_threads are allowed: n_threads or 1 (see calibrate.c). */
+int bp_team_size(int n_threads, double flops, double syncs, int f64);
 
 #ifdef __cplusplus
 }

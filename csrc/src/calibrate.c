@@ -1,0 +1,130 @@
+/*
+ * calibrate.c - what a team of threads costs on this host, measured once
+ * per process, and the choice between one thread and a team (team_for).
+ *
+ * A team pays at each synchronisation: the barrier, and the cache lines
+ * that one core wrote and the other must now read.  Both depend on the
+ * host (core-to-core latency, the hypervisor, how the cores are shared),
+ * so they are measured, not assumed: the calibration chain (net_impl.h) is
+ * a run of small products, each reading the whole output of the one
+ * before, shared by a team exactly as training shares a layer.  Its step
+ * on one thread gives the kernel's rate on small products; on a team, the
+ * excess over a perfect split is the cost of the step's two
+ * synchronisations.  A few milliseconds at the first call that could use a
+ * team; cached for the process.
+ *
+ * BPCORE_TEAM=always (read at the first choice) turns the choice off: any work
+ * above BP_PARALLEL_MIN_FLOPS runs on the threads asked for.  The tests use
+ * it to run the team code paths on small problems.
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+#include "kernels.h"
+
+/* Team sizes measured; larger teams use the largest one's cost. */
+#define CAL_MAX_TEAM 8
+/* Steps per timed run, and runs (the best counts): short runs, so that on
+ * a host whose other core is busy now and then some runs are undisturbed. */
+#define CAL_REPS 16
+#define CAL_TRIALS 6
+/* The team's cost is measured again when its last measurement is older
+ * than this (seconds): conditions change (another process takes a core,
+ * then leaves), and a stale cost keeps the wrong choice. */
+#define CAL_MAX_AGE 30.0
+/* A team must beat one thread by this factor to be chosen. */
+#define CAL_MARGIN 0.9
+
+static pthread_mutex_t cal_lock = PTHREAD_MUTEX_INITIALIZER;
+static double step_one[2];                /* s per chain step, f32, f64 */
+static double sync_cost[CAL_MAX_TEAM + 1]; /* s per synchronisation */
+static double sync_when[CAL_MAX_TEAM + 1]; /* cal_now() of that measure */
+static int team_always = -1;
+
+double
+cal_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int
+always_team(void)
+{
+    if (team_always < 0) {
+        const char *v = getenv("BPCORE_TEAM");
+        team_always = v != NULL && strcmp(v, "always") == 0;
+    }
+    return team_always;
+}
+
+/* Measure what is missing for a team of t; 0 on success. */
+static int
+measure(int t)
+{
+    const kernel_table *k = kernels();
+    if (step_one[0] <= 0.0) {
+        step_one[0] = k->cal_chain_f32(1, CAL_REPS, CAL_TRIALS);
+        step_one[1] = k->cal_chain_f64(1, CAL_REPS, CAL_TRIALS);
+        if (step_one[0] <= 0.0 || step_one[1] <= 0.0) {
+            step_one[0] = step_one[1] = 0.0;
+            return -1;
+        }
+    }
+    if (sync_cost[t] <= 0.0 || cal_now() - sync_when[t] > CAL_MAX_AGE) {
+        double step_t = k->cal_chain_f32(t, CAL_REPS, CAL_TRIALS);
+        double excess = step_t - step_one[0] / t;
+        if (step_t <= 0.0) {
+            return -1;
+        }
+        /* two synchronisations per step; never zero, so it stays measured */
+        sync_cost[t] = excess > 2e-9 ? excess / 2.0 : 1e-9;
+        sync_when[t] = cal_now();
+    }
+    return 0;
+}
+
+int
+bp_team_costs(int nt, double *step_f32, double *step_f64, double *sync)
+{
+    int t = nt < CAL_MAX_TEAM ? nt : CAL_MAX_TEAM, ok;
+    if (t < 2) {
+        return -1;
+    }
+    pthread_mutex_lock(&cal_lock);
+    ok = measure(t);
+    *step_f32 = step_one[0];
+    *step_f64 = step_one[1];
+    *sync = sync_cost[t];
+    pthread_mutex_unlock(&cal_lock);
+    return ok;
+}
+
+int
+team_for(int nt, double flops, double syncs, int f64)
+{
+    double s32, s64, sync, t1, tn;
+    if (nt <= 1 || flops < BP_PARALLEL_MIN_FLOPS) {
+        return 1;
+    }
+    if (always_team()) {
+        return nt;
+    }
+    if (bp_team_costs(nt, &s32, &s64, &sync) != 0) {
+        return 1;  /* out of memory for the chain: one thread is safe */
+    }
+    /* the chain's step: 2 CAL_M CAL_N^2 flops and CAL_M CAL_N compares */
+    t1 = flops * (f64 ? s64 : s32) / (2.0 * CAL_M * CAL_N * CAL_N);
+    tn = t1 / nt + syncs * sync;
+    return tn < CAL_MARGIN * t1 ? nt : 1;
+}
+
+int
+bp_team_size(int n_threads, double flops, double syncs, int f64)
+{
+    return team_for(resolve_threads(n_threads), flops, syncs, f64);
+}
