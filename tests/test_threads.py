@@ -106,6 +106,53 @@ def test_show_config_reports_build():
     assert info["version"] == bpcore.__version__
     assert {"kernel", "openmp", "threads", "compiler"} <= set(info)
     assert "kernel" in buf.getvalue()
+    # the kernel is the best this CPU runs (unless one was asked for)
+    flags = _cpu_flags()
+    if flags and not os.environ.get("BPCORE_KERNEL"):
+        best = ("avx512" if "avx512f" in flags else
+                "avx2" if {"avx2", "fma"} <= flags else "ref")
+        assert info["kernel"] == best, (info["kernel"], best)
+
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+@pytest.mark.parametrize("value,words", [
+    ("avx2x", "is not a kernel: use ref, avx2 or avx512"),
+    ("AVX2", "is not a kernel"),
+    ("avx512 ", "is not a kernel")])
+def test_misspelt_kernel_request_is_refused(value, words):
+    env = dict(os.environ, BPCORE_KERNEL=value)
+    r = subprocess.run([sys.executable, "-c", "import bpcore"],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode != 0
+    assert "ImportError" in r.stderr and words in r.stderr
+
+
+@pytest.mark.parametrize("kernel,flag", [("avx2", "avx2"),
+                                         ("avx512", "avx512f")])
+def test_kernel_request_runs_or_is_refused(kernel, flag):
+    # a kernel the CPU runs is used; one it cannot run is refused at import
+    env = dict(os.environ, BPCORE_KERNEL=kernel)
+    r = subprocess.run([sys.executable, "-c", "import bpcore, os; print("
+                        "bpcore.show_config(file=open(os.devnull, 'w'))"
+                        "['kernel'])"], capture_output=True, text=True,
+                       env=env, timeout=120)
+    flags = _cpu_flags()
+    if not flags:
+        pytest.skip("no /proc/cpuinfo")
+    if flag in flags:
+        assert r.returncode == 0 and r.stdout.strip() == kernel, r.stderr
+    else:
+        assert r.returncode != 0 and "cannot run that kernel" in r.stderr
 
 
 TINY_CASES = [("sigmoid", "sigmoid", "mse"), ("gelu", "softmax",

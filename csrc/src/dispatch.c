@@ -1,8 +1,10 @@
 /*
  * dispatch.c - choose the kernel table once, from what the CPU and the OS
  * support (GCC/Clang's __builtin_cpu_supports checks both), unless the
- * environment variable BPCORE_KERNEL=ref|avx2|avx512 asks for one (a kernel
- * the machine cannot run is never chosen: the best available one is).
+ * environment variable BPCORE_KERNEL=ref|avx2|avx512 asks for one.  A kernel
+ * the machine cannot run (or this build lacks) is never chosen, nor is an
+ * unknown name: the best available one is, and bp_kernel_request says so
+ * (the Python layer refuses to load then).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +39,9 @@ cpu_has(const char *isa)
 
 
 
+/* What became of BPCORE_KERNEL (bp_kernel_request). */
+static int request = BP_KERNEL_DEFAULT;
+
 void
 kernels_choose(void)
 {
@@ -53,17 +58,38 @@ kernels_choose(void)
     }
 #endif
     chosen = best;
-    if (want == NULL) {
+    request = BP_KERNEL_DEFAULT;
+    if (want == NULL || want[0] == '\0') {
         return;
     }
     if (strcmp(want, "ref") == 0) {
         chosen = &kernel_table_ref;
-    }
+        request = BP_KERNEL_AS_ASKED;
+    } else if (strcmp(want, "avx2") == 0) {
+        request = BP_KERNEL_UNAVAILABLE;
 #ifdef BPCORE_HAVE_AVX2
-    if (strcmp(want, "avx2") == 0 && cpu_has("avx2")) {
-        chosen = &kernel_table_avx2;
-    }
+        if (cpu_has("avx2")) {
+            chosen = &kernel_table_avx2;
+            request = BP_KERNEL_AS_ASKED;
+        }
 #endif
+    } else if (strcmp(want, "avx512") == 0) {
+        request = BP_KERNEL_UNAVAILABLE;
+#ifdef BPCORE_HAVE_AVX512
+        if (cpu_has("avx512")) {
+            chosen = &kernel_table_avx512;
+            request = BP_KERNEL_AS_ASKED;
+        }
+#endif
+    } else {
+        request = BP_KERNEL_UNKNOWN;
+    }
+}
+
+int
+bp_kernel_request(void)
+{
+    return request;
 }
 
 const kernel_table *

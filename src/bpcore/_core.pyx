@@ -20,6 +20,24 @@ from bpcore._errors import DivergenceError
 cnp.import_array()
 bp_init()
 
+
+def _refuse_kernel_request():
+    import os
+    want = os.environ.get("BPCORE_KERNEL")
+    r = bp_kernel_request()
+    if r == BP_KERNEL_UNKNOWN:
+        raise ImportError(
+            f"BPCORE_KERNEL={want!r} is not a kernel: use ref, avx2 or "
+            f"avx512, or unset it for the best one this machine runs")
+    if r == BP_KERNEL_UNAVAILABLE:
+        raise ImportError(
+            f"BPCORE_KERNEL={want!r}: this machine or build cannot run that "
+            f"kernel (it runs {bp_config_kernel().decode()!r}); unset "
+            f"BPCORE_KERNEL for the best one")
+
+
+_refuse_kernel_request()
+
 OPT_SGD = 0
 OPT_ADAM = 1
 OPT_ADAMW = 2

@@ -260,6 +260,20 @@ int bp_team_costs(int n_threads, double *step_f32, double *step_f64,
  * on when n_threads are allowed: n_threads or 1 (see calibrate.c). */
 int bp_team_size(int n_threads, double flops, double syncs, int f64);
 
+/*
+ * What bp_init made of the environment variable BPCORE_KERNEL: unset
+ * (the best kernel the machine runs), the kernel asked for, a kernel this
+ * machine or build cannot run, or a name that is none of ref, avx2,
+ * avx512.  In the last two cases the best available kernel is in use.
+ */
+enum {
+    BP_KERNEL_DEFAULT = 0,
+    BP_KERNEL_AS_ASKED = 1,
+    BP_KERNEL_UNAVAILABLE = 2,
+    BP_KERNEL_UNKNOWN = 3
+};
+int bp_kernel_request(void);
+
 #ifdef __cplusplus
 }
 #endif
