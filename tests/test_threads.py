@@ -480,3 +480,29 @@ def test_thread_race_keeps_the_faster_choice(monkeypatch):
     assert _race._CHOSEN["k"] == 1
     # probes become rarer while they confirm the choice
     assert race.interval == race.MAX_INTERVAL
+
+
+def test_training_workspace_is_what_the_batch_needs():
+    # One plan sizes and carves the workspace: the batch's activations at
+    # the network's element size, the tiny path's sums per chunk of 1024
+    # samples (not per sample), and packing buffers only for layers that
+    # use the packed product.  (It was 1,549 MB and 353 MB below.)
+    def mib(layers, dtype, batch, nt=2):
+        net = bpcore.Network(layers, dtype=dtype)
+        return net._arch.train_workspace(batch, nt).nbytes / 2 ** 20
+
+    m = 100_000
+    # X batch, 3 arrays per layer of (256 + 10) values, f32: ~610 MiB
+    used = (784 + 10 + 1 + 3 * (256 + 10)) * m * 4 / 2 ** 20
+    assert used < mib([784, 256, 10], "float32", m) < used + 8
+    assert mib([784, 256, 10], "float64", m) < 2 * used + 12
+    assert mib([2, 3, 2, 2], "float32", m) < 4
+    # every batch size fits what fit needs (the C call checks it, and a
+    # short workspace is a MemoryError there): train on odd sizes
+    for layers in ([2, 3, 2, 2], [9, 17, 5], [3, 40, 2]):
+        for dtype in ("float32", "float64"):
+            net = bpcore.Network(layers, dtype=dtype, seed=1)
+            X = np.ones((37, layers[0]))
+            Y = np.zeros((37, layers[-1]))
+            for bs in (1, 7, 37):
+                net.fit(X, Y, epochs=1, batch_size=bs, n_threads=2)

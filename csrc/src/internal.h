@@ -42,6 +42,33 @@ predict_block_rows(int64_t m)
  * core costs more than the work.  Changes no result. */
 #define BP_PARALLEL_MIN_FLOPS 400000.0
 
+/* Most layers an architecture may have (keeps offsets on the stack). */
+#ifndef MAX_LAYERS
+#define MAX_LAYERS 256
+#endif
+
+/*
+ * The training workspace of bp_train_*: one plan gives both its size and
+ * where each array lies, as byte offsets from the 64-aligned start (-1:
+ * not needed).  Each array is rounded up to 64 bytes.
+ *   xb, yb, swb   the batch's gathered rows, targets, weights (T)
+ *   lbuf          doubles: the per-sample losses (general path), or the
+ *                 tiny path's partial sums, TINY_MAXP + 1 per chunk of
+ *                 TINY_CHUNK samples
+ *   net, out, delta [k], k = 1..L   each (batch, n_k) of T (general path)
+ *   scratch       the kernel's packing buffers, one set per thread (T)
+ */
+typedef struct {
+    int64_t xb, yb, swb, lbuf, scratch;
+    int64_t net[MAX_LAYERS], out[MAX_LAYERS], delta[MAX_LAYERS];
+    int64_t total;  /* bytes to allocate, alignment slack included */
+} train_plan;
+
+/* The plan for batches of at most `batch` rows, elements of esize bytes
+ * (4 or 8) and nt threads; BP_EOVERFLOW when it does not fit in int64. */
+bp_status train_plan_make(train_plan *pl, const bp_arch *arch,
+                          int64_t batch, int64_t esize, int nt);
+
 /* The calibration chain's shape (calibrate.c): rows, and columns = depth. */
 #define CAL_M 32
 #define CAL_N 128

@@ -41,8 +41,6 @@
 #define DW_BLOCK 8
 /* Entries of db per work-sharing block. */
 #define DB_BLOCK 64
-/* Most layers an architecture may have (keeps offsets on the stack). */
-#define MAX_LAYERS 256
 
 /*
  * Run CALL on nt threads, or directly on this one.  A team of one is not
@@ -1546,7 +1544,7 @@ FN(onehot_row)(T *y, int64_t n, int64_t c)
     y[c] = 1;
 }
 
-/* Carve the training workspace (see bp_train_workspace_size). */
+/* The training workspace's arrays (see train_plan in internal.h). */
 typedef struct {
     T *Xb, *Yb, *swb;
     T *net[MAX_LAYERS], *out[MAX_LAYERS], *delta[MAX_LAYERS];
@@ -1554,31 +1552,25 @@ typedef struct {
     T *scratch;
 } FN(train_ws);
 
+/* Point ws's arrays into work, where the plan puts them. */
 static void
-FN(carve)(FN(train_ws) *ws, const bp_arch *arch, int64_t batch, void *work)
+FN(carve)(FN(train_ws) *ws, const train_plan *pl, const bp_arch *arch,
+          void *work)
 {
-    char *p = (char *)align64(work);
-    int64_t L = arch->n_layers - 1;
-#define TAKE(dst, type, count)                                               \
-    do {                                                                     \
-        dst = (type *)p;                                                     \
-        p = (char *)align64(p + (size_t)(count) * sizeof(type));            \
-    } while (0)
-    TAKE(ws->Xb, T, batch * arch->sizes[0]);
-    TAKE(ws->Yb, T, batch * arch->sizes[L]);
-    TAKE(ws->swb, T, batch);
-    /* per-sample losses, then (tiny path) one row of TINY_MAXP + 1
-     * partial sums per chunk of TINY_CHUNK samples */
-    TAKE(ws->lbuf, double, batch + (batch + TINY_CHUNK - 1) / TINY_CHUNK *
-                                       (TINY_MAXP + 1));
+    char *base = (char *)align64(work);
+#define AT(type, off) ((off) >= 0 ? (type *)(base + (off)) : NULL)
+    ws->Xb = AT(T, pl->xb);
+    ws->Yb = AT(T, pl->yb);
+    ws->swb = AT(T, pl->swb);
+    ws->lbuf = AT(double, pl->lbuf);
+    ws->scratch = AT(T, pl->scratch);
     ws->net[0] = ws->out[0] = ws->delta[0] = NULL;
-    for (int64_t k = 1; k <= L; k++) {
-        TAKE(ws->net[k], T, batch * arch->sizes[k]);
-        TAKE(ws->out[k], T, batch * arch->sizes[k]);
-        TAKE(ws->delta[k], T, batch * arch->sizes[k]);
+    for (int64_t k = 1; k < arch->n_layers; k++) {
+        ws->net[k] = AT(T, pl->net[k]);
+        ws->out[k] = AT(T, pl->out[k]);
+        ws->delta[k] = AT(T, pl->delta[k]);
     }
-    ws->scratch = (T *)p;
-#undef TAKE
+#undef AT
 }
 
 typedef struct {
@@ -1926,11 +1918,12 @@ FN(train)(T *params, T *grad, bp_optim *opt, double *loss_sum,
                    const bp_arch *arch, void *work, int64_t work_bytes,
                    int n_threads)
 {
-    int64_t w_off[MAX_LAYERS], b_off[MAX_LAYERS], n_w, n_p, need;
+    int64_t w_off[MAX_LAYERS], b_off[MAX_LAYERS], n_w, n_p;
     int64_t n_in, n_L, t0;
     double lsum, wsum_total;
     int64_t done = 0;
     int nt, diverged = 0;
+    train_plan plan;
     FN(train_ws) ws;
     bp_status s;
 
@@ -1965,10 +1958,10 @@ FN(train)(T *params, T *grad, bp_optim *opt, double *loss_sum,
                       (double)batch * arch_weights(arch) * 6.0,
                       FN(train_syncs)(arch), sizeof(T) == 8);
     }
-    if ((s = bp_train_workspace_size(&need, arch, batch, nt)) != BP_OK) {
+    if ((s = train_plan_make(&plan, arch, batch, sizeof(T), nt)) != BP_OK) {
         return s;
     }
-    if (work_bytes < need) {
+    if (work_bytes < plan.total) {
         return BP_ENOMEM;
     }
     if (order != NULL) {
@@ -1986,7 +1979,7 @@ FN(train)(T *params, T *grad, bp_optim *opt, double *loss_sum,
             }
         }
     }
-    FN(carve)(&ws, arch, batch, work);
+    FN(carve)(&ws, &plan, arch, work);
     lsum = *loss_sum;
     wsum_total = *weight_sum;
     n_in = arch->sizes[0];

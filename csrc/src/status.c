@@ -294,11 +294,66 @@ bp_predict_workspace_size(int64_t *bytes, const bp_arch *arch, int64_t m,
     return BP_OK;
 }
 
-bp_status
-bp_train_workspace_size(int64_t *bytes, const bp_arch *arch, int64_t batch,
-                        int n_threads)
+/* Take rows * cols * size bytes (rounded up to 64) at *off for *field. */
+static bp_status
+plan_take(int64_t *field, int64_t *off, int64_t rows, int64_t cols,
+          int64_t size)
 {
-    int64_t total = 64, units = 0, piece;
+    int64_t bytes;
+    bp_status s;
+    if ((s = mul_checked(&bytes, rows, cols)) != BP_OK ||
+            (s = mul_checked(&bytes, bytes, size)) != BP_OK ||
+            (s = add_checked(&bytes, bytes, 63)) != BP_OK) {
+        return s;
+    }
+    *field = *off;
+    return add_checked(off, *off, bytes / 64 * 64);
+}
+
+bp_status
+train_plan_make(train_plan *pl, const bp_arch *arch, int64_t batch,
+                int64_t esize, int nt)
+{
+    int64_t L = arch->n_layers - 1, off = 0, n_chunks;
+    int tiny = arch_is_tiny(arch), gemm = 0;
+    bp_status s;
+
+    if (batch < 1 || nt < 1 || L < 1 || L >= MAX_LAYERS) {
+        return batch < 1 ? BP_ESHAPE : BP_EARG;
+    }
+    n_chunks = (batch + TINY_CHUNK - 1) / TINY_CHUNK;
+    for (int64_t k = 0; k < MAX_LAYERS; k++) {
+        pl->net[k] = pl->out[k] = pl->delta[k] = -1;
+    }
+    if ((s = plan_take(&pl->xb, &off, batch, arch->sizes[0], esize)) ||
+            (s = plan_take(&pl->yb, &off, batch, arch->sizes[L], esize)) ||
+            (s = plan_take(&pl->swb, &off, batch, 1, esize)) ||
+            (s = plan_take(&pl->lbuf, &off, tiny ? n_chunks : batch,
+                           tiny ? TINY_MAXP + 1 : 1, 8))) {
+        return s;
+    }
+    for (int64_t k = 1; k <= L && !tiny; k++) {
+        int64_t n = arch->sizes[k];
+        if ((s = plan_take(&pl->net[k], &off, batch, n, esize)) ||
+                (s = plan_take(&pl->out[k], &off, batch, n, esize)) ||
+                (s = plan_take(&pl->delta[k], &off, batch, n, esize))) {
+            return s;
+        }
+        gemm |= layer_uses_gemm(arch->sizes[k - 1], n);
+    }
+    pl->scratch = -1;
+    if (gemm && (s = plan_take(&pl->scratch, &off, nt, GEMM_SCRATCH_ELEMS,
+                               esize))) {
+        return s;
+    }
+    return add_checked(&pl->total, off, 64);
+}
+
+bp_status
+bp_train_workspace_bytes(int64_t *bytes, const bp_arch *arch, int64_t batch,
+                         int n_threads, int f64)
+{
+    train_plan pl;
     bp_status s;
 
     if (bytes == NULL) {
@@ -307,34 +362,22 @@ bp_train_workspace_size(int64_t *bytes, const bp_arch *arch, int64_t batch,
     if ((s = bp_arch_check(arch)) != BP_OK) {
         return s;
     }
-    if (batch < 1) {
-        return BP_ESHAPE;
+    if (arch->n_layers > MAX_LAYERS) {
+        return BP_EARG;
     }
-    /* X, Y batch copies, then net, out and delta of layers 1..L, then the
-     * sample weights and per-sample losses; 8 bytes per value and 64 bytes
-     * of alignment slack per array. */
-    for (int64_t k = 0; k < arch->n_layers; k++) {
-        int64_t copies = (k == 0 || k == arch->n_layers - 1) ? 1 : 0;
-        copies += k > 0 ? 3 : 0;
-        if ((s = mul_checked(&piece, arch->sizes[k], copies)) != BP_OK ||
-                (s = add_checked(&units, units, piece)) != BP_OK) {
-            return s;
-        }
-    }
-    /* per-sample weights and losses, plus the tiny path's chunk sums */
-    if ((s = add_checked(&units, units, 2 + TINY_MAXP + 1)) != BP_OK ||
-            (s = mul_checked(&piece, units, batch)) != BP_OK ||
-            (s = mul_checked(&piece, piece, 8)) != BP_OK ||
-            (s = add_checked(&total, total, piece)) != BP_OK ||
-            (s = mul_checked(&piece, arch->n_layers * 4 + 4, 64)) != BP_OK ||
-            (s = add_checked(&total, total, piece)) != BP_OK ||
-            (s = mul_checked(&piece, GEMM_SCRATCH_ELEMS * 8,
-                             resolve_threads(n_threads))) != BP_OK ||
-            (s = add_checked(&total, total, piece + 64)) != BP_OK) {
+    if ((s = train_plan_make(&pl, arch, batch, f64 ? 8 : 4,
+                             resolve_threads(n_threads))) != BP_OK) {
         return s;
     }
-    *bytes = total;
+    *bytes = pl.total;
     return BP_OK;
+}
+
+bp_status
+bp_train_workspace_size(int64_t *bytes, const bp_arch *arch, int64_t batch,
+                        int n_threads)
+{
+    return bp_train_workspace_bytes(bytes, arch, batch, n_threads, 1);
 }
 
 /*

@@ -108,3 +108,5 @@ cdef extern from "bpcore/bpcore.h" nogil:
     enum:
         BP_KERNEL_UNAVAILABLE
         BP_KERNEL_UNKNOWN
+    bp_status bp_train_workspace_bytes(int64_t *bytes, const bp_arch *arch,
+                                       int64_t batch, int n_threads, int f64)

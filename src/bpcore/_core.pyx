@@ -598,8 +598,8 @@ cdef class Arch:
     def train_workspace(self, int64_t batch, int n_threads):
         """A workspace for train() with batches of at most batch rows."""
         cdef int64_t need = 0
-        _check(bp_train_workspace_size(&need, &self.arch, batch, n_threads),
-               "fit")
+        _check(bp_train_workspace_bytes(&need, &self.arch, batch, n_threads,
+                                        self.f64), "fit")
         return np.empty(need, dtype=np.uint8)
 
     def train(self, cnp.ndarray params, cnp.ndarray grad, dict opt,

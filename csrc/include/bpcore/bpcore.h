@@ -184,6 +184,10 @@ bp_status bp_backward_f64(double *grad, double *const *delta,
  * and at most n_threads threads. */
 bp_status bp_train_workspace_size(int64_t *bytes, const bp_arch *arch,
                                   int64_t batch, int n_threads);
+/* The same for one element type (f64: double, else float); smaller for
+ * float.  bp_train_workspace_size is this for double. */
+bp_status bp_train_workspace_bytes(int64_t *bytes, const bp_arch *arch,
+                                   int64_t batch, int n_threads, int f64);
 
 /*
  * Run n_batches optimizer updates, in one OpenMP parallel region.
