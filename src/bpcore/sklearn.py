@@ -1111,7 +1111,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         if not np.isfinite(p).all():
             return np.nan
         y = y if y.ndim == 2 else y.reshape(-1, 1)
-        return r2_score(y, p, sample_weight=sample_weight)
+        # huge finite predictions (a diverging run) give -inf or NaN, as in
+        # scikit-learn, without numpy's overflow warnings
+        with np.errstate(over="ignore", invalid="ignore"):
+            return r2_score(y, p, sample_weight=sample_weight)
 
     def fit(self, X, y, sample_weight=None):
         """Fit the model to X and y.
