@@ -31,6 +31,11 @@ How scikit-learn's options map onto bpcore
   classifiers, half the mean squared error per output for regressors, plus
   the L2 term, taken at the epoch's starting weights (scikit-learn sums it
   per batch: the same value with one batch per epoch).
+- Divergence: non-finite weights raise :class:`bpcore.DivergenceError`, a
+  ``ValueError`` with scikit-learn's message, at the diverging epoch (the
+  last finite weights are kept).  With ``early_stopping=True`` the fit
+  goes on as scikit-learn's does: NaN validation scores up to
+  ``max_iter``, then the best weights restored.
 - Stopping follows scikit-learn: training loss not improving by ``tol`` for
   more than ``n_iter_no_change`` epochs, or (``early_stopping=True``) the
   validation score (accuracy or R^2) on a held-out ``validation_fraction``,
@@ -770,6 +775,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     beta_1, beta_2 : float in [0, 1), defaults 0.9 and 0.999
     epsilon : float > 0, default=1e-8
     n_iter_no_change : int or numpy.inf, default=10
+    max_fun : int >= 1, default=15000
+        Limit on loss evaluations of solver="lbfgs"; checked, unused by
+        "sgd" and "adam" (as in scikit-learn).
     init : str, default="sklearn"
         "sklearn" draws weights and biases as scikit-learn does (Glorot
         uniform, gain for logistic); bpcore's schemes ("auto", "xavier",
@@ -791,7 +799,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     classes_ : ndarray or list of ndarray
         Class labels.
     coefs_, intercepts_ : lists of ndarray
-        Weights ``(n_i, n_{i+1})`` and biases, views into ``network_``.
+        Weights ``(n_i, n_{i+1})`` and biases, views into ``network_``;
+        assigning a list of arrays of those shapes copies it in.
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         Only when X has string feature names.
