@@ -35,7 +35,7 @@ BPCORE_IMPORT = "from bpcore.sklearn import MLPClassifier, MLPRegressor"
 # (a) Need solver="lbfgs", max_fun or loss="poisson": the training-features
 # issue builds them.  Shrink this list once they are merged.
 NEEDS_TRAINING_FEATURES = {
-    "test_gradient": "solver='lbfgs' (gradient check through _loss_grad_lbfgs)",
+    "test_gradient": "solver='lbfgs' (checks _loss_grad_lbfgs)",
     "test_lbfgs_classification": "solver='lbfgs'",
     "test_lbfgs_regression": "solver='lbfgs'",
     "test_lbfgs_classification_maxfun": "solver='lbfgs' with max_fun",
