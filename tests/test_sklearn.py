@@ -585,3 +585,218 @@ def test_sparse_input_works_like_dense():
                          random_state=0).fit(X.toarray(), yr)
         assert np.array_equal(a.network_.params, b.network_.params)
         assert np.array_equal(a.predict(Xs), b.predict(X.toarray()))
+
+
+# -- parity with scikit-learn's own MLP tests (issue 21) -------------------
+
+def test_divergence_error_is_a_value_error_with_sklearn_message():
+    """Non-finite weights: scikit-learn raises ValueError with this
+    message; bpcore's DivergenceError is that and a FloatingPointError."""
+    assert issubclass(bpcore.DivergenceError, ValueError)
+    assert issubclass(bpcore.DivergenceError, FloatingPointError)
+    rng = np.random.RandomState(0)
+    X = np.finfo(np.float64).max * rng.uniform(size=(10, 2))
+    y = rng.standard_normal(size=10)
+    msg = ("Solver produced non-finite parameter weights. The input data may "
+           "contain large values and need to be preprocessed.")
+    for est in (MLPRegressor(), MLPRegressor(solver="sgd")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")   # and no numpy warning
+            with pytest.raises(ValueError, match=msg) as info:
+                est.fit(X, y)
+        assert isinstance(info.value, bpcore.DivergenceError)
+        assert "epoch 1" in str(info.value)
+        assert np.isfinite(est.network_.params).all()
+    with pytest.raises(ValueError, match=msg):
+        MLPRegressor().partial_fit(X, y)
+
+
+def test_divergence_with_early_stopping_follows_sklearn():
+    """scikit-learn's run: fit returns, the validation score of the
+    diverged epochs is NaN, training goes on to max_iter, the best weights
+    come back; no RuntimeWarning from bpcore's code on the way."""
+    from sklearn.datasets import load_iris
+    X, y = load_iris(return_X_y=True)
+    params = dict(hidden_layer_sizes=100, activation="identity",
+                  solver="sgd", learning_rate_init=1, max_iter=20,
+                  early_stopping=True, n_iter_no_change=10, random_state=0)
+    sk = SkMLPRegressor(**params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sk.fit(X, y)
+    ours = MLPRegressor(**params)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ours.fit(X, y)
+    kinds = {type(w.message) for w in caught}
+    assert kinds == {ConvergenceWarning}, [str(w.message) for w in caught]
+    for est in (sk, ours):
+        assert est.n_iter_ == 20 == len(est.validation_scores_)
+        assert len(est.loss_curve_) == 20
+        last = est.validation_scores_[-1]
+        assert isinstance(last, float) and np.isnan(last)
+        finite = [v for v in est.validation_scores_ if np.isfinite(v)]
+        assert est.best_validation_score_ == max(finite)
+    assert np.isfinite(ours.network_.params).all()
+    # the restored weights are those of the best epoch: an epoch of the
+    # same run stopped there ends with the same weights
+    best_epoch = int(np.nanargmax(ours.validation_scores_)) + 1
+    again = MLPRegressor(**dict(params, max_iter=best_epoch)).fit(X, y)
+    np.testing.assert_array_equal(again.network_.params,
+                                  ours.network_.params)
+    # diverged from the first epoch on: no weights to fall back on
+    rng = np.random.RandomState(0)
+    X_huge = np.finfo(np.float64).max * rng.uniform(size=(20, 2))
+    with pytest.raises(ValueError, match="non-finite parameter weights"):
+        MLPRegressor(**params).fit(X_huge, rng.normal(size=20))
+
+
+def test_network_divergence_message_counts_epochs():
+    """The 6th epoch is epoch 6, not epoch 0 (nor 5)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(64, 3))
+    Y = 10 * rng.normal(size=(64, 2))
+    net = bpcore.Network([3, 16, 2], activation="relu", output="identity",
+                         dtype="float32", seed=0)
+    done = []
+    # a sane rate for 5 epochs, then one that blows up in the 6th
+    opt = bpcore.SGD(lr=lambda e: 0.01 if e < 5 else 1e30)
+    with pytest.raises(bpcore.DivergenceError) as info:
+        net.fit(X, Y, epochs=100, batch_size=8, optimizer=opt,
+                callbacks=[lambda e, logs: done.append(e)])
+    assert done == [0, 1, 2, 3, 4]
+    assert "in epoch 6 of 100 (batch " in str(info.value)
+    assert "of 8)" in str(info.value)    # the batch, of 64 / 8
+
+
+def _hand_mlp_step(W, b, X, y, lr):
+    """One full-batch SGD step of a logistic-hidden, identity-output
+    regressor with scikit-learn's loss 1/(2m) sum (y - out)^2 (numpy)."""
+    h = 1 / (1 + np.exp(-(X @ W[0] + b[0])))
+    out = h @ W[1] + b[1]
+    d2 = (out - y[:, None]) / len(X)
+    d1 = (d2 @ W[1].T) * h * (1 - h)
+    grads = [X.T @ d1, h.T @ d2], [d1.sum(0), d2.sum(0)]
+    return ([w - lr * g for w, g in zip(W, grads[0])],
+            [c - lr * g for c, g in zip(b, grads[1])])
+
+
+def test_coefs_and_intercepts_are_assignable():
+    X, y = make_regression(30, 3, random_state=0)
+    reg = MLPRegressor((4,), activation="logistic", solver="sgd",
+                       max_iter=2, random_state=0).fit(X, y)
+    rng = np.random.default_rng(1)
+    W = [rng.normal(size=(3, 4)), rng.normal(size=(4, 1))]
+    b = [rng.normal(size=4), rng.normal(size=1)]
+    reg.coefs_ = W
+    reg.intercepts_ = b
+    h = 1 / (1 + np.exp(-(X @ W[0] + b[0])))
+    np.testing.assert_allclose(reg.predict(X), (h @ W[1] + b[1]).ravel(),
+                               rtol=1e-12)
+    W[0][0, 0] = 99.0                      # copied, not kept by reference
+    assert reg.coefs_[0][0, 0] != 99.0
+    before = reg.network_.params.copy()
+    for value, err, match in [
+            (W[:1], ValueError, r"coefs_ must hold 2 arrays"),
+            ([W[0], W[1].T], ValueError, r"coefs_\[1\] must have shape "
+                                         r"\(4, 1\), got \(1, 4\)"),
+            ([W[0], np.full((4, 1), np.nan)], ValueError, r"coefs_\[1\]"),
+            (np.zeros((3, 4)), TypeError, "list of 2 arrays"),
+            ([W[0], "abc"], TypeError, r"coefs_\[1\]")]:
+        with pytest.raises(err, match=match):
+            reg.coefs_ = value
+    with pytest.raises(ValueError, match=r"intercepts_\[0\] must have shape"):
+        reg.intercepts_ = [np.zeros(3), np.zeros(1)]
+    np.testing.assert_array_equal(reg.network_.params, before)
+
+
+def test_coefs_assigned_before_partial_fit_are_its_start():
+    """As in scikit-learn: weights set on an unfitted estimator (even a
+    list filled in afterwards) are where partial_fit starts."""
+    rng = np.random.default_rng(2)
+    X, y = rng.normal(size=(5, 3)), rng.normal(size=5)
+    W = [rng.normal(size=(3, 2)), rng.normal(size=(2, 1))]
+    b = [rng.normal(size=2), rng.normal(size=1)]
+    reg = MLPRegressor(2, activation="logistic", solver="sgd", momentum=0,
+                       alpha=0, learning_rate_init=0.1, batch_size=5,
+                       shuffle=False)
+    reg.coefs_ = [None, None]
+    reg.coefs_[0], reg.coefs_[1] = W      # scikit-learn's test does this
+    reg.intercepts_ = b
+    reg.partial_fit(X, y)
+    W1, b1 = _hand_mlp_step(W, b, X, y, 0.1)
+    for got, want in zip(reg.coefs_ + reg.intercepts_, W1 + b1):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+    # a plain fit starts from its own initialisation, as scikit-learn's
+    fresh = MLPRegressor(2, random_state=0, max_iter=1)
+    fresh.coefs_ = W
+    fresh.intercepts_ = b
+    fresh.fit(X, y)
+    ref = MLPRegressor(2, random_state=0, max_iter=1).fit(X, y)
+    np.testing.assert_array_equal(fresh.network_.params, ref.network_.params)
+    bad = MLPRegressor(2)
+    bad.coefs_ = [np.zeros((4, 2)), np.zeros((2, 1))]
+    with pytest.raises(ValueError, match=r"coefs_\[0\] must have shape"):
+        bad.partial_fit(X, y)
+    assert not hasattr(bad, "network_")
+
+
+@pytest.mark.parametrize("params", [
+    {},
+    dict(solver="sgd", learning_rate="adaptive", momentum=0.5,
+         nesterovs_momentum=False, early_stopping=True, alpha=1e-3,
+         batch_size=16, power_t=0.3, verbose=0, warm_start=True,
+         n_iter_no_change=5, max_fun=100, validation_fraction=0.2),
+    dict(solver="adam", beta_1=0.8, beta_2=0.99, epsilon=1e-7,
+         learning_rate="invscaling", tol=1e-3, shuffle=False,
+         hidden_layer_sizes=(8, 4), activation="tanh", random_state=3),
+], ids=["defaults", "sgd", "adam"])
+def test_constructs_from_sklearn_get_params(params):
+    X, y = make_classification(60, 4, random_state=0)
+    for sk_cls, ours_cls, target in [(SkMLPClassifier, MLPClassifier, y),
+                                     (SkMLPRegressor, MLPRegressor,
+                                      y.astype(float))]:
+        sk_params = sk_cls(**params).get_params()
+        ours = ours_cls(**sk_params)
+        mine = ours.get_params()
+        assert {k: mine[k] for k in sk_params} == sk_params
+        ours.set_params(max_iter=3)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            ours.fit(X, target)
+        assert ours.n_iter_ <= 3
+
+
+def test_max_fun_checked_as_sklearn():
+    X, y = make_classification(30, 4, random_state=0)
+    assert MLPClassifier().max_fun == 15000 == MLPRegressor().max_fun
+    for bad in (0, -1, 2.5, "10", True):
+        with pytest.raises(ValueError, match="max_fun"):
+            MLPClassifier(max_fun=bad, max_iter=1).fit(X, y)
+    MLPClassifier(max_fun=1, max_iter=1).fit(X, y)   # not used by sgd/adam
+
+
+def test_partial_fit_only_for_stochastic_solvers():
+    for cls in (MLPClassifier, MLPRegressor):
+        assert hasattr(cls(solver="sgd"), "partial_fit")
+        assert hasattr(cls(solver="adam"), "partial_fit")
+        assert not hasattr(cls(solver="lbfgs"), "partial_fit")
+        with pytest.raises(AttributeError, match="partial_fit"):
+            cls(solver="lbfgs").partial_fit
+
+
+def test_invscaling_continues_over_warm_start_as_sklearn():
+    """scikit-learn's test_learning_rate_warmstart, reading each
+    estimator's own optimizer: after two warm fits of 4 samples the rate
+    is learning_rate_init / (8 + 1) ** power_t."""
+    X = [[3, 2], [1, 6], [5, 6], [-2, -4]]
+    y = [1, 1, 1, 0]
+    for cls in (MLPClassifier, SkMLPClassifier):
+        clf = cls(solver="sgd", hidden_layer_sizes=4, max_iter=1,
+                  learning_rate="invscaling", power_t=0.25, warm_start=True,
+                  random_state=0)
+        clf.fit(X, y)
+        clf.fit(X, y)
+        rate = (clf._optimizer.lr_at() if cls is MLPClassifier
+                else clf._optimizer.learning_rate)
+        assert rate == pytest.approx(0.001 / 9 ** 0.25, rel=1e-12)

@@ -1,10 +1,13 @@
 """Exception classes shared by every layer of bpcore."""
 
 
-class DivergenceError(FloatingPointError):
-    """The training loss became NaN or infinite.
+class DivergenceError(FloatingPointError, ValueError):
+    """The training loss or the parameters became NaN or infinite.
 
-    The network keeps the parameters of its last completed epoch.
+    The network keeps the parameters of its last completed epoch.  It is a
+    ``FloatingPointError`` and also a ``ValueError``, the exception that
+    scikit-learn's MLPs raise for non-finite weights, so code written for
+    either catches it.
     """
 
 

@@ -790,13 +790,16 @@ class _FitLoop:
                         isolate = dt > self.LONG_CALL_SECONDS
                     opt.t = args["t"]
                     if diverged:
-                        what = f"the loss became NaN or infinite in epoch " \
-                               f"{e} (batch {b + done})"
+                        # counted from 1, as the progress lines count
+                        what = (f"the loss became NaN or infinite in epoch "
+                                f"{e + 1} of {self.epochs} (batch "
+                                f"{b + done + 1} of {self.n_batches})")
                     elif b + n == self.n_batches and not _core.all_finite(
                             params):
                         # the epoch's last update, whose loss no batch saw
-                        what = f"the parameters became NaN or infinite in " \
-                               f"the last update of epoch {e}"
+                        what = (f"the parameters became NaN or infinite "
+                                f"in the last update of epoch {e + 1} of "
+                                f"{self.epochs}")
                     else:
                         what = None
                     if what is not None:

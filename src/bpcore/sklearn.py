@@ -31,6 +31,11 @@ How scikit-learn's options map onto bpcore
   classifiers, half the mean squared error per output for regressors, plus
   the L2 term, taken at the epoch's starting weights (scikit-learn sums it
   per batch: the same value with one batch per epoch).
+- Divergence: non-finite weights raise :class:`bpcore.DivergenceError`, a
+  ``ValueError`` with scikit-learn's message, at the diverging epoch (the
+  last finite weights are kept).  With ``early_stopping=True`` the fit
+  goes on as scikit-learn's does: NaN validation scores up to
+  ``max_iter``, then the best weights restored.
 - Stopping follows scikit-learn: training loss not improving by ``tol`` for
   more than ``n_iter_no_change`` epochs, or (``early_stopping=True``) the
   validation score (accuracy or R^2) on a held-out ``validation_fraction``,
@@ -47,6 +52,7 @@ try:
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import LabelBinarizer
     from sklearn.utils import check_random_state, column_or_1d
+    from sklearn.utils.metaestimators import available_if
     from sklearn.utils.multiclass import (_check_partial_fit_first_call,
                                           check_classification_targets,
                                           type_of_target, unique_labels)
@@ -60,6 +66,7 @@ except ImportError as _exc:  # pragma: no cover - depends on the environment
 
 import numpy as np
 
+from bpcore._errors import DivergenceError
 from bpcore.network import Network
 from bpcore.optim import SGD, Adam
 
@@ -150,6 +157,15 @@ def _sklearn_init(net, activation, seed):
         b[...] = rng.uniform(-bound, bound, b.shape)
 
 
+def _stochastic_solver(est):
+    """partial_fit exists for the stochastic solvers only, as in
+    scikit-learn (hasattr(est, "partial_fit") is False for "lbfgs")."""
+    if est.solver not in ("sgd", "adam"):
+        raise AttributeError(f"partial_fit is only available for stochastic "
+                             f"optimizers. {est.solver} is not stochastic.")
+    return True
+
+
 class _Settings:
     """The validated hyperparameters of one fit call."""
 
@@ -182,7 +198,8 @@ class _BaseMLP(BaseEstimator):
                  tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False,
                  validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-8, n_iter_no_change=10, init="sklearn",
+                 epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 init="sklearn",
                  dtype=None, n_threads=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -206,6 +223,7 @@ class _BaseMLP(BaseEstimator):
         self.beta_2 = beta_2
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
         self.init = init
         self.dtype = dtype
         self.n_threads = n_threads
@@ -283,6 +301,12 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(f"The 'n_iter_no_change' parameter of {name} "
                              f"must be an int >= 1 or numpy.inf, got {nic!r}.")
         s.n_iter_no_change = nic
+        # used by solver="lbfgs" only (its limit on loss evaluations), but
+        # checked whatever the solver, as scikit-learn checks it
+        if not (_is_int(self.max_fun) and self.max_fun >= 1):
+            raise ValueError(f"The 'max_fun' parameter of {name} must be an "
+                             f"int >= 1, got {self.max_fun!r}.")
+        s.max_fun = int(self.max_fun)
         s.init = _check_choice(self, "init",
                                {"sklearn"} | set(_BPCORE_INITS))
         if self.dtype is None:
@@ -308,16 +332,67 @@ class _BaseMLP(BaseEstimator):
     @property
     def coefs_(self):
         """Weight matrices, ``coefs_[i]`` of shape (n_i, n_{i+1}): views into
-        ``network_.params`` (writing into them changes the model)."""
+        ``network_.params`` (writing into them changes the model).
+
+        Assignable, as in scikit-learn: a list of arrays of those shapes is
+        checked and copied into the network.  Before the first fit the list
+        is kept as given and used by the first ``partial_fit`` (or a
+        ``fit`` with ``warm_start=True``) as the starting weights.
+        """
+        if not hasattr(self, "network_") and "_coefs_set" in self.__dict__:
+            return self._coefs_set
         check_is_fitted(self, "network_")
         return list(self.network_.weights)
+
+    @coefs_.setter
+    def coefs_(self, value):
+        if hasattr(self, "network_"):
+            self._assign_params("coefs_", value, self.network_.weights)
+        else:
+            self._coefs_set = value
 
     @property
     def intercepts_(self):
         """Bias vectors, ``intercepts_[i]`` of shape (n_{i+1},): views into
-        ``network_.params``."""
+        ``network_.params``; assignable like ``coefs_``."""
+        if not hasattr(self, "network_") and \
+                "_intercepts_set" in self.__dict__:
+            return self._intercepts_set
         check_is_fitted(self, "network_")
         return list(self.network_.biases)
+
+    @intercepts_.setter
+    def intercepts_(self, value):
+        if hasattr(self, "network_"):
+            self._assign_params("intercepts_", value, self.network_.biases)
+        else:
+            self._intercepts_set = value
+
+    def _assign_params(self, name, value, targets):
+        """Check ``value`` against the arrays ``targets`` (the network's
+        weights or biases) and copy it in; nothing changes on error."""
+        if isinstance(value, np.ndarray) or not hasattr(value, "__len__"):
+            raise TypeError(f"{name} must be a list of {len(targets)} arrays "
+                            f"(one per layer), got {type(value).__name__}.")
+        if len(value) != len(targets):
+            raise ValueError(f"{name} must hold {len(targets)} arrays (one "
+                             f"per layer), got {len(value)}.")
+        arrays = []
+        for k, (v, t) in enumerate(zip(value, targets)):
+            try:
+                a = np.asarray(v, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise TypeError(f"{name}[{k}] must be an array of numbers "
+                                f"of shape {t.shape}, got "
+                                f"{type(v).__name__}.") from None
+            if a.shape != t.shape:
+                raise ValueError(f"{name}[{k}] must have shape {t.shape}, "
+                                 f"got {a.shape}.")
+            if not np.isfinite(a).all():
+                raise ValueError(f"{name}[{k}] contains NaN or infinity.")
+            arrays.append(a)
+        for a, t in zip(arrays, targets):
+            t[...] = a
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "network_")
@@ -385,6 +460,24 @@ class _BaseMLP(BaseEstimator):
                 init="xavier" if s.init == "sklearn" else s.init)
             if s.init == "sklearn":
                 _sklearn_init(self.network_, s.activation, seed)
+            set_w = self.__dict__.get("_coefs_set")
+            set_b = self.__dict__.get("_intercepts_set")
+            if (incremental or s.warm_start) and (set_w is not None or
+                                                  set_b is not None):
+                # weights assigned before the first fit are its start, as
+                # in scikit-learn (which skips initialisation then)
+                try:
+                    if set_w is not None:
+                        self._assign_params("coefs_", set_w,
+                                            self.network_.weights)
+                    if set_b is not None:
+                        self._assign_params("intercepts_", set_b,
+                                            self.network_.biases)
+                except (TypeError, ValueError):
+                    del self.network_
+                    raise
+            self.__dict__.pop("_coefs_set", None)
+            self.__dict__.pop("_intercepts_set", None)
             self.n_outputs_ = n_outputs
             self.n_layers_ = len(layers)
             self.out_activation_ = _SK_OUT_NAMES[out_act]
@@ -479,14 +572,16 @@ class _BaseMLP(BaseEstimator):
         best = net.params.copy() if s.early_stopping else None
 
         def sq_norm():
-            return sum(float(np.dot(w.ravel(), w.ravel()))
-                       for w in net.weights)
+            # huge weights (a diverging run) give inf, without a warning
+            with np.errstate(over="ignore", invalid="ignore"):
+                return sum(float(np.dot(w.ravel(), w.ravel()))
+                           for w in net.weights)
 
         # the L2 term uses the weights at the start of the epoch, as
         # scikit-learn's loss does (exactly so for one batch per epoch)
         sq_start = [sq_norm()]
 
-        def after_epoch(data_loss):
+        def after_epoch(data_loss, diverged=False):
             """scikit-learn's end-of-epoch bookkeeping; False stops."""
             self.loss_ = float(data_loss / loss_div
                                + penalty_scale * sq_start[0])
@@ -496,7 +591,8 @@ class _BaseMLP(BaseEstimator):
             self.loss_curve_.append(self.loss_)
             if s.verbose:
                 print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
-            if self._update_no_improvement(s, X_val, y_val, sw_val):
+            if self._update_no_improvement(s, X_val, y_val, sw_val,
+                                           diverged):
                 best[...] = net.params
             if lr_mode == "invscaling":
                 rate.value = s.learning_rate_init / (self.t_ + 1) ** s.power_t
@@ -521,18 +617,39 @@ class _BaseMLP(BaseEstimator):
         fit_args = dict(batch_size=B, optimizer=opt, shuffle=s.shuffle,
                         sample_weight=sw_tr, n_threads=s.n_threads)
         self.n_iter_ = 0
+        diverged = None
         try:
             if s.early_stopping:
                 # the validation score needs predict between epochs
                 for _ in range(epochs):
-                    hist = net.fit(X_tr, Y_tr, epochs=1, **fit_args)
-                    if not after_epoch(hist.loss[0]):
+                    if diverged is None:
+                        try:
+                            loss = net.fit(X_tr, Y_tr, epochs=1,
+                                           **fit_args).loss[0]
+                        except DivergenceError as exc:
+                            diverged = exc
+                            at_epoch = self.n_iter_ + 1
+                    # scikit-learn goes on with NaN weights: every later
+                    # epoch's loss and validation score is NaN, the NaN
+                    # never counts as "no improvement", so training runs
+                    # to max_iter and the best weights come back at the
+                    # end.  Updates of NaN weights stay NaN, so those
+                    # epochs are only recorded, not computed.
+                    if diverged is not None:
+                        loss = np.nan
+                    if not after_epoch(loss, diverged is not None):
                         break
             else:
                 # one call: the epoch loop and the batch loop run in bpcore
-                net.fit(X_tr, Y_tr, epochs=epochs,
-                        callbacks=[lambda e, logs: after_epoch(logs["loss"])],
-                        **fit_args)
+                try:
+                    net.fit(X_tr, Y_tr, epochs=epochs,
+                            callbacks=[lambda e, logs:
+                                       after_epoch(logs["loss"])],
+                            **fit_args)
+                except DivergenceError as exc:
+                    # scikit-learn's error (a ValueError), raised at once
+                    # and with the weights of the last finite epoch kept
+                    raise _divergence(self.n_iter_ + 1) from exc
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.")
         if not incremental and self.n_iter_ == s.max_iter:
@@ -542,11 +659,17 @@ class _BaseMLP(BaseEstimator):
                 ConvergenceWarning)
         if best is not None:
             net.params[...] = best
+            if diverged is not None and not np.isfinite(
+                    self.best_validation_score_):
+                # no epoch gave a finite score: nothing to fall back on
+                raise _divergence(at_epoch) from diverged
 
-    def _update_no_improvement(self, s, X_val, y_val, sw_val):
+    def _update_no_improvement(self, s, X_val, y_val, sw_val,
+                               diverged=False):
         """scikit-learn's rule; returns True when the best model improved."""
         if s.early_stopping:
-            score = self._score_val(X_val, y_val, sw_val)
+            score = (np.nan if diverged
+                     else float(self._score_val(X_val, y_val, sw_val)))
             self.validation_scores_.append(score)
             if s.verbose:
                 print("Validation score: %f" % score)
@@ -580,6 +703,16 @@ class _BaseMLP(BaseEstimator):
         tags.input_tags.sparse = True
         tags.non_deterministic = False
         return tags
+
+
+def _divergence(epoch):
+    """The error scikit-learn raises for non-finite weights (a ValueError),
+    saying where bpcore stopped."""
+    return DivergenceError(
+        "Solver produced non-finite parameter weights. The input data may "
+        "contain large values and need to be preprocessed. (bpcore: the "
+        f"loss or the weights became NaN or infinite in epoch {epoch}; the "
+        "weights of the last completed epoch were kept.)")
 
 
 # Sparse X is accepted like scikit-learn's own MLPs accept it, and made
@@ -642,6 +775,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     beta_1, beta_2 : float in [0, 1), defaults 0.9 and 0.999
     epsilon : float > 0, default=1e-8
     n_iter_no_change : int or numpy.inf, default=10
+    max_fun : int >= 1, default=15000
+        Limit on loss evaluations of solver="lbfgs"; checked, unused by
+        "sgd" and "adam" (as in scikit-learn).
     init : str, default="sklearn"
         "sklearn" draws weights and biases as scikit-learn does (Glorot
         uniform, gain for logistic); bpcore's schemes ("auto", "xavier",
@@ -663,7 +799,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     classes_ : ndarray or list of ndarray
         Class labels.
     coefs_, intercepts_ : lists of ndarray
-        Weights ``(n_i, n_{i+1})`` and biases, views into ``network_``.
+        Weights ``(n_i, n_{i+1})`` and biases, views into ``network_``;
+        assigning a list of arrays of those shapes copies it in.
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         Only when X has string feature names.
@@ -703,7 +840,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False,
                  validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-8, n_iter_no_change=10, init="sklearn",
+                 epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 init="sklearn",
                  dtype=None, n_threads=None, class_weight=None):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation,
@@ -716,7 +854,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             early_stopping=early_stopping,
             validation_fraction=validation_fraction, beta_1=beta_1,
             beta_2=beta_2, epsilon=epsilon,
-            n_iter_no_change=n_iter_no_change, init=init, dtype=dtype,
+            n_iter_no_change=n_iter_no_change, max_fun=max_fun, init=init,
+            dtype=dtype,
             n_threads=n_threads)
         self.class_weight = class_weight
 
@@ -820,6 +959,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return self._fit(X, y, sample_weight=sample_weight,
                          incremental=False)
 
+    @available_if(_stochastic_solver)
     def partial_fit(self, X, y, sample_weight=None, classes=None):
         """One epoch over the given data, continuing the training.
 
@@ -935,7 +1075,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  warm_start=False, momentum=0.9, nesterovs_momentum=True,
                  early_stopping=False, validation_fraction=0.1, beta_1=0.9,
                  beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
-                 init="sklearn", dtype=None, n_threads=None):
+                 max_fun=15000, init="sklearn", dtype=None, n_threads=None):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation,
             solver=solver, alpha=alpha, batch_size=batch_size,
@@ -947,7 +1087,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             early_stopping=early_stopping,
             validation_fraction=validation_fraction, beta_1=beta_1,
             beta_2=beta_2, epsilon=epsilon,
-            n_iter_no_change=n_iter_no_change, init=init, dtype=dtype,
+            n_iter_no_change=n_iter_no_change, max_fun=max_fun, init=init,
+            dtype=dtype,
             n_threads=n_threads)
         self.loss = loss
 
@@ -979,7 +1120,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         if not np.isfinite(p).all():
             return np.nan
         y = y if y.ndim == 2 else y.reshape(-1, 1)
-        return r2_score(y, p, sample_weight=sample_weight)
+        # huge finite predictions (a diverging run) give -inf or NaN, as in
+        # scikit-learn, without numpy's overflow warnings
+        with np.errstate(over="ignore", invalid="ignore"):
+            return r2_score(y, p, sample_weight=sample_weight)
 
     def fit(self, X, y, sample_weight=None):
         """Fit the model to X and y.
@@ -997,6 +1141,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return self._fit(X, y, sample_weight=sample_weight,
                          incremental=False)
 
+    @available_if(_stochastic_solver)
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch over the given data, continuing the training."""
         return self._fit(X, y, sample_weight=sample_weight, incremental=True)
