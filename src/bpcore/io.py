@@ -22,6 +22,8 @@ Metadata (the header's ``__metadata__``, every value a string):
 - ``layers``: JSON list of ints, e.g. ``"[2, 3, 2, 2]"``;
 - ``activations``: JSON list of the L activation names, output last;
 - ``loss``: the loss's name; ``dtype``: ``"float32"`` or ``"float64"``;
+- ``huber_delta`` (with ``loss`` ``"huber"`` only, and then required): the
+  delta as a decimal float (Python's ``repr``, exact round trip);
 - ``rng`` (optional): JSON of the network's random generator state
   (``numpy`` ``bit_generator.state``), so that a loaded, unpickled or
   deep-copied network shuffles exactly as the original would.  Without it
@@ -81,7 +83,7 @@ _DTYPES = {"F32": np.dtype(np.float32), "F64": np.dtype(np.float64)}
 _DTYPE_CODES = {"float32": "F32", "float64": "F64"}
 _REQUIRED = ("format", "format_version", "bpcore_version", "layers",
              "activations", "loss", "dtype")
-_OPTIONAL = ("rng", "optimizer")
+_OPTIONAL = ("rng", "optimizer", "huber_delta")
 _USER = "user."
 _BUFFER = "optimizer.buffer."
 
@@ -176,6 +178,8 @@ def _encode(net, optimizer, zeros=False):
         "loss": net.loss,
         "dtype": net.dtype.name,
     }
+    if net.loss == "huber":
+        meta["huber_delta"] = repr(float(net.huber_delta))
     for k, v in user.items():
         if not isinstance(k, str) or not isinstance(v, str):
             raise TypeError(f"net.metadata must map str -> str; got "
@@ -366,7 +370,7 @@ def _decode(data, with_optimizer):
     try:
         net = Network(plan.layers, activation=list(acts[:-1]),
                       output=acts[-1], loss=plan.loss, dtype=plan.dtype,
-                      seed=0)
+                      seed=0, huber_delta=plan.huber_delta)
     except (TypeError, ValueError) as e:
         raise FormatError(f"invalid architecture in the file: {e}") from None
     for k in range(len(plan.layers) - 1):
@@ -473,7 +477,19 @@ class _Plan:
         if loss == "binary_cross_entropy" and acts[-1] != "sigmoid":
             raise FormatError("loss binary_cross_entropy needs a sigmoid "
                               f"output, the file has {acts[-1]!r}")
+        if loss == "poisson" and acts[-1] != "identity":
+            raise FormatError("loss poisson needs an identity output, the "
+                              f"file has {acts[-1]!r}")
         self.loss = loss
+        self.huber_delta = 1.0
+        if loss == "huber":
+            if "huber_delta" not in meta:
+                raise FormatError("metadata key 'huber_delta' is missing "
+                                  "(required with loss huber)")
+            self.huber_delta = _huber_delta(meta["huber_delta"])
+        elif "huber_delta" in meta:
+            raise FormatError(f"metadata key 'huber_delta' belongs to loss "
+                              f"huber, the file's loss is {loss!r}")
         if meta["dtype"] not in _DTYPE_CODES:
             raise FormatError(f"metadata dtype must be 'float32' or "
                               f"'float64', got {meta['dtype'][:100]!r}")
@@ -575,6 +591,21 @@ def _json_type(v):
 
 def _reject_constant(name):
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _huber_delta(text):
+    """The huber_delta metadata value: a finite float > 0 in decimal."""
+    bad = FormatError(f"metadata huber_delta must be a finite number > 0, "
+                      f"got {text[:40]!r}")
+    if len(text) > 40 or not text.strip() or text.strip() != text:
+        raise bad
+    try:
+        v = float(text)
+    except ValueError:
+        raise bad from None
+    if not (math.isfinite(v) and v > 0):
+        raise bad
+    return v
 
 
 def _finite_float(s):

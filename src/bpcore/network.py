@@ -139,9 +139,16 @@ class Network:
         (alpha 1), softplus (beta 1), gelu (exact, erf).
     output : str, default="sigmoid"
         Output activation: any of the above, or softmax.
-    loss : {"mse", "cross_entropy", "binary_cross_entropy"}, default="mse"
+    loss : {"mse", "cross_entropy", "binary_cross_entropy", "mae", "huber", \
+"poisson"}, default="mse"
         mse is E = 1/(2m) sum_i ||y_i - out_i||^2; cross_entropy needs a
-        softmax output, binary_cross_entropy a sigmoid output.
+        softmax output, binary_cross_entropy a sigmoid output.  Like mse,
+        the others sum over a sample's outputs and average over samples:
+        mae sum_j |y_j - out_j|; huber sum_j h(y_j - out_j) with h as
+        ``torch.nn.HuberLoss(delta=huber_delta)``; poisson reads an identity
+        output as the log rate, sum_j (exp(out_j) - y_j out_j) (as
+        ``torch.nn.PoissonNLLLoss(log_input=True, full=False)``), targets
+        >= 0.  mae and huber take any output activation, poisson identity.
     dtype : {"float32", "float64"} or numpy dtype, default="float32"
     init : {"auto", "xavier", "he", "lecun", "normal", "uniform"}, default="auto"
         auto is Glorot uniform for identity, sigmoid, tanh and softmax layers
@@ -151,6 +158,9 @@ class Network:
         uniform: U(-0.05, 0.05).  Biases start at zero.
     seed : int, numpy Generator or None, default=None
         Seeds the initial weights and the shuffling in ``fit``.
+    huber_delta : float > 0, default=1.0
+        The delta of ``loss="huber"`` (as ``torch.nn.HuberLoss(delta=...)``);
+        saved with the network.
 
     Examples
     --------
@@ -163,7 +173,8 @@ class Network:
     """
 
     def __init__(self, layers, activation="sigmoid", output="sigmoid",
-                 loss="mse", dtype="float32", init="auto", seed=None):
+                 loss="mse", dtype="float32", init="auto", seed=None,
+                 huber_delta=1.0):
         layers = self._check_layers(layers)
         L = len(layers) - 1
         if isinstance(activation, str):
@@ -187,6 +198,12 @@ class Network:
         if loss == "binary_cross_entropy" and output != "sigmoid":
             raise ValueError(f"loss='binary_cross_entropy' requires "
                              f"output='sigmoid', got output={output!r}")
+        if loss == "poisson" and output != "identity":
+            raise ValueError(f"loss='poisson' requires output='identity' "
+                             f"(the output is read as the log rate), got "
+                             f"output={output!r}")
+        huber_delta = V.check_float(huber_delta, "huber_delta", low=0.0,
+                                    low_open=True)
         self._dtype = V.check_dtype(dtype)
         init = V.check_name(init, "init", V.INITS)
         if isinstance(seed, np.random.Generator):
@@ -203,11 +220,13 @@ class Network:
         self._layers = layers
         self._acts = tuple(hidden) + (output,)
         self._loss = loss
+        self._huber_delta = huber_delta
         self._init = init
         self._rng = rng
         self._arch = _core.Arch(np.array(layers, dtype=np.int64),
                                 [_ACT_CODES[a] for a in self._acts],
-                                _LOSS_CODES[loss], self._dtype)
+                                _LOSS_CODES[loss], self._dtype,
+                                huber_delta)
         w_off, b_off, self._n_weights, n_params = _core.layout(layers)
         self._params = np.zeros(n_params, dtype=self._dtype)
         self._guard = _core.Guard()
@@ -286,6 +305,11 @@ class Network:
         return self._loss
 
     @property
+    def huber_delta(self):
+        """The delta of the huber loss (float; unused by other losses)."""
+        return self._huber_delta
+
+    @property
     def dtype(self):
         """numpy dtype of parameters and computations."""
         return self._dtype
@@ -324,7 +348,9 @@ class Network:
     def __repr__(self):
         return (f"Network(layers={list(self._layers)}, activation="
                 f"{list(self._acts[:-1])}, output={self._acts[-1]!r}, "
-                f"loss={self._loss!r}, dtype={self._dtype.name!r})")
+                f"loss={self._loss!r}, dtype={self._dtype.name!r}"
+                + (f", huber_delta={self._huber_delta!r}"
+                   if self._loss == "huber" else "") + ")")
 
     # -- inference and gradients ----------------------------------------
 
