@@ -18,6 +18,8 @@ from bpcore import _validation as V
 from bpcore._config import resolve_threads
 from bpcore._errors import DivergenceError
 from bpcore.optim import SGD, get_optimizer
+from bpcore.lbfgs import LBFGS
+from bpcore.schedules import ReduceLROnPlateau
 
 __all__ = ["Network", "Trace", "Gradients", "History", "EarlyStopping"]
 
@@ -494,6 +496,10 @@ class Network:
             left as they were.
         """
         opt = get_optimizer(optimizer)
+        if isinstance(opt, LBFGS):
+            raise TypeError("step: LBFGS is a full-batch optimizer for fit "
+                            "(net.fit(X, Y, optimizer=bpcore.LBFGS())); step "
+                            "takes SGD, Adam or AdamW")
         X, _ = self._inputs(X)
         m = X.shape[0]
         Y = self._targets(Y, m, labels=True)
@@ -539,6 +545,10 @@ class Network:
             The last batch of an epoch may be smaller.
         optimizer : Optimizer or str, default=SGD(lr=0.1)
             Its state continues across calls that share the object.
+            ``bpcore.LBFGS`` (or "lbfgs") minimises the full-batch loss
+            with SciPy's L-BFGS-B instead: ``epochs``, ``batch_size`` and
+            ``shuffle`` do not apply, and the history has one entry per
+            L-BFGS iteration (see :class:`bpcore.LBFGS`).
         shuffle : bool, default=True
             Shuffle each epoch with the network's seeded generator.
         sample_weight : array-like of shape (m,), optional
@@ -547,7 +557,13 @@ class Network:
         callbacks : sequence of callables ``cb(epoch, logs)``
             Run after each epoch (epoch counted from 0); returning False
             (or numpy's ``np.False_``) stops training; None continues.
-            ``logs`` has ``loss`` and ``val_loss``.
+            ``logs`` has ``loss``, ``val_loss`` and ``lr`` (the rate used
+            in that epoch).  A callback with a method
+            ``on_train_begin(network, optimizer)`` (as those of
+            :mod:`bpcore.callbacks`) has it called once before training.
+            A :class:`bpcore.schedules.ReduceLROnPlateau` rate is stepped
+            after each epoch with ``val_loss`` (``loss`` without validation
+            data).
         progress : bool, default=False
             Show a progress bar (tqdm if installed, else a line per epoch).
         n_threads : int, optional
@@ -607,10 +623,27 @@ class Network:
                                          self._dtype, Xv.shape[0])
             val = (Xv, Yv, swv)
         nt = resolve_threads(n_threads)
+        if isinstance(opt, LBFGS):
+            from bpcore import lbfgs
+            lbfgs._scipy_minimize()  # SciPy missing: ImportError now
+            with self._guard.write(), opt._in_use():
+                for cb in callbacks:
+                    begin = getattr(cb, "on_train_begin", None)
+                    if callable(begin):
+                        begin(self, opt)
+                hist = lbfgs.fit_network(self, X, Y, sw, val, opt,
+                                         early_stopping, callbacks, progress,
+                                         nt)
+            self.history = hist
+            return hist
         opt.lr_at(opt.epoch)  # a schedule that fails should fail now
 
         with self._guard.write(), opt._in_use():
             opt._bind(self.n_params, self._dtype)
+            for cb in callbacks:
+                begin = getattr(cb, "on_train_begin", None)
+                if callable(begin):
+                    begin(self, opt)
             hist = _FitLoop(self, X, Y, sw, val, epochs, batch_size, opt,
                             bool(shuffle), early_stopping, callbacks,
                             progress, nt).run()
@@ -821,13 +854,15 @@ class _FitLoop:
                 opt.epoch += 1
                 loss = lsum / wsum if wsum > 0 else float("nan")
                 hist.loss.append(loss)
-                logs = {"loss": loss, "val_loss": None}
+                logs = {"loss": loss, "val_loss": None, "lr": args["lr"]}
                 if self.val is not None:
                     Xv, Yv, swv = self.val
                     logs["val_loss"] = float(net._loss_on(Xv, Yv, swv, self.nt))
                     hist.val_loss.append(logs["val_loss"])
                 hist.epochs_run = e + 1
                 watched = logs["val_loss"] if self.val is not None else loss
+                if isinstance(opt.lr, ReduceLROnPlateau):
+                    opt.lr.step(watched)  # sets the next epoch's rate
                 improved = False
                 if self.early is not None:
                     improved = watched < best - self.early.min_delta
