@@ -47,6 +47,7 @@ try:
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import LabelBinarizer
     from sklearn.utils import check_random_state, column_or_1d
+    from sklearn.utils.metaestimators import available_if
     from sklearn.utils.multiclass import (_check_partial_fit_first_call,
                                           check_classification_targets,
                                           type_of_target, unique_labels)
@@ -60,6 +61,7 @@ except ImportError as _exc:  # pragma: no cover - depends on the environment
 
 import numpy as np
 
+from bpcore._config import resolve_threads
 from bpcore.network import Network
 from bpcore.optim import SGD, Adam
 
@@ -170,6 +172,14 @@ class _Rate:
 
 # -- the shared base ------------------------------------------------------
 
+def _check_solver(est):
+    """partial_fit exists for the stochastic solvers only (scikit-learn)."""
+    if est.solver not in ("sgd", "adam"):
+        raise AttributeError(f"partial_fit is only available for stochastic "
+                             f"optimizers. {est.solver} is not stochastic.")
+    return True
+
+
 class _BaseMLP(BaseEstimator):
     """Shared logic of MLPClassifier and MLPRegressor (not for direct use)."""
 
@@ -182,8 +192,8 @@ class _BaseMLP(BaseEstimator):
                  tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False,
                  validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-8, n_iter_no_change=10, init="sklearn",
-                 dtype=None, n_threads=None):
+                 epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 init="sklearn", dtype=None, n_threads=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -206,6 +216,7 @@ class _BaseMLP(BaseEstimator):
         self.beta_2 = beta_2
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
         self.init = init
         self.dtype = dtype
         self.n_threads = n_threads
@@ -237,7 +248,7 @@ class _BaseMLP(BaseEstimator):
             s.activation = [_map_activation(a, self) for a in act]
         else:
             s.activation = _map_activation(act, self)
-        s.solver = _check_choice(self, "solver", {"sgd", "adam"})
+        s.solver = _check_choice(self, "solver", {"sgd", "adam", "lbfgs"})
         s.alpha = _check_real(self, "alpha", low=0.0)
         bs = self.batch_size
         ok = bs == "auto" if isinstance(bs, str) else _is_int(bs) and bs >= 1
@@ -283,6 +294,10 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(f"The 'n_iter_no_change' parameter of {name} "
                              f"must be an int >= 1 or numpy.inf, got {nic!r}.")
         s.n_iter_no_change = nic
+        if not _is_int(self.max_fun) or self.max_fun < 1:
+            raise ValueError(f"The 'max_fun' parameter of {name} must be an "
+                             f"int >= 1, got {self.max_fun!r}.")
+        s.max_fun = int(self.max_fun)
         s.init = _check_choice(self, "init",
                                {"sklearn"} | set(_BPCORE_INITS))
         if self.dtype is None:
@@ -382,12 +397,13 @@ class _BaseMLP(BaseEstimator):
             self.network_ = Network(
                 layers, activation=s.activation, output=out_act, loss=loss,
                 dtype=dtype, seed=seed,
-                init="xavier" if s.init == "sklearn" else s.init)
+                init="xavier" if s.init == "sklearn" else s.init,
+                **self._network_kwargs(s))
             if s.init == "sklearn":
                 _sklearn_init(self.network_, s.activation, seed)
             self.n_outputs_ = n_outputs
             self.n_layers_ = len(layers)
-            self.out_activation_ = _SK_OUT_NAMES[out_act]
+            self.out_activation_ = self._out_name(out_act)
             self.n_iter_ = 0
             self.t_ = 0
             self.loss_curve_ = []
@@ -410,6 +426,12 @@ class _BaseMLP(BaseEstimator):
             if n_outputs != net.layers[-1]:
                 raise ValueError(f"y has {n_outputs} outputs; the fitted "
                                  f"network has {net.layers[-1]}.")
+            if net.loss != loss or self._network_kwargs(s).get(
+                    "huber_delta", net.huber_delta) != net.huber_delta:
+                raise ValueError(
+                    f"the loss ({loss}) differs from the fitted network's "
+                    f"({net.loss}); fit again without warm_start to change "
+                    f"it.")
             if s.early_stopping and not incremental and \
                     self.validation_scores_ is None:
                 self.validation_scores_ = []
@@ -418,8 +440,59 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(f"dtype={self.dtype!r} differs from the fitted "
                              f"network's {self.network_.dtype.name}; fit "
                              f"again without warm_start to change it.")
-        self._fit_stochastic(s, X, y, Y, sample_weight, incremental, rng)
+        if s.solver == "lbfgs":
+            self._fit_lbfgs(s, X, Y, sample_weight)
+        else:
+            self._fit_stochastic(s, X, y, Y, sample_weight, incremental, rng)
         return self
+
+    def _network_kwargs(self, s):
+        return {}
+
+    def _out_name(self, out_act):
+        return _SK_OUT_NAMES[out_act]
+
+    def _loss_report(self, net, Y, sw):
+        """(divisor, shift): scikit-learn's reported loss is the network's
+        E / divisor + shift (plus the L2 term)."""
+        return 1, 0.0
+
+    def _fit_lbfgs(self, s, X, Y, sample_weight):
+        """scikit-learn's lbfgs solver: SciPy's L-BFGS-B on the full-batch
+        objective (the loss plus alpha/2 ||W||^2 / sum of sample weights),
+        with the same options (maxiter=max_iter, maxfun=max_fun, gtol=tol)
+        and the same convergence warning."""
+        from bpcore import _validation as V
+        from bpcore import lbfgs
+
+        lbfgs._scipy_minimize()
+        net = self.network_
+        Xc, _ = net._inputs(X)
+        Yc = net._targets(Y, Xc.shape[0])
+        sw = V.as_sample_weight(sample_weight, "sample_weight", net.dtype,
+                                Xc.shape[0])
+        div, shift = self._loss_report(net, Yc, sw)
+        objective = lbfgs._Objective(net, Xc, Yc, sw,
+                                     resolve_threads(s.n_threads),
+                                     alpha=s.alpha, loss_scale=1.0 / div,
+                                     loss_shift=shift)
+        opt = lbfgs.LBFGS(max_iter=s.max_iter, tol=s.tol, max_fun=s.max_fun)
+        curve = []
+
+        def on_iter(k, value, E):
+            curve.append(value)
+            if s.verbose:
+                print("Iteration %d, loss = %.8f" % (k + 1, value))
+
+        with net._guard.write(), opt._in_use():
+            res = lbfgs.minimize(opt, objective, on_iter)
+        self.n_iter_ = opt.n_iter
+        self.loss_ = float(res.fun)
+        self.loss_curve_ = curve
+        if res.status != 0:
+            warnings.warn(lbfgs.convergence_message(res, opt.n_iter,
+                                                    s.max_iter),
+                          ConvergenceWarning, stacklevel=3)
 
     def _fit_stochastic(self, s, X, y, Y, sample_weight, incremental, rng):
         net = self.network_
@@ -462,7 +535,7 @@ class _BaseMLP(BaseEstimator):
         weight_decay = s.alpha / (B * mean_sw)
         n_batches = -(-n // B)
         penalty_scale = 0.5 * s.alpha * n_batches / (n * mean_sw)
-        loss_div = net.layers[-1] if self._loss_scale_by_outputs else 1
+        loss_div, loss_shift = self._loss_report(net, Y_tr, sw_tr)
 
         opt = getattr(self, "_optimizer", None)
         if (not incremental or opt is None or
@@ -488,7 +561,7 @@ class _BaseMLP(BaseEstimator):
 
         def after_epoch(data_loss):
             """scikit-learn's end-of-epoch bookkeeping; False stops."""
-            self.loss_ = float(data_loss / loss_div
+            self.loss_ = float(data_loss / loss_div + loss_shift
                                + penalty_scale * sq_start[0])
             sq_start[0] = sq_norm()
             self.n_iter_ += 1
@@ -703,8 +776,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False,
                  validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-8, n_iter_no_change=10, init="sklearn",
-                 dtype=None, n_threads=None, class_weight=None):
+                 epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 init="sklearn", dtype=None, n_threads=None,
+                 class_weight=None):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation,
             solver=solver, alpha=alpha, batch_size=batch_size,
@@ -716,7 +790,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             early_stopping=early_stopping,
             validation_fraction=validation_fraction, beta_1=beta_1,
             beta_2=beta_2, epsilon=epsilon,
-            n_iter_no_change=n_iter_no_change, init=init, dtype=dtype,
+            n_iter_no_change=n_iter_no_change, max_fun=max_fun, init=init,
+            dtype=dtype,
             n_threads=n_threads)
         self.class_weight = class_weight
 
@@ -820,6 +895,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return self._fit(X, y, sample_weight=sample_weight,
                          incremental=False)
 
+    @available_if(_check_solver)
     def partial_fit(self, X, y, sample_weight=None, classes=None):
         """One epoch over the given data, continuing the training.
 
@@ -891,6 +967,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
 # -- regressor ----------------------------------------------------------
 
+# MLPRegressor's loss names (scikit-learn's first) -> bpcore's
+_REG_LOSSES = {"squared_error": "mse", "poisson": "poisson",
+               "absolute_error": "mae", "huber": "huber"}
+
+
 class MLPRegressor(RegressorMixin, _BaseMLP):
     """Multi-layer perceptron regressor trained by bpcore's C core.
 
@@ -935,7 +1016,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  warm_start=False, momentum=0.9, nesterovs_momentum=True,
                  early_stopping=False, validation_fraction=0.1, beta_1=0.9,
                  beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
-                 init="sklearn", dtype=None, n_threads=None):
+                 max_fun=15000, init="sklearn", dtype=None, n_threads=None,
+                 huber_delta=1.0):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation,
             solver=solver, alpha=alpha, batch_size=batch_size,
@@ -947,18 +1029,44 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             early_stopping=early_stopping,
             validation_fraction=validation_fraction, beta_1=beta_1,
             beta_2=beta_2, epsilon=epsilon,
-            n_iter_no_change=n_iter_no_change, init=init, dtype=dtype,
+            n_iter_no_change=n_iter_no_change, max_fun=max_fun, init=init,
+            dtype=dtype,
             n_threads=n_threads)
         self.loss = loss
+        self.huber_delta = huber_delta
 
     def _settings(self):
         s = super()._settings()
-        if self.loss != "squared_error":
+        if self.loss not in _REG_LOSSES:
             raise ValueError(
-                f"The 'loss' parameter of MLPRegressor must be "
-                f"'squared_error' (bpcore has no exponential output for "
-                f"'poisson'), got {self.loss!r}.")
+                f"The 'loss' parameter of MLPRegressor must be one of "
+                f"{', '.join(map(repr, _REG_LOSSES))}, got {self.loss!r}.")
+        s.loss = self.loss
+        s.huber_delta = _check_real(self, "huber_delta", low=0.0,
+                                    low_open=True)
         return s
+
+    def _network_kwargs(self, s):
+        if s.loss == "huber":
+            return {"huber_delta": s.huber_delta}
+        return {}
+
+    def _out_name(self, out_act):
+        return "exp" if self.loss == "poisson" else _SK_OUT_NAMES[out_act]
+
+    def _loss_report(self, net, Y, sw):
+        if net.loss == "poisson":
+            # scikit-learn's half Poisson deviance: the network's loss plus
+            # the weighted mean of sum_j (y log y - y), a constant
+            Y = np.asarray(Y, dtype=np.float64)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                c = np.where(Y > 0, Y * np.log(np.where(Y > 0, Y, 1.0)),
+                             0.0) - Y
+            c = c.sum(axis=1)
+            w = None if sw is None else np.asarray(sw, dtype=np.float64)
+            return 1, float(np.average(c, weights=w))
+        # squared_error (and bpcore's extras): the mean over outputs
+        return net.layers[-1], 0.0
 
     def _validate_X_y(self, X, y, incremental, reset):
         X, y = validate_data(self, X, y, multi_output=True, y_numeric=True,
@@ -971,11 +1079,19 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def _targets(self, y):
         Y = y.reshape(-1, 1) if y.ndim == 1 else y
-        return Y, "identity", "mse"
+        if self.loss == "poisson" and Y.size and np.min(Y) < 0:
+            raise ValueError(
+                f"loss='poisson' needs targets y >= 0 (counts or rates), got "
+                f"a minimum of {np.min(Y)}.")
+        return Y, "identity", _REG_LOSSES[self.loss]
+
+    def _values(self, p):
+        """Predictions from network outputs (the log rate for poisson)."""
+        return np.exp(p) if self.loss == "poisson" else p
 
     def _score_val(self, X, y, sample_weight):
-        p = self.network_.predict(np.ascontiguousarray(
-            X, dtype=self.network_.dtype), n_threads=self.n_threads)
+        p = self._values(self.network_.predict(np.ascontiguousarray(
+            X, dtype=self.network_.dtype), n_threads=self.n_threads))
         if not np.isfinite(p).all():
             return np.nan
         y = y if y.ndim == 2 else y.reshape(-1, 1)
@@ -997,13 +1113,14 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return self._fit(X, y, sample_weight=sample_weight,
                          incremental=False)
 
+    @available_if(_check_solver)
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch over the given data, continuing the training."""
         return self._fit(X, y, sample_weight=sample_weight, incremental=True)
 
     def predict(self, X):
         """Predicted values, shape (n_samples,) or (n_samples, n_outputs)."""
-        p = self._forward(X)
+        p = self._values(self._forward(X))
         return p.ravel() if p.shape[1] == 1 else p
 
     def __sklearn_tags__(self):
