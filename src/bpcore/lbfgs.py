@@ -263,13 +263,17 @@ def minimize(opt, objective, on_iter=None):
     return res
 
 
-def convergence_message(res, n_iter, max_iter):
+def convergence_message(res, n_iter, max_iter, scaling_hint=False):
     """scikit-learn's wording for an L-BFGS run that did not converge."""
     msg = (f"lbfgs failed to converge after {n_iter} iteration(s) "
            f"(status={res.status}):\n{res.message}\n")
     if n_iter == max_iter:
         msg += (f"\nIncrease the number of iterations to improve the "
                 f"convergence (max_iter={max_iter}).")
+    if scaling_hint:
+        msg += ("\nYou might also want to scale the data as shown in:\n"
+                "    https://scikit-learn.org/stable/modules/"
+                "preprocessing.html")
     return msg
 
 

@@ -491,7 +491,7 @@ class _BaseMLP(BaseEstimator):
         self.loss_curve_ = curve
         if res.status != 0:
             warnings.warn(lbfgs.convergence_message(res, opt.n_iter,
-                                                    s.max_iter),
+                                                    s.max_iter, True),
                           ConvergenceWarning, stacklevel=3)
 
     def _fit_stochastic(self, s, X, y, Y, sample_weight, incremental, rng):
