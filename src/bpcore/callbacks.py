@@ -63,7 +63,7 @@ class ModelCheckpoint:
         first epoch always saves); False saves after every epoch.
     save_optimizer : bool, default=False
         Save the optimizer's state with the network (momentum or moments,
-        step and epoch counts), so that ``bpcore.load(path,
+        step and epoch counts), so that ``bpcore.io.load(path,
         with_optimizer=True)`` resumes training exactly.  Needs an
         ``SGD``, ``Adam`` or ``AdamW`` optimizer (``LBFGS`` keeps no state
         between calls).  A learning-rate callable other than the
