@@ -139,3 +139,55 @@ def test_fit_steps_it_with_loss_without_validation_and_continues(rng):
     want = [3.0] + [check.step(v) for v in losses]
     assert rates == want[:-1]
     assert sched.last_epoch == 12
+
+
+def test_saved_with_the_optimizer_and_resumed_exactly(tmp_path, rng):
+    X, Y = _data(rng)
+    kw = dict(factor=0.5, patience=0, cooldown=1)
+    a = bpcore.Network([3, 8, 2], activation="tanh", output="identity",
+                       dtype="float64", seed=0)
+    a.fit(X, Y, epochs=8, batch_size=16,
+          optimizer=bpcore.SGD(lr=ReduceLROnPlateau(2.0, **kw)))
+    b = bpcore.Network([3, 8, 2], activation="tanh", output="identity",
+                       dtype="float64", seed=0)
+    sched = ReduceLROnPlateau(2.0, **kw)
+    opt = bpcore.SGD(lr=sched)
+    b.fit(X, Y, epochs=4, batch_size=16, optimizer=opt)
+    path = tmp_path / "m.safetensors"
+    bpcore.io.save(b, path, optimizer=opt)
+    c, opt2 = bpcore.io.load(path, with_optimizer=True)
+    s2 = opt2.lr
+    assert isinstance(s2, ReduceLROnPlateau)
+    for k in ("current_lr", "best", "num_bad_epochs", "cooldown_counter",
+              "last_epoch", "factor", "patience", "cooldown"):
+        assert getattr(s2, k) == getattr(sched, k)
+    c.fit(X, Y, epochs=4, batch_size=16, optimizer=opt2)
+    np.testing.assert_array_equal(c.params, a.params)
+    # a fresh schedule (best infinite) round-trips too
+    fresh = bpcore.SGD(lr=ReduceLROnPlateau(0.1, mode="max"))
+    fresh._bind(b.n_params, b.dtype)
+    _, o = bpcore.io.from_bytes(bpcore.io.to_bytes(b, fresh),
+                                with_optimizer=True)
+    assert o.lr.best == -np.inf and o.lr.mode == "max"
+
+
+@pytest.mark.parametrize("field,value", [
+    ("current_lr", -1.0), ("current_lr", "x"), ("best", "inf"),
+    ("num_bad_epochs", -1), ("last_epoch", 1.5), ("cooldown_counter", True),
+])
+def test_malformed_plateau_state_is_a_format_error(field, value, rng):
+    import json
+    import struct
+    net = bpcore.Network([2, 2], output="identity")
+    opt = bpcore.SGD(lr=ReduceLROnPlateau(0.1))
+    net.fit(np.ones((4, 2)), np.ones((4, 2)), epochs=2, optimizer=opt)
+    blob = bpcore.io.to_bytes(net, opt)
+    (n,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8:8 + n])
+    spec = json.loads(header["__metadata__"]["optimizer"])
+    spec["lr"]["state"][field] = value
+    header["__metadata__"]["optimizer"] = json.dumps(spec)
+    text = json.dumps(header).encode()
+    bad = struct.pack("<Q", len(text)) + text + blob[8 + n:]
+    with pytest.raises(bpcore.FormatError, match="ReduceLROnPlateau"):
+        bpcore.io.from_bytes(bad, with_optimizer=True)

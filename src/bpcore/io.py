@@ -30,7 +30,9 @@ Metadata (the header's ``__metadata__``, every value a string):
   the loaded network's generator is ``numpy.random.default_rng(0)``;
 - ``optimizer`` (optional): JSON ``{"type", "lr", "hyper", "t", "epoch",
   "buffers"}``; ``lr`` is a number, ``{"schedule": name, "args": {...}}``
-  for the schedules of ``bpcore.schedules``, or ``null`` for any other
+  for the schedules of ``bpcore.schedules`` (``ReduceLROnPlateau`` adds
+  ``"state"``: ``current_lr``, ``best`` (null while infinite),
+  ``num_bad_epochs``, ``cooldown_counter``, ``last_epoch``), or ``null`` for any other
   callable (then the optimizer object must be supplied when loading);
 - ``user.<key>``: one entry per item of ``Network.metadata`` (the user's
   dict of str -> str).  safetensors does not keep the order of metadata
@@ -783,7 +785,53 @@ def _optimizer_classes():
 def _schedule_classes():
     from bpcore import schedules as S
     return {c.__name__: c for c in (S.Constant, S.Step, S.Exponential,
-                                    S.Cosine, S.InverseScaling)}
+                                    S.Cosine, S.InverseScaling,
+                                    S.ReduceLROnPlateau)}
+
+
+# ReduceLROnPlateau: its constructor's arguments, and its state (kept in
+# the file's "state", best as null while infinite)
+_PLATEAU_ARGS = ("lr", "mode", "factor", "patience", "threshold",
+                 "threshold_mode", "cooldown", "min_lr", "eps")
+_PLATEAU_STATE = ("current_lr", "best", "num_bad_epochs",
+                  "cooldown_counter", "last_epoch")
+
+
+def _plateau_spec(lr):
+    state = {k: getattr(lr, k) for k in _PLATEAU_STATE}
+    if not math.isfinite(state["best"]):
+        state["best"] = None
+    return {"schedule": "ReduceLROnPlateau",
+            "args": {k: getattr(lr, k) for k in _PLATEAU_ARGS},
+            "state": state}
+
+
+def _plateau_restore(sched, state):
+    """Put a checked state into a new ReduceLROnPlateau."""
+    if not isinstance(state, dict) or set(state) != set(_PLATEAU_STATE):
+        raise FormatError(f"metadata optimizer lr: ReduceLROnPlateau state "
+                          f"must have the keys {sorted(_PLATEAU_STATE)}")
+    cur = state["current_lr"]
+    if not (isinstance(cur, (int, float)) and not isinstance(cur, bool)
+            and math.isfinite(cur) and cur >= 0):
+        raise FormatError("metadata optimizer lr: ReduceLROnPlateau "
+                          "current_lr must be a finite number >= 0")
+    best = state["best"]
+    if best is not None and not (isinstance(best, (int, float))
+                                 and not isinstance(best, bool)
+                                 and math.isfinite(best)):
+        raise FormatError("metadata optimizer lr: ReduceLROnPlateau best "
+                          "must be a finite number or null")
+    for key in ("num_bad_epochs", "cooldown_counter", "last_epoch"):
+        if not (_is_int(state[key]) and 0 <= state[key] < _MAX_COUNT):
+            raise FormatError(f"metadata optimizer lr: ReduceLROnPlateau "
+                              f"{key} must be an integer in [0, 2**62)")
+    sched.current_lr = float(cur)
+    if best is None:
+        best = math.inf if sched.mode == "min" else -math.inf
+    sched.best = float(best)
+    for key in ("num_bad_epochs", "cooldown_counter", "last_epoch"):
+        setattr(sched, key, int(state[key]))
 
 
 def _hyper_names(cls):
@@ -827,6 +875,8 @@ def _lr_spec(lr):
         return float(lr)
     schedules = _schedule_classes()
     cls = schedules.get(type(lr).__name__)
+    if cls is type(lr) and cls.__name__ == "ReduceLROnPlateau":
+        return _plateau_spec(lr)
     if cls is type(lr):
         args = dict(vars(lr))
         try:
@@ -861,18 +911,24 @@ def _check_optimizer_spec(text):
                           f"{sorted(names)}")
     lr = spec["lr"]
     if isinstance(lr, dict):
-        if set(lr) != {"schedule", "args"} or not isinstance(lr["args"], dict):
+        plateau = lr.get("schedule") == "ReduceLROnPlateau"
+        keys = {"schedule", "args"} | ({"state"} if plateau else set())
+        if set(lr) != keys or not isinstance(lr["args"], dict):
             raise FormatError("metadata optimizer lr: a schedule must be "
-                              "{'schedule': name, 'args': {...}}")
+                              "{'schedule': name, 'args': {...}} (and "
+                              "'state' for ReduceLROnPlateau)")
         sched = _schedule_classes().get(lr["schedule"]) if isinstance(
             lr["schedule"], str) else None
         if sched is None:
             raise FormatError(f"metadata optimizer lr: unknown schedule "
                               f"{str(lr['schedule'])[:40]!r}")
+        state = lr.get("state")
         try:
             lr = sched(**lr["args"])
         except (TypeError, ValueError) as e:
             raise FormatError(f"metadata optimizer lr: {e}") from None
+        if plateau:
+            _plateau_restore(lr, state)
     elif lr is not None and (isinstance(lr, bool)
                              or not isinstance(lr, (int, float))):
         raise FormatError("metadata optimizer lr must be a number, a schedule "
