@@ -139,8 +139,11 @@ class _Objective:
     """
 
     def __init__(self, net, X, Y, sw, nt, alpha=0.0, loss_scale=1.0,
-                 loss_shift=0.0):
+                 loss_shift=0.0, value_fn=None):
         self.net, self.X, self.Y, self.sw, self.nt = net, X, Y, sw, nt
+        # value_fn(out, Y, sw) -> the data loss of a block of rows from its
+        # output activations, used as E's value (the gradient stays E's)
+        self.value_fn = value_fn
         self.alpha, self.loss_scale, self.loss_shift = (
             alpha, loss_scale, loss_shift)
         m = X.shape[0]
@@ -178,6 +181,8 @@ class _Objective:
             loss = net._arch.backward(net._params, self.X[r0:r1],
                                       self.Y[r0:r1], swb, self.gbuf, td, tn,
                                       to, self.nt)
+            if self.value_fn is not None:
+                loss = self.value_fn(to[-1], self.Y[r0:r1], swb)
             f = w / self.sw_sum
             if len(self.blocks) == 1:
                 total = loss

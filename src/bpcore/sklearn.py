@@ -457,6 +457,11 @@ class _BaseMLP(BaseEstimator):
         E / divisor + shift (plus the L2 term)."""
         return 1, 0.0
 
+    def _lbfgs_value_fn(self, net):
+        """None, or a function giving the loss value L-BFGS sees from the
+        output activations (scikit-learn's own formula)."""
+        return None
+
     def _fit_lbfgs(self, s, X, Y, sample_weight):
         """scikit-learn's lbfgs solver: SciPy's L-BFGS-B on the full-batch
         objective (the loss plus alpha/2 ||W||^2 / sum of sample weights),
@@ -475,7 +480,8 @@ class _BaseMLP(BaseEstimator):
         objective = lbfgs._Objective(net, Xc, Yc, sw,
                                      resolve_threads(s.n_threads),
                                      alpha=s.alpha, loss_scale=1.0 / div,
-                                     loss_shift=shift)
+                                     loss_shift=shift,
+                                     value_fn=self._lbfgs_value_fn(net))
         opt = lbfgs.LBFGS(max_iter=s.max_iter, tol=s.tol, max_fun=s.max_fun)
         curve = []
 
@@ -926,6 +932,25 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             self.classes_ = self._label_binarizer.classes_
         return self._fit(X, y, sample_weight=sample_weight, incremental=True)
 
+    def _lbfgs_value_fn(self, net):
+        # scikit-learn's log-loss clips the probabilities to [eps, 1 - eps]
+        # before taking logs; L-BFGS sees that value (its gradient is not
+        # clipped): so the same steps and stopping point as scikit-learn
+        # even when the outputs saturate
+        from scipy.special import xlogy
+
+        sigmoid = net.activation[-1] == "sigmoid"
+
+        def value(P, Y, sw):
+            eps = np.finfo(P.dtype).eps
+            P = np.clip(P, eps, 1 - eps)
+            terms = xlogy(Y, P)
+            if sigmoid:
+                terms = terms + xlogy(1 - Y, 1 - P)
+            return float(-np.average(terms, weights=sw, axis=0).sum())
+
+        return value
+
     def _predict_validated(self, X):
         p = self.network_.predict(np.ascontiguousarray(
             X, dtype=self.network_.dtype), n_threads=self.n_threads)
@@ -1126,4 +1151,5 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
+        tags.target_tags.positive_only = self.loss == "poisson"
         return tags
