@@ -31,6 +31,21 @@ How scikit-learn's options map onto bpcore
   classifiers, half the mean squared error per output for regressors, plus
   the L2 term, taken at the epoch's starting weights (scikit-learn sums it
   per batch: the same value with one batch per epoch).
+- ``solver="lbfgs"``: SciPy's L-BFGS-B on scikit-learn's full-batch
+  objective, the loss plus ``alpha/2 ||W||^2 / sum(sample_weight)``, with
+  its options (``maxiter=max_iter``, ``maxfun=max_fun``, ``gtol=tol``) and
+  its ``ConvergenceWarning``; the loss and gradient come from the C core in
+  one pass.  scikit-learn hands L-BFGS its ``loss_`` (for squared_error the
+  mean over outputs) with the gradient of the sum over outputs, and clips
+  probabilities to [eps, 1 - eps] in its log-loss value; both are
+  replicated, so from the same weights the iterates agree to rounding.
+  ``loss_curve_`` holds the objective after each iteration (scikit-learn
+  keeps none for lbfgs); ``early_stopping`` and ``batch_size`` do not
+  apply, as in scikit-learn.
+- ``MLPRegressor(loss=...)``: "squared_error"; "poisson" (exponential
+  output: the network's identity output is the log rate, ``loss_`` is
+  scikit-learn's half Poisson deviance); bpcore's "absolute_error" and
+  "huber" (``huber_delta``), reported per output like "squared_error".
 - Stopping follows scikit-learn: training loss not improving by ``tol`` for
   more than ``n_iter_no_change`` epochs, or (``early_stopping=True``) the
   validation score (accuracy or R^2) on a held-out ``validation_fraction``,
@@ -692,7 +707,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         Hidden activation: "identity", "logistic", "tanh", "relu"
         (scikit-learn's names) or any of bpcore's ("sigmoid", "leaky_relu",
         "elu", "softplus", "gelu"); a list gives one per hidden layer.
-    solver : {"adam", "sgd"}, default="adam"
+    solver : {"adam", "sgd", "lbfgs"}, default="adam"
+        "lbfgs": full-batch L-BFGS with SciPy (see the module notes).
     alpha : float >= 0, default=0.0001
         L2 penalty on the weights (not the biases), as in scikit-learn.
     batch_size : int or "auto", default="auto"
@@ -721,6 +737,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     beta_1, beta_2 : float in [0, 1), defaults 0.9 and 0.999
     epsilon : float > 0, default=1e-8
     n_iter_no_change : int or numpy.inf, default=10
+    max_fun : int >= 1, default=15000
+        Most loss evaluations of solver="lbfgs".
     init : str, default="sklearn"
         "sklearn" draws weights and biases as scikit-learn does (Glorot
         uniform, gain for logistic); bpcore's schemes ("auto", "xavier",
@@ -1008,8 +1026,11 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     Parameters
     ----------
     The same as :class:`MLPClassifier` without ``class_weight``, plus
-    ``loss`` (keyword only; "squared_error", scikit-learn's default, is the
-    only choice).  ``early_stopping`` watches the validation R^2.
+    ``loss`` (keyword only): "squared_error" (scikit-learn's default),
+    "poisson" (as scikit-learn: exponential output, targets >= 0), or
+    bpcore's "absolute_error" and "huber"; ``huber_delta`` (float > 0,
+    default 1.0) is the delta of "huber".  ``early_stopping`` watches the
+    validation R^2.
 
     Attributes
     ----------
@@ -1018,7 +1039,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     n_features_in_, feature_names_in_, n_iter_, loss_, loss_curve_,
     best_loss_, validation_scores_, best_validation_score_, t_,
     n_outputs_, n_layers_ : as in :class:`MLPClassifier`
-    out_activation_ : "identity"
+    out_activation_ : "identity", or "exp" for loss="poisson"
 
     Examples
     --------
