@@ -325,3 +325,21 @@ def test_malformed_huber_files_raise_format_error(change, match):
     change(header["__metadata__"])
     with pytest.raises(bpcore.FormatError, match=match):
         bpcore.Network.from_bytes(_join(header, data))
+
+
+@pytest.mark.parametrize("name,output", [("mae", "tanh"), ("huber", "softmax"),
+                                         ("poisson", "identity")])
+@pytest.mark.parametrize("layers", [[3, 4, 2], [5, 40, 70, 3]])
+def test_bitwise_identical_for_any_thread_count(name, output, layers, rng):
+    X = rng.normal(size=(300, layers[0]))
+    Y = _targets(name, rng, 300, layers[-1])
+    sw = rng.uniform(0.5, 2.0, 300)
+    params = []
+    for nt in (1, 2, 3):
+        net = bpcore.Network(layers, activation="tanh", output=output,
+                             loss=name, seed=5, huber_delta=0.3)
+        net.fit(X, Y, epochs=2, batch_size=32, sample_weight=sw,
+                optimizer=bpcore.Adam(lr=0.01), n_threads=nt)
+        params.append(net.params.copy())
+    for p in params[1:]:
+        np.testing.assert_array_equal(p, params[0])
