@@ -525,7 +525,7 @@ def test_pickle_clone_deepcopy_and_warm_start():
 
 def test_parameter_errors():
     X, y = make_classification(40, 4, random_state=0)
-    for params, match in [(dict(solver="lbfgs"), "solver"),
+    for params, match in [(dict(solver="newton"), "solver"),
                           (dict(activation="swish"), "activation"),
                           (dict(hidden_layer_sizes=(4, 0)), "hidden_layer"),
                           (dict(batch_size=0), "batch_size"),

@@ -231,11 +231,12 @@ FN(act_grad_row)(T *d, const T *net, const T *out, int64_t n, int act)
  * Loss of one sample and its output delta.
  *   delta (n) out: dl/dnet times scale
  *   net, out, y (n) in
+ *   lp: the loss's parameter (huber's delta)
  * Returns the sample's loss l (unweighted).
  */
 static double
 FN(loss_row)(T *delta, const T *net, const T *out, const T *y, int64_t n,
-             int act, int loss, T scale)
+             int act, int loss, double lp, T scale)
 {
     double l = 0.0;
 
@@ -269,11 +270,39 @@ FN(loss_row)(T *delta, const T *net, const T *out, const T *y, int64_t n,
             delta[j] = (out[j] - y[j]) * scale;
         }
         break;
-    default: /* BP_LOSS_MSE: l = 1/2 sum_j (out_j - y_j)^2 */
+    case BP_LOSS_POISSON:
+        /* identity output read as the log rate r = out:
+         * l = sum_j e^r_j - y_j r_j; dl/dr_j = e^r_j - y_j */
         for (int64_t j = 0; j < n; j++) {
-            T g = out[j] - y[j];
-            l = MULADD64(0.5 * (double)g, (double)g, l);
-            delta[j] = g;
+            double e = exp((double)out[j]);
+            l += MULADD64(-(double)y[j], (double)out[j], e);
+            delta[j] = (T)(e - (double)y[j]) * scale;
+        }
+        break;
+    default: /* elementwise in g = out - y, then the output's Jacobian */
+        if (loss == BP_LOSS_MAE) {
+            /* l = sum_j |g_j|; dl/dout_j = sign(g_j) (0 at 0, as torch) */
+            for (int64_t j = 0; j < n; j++) {
+                T g = out[j] - y[j];
+                l += fabs((double)g);
+                delta[j] = g > 0 ? (T)1 : (g < 0 ? (T)-1 : (T)0);
+            }
+        } else if (loss == BP_LOSS_HUBER) {
+            /* torch.nn.HuberLoss: |g| < d ? g^2 / 2 : d (|g| - d / 2);
+             * dl/dout = g clamped to [-d, d] */
+            T hd = (T)lp;
+            for (int64_t j = 0; j < n; j++) {
+                T g = out[j] - y[j];
+                double a = fabs((double)g);
+                l += a < lp ? 0.5 * a * a : lp * (a - 0.5 * lp);
+                delta[j] = g <= -hd ? -hd : (g >= hd ? hd : g);
+            }
+        } else { /* BP_LOSS_MSE: l = 1/2 sum_j (out_j - y_j)^2 */
+            for (int64_t j = 0; j < n; j++) {
+                T g = out[j] - y[j];
+                l = MULADD64(0.5 * (double)g, (double)g, l);
+                delta[j] = g;
+            }
         }
         if (act == BP_ACT_SOFTMAX) {
             /* Jacobian of softmax: delta_j = s_j (g_j - sum_k g_k s_k) */
@@ -623,7 +652,7 @@ FN(backward_body)(T *grad, T *const *delta, T *const *net, T *const *out,
         double l = FN(loss_row)(delta[L] + i * n_L, net[L] + i * n_L,
                                 out[L] + i * n_L, Y + i * n_L, n_L,
                                 arch->acts[L - 1], arch->loss,
-                                (T)((double)s_i / S));
+                                arch->loss_param, (T)((double)s_i / S));
         lbuf[i] = sw != NULL ? (double)s_i * l : l;
     }
     for (int64_t i = 0; i < m; i++) {
@@ -1257,7 +1286,7 @@ typedef T FN(lanes)[TINY_LANES];
 static INLINE double
 FN(tiny_loss)(FN(lanes) *d, FN(lanes) *z, FN(lanes) *h, const T *Y,
               const T *sw, int64_t i0, int nl, int64_t n, int act, int loss,
-              const T *scale, const int LN)
+              double lp, const T *scale, const int LN)
 {
     double total = 0.0;
     if (loss == BP_LOSS_MSE && act != BP_ACT_SOFTMAX) {
@@ -1290,7 +1319,18 @@ FN(tiny_loss)(FN(lanes) *d, FN(lanes) *z, FN(lanes) *h, const T *Y,
     for (int l = 0; l < nl; l++) {
         const T *y = Y + (i0 + l) * n;
         double li = 0.0;
-        if (loss == BP_LOSS_CE) {
+        if (loss >= BP_LOSS_MAE) {
+            /* mae, huber, poisson: loss_row on this lane's values */
+            T zr[TINY_MAXW], hr[TINY_MAXW], dr[TINY_MAXW];
+            for (int64_t j = 0; j < n; j++) {
+                zr[j] = z[j][l];
+                hr[j] = h[j][l];
+            }
+            li = FN(loss_row)(dr, zr, hr, y, n, act, loss, lp, scale[l]);
+            for (int64_t j = 0; j < n; j++) {
+                d[j][l] = dr[j];
+            }
+        } else if (loss == BP_LOSS_CE) {
             double mx = (double)z[0][l], sum = 0.0, sy = 0.0, lse;
             for (int64_t j = 1; j < n; j++) {
                 mx = (double)z[j][l] > mx ? (double)z[j][l] : mx;
@@ -1422,7 +1462,8 @@ FN(tiny_chunk_lanes)(double *part, const T *X, const T *Y, const T *sw,
             }
         }
         lsum += FN(tiny_loss)(d, z[L], h[L], Y, sw, i0, nl, sz[L],
-                              arch->acts[L - 1], arch->loss, scale, LN);
+                              arch->acts[L - 1], arch->loss,
+                              arch->loss_param, scale, LN);
         for (int64_t k = L - 1; k >= 0; k--) {
             int64_t n_in = sz[k], n_out = sz[k + 1];
             const T *W = params + w_off[k];
@@ -1855,7 +1896,8 @@ FN(online_tiny)(FN(train_ctx) *c)
         /* d: the delta of the layer above, dp: the one being computed */
         d = dbuf[0];
         dp = dbuf[1];
-        li = FN(loss_row)(d, z[L], h[L], y, n_L, act_L, loss_kind, scale);
+        li = FN(loss_row)(d, z[L], h[L], y, n_L, act_L, loss_kind,
+                          arch->loss_param, scale);
         loss = (sw != NULL ? MULADD64((double)sw[i], li, 0.0) : 0.0 + li) / S;
         if (!isfinite(loss)) {
             c->diverged = 1;

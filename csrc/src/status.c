@@ -2,6 +2,7 @@
  * status.c - status messages, build configuration, kernel choice, thread
  * defaults, fork detection and the parameter layout.
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -227,6 +228,14 @@ bp_arch_check(const bp_arch *arch)
         return out_act == BP_ACT_SOFTMAX ? BP_OK : BP_EARG;
     case BP_LOSS_BCE:
         return out_act == BP_ACT_SIGMOID ? BP_OK : BP_EARG;
+    case BP_LOSS_MAE:
+        return BP_OK;
+    case BP_LOSS_HUBER:
+        /* delta finite and > 0 */
+        return isfinite(arch->loss_param) && arch->loss_param > 0.0 ? BP_OK
+                                                                    : BP_EARG;
+    case BP_LOSS_POISSON:
+        return out_act == BP_ACT_IDENTITY ? BP_OK : BP_EARG;
     default:
         return BP_EARG;
     }

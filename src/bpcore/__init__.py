@@ -7,13 +7,15 @@ them.  See ``bpcore.Network`` to start.
 __version__ = "0.1.0"
 
 from bpcore import _load  # noqa: F401  (first: loads the C core)
-from bpcore._errors import DivergenceError, FormatError
+from bpcore._errors import ConvergenceWarning, DivergenceError, FormatError
 from bpcore._config import get_num_threads, set_num_threads, show_config
 from bpcore.optim import SGD, Adam, AdamW, Optimizer
 from bpcore import schedules
+from bpcore.lbfgs import LBFGS
 from bpcore import io
 from bpcore.network import (EarlyStopping, Gradients, History, Network,
                             Trace)
+from bpcore import callbacks
 
 
 def load(path):
@@ -32,5 +34,6 @@ __all__ = [
     "Network", "Trace", "Gradients", "History", "EarlyStopping",
     "SGD", "Adam", "AdamW", "Optimizer", "schedules", "io",
     "DivergenceError", "FormatError", "load",
+    "LBFGS", "ConvergenceWarning", "callbacks",
     "set_num_threads", "get_num_threads", "show_config", "__version__",
 ]

@@ -17,6 +17,7 @@ cdef extern from "bpcore/bpcore.h" nogil:
         const int64_t *sizes
         const int32_t *acts
         int32_t loss
+        double loss_param
 
     ctypedef struct bp_optim:
         int32_t kind

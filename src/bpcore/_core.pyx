@@ -359,7 +359,7 @@ cdef class Arch:
     cdef readonly int64_t n_weights
     cdef bint f64
 
-    def __cinit__(self, sizes, acts, int loss, dtype):
+    def __cinit__(self, sizes, acts, int loss, dtype, double loss_param=0.0):
         cdef cnp.ndarray s = np.ascontiguousarray(sizes, dtype=np.int64)
         cdef cnp.ndarray a = np.ascontiguousarray(acts, dtype=np.int32)
         if s.ndim != 1 or a.ndim != 1 or a.shape[0] != s.shape[0] - 1:
@@ -374,6 +374,7 @@ cdef class Arch:
         self.arch.sizes = <const int64_t *>_ptr(s)
         self.arch.acts = <const int32_t *>_ptr(a)
         self.arch.loss = loss
+        self.arch.loss_param = loss_param
         _check(bp_arch_check(&self.arch), "architecture")
         _, _, self.n_weights, self.n_params = layout(s)
 

@@ -13,3 +13,8 @@ class DivergenceError(FloatingPointError, ValueError):
 
 class FormatError(ValueError):
     """A model file or byte string is malformed or not a bpcore model."""
+
+
+class ConvergenceWarning(UserWarning):
+    """An iterative solver (``bpcore.LBFGS``) stopped on its iteration or
+    evaluation limit, or could not make progress, before converging."""

@@ -10,7 +10,9 @@ from bpcore import _core
 ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu",
                "softplus", "gelu")
 OUTPUTS = ACTIVATIONS + ("softmax",)
-LOSSES = ("mse", "cross_entropy", "binary_cross_entropy")
+# the order gives the C core's codes (bp_loss in bpcore.h)
+LOSSES = ("mse", "cross_entropy", "binary_cross_entropy", "mae", "huber",
+          "poisson")
 INITS = ("auto", "xavier", "he", "lecun", "normal", "uniform")
 
 
@@ -187,6 +189,9 @@ def as_targets(Y, name, dtype, loss, n_outputs, m, labels=False):
             arr.min() < 0 or arr.max() > 1):
         raise ValueError(f"{name}: {loss} targets must lie in [0, 1], got "
                          f"values from {arr.min()} to {arr.max()}")
+    if loss == "poisson" and arr.size and arr.min() < 0:
+        raise ValueError(f"{name}: poisson targets are counts or rates and "
+                         f"must be >= 0, got a minimum of {arr.min()}")
     return arr
 
 

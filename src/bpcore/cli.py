@@ -44,8 +44,11 @@ __all__ = ["main"]
 
 HIDDEN_ACTIVATIONS = ("relu", "tanh", "sigmoid", "leaky_relu", "elu", "gelu",
                       "softplus", "identity")
-LOSSES = ("cross_entropy", "binary_cross_entropy", "mse")
-OPTIMIZERS = ("adam", "adamw", "sgd")
+LOSSES = ("cross_entropy", "binary_cross_entropy", "mse", "mae", "huber",
+          "poisson")
+# losses of a regression (the others classify)
+REGRESSION_LOSSES = ("mse", "mae", "huber", "poisson")
+OPTIMIZERS = ("adam", "adamw", "sgd", "lbfgs")
 DEFAULT_LR = {"adam": 1e-3, "adamw": 1e-3, "sgd": 0.1}
 
 # A numeric target with integer values and at most this many distinct
@@ -460,15 +463,15 @@ def choose_task(y, loss):
     """('classification' | 'regression', loss name) for these targets."""
     numeric = y.dtype.kind in "biuf"
     if y.ndim == 2:
-        if loss not in (None, "mse"):
+        if loss not in (None,) + REGRESSION_LOSSES:
             raise CLIError(f"--loss {loss} needs one column of class labels; "
                            f"the data has {y.shape[1]} target columns")
-        return "regression", "mse"
-    if loss == "mse":
+        return "regression", loss or "mse"
+    if loss in REGRESSION_LOSSES:
         if not numeric:
-            raise CLIError("--loss mse needs a numeric target; this target "
-                           "holds text labels")
-        return "regression", "mse"
+            raise CLIError(f"--loss {loss} needs a numeric target; this "
+                           f"target holds text labels")
+        return "regression", loss
     if loss is not None:
         return "classification", loss
     if not numeric:
@@ -625,6 +628,8 @@ class ModelInfo:
         """Network outputs -> (predictions, probabilities or None)."""
         out = np.asarray(out, dtype=np.float64)
         if self.task == "regression":
+            if self.net.loss == "poisson":  # the output is the log rate
+                out = np.exp(out)
             return out * self.y_std + self.y_mean, None
         if out.shape[1] == 1:
             proba = np.hstack([1.0 - out, out])
@@ -871,10 +876,16 @@ class _EpochReport:
 def train_model(X, y, *, feature_names, target_name, layout, source,
                 layers=None, activation="relu", loss=None, epochs=50,
                 batch_size=32, optimizer="adam", lr=None, val_split=0.2,
-                seed=0, threads=None, out=None, label_text=None):
+                seed=0, threads=None, out=None, label_text=None,
+                huber_delta=1.0, plateau=None, csv_log=None,
+                checkpoint=None):
     """Standardise, split, build, fit and summarise; returns (net, summary).
 
     Shared by ``bpcore train DATA`` and the demo.  out: default stdout.
+    optimizer "lbfgs": full-batch L-BFGS, epochs its iteration limit.
+    plateau: the patience of a ReduceLROnPlateau (factor 0.1) on the rate;
+    csv_log, checkpoint: paths for bpcore.callbacks' CSVLogger and
+    ModelCheckpoint (best val_loss, or loss without a validation split).
     label_text: the target as spelt in a CSV; the class labels if the
     task is classification (so ``001`` stays ``001``).
     """
@@ -919,6 +930,13 @@ def train_model(X, y, *, feature_names, target_name, layout, source,
         y_mean = Y[tr].mean(axis=0)
         y_std = Y[tr].std(axis=0)
         y_std[y_std == 0] = 1.0
+        if loss == "poisson":
+            # counts keep their scale: the network's output is the log rate
+            if Y.size and Y.min() < 0:
+                raise CLIError(f"{source}: --loss poisson needs targets >= 0 "
+                               f"(counts or rates); the smallest is "
+                               f"{Y.min():g}")
+            y_mean, y_std = np.zeros_like(y_mean), np.ones_like(y_std)
         md[META_Y_MEAN] = json.dumps(y_mean.tolist())
         md[META_Y_STD] = json.dumps(y_std.tolist())
         n_out = Y.shape[1]
@@ -927,14 +945,27 @@ def train_model(X, y, *, feature_names, target_name, layout, source,
     hidden = [64, 32] if layers is None else layers
     net = bpcore.Network([X.shape[1]] + hidden + [n_out],
                          activation=activation, output=output, loss=loss,
-                         seed=seed)
+                         seed=seed, huber_delta=huber_delta)
     net.metadata.update(md)
     info = ModelInfo(net, source)
     Xs = info.scale(X)
     T = info.encode(y, source)
-    lr = DEFAULT_LR[optimizer] if lr is None else lr
-    opt = {"adam": bpcore.Adam, "adamw": bpcore.AdamW,
-           "sgd": bpcore.SGD}[optimizer](lr=lr)
+    if optimizer == "lbfgs":
+        if lr is not None or plateau is not None:
+            raise CLIError("--lr and --plateau do not apply to --optimizer "
+                           "lbfgs (it has no learning rate)")
+        opt = bpcore.LBFGS(max_iter=epochs)
+    else:
+        lr = DEFAULT_LR[optimizer] if lr is None else lr
+        rate = lr if plateau is None else bpcore.schedules.ReduceLROnPlateau(
+            lr, patience=plateau)
+        opt = {"adam": bpcore.Adam, "adamw": bpcore.AdamW,
+               "sgd": bpcore.SGD}[optimizer](lr=rate)
+    extra_callbacks = []
+    if csv_log is not None:
+        extra_callbacks.append(bpcore.callbacks.CSVLogger(csv_log))
+    if checkpoint is not None:
+        extra_callbacks.append(bpcore.callbacks.ModelCheckpoint(checkpoint))
 
     if task == "classification":
         counts = ", ".join(f"{c}" for c in classes[:10])
@@ -948,7 +979,8 @@ def train_model(X, y, *, feature_names, target_name, layout, source,
           f"parameters", file=out)
     split = (f"validating on {len(va)}" if n_val else "no validation split")
     print(f"training on {len(tr)} rows, {split}; {epochs} "
-          f"epochs, batch size {batch_size or 'full'}, {optimizer} lr {lr:g}, "
+          f"epochs, batch size {batch_size or 'full'}, {optimizer}"
+          f"{'' if lr is None else f' lr {lr:g}'}, "
           f"seed {seed}; inputs standardised (mean/std kept in the model)",
           file=out)
 
@@ -962,7 +994,8 @@ def train_model(X, y, *, feature_names, target_name, layout, source,
     try:
         hist = net.fit(Xs[tr], T[tr], epochs=epochs, batch_size=batch_size,
                        optimizer=opt, validation_data=validation,
-                       callbacks=[report], n_threads=threads)
+                       callbacks=[report] + extra_callbacks,
+                       n_threads=threads)
     finally:
         report.close()
     seconds = time.perf_counter() - t0
@@ -1112,7 +1145,9 @@ def cmd_train(args):
         loss=args.loss, epochs=args.epochs or 50,
         batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
         val_split=0.2 if args.val_split is None else args.val_split,
-        seed=args.seed, threads=args.threads, label_text=label_text)
+        seed=args.seed, threads=args.threads, label_text=label_text,
+        huber_delta=args.huber_delta, plateau=args.plateau,
+        csv_log=args.csv_log, checkpoint=args.checkpoint)
     _save(net, out_path, sys.stdout)
     _maybe_plot(args.plot, net, summary)
     return 0
@@ -1266,7 +1301,8 @@ def run_demo(args):
         activation=args.activation, loss=None, epochs=args.epochs or 15,
         batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
         val_split=0.2 if args.val_split is None else args.val_split,
-        seed=args.seed, threads=args.threads)
+        seed=args.seed, threads=args.threads, plateau=args.plateau,
+        csv_log=args.csv_log, checkpoint=args.checkpoint)
     _save(net, out_path, sys.stdout)
     _maybe_plot(args.plot, net, summary)
     prog = "bpcore"
@@ -1443,6 +1479,17 @@ def _positive_int(name):
     return parse
 
 
+def _nonnegative_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    return v
+
+
 def _batch_size(text):
     if text.lower() in ("full", "none", "all"):
         return None
@@ -1530,7 +1577,12 @@ def build_parser():
     t.add_argument("--loss", choices=LOSSES, metavar="NAME",
                    help=f"{', '.join(LOSSES)}; default: cross_entropy "
                    "for class labels (text, or up to "
-                   f"{MAX_AUTO_CLASSES} integer values), else mse")
+                   f"{MAX_AUTO_CLASSES} integer values), else mse; mae, "
+                   "huber and poisson (counts, kept unscaled) are "
+                   "regression losses")
+    t.add_argument("--huber-delta", type=_lr, default=1.0, metavar="D",
+                   help="delta of --loss huber, in standardised target "
+                   "units (default 1.0)")
     t.add_argument("--epochs", type=_positive_int("epochs"), metavar="N",
                    help="passes over the data (default 50; demo 15)")
     t.add_argument("--batch-size", type=_batch_size, default=32,
@@ -1541,6 +1593,15 @@ def build_parser():
                    "adam)")
     t.add_argument("--lr", type=_lr, help="learning rate (default 0.001 "
                    "for adam/adamw, 0.1 for sgd)")
+    t.add_argument("--plateau", type=_nonnegative_int, metavar="P",
+                   help="divide the learning rate by 10 after P epochs "
+                   "without improvement of the validation loss "
+                   "(ReduceLROnPlateau)")
+    t.add_argument("--csv-log", metavar="CSV", help="write "
+                   "epoch,loss,val_loss,lr per epoch to this file")
+    t.add_argument("--checkpoint", metavar="MODEL", help="save the network "
+                   "of the best epoch (lowest validation loss) to this file "
+                   "during training")
     t.add_argument("--val-split", type=_fraction, metavar="F",
                    help="fraction held out for validation (default 0.2; 0 "
                    "for none)")

@@ -22,13 +22,17 @@ Metadata (the header's ``__metadata__``, every value a string):
 - ``layers``: JSON list of ints, e.g. ``"[2, 3, 2, 2]"``;
 - ``activations``: JSON list of the L activation names, output last;
 - ``loss``: the loss's name; ``dtype``: ``"float32"`` or ``"float64"``;
+- ``huber_delta`` (with ``loss`` ``"huber"`` only, and then required): the
+  delta as a decimal float (Python's ``repr``, exact round trip);
 - ``rng`` (optional): JSON of the network's random generator state
   (``numpy`` ``bit_generator.state``), so that a loaded, unpickled or
   deep-copied network shuffles exactly as the original would.  Without it
   the loaded network's generator is ``numpy.random.default_rng(0)``;
 - ``optimizer`` (optional): JSON ``{"type", "lr", "hyper", "t", "epoch",
   "buffers"}``; ``lr`` is a number, ``{"schedule": name, "args": {...}}``
-  for the schedules of ``bpcore.schedules``, or ``null`` for any other
+  for the schedules of ``bpcore.schedules`` (``ReduceLROnPlateau`` adds
+  ``"state"``: ``current_lr``, ``best`` (null while infinite),
+  ``num_bad_epochs``, ``cooldown_counter``, ``last_epoch``), or ``null`` for any other
   callable (then the optimizer object must be supplied when loading);
 - ``user.<key>``: one entry per item of ``Network.metadata`` (the user's
   dict of str -> str).  safetensors does not keep the order of metadata
@@ -81,7 +85,7 @@ _DTYPES = {"F32": np.dtype(np.float32), "F64": np.dtype(np.float64)}
 _DTYPE_CODES = {"float32": "F32", "float64": "F64"}
 _REQUIRED = ("format", "format_version", "bpcore_version", "layers",
              "activations", "loss", "dtype")
-_OPTIONAL = ("rng", "optimizer")
+_OPTIONAL = ("rng", "optimizer", "huber_delta")
 _USER = "user."
 _BUFFER = "optimizer.buffer."
 
@@ -176,6 +180,8 @@ def _encode(net, optimizer, zeros=False):
         "loss": net.loss,
         "dtype": net.dtype.name,
     }
+    if net.loss == "huber":
+        meta["huber_delta"] = repr(float(net.huber_delta))
     for k, v in user.items():
         if not isinstance(k, str) or not isinstance(v, str):
             raise TypeError(f"net.metadata must map str -> str; got "
@@ -366,7 +372,7 @@ def _decode(data, with_optimizer):
     try:
         net = Network(plan.layers, activation=list(acts[:-1]),
                       output=acts[-1], loss=plan.loss, dtype=plan.dtype,
-                      seed=0)
+                      seed=0, huber_delta=plan.huber_delta)
     except (TypeError, ValueError) as e:
         raise FormatError(f"invalid architecture in the file: {e}") from None
     for k in range(len(plan.layers) - 1):
@@ -473,7 +479,19 @@ class _Plan:
         if loss == "binary_cross_entropy" and acts[-1] != "sigmoid":
             raise FormatError("loss binary_cross_entropy needs a sigmoid "
                               f"output, the file has {acts[-1]!r}")
+        if loss == "poisson" and acts[-1] != "identity":
+            raise FormatError("loss poisson needs an identity output, the "
+                              f"file has {acts[-1]!r}")
         self.loss = loss
+        self.huber_delta = 1.0
+        if loss == "huber":
+            if "huber_delta" not in meta:
+                raise FormatError("metadata key 'huber_delta' is missing "
+                                  "(required with loss huber)")
+            self.huber_delta = _huber_delta(meta["huber_delta"])
+        elif "huber_delta" in meta:
+            raise FormatError(f"metadata key 'huber_delta' belongs to loss "
+                              f"huber, the file's loss is {loss!r}")
         if meta["dtype"] not in _DTYPE_CODES:
             raise FormatError(f"metadata dtype must be 'float32' or "
                               f"'float64', got {meta['dtype'][:100]!r}")
@@ -575,6 +593,21 @@ def _json_type(v):
 
 def _reject_constant(name):
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _huber_delta(text):
+    """The huber_delta metadata value: a finite float > 0 in decimal."""
+    bad = FormatError(f"metadata huber_delta must be a finite number > 0, "
+                      f"got {text[:40]!r}")
+    if len(text) > 40 or not text.strip() or text.strip() != text:
+        raise bad
+    try:
+        v = float(text)
+    except ValueError:
+        raise bad from None
+    if not (math.isfinite(v) and v > 0):
+        raise bad
+    return v
 
 
 def _finite_float(s):
@@ -752,7 +785,53 @@ def _optimizer_classes():
 def _schedule_classes():
     from bpcore import schedules as S
     return {c.__name__: c for c in (S.Constant, S.Step, S.Exponential,
-                                    S.Cosine, S.InverseScaling)}
+                                    S.Cosine, S.InverseScaling,
+                                    S.ReduceLROnPlateau)}
+
+
+# ReduceLROnPlateau: its constructor's arguments, and its state (kept in
+# the file's "state", best as null while infinite)
+_PLATEAU_ARGS = ("lr", "mode", "factor", "patience", "threshold",
+                 "threshold_mode", "cooldown", "min_lr", "eps")
+_PLATEAU_STATE = ("current_lr", "best", "num_bad_epochs",
+                  "cooldown_counter", "last_epoch")
+
+
+def _plateau_spec(lr):
+    state = {k: getattr(lr, k) for k in _PLATEAU_STATE}
+    if not math.isfinite(state["best"]):
+        state["best"] = None
+    return {"schedule": "ReduceLROnPlateau",
+            "args": {k: getattr(lr, k) for k in _PLATEAU_ARGS},
+            "state": state}
+
+
+def _plateau_restore(sched, state):
+    """Put a checked state into a new ReduceLROnPlateau."""
+    if not isinstance(state, dict) or set(state) != set(_PLATEAU_STATE):
+        raise FormatError(f"metadata optimizer lr: ReduceLROnPlateau state "
+                          f"must have the keys {sorted(_PLATEAU_STATE)}")
+    cur = state["current_lr"]
+    if not (isinstance(cur, (int, float)) and not isinstance(cur, bool)
+            and math.isfinite(cur) and cur >= 0):
+        raise FormatError("metadata optimizer lr: ReduceLROnPlateau "
+                          "current_lr must be a finite number >= 0")
+    best = state["best"]
+    if best is not None and not (isinstance(best, (int, float))
+                                 and not isinstance(best, bool)
+                                 and math.isfinite(best)):
+        raise FormatError("metadata optimizer lr: ReduceLROnPlateau best "
+                          "must be a finite number or null")
+    for key in ("num_bad_epochs", "cooldown_counter", "last_epoch"):
+        if not (_is_int(state[key]) and 0 <= state[key] < _MAX_COUNT):
+            raise FormatError(f"metadata optimizer lr: ReduceLROnPlateau "
+                              f"{key} must be an integer in [0, 2**62)")
+    sched.current_lr = float(cur)
+    if best is None:
+        best = math.inf if sched.mode == "min" else -math.inf
+    sched.best = float(best)
+    for key in ("num_bad_epochs", "cooldown_counter", "last_epoch"):
+        setattr(sched, key, int(state[key]))
 
 
 def _hyper_names(cls):
@@ -796,6 +875,8 @@ def _lr_spec(lr):
         return float(lr)
     schedules = _schedule_classes()
     cls = schedules.get(type(lr).__name__)
+    if cls is type(lr) and cls.__name__ == "ReduceLROnPlateau":
+        return _plateau_spec(lr)
     if cls is type(lr):
         args = dict(vars(lr))
         try:
@@ -830,18 +911,24 @@ def _check_optimizer_spec(text):
                           f"{sorted(names)}")
     lr = spec["lr"]
     if isinstance(lr, dict):
-        if set(lr) != {"schedule", "args"} or not isinstance(lr["args"], dict):
+        plateau = lr.get("schedule") == "ReduceLROnPlateau"
+        keys = {"schedule", "args"} | ({"state"} if plateau else set())
+        if set(lr) != keys or not isinstance(lr["args"], dict):
             raise FormatError("metadata optimizer lr: a schedule must be "
-                              "{'schedule': name, 'args': {...}}")
+                              "{'schedule': name, 'args': {...}} (and "
+                              "'state' for ReduceLROnPlateau)")
         sched = _schedule_classes().get(lr["schedule"]) if isinstance(
             lr["schedule"], str) else None
         if sched is None:
             raise FormatError(f"metadata optimizer lr: unknown schedule "
                               f"{str(lr['schedule'])[:40]!r}")
+        state = lr.get("state")
         try:
             lr = sched(**lr["args"])
         except (TypeError, ValueError) as e:
             raise FormatError(f"metadata optimizer lr: {e}") from None
+        if plateau:
+            _plateau_restore(lr, state)
     elif lr is not None and (isinstance(lr, bool)
                              or not isinstance(lr, (int, float))):
         raise FormatError("metadata optimizer lr must be a number, a schedule "

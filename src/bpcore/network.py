@@ -19,6 +19,8 @@ from bpcore import _validation as V
 from bpcore._config import resolve_threads
 from bpcore._errors import DivergenceError
 from bpcore.optim import SGD, get_optimizer
+from bpcore.lbfgs import LBFGS
+from bpcore.schedules import ReduceLROnPlateau
 
 __all__ = ["Network", "Trace", "Gradients", "History", "EarlyStopping"]
 
@@ -140,9 +142,16 @@ class Network:
         (alpha 1), softplus (beta 1), gelu (exact, erf).
     output : str, default="sigmoid"
         Output activation: any of the above, or softmax.
-    loss : {"mse", "cross_entropy", "binary_cross_entropy"}, default="mse"
+    loss : {"mse", "cross_entropy", "binary_cross_entropy", "mae", "huber", \
+"poisson"}, default="mse"
         mse is E = 1/(2m) sum_i ||y_i - out_i||^2; cross_entropy needs a
-        softmax output, binary_cross_entropy a sigmoid output.
+        softmax output, binary_cross_entropy a sigmoid output.  Like mse,
+        the others sum over a sample's outputs and average over samples:
+        mae sum_j |y_j - out_j|; huber sum_j h(y_j - out_j) with h as
+        ``torch.nn.HuberLoss(delta=huber_delta)``; poisson reads an identity
+        output as the log rate, sum_j (exp(out_j) - y_j out_j) (as
+        ``torch.nn.PoissonNLLLoss(log_input=True, full=False)``), targets
+        >= 0.  mae and huber take any output activation, poisson identity.
     dtype : {"float32", "float64"} or numpy dtype, default="float32"
     init : {"auto", "xavier", "he", "lecun", "normal", "uniform"}, default="auto"
         auto is Glorot uniform for identity, sigmoid, tanh and softmax layers
@@ -152,6 +161,9 @@ class Network:
         uniform: U(-0.05, 0.05).  Biases start at zero.
     seed : int, numpy Generator or None, default=None
         Seeds the initial weights and the shuffling in ``fit``.
+    huber_delta : float > 0, default=1.0
+        The delta of ``loss="huber"`` (as ``torch.nn.HuberLoss(delta=...)``);
+        saved with the network.
 
     Examples
     --------
@@ -164,7 +176,8 @@ class Network:
     """
 
     def __init__(self, layers, activation="sigmoid", output="sigmoid",
-                 loss="mse", dtype="float32", init="auto", seed=None):
+                 loss="mse", dtype="float32", init="auto", seed=None,
+                 huber_delta=1.0):
         layers = self._check_layers(layers)
         L = len(layers) - 1
         if isinstance(activation, str):
@@ -188,6 +201,12 @@ class Network:
         if loss == "binary_cross_entropy" and output != "sigmoid":
             raise ValueError(f"loss='binary_cross_entropy' requires "
                              f"output='sigmoid', got output={output!r}")
+        if loss == "poisson" and output != "identity":
+            raise ValueError(f"loss='poisson' requires output='identity' "
+                             f"(the output is read as the log rate), got "
+                             f"output={output!r}")
+        huber_delta = V.check_float(huber_delta, "huber_delta", low=0.0,
+                                    low_open=True)
         self._dtype = V.check_dtype(dtype)
         init = V.check_name(init, "init", V.INITS)
         if isinstance(seed, np.random.Generator):
@@ -204,11 +223,13 @@ class Network:
         self._layers = layers
         self._acts = tuple(hidden) + (output,)
         self._loss = loss
+        self._huber_delta = huber_delta
         self._init = init
         self._rng = rng
         self._arch = _core.Arch(np.array(layers, dtype=np.int64),
                                 [_ACT_CODES[a] for a in self._acts],
-                                _LOSS_CODES[loss], self._dtype)
+                                _LOSS_CODES[loss], self._dtype,
+                                huber_delta)
         w_off, b_off, self._n_weights, n_params = _core.layout(layers)
         self._params = np.zeros(n_params, dtype=self._dtype)
         self._guard = _core.Guard()
@@ -287,6 +308,11 @@ class Network:
         return self._loss
 
     @property
+    def huber_delta(self):
+        """The delta of the huber loss (float; unused by other losses)."""
+        return self._huber_delta
+
+    @property
     def dtype(self):
         """numpy dtype of parameters and computations."""
         return self._dtype
@@ -325,7 +351,9 @@ class Network:
     def __repr__(self):
         return (f"Network(layers={list(self._layers)}, activation="
                 f"{list(self._acts[:-1])}, output={self._acts[-1]!r}, "
-                f"loss={self._loss!r}, dtype={self._dtype.name!r})")
+                f"loss={self._loss!r}, dtype={self._dtype.name!r}"
+                + (f", huber_delta={self._huber_delta!r}"
+                   if self._loss == "huber" else "") + ")")
 
     # -- inference and gradients ----------------------------------------
 
@@ -469,6 +497,10 @@ class Network:
             left as they were.
         """
         opt = get_optimizer(optimizer)
+        if isinstance(opt, LBFGS):
+            raise TypeError("step: LBFGS is a full-batch optimizer for fit "
+                            "(net.fit(X, Y, optimizer=bpcore.LBFGS())); step "
+                            "takes SGD, Adam or AdamW")
         X, _ = self._inputs(X)
         m = X.shape[0]
         Y = self._targets(Y, m, labels=True)
@@ -514,6 +546,10 @@ class Network:
             The last batch of an epoch may be smaller.
         optimizer : Optimizer or str, default=SGD(lr=0.1)
             Its state continues across calls that share the object.
+            ``bpcore.LBFGS`` (or "lbfgs") minimises the full-batch loss
+            with SciPy's L-BFGS-B instead: ``epochs``, ``batch_size`` and
+            ``shuffle`` do not apply, and the history has one entry per
+            L-BFGS iteration (see :class:`bpcore.LBFGS`).
         shuffle : bool, default=True
             Shuffle each epoch with the network's seeded generator.
         sample_weight : array-like of shape (m,), optional
@@ -522,7 +558,13 @@ class Network:
         callbacks : sequence of callables ``cb(epoch, logs)``
             Run after each epoch (epoch counted from 0); returning False
             (or numpy's ``np.False_``) stops training; None continues.
-            ``logs`` has ``loss`` and ``val_loss``.
+            ``logs`` has ``loss``, ``val_loss`` and ``lr`` (the rate used
+            in that epoch).  A callback with a method
+            ``on_train_begin(network, optimizer)`` (as those of
+            :mod:`bpcore.callbacks`) has it called once before training.
+            A :class:`bpcore.schedules.ReduceLROnPlateau` rate is stepped
+            after each epoch with ``val_loss`` (``loss`` without validation
+            data).
         progress : bool, default=False
             Show a progress bar (tqdm if installed, else a line per epoch).
         n_threads : int, optional
@@ -582,10 +624,27 @@ class Network:
                                          self._dtype, Xv.shape[0])
             val = (Xv, Yv, swv)
         nt = resolve_threads(n_threads)
+        if isinstance(opt, LBFGS):
+            from bpcore import lbfgs
+            lbfgs._scipy_minimize()  # SciPy missing: ImportError now
+            with self._guard.write(), opt._in_use():
+                for cb in callbacks:
+                    begin = getattr(cb, "on_train_begin", None)
+                    if callable(begin):
+                        begin(self, opt)
+                hist = lbfgs.fit_network(self, X, Y, sw, val, opt,
+                                         early_stopping, callbacks, progress,
+                                         nt)
+            self.history = hist
+            return hist
         opt.lr_at(opt.epoch)  # a schedule that fails should fail now
 
         with self._guard.write(), opt._in_use():
             opt._bind(self.n_params, self._dtype)
+            for cb in callbacks:
+                begin = getattr(cb, "on_train_begin", None)
+                if callable(begin):
+                    begin(self, opt)
             hist = _FitLoop(self, X, Y, sw, val, epochs, batch_size, opt,
                             bool(shuffle), early_stopping, callbacks,
                             progress, nt).run()
@@ -816,13 +875,15 @@ class _FitLoop:
                 opt.epoch += 1
                 loss = lsum / wsum if wsum > 0 else float("nan")
                 hist.loss.append(loss)
-                logs = {"loss": loss, "val_loss": None}
+                logs = {"loss": loss, "val_loss": None, "lr": args["lr"]}
                 if self.val is not None:
                     Xv, Yv, swv = self.val
                     logs["val_loss"] = float(net._loss_on(Xv, Yv, swv, self.nt))
                     hist.val_loss.append(logs["val_loss"])
                 hist.epochs_run = e + 1
                 watched = logs["val_loss"] if self.val is not None else loss
+                if isinstance(opt.lr, ReduceLROnPlateau):
+                    opt.lr.step(watched)  # sets the next epoch's rate
                 improved = False
                 if self.early is not None:
                     improved = watched < best - self.early.min_delta

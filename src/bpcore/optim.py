@@ -264,13 +264,18 @@ _NAMES = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
 
 def get_optimizer(optimizer):
     """An optimizer object from an object or a name with defaults."""
-    if isinstance(optimizer, Optimizer):
+    from bpcore.lbfgs import LBFGS
+
+    if isinstance(optimizer, (Optimizer, LBFGS)):
         return optimizer
     if isinstance(optimizer, str):
         key = optimizer.lower()
+        if key == "lbfgs":
+            return LBFGS()
         if key not in _NAMES:
             raise ValueError(f"unknown optimizer {optimizer!r}; expected one "
-                             f"of {', '.join(_NAMES)} or an optimizer object")
+                             f"of {', '.join(_NAMES)}, lbfgs or an optimizer "
+                             f"object")
         return _NAMES[key]()
     raise TypeError(f"optimizer must be a bpcore optimizer (SGD, Adam, "
-                    f"AdamW) or a name, got {type(optimizer).__name__}")
+                    f"AdamW, LBFGS) or a name, got {type(optimizer).__name__}")

@@ -36,6 +36,21 @@ How scikit-learn's options map onto bpcore
   last finite weights are kept).  With ``early_stopping=True`` the fit
   goes on as scikit-learn's does: NaN validation scores up to
   ``max_iter``, then the best weights restored.
+- ``solver="lbfgs"``: SciPy's L-BFGS-B on scikit-learn's full-batch
+  objective, the loss plus ``alpha/2 ||W||^2 / sum(sample_weight)``, with
+  its options (``maxiter=max_iter``, ``maxfun=max_fun``, ``gtol=tol``) and
+  its ``ConvergenceWarning``; the loss and gradient come from the C core in
+  one pass.  scikit-learn hands L-BFGS its ``loss_`` (for squared_error the
+  mean over outputs) with the gradient of the sum over outputs, and clips
+  probabilities to [eps, 1 - eps] in its log-loss value; both are
+  replicated, so from the same weights the iterates agree to rounding.
+  ``loss_curve_`` holds the objective after each iteration (scikit-learn
+  keeps none for lbfgs); ``early_stopping`` and ``batch_size`` do not
+  apply, as in scikit-learn.
+- ``MLPRegressor(loss=...)``: "squared_error"; "poisson" (exponential
+  output: the network's identity output is the log rate, ``loss_`` is
+  scikit-learn's half Poisson deviance); bpcore's "absolute_error" and
+  "huber" (``huber_delta``), reported per output like "squared_error".
 - Stopping follows scikit-learn: training loss not improving by ``tol`` for
   more than ``n_iter_no_change`` epochs, or (``early_stopping=True``) the
   validation score (accuracy or R^2) on a held-out ``validation_fraction``,
@@ -67,6 +82,7 @@ except ImportError as _exc:  # pragma: no cover - depends on the environment
 import numpy as np
 
 from bpcore._errors import DivergenceError
+from bpcore._config import resolve_threads
 from bpcore.network import Network
 from bpcore.optim import SGD, Adam
 
@@ -199,8 +215,7 @@ class _BaseMLP(BaseEstimator):
                  nesterovs_momentum=True, early_stopping=False,
                  validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
                  epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 init="sklearn",
-                 dtype=None, n_threads=None):
+                 init="sklearn", dtype=None, n_threads=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -255,7 +270,7 @@ class _BaseMLP(BaseEstimator):
             s.activation = [_map_activation(a, self) for a in act]
         else:
             s.activation = _map_activation(act, self)
-        s.solver = _check_choice(self, "solver", {"sgd", "adam"})
+        s.solver = _check_choice(self, "solver", {"sgd", "adam", "lbfgs"})
         s.alpha = _check_real(self, "alpha", low=0.0)
         bs = self.batch_size
         ok = bs == "auto" if isinstance(bs, str) else _is_int(bs) and bs >= 1
@@ -301,9 +316,7 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(f"The 'n_iter_no_change' parameter of {name} "
                              f"must be an int >= 1 or numpy.inf, got {nic!r}.")
         s.n_iter_no_change = nic
-        # used by solver="lbfgs" only (its limit on loss evaluations), but
-        # checked whatever the solver, as scikit-learn checks it
-        if not (_is_int(self.max_fun) and self.max_fun >= 1):
+        if not _is_int(self.max_fun) or self.max_fun < 1:
             raise ValueError(f"The 'max_fun' parameter of {name} must be an "
                              f"int >= 1, got {self.max_fun!r}.")
         s.max_fun = int(self.max_fun)
@@ -457,7 +470,8 @@ class _BaseMLP(BaseEstimator):
             self.network_ = Network(
                 layers, activation=s.activation, output=out_act, loss=loss,
                 dtype=dtype, seed=seed,
-                init="xavier" if s.init == "sklearn" else s.init)
+                init="xavier" if s.init == "sklearn" else s.init,
+                **self._network_kwargs(s))
             if s.init == "sklearn":
                 _sklearn_init(self.network_, s.activation, seed)
             set_w = self.__dict__.get("_coefs_set")
@@ -480,7 +494,7 @@ class _BaseMLP(BaseEstimator):
             self.__dict__.pop("_intercepts_set", None)
             self.n_outputs_ = n_outputs
             self.n_layers_ = len(layers)
-            self.out_activation_ = _SK_OUT_NAMES[out_act]
+            self.out_activation_ = self._out_name(out_act)
             self.n_iter_ = 0
             self.t_ = 0
             self.loss_curve_ = []
@@ -503,6 +517,12 @@ class _BaseMLP(BaseEstimator):
             if n_outputs != net.layers[-1]:
                 raise ValueError(f"y has {n_outputs} outputs; the fitted "
                                  f"network has {net.layers[-1]}.")
+            if net.loss != loss or self._network_kwargs(s).get(
+                    "huber_delta", net.huber_delta) != net.huber_delta:
+                raise ValueError(
+                    f"the loss ({loss}) differs from the fitted network's "
+                    f"({net.loss}); fit again without warm_start to change "
+                    f"it.")
             if s.early_stopping and not incremental and \
                     self.validation_scores_ is None:
                 self.validation_scores_ = []
@@ -511,8 +531,65 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(f"dtype={self.dtype!r} differs from the fitted "
                              f"network's {self.network_.dtype.name}; fit "
                              f"again without warm_start to change it.")
-        self._fit_stochastic(s, X, y, Y, sample_weight, incremental, rng)
+        if s.solver == "lbfgs":
+            self._fit_lbfgs(s, X, Y, sample_weight)
+        else:
+            self._fit_stochastic(s, X, y, Y, sample_weight, incremental, rng)
         return self
+
+    def _network_kwargs(self, s):
+        return {}
+
+    def _out_name(self, out_act):
+        return _SK_OUT_NAMES[out_act]
+
+    def _loss_report(self, net, Y, sw):
+        """(divisor, shift): scikit-learn's reported loss is the network's
+        E / divisor + shift (plus the L2 term)."""
+        return 1, 0.0
+
+    def _lbfgs_value_fn(self, net):
+        """None, or a function giving the loss value L-BFGS sees from the
+        output activations (scikit-learn's own formula)."""
+        return None
+
+    def _fit_lbfgs(self, s, X, Y, sample_weight):
+        """scikit-learn's lbfgs solver: SciPy's L-BFGS-B on the full-batch
+        objective (the loss plus alpha/2 ||W||^2 / sum of sample weights),
+        with the same options (maxiter=max_iter, maxfun=max_fun, gtol=tol)
+        and the same convergence warning."""
+        from bpcore import _validation as V
+        from bpcore import lbfgs
+
+        lbfgs._scipy_minimize()
+        net = self.network_
+        Xc, _ = net._inputs(X)
+        Yc = net._targets(Y, Xc.shape[0])
+        sw = V.as_sample_weight(sample_weight, "sample_weight", net.dtype,
+                                Xc.shape[0])
+        div, shift = self._loss_report(net, Yc, sw)
+        objective = lbfgs._Objective(net, Xc, Yc, sw,
+                                     resolve_threads(s.n_threads),
+                                     alpha=s.alpha, loss_scale=1.0 / div,
+                                     loss_shift=shift,
+                                     value_fn=self._lbfgs_value_fn(net))
+        opt = lbfgs.LBFGS(max_iter=s.max_iter, tol=s.tol, max_fun=s.max_fun)
+        curve = []
+
+        def on_iter(k, value, E):
+            curve.append(value)
+            if s.verbose:
+                print("Iteration %d, loss = %.8f" % (k + 1, value))
+
+        with net._guard.write(), opt._in_use():
+            res = lbfgs.minimize(opt, objective, on_iter)
+        self.n_iter_ = opt.n_iter
+        self.loss_ = float(res.fun)
+        self.loss_curve_ = curve
+        if res.status != 0:
+            warnings.warn(lbfgs.convergence_message(res, opt.n_iter,
+                                                    s.max_iter, True),
+                          ConvergenceWarning, stacklevel=3)
 
     def _fit_stochastic(self, s, X, y, Y, sample_weight, incremental, rng):
         net = self.network_
@@ -555,7 +632,7 @@ class _BaseMLP(BaseEstimator):
         weight_decay = s.alpha / (B * mean_sw)
         n_batches = -(-n // B)
         penalty_scale = 0.5 * s.alpha * n_batches / (n * mean_sw)
-        loss_div = net.layers[-1] if self._loss_scale_by_outputs else 1
+        loss_div, loss_shift = self._loss_report(net, Y_tr, sw_tr)
 
         opt = getattr(self, "_optimizer", None)
         if (not incremental or opt is None or
@@ -583,7 +660,7 @@ class _BaseMLP(BaseEstimator):
 
         def after_epoch(data_loss, diverged=False):
             """scikit-learn's end-of-epoch bookkeeping; False stops."""
-            self.loss_ = float(data_loss / loss_div
+            self.loss_ = float(data_loss / loss_div + loss_shift
                                + penalty_scale * sq_start[0])
             sq_start[0] = sq_norm()
             self.n_iter_ += 1
@@ -746,7 +823,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         Hidden activation: "identity", "logistic", "tanh", "relu"
         (scikit-learn's names) or any of bpcore's ("sigmoid", "leaky_relu",
         "elu", "softplus", "gelu"); a list gives one per hidden layer.
-    solver : {"adam", "sgd"}, default="adam"
+    solver : {"adam", "sgd", "lbfgs"}, default="adam"
+        "lbfgs": full-batch L-BFGS with SciPy (see the module notes).
     alpha : float >= 0, default=0.0001
         L2 penalty on the weights (not the biases), as in scikit-learn.
     batch_size : int or "auto", default="auto"
@@ -776,8 +854,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     epsilon : float > 0, default=1e-8
     n_iter_no_change : int or numpy.inf, default=10
     max_fun : int >= 1, default=15000
-        Limit on loss evaluations of solver="lbfgs"; checked, unused by
-        "sgd" and "adam" (as in scikit-learn).
+        Most loss evaluations of solver="lbfgs".
     init : str, default="sklearn"
         "sklearn" draws weights and biases as scikit-learn does (Glorot
         uniform, gain for logistic); bpcore's schemes ("auto", "xavier",
@@ -841,8 +918,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  nesterovs_momentum=True, early_stopping=False,
                  validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
                  epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 init="sklearn",
-                 dtype=None, n_threads=None, class_weight=None):
+                 init="sklearn", dtype=None, n_threads=None,
+                 class_weight=None):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation,
             solver=solver, alpha=alpha, batch_size=batch_size,
@@ -990,6 +1067,25 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             self.classes_ = self._label_binarizer.classes_
         return self._fit(X, y, sample_weight=sample_weight, incremental=True)
 
+    def _lbfgs_value_fn(self, net):
+        # scikit-learn's log-loss clips the probabilities to [eps, 1 - eps]
+        # before taking logs; L-BFGS sees that value (its gradient is not
+        # clipped): so the same steps and stopping point as scikit-learn
+        # even when the outputs saturate
+        from scipy.special import xlogy
+
+        sigmoid = net.activation[-1] == "sigmoid"
+
+        def value(P, Y, sw):
+            eps = np.finfo(P.dtype).eps
+            P = np.clip(P, eps, 1 - eps)
+            terms = xlogy(Y, P)
+            if sigmoid:
+                terms = terms + xlogy(1 - Y, 1 - P)
+            return float(-np.average(terms, weights=sw, axis=0).sum())
+
+        return value
+
     def _predict_validated(self, X):
         p = self.network_.predict(np.ascontiguousarray(
             X, dtype=self.network_.dtype), n_threads=self.n_threads)
@@ -1031,6 +1127,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
 # -- regressor ----------------------------------------------------------
 
+# MLPRegressor's loss names (scikit-learn's first) -> bpcore's
+_REG_LOSSES = {"squared_error": "mse", "poisson": "poisson",
+               "absolute_error": "mae", "huber": "huber"}
+
+
 class MLPRegressor(RegressorMixin, _BaseMLP):
     """Multi-layer perceptron regressor trained by bpcore's C core.
 
@@ -1042,8 +1143,11 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     Parameters
     ----------
     The same as :class:`MLPClassifier` without ``class_weight``, plus
-    ``loss`` (keyword only; "squared_error", scikit-learn's default, is the
-    only choice).  ``early_stopping`` watches the validation R^2.
+    ``loss`` (keyword only): "squared_error" (scikit-learn's default),
+    "poisson" (as scikit-learn: exponential output, targets >= 0), or
+    bpcore's "absolute_error" and "huber"; ``huber_delta`` (float > 0,
+    default 1.0) is the delta of "huber".  ``early_stopping`` watches the
+    validation R^2.
 
     Attributes
     ----------
@@ -1052,7 +1156,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     n_features_in_, feature_names_in_, n_iter_, loss_, loss_curve_,
     best_loss_, validation_scores_, best_validation_score_, t_,
     n_outputs_, n_layers_ : as in :class:`MLPClassifier`
-    out_activation_ : "identity"
+    out_activation_ : "identity", or "exp" for loss="poisson"
 
     Examples
     --------
@@ -1075,7 +1179,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  warm_start=False, momentum=0.9, nesterovs_momentum=True,
                  early_stopping=False, validation_fraction=0.1, beta_1=0.9,
                  beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
-                 max_fun=15000, init="sklearn", dtype=None, n_threads=None):
+                 max_fun=15000, init="sklearn", dtype=None, n_threads=None,
+                 huber_delta=1.0):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation,
             solver=solver, alpha=alpha, batch_size=batch_size,
@@ -1091,15 +1196,40 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             dtype=dtype,
             n_threads=n_threads)
         self.loss = loss
+        self.huber_delta = huber_delta
 
     def _settings(self):
         s = super()._settings()
-        if self.loss != "squared_error":
+        if self.loss not in _REG_LOSSES:
             raise ValueError(
-                f"The 'loss' parameter of MLPRegressor must be "
-                f"'squared_error' (bpcore has no exponential output for "
-                f"'poisson'), got {self.loss!r}.")
+                f"The 'loss' parameter of MLPRegressor must be one of "
+                f"{', '.join(map(repr, _REG_LOSSES))}, got {self.loss!r}.")
+        s.loss = self.loss
+        s.huber_delta = _check_real(self, "huber_delta", low=0.0,
+                                    low_open=True)
         return s
+
+    def _network_kwargs(self, s):
+        if s.loss == "huber":
+            return {"huber_delta": s.huber_delta}
+        return {}
+
+    def _out_name(self, out_act):
+        return "exp" if self.loss == "poisson" else _SK_OUT_NAMES[out_act]
+
+    def _loss_report(self, net, Y, sw):
+        if net.loss == "poisson":
+            # scikit-learn's half Poisson deviance: the network's loss plus
+            # the weighted mean of sum_j (y log y - y), a constant
+            Y = np.asarray(Y, dtype=np.float64)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                c = np.where(Y > 0, Y * np.log(np.where(Y > 0, Y, 1.0)),
+                             0.0) - Y
+            c = c.sum(axis=1)
+            w = None if sw is None else np.asarray(sw, dtype=np.float64)
+            return 1, float(np.average(c, weights=w))
+        # squared_error (and bpcore's extras): the mean over outputs
+        return net.layers[-1], 0.0
 
     def _validate_X_y(self, X, y, incremental, reset):
         X, y = validate_data(self, X, y, multi_output=True, y_numeric=True,
@@ -1112,11 +1242,19 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def _targets(self, y):
         Y = y.reshape(-1, 1) if y.ndim == 1 else y
-        return Y, "identity", "mse"
+        if self.loss == "poisson" and Y.size and np.min(Y) < 0:
+            raise ValueError(
+                f"loss='poisson' needs targets y >= 0 (counts or rates), got "
+                f"a minimum of {np.min(Y)}.")
+        return Y, "identity", _REG_LOSSES[self.loss]
+
+    def _values(self, p):
+        """Predictions from network outputs (the log rate for poisson)."""
+        return np.exp(p) if self.loss == "poisson" else p
 
     def _score_val(self, X, y, sample_weight):
-        p = self.network_.predict(np.ascontiguousarray(
-            X, dtype=self.network_.dtype), n_threads=self.n_threads)
+        p = self._values(self.network_.predict(np.ascontiguousarray(
+            X, dtype=self.network_.dtype), n_threads=self.n_threads))
         if not np.isfinite(p).all():
             return np.nan
         y = y if y.ndim == 2 else y.reshape(-1, 1)
@@ -1148,10 +1286,11 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def predict(self, X):
         """Predicted values, shape (n_samples,) or (n_samples, n_outputs)."""
-        p = self._forward(X)
+        p = self._values(self._forward(X))
         return p.ravel() if p.shape[1] == 1 else p
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
+        tags.target_tags.positive_only = self.loss == "poisson"
         return tags

@@ -48,7 +48,10 @@ typedef enum {
     BP_LOSS_MSE = 0,   /* 1/2 sum_j (out_j - y_j)^2 per sample */
     BP_LOSS_CE = 1,    /* -sum_j y_j log softmax(net)_j; softmax output */
     BP_LOSS_BCE = 2,   /* sum_j logistic loss of net_j; sigmoid output */
-    BP_LOSS_COUNT = 3
+    BP_LOSS_MAE = 3,   /* sum_j |out_j - y_j| per sample */
+    BP_LOSS_HUBER = 4, /* sum_j huber_delta(out_j - y_j); loss_param delta */
+    BP_LOSS_POISSON = 5, /* sum_j exp(out_j) - y_j out_j; identity output */
+    BP_LOSS_COUNT = 6
 } bp_loss;
 
 /*
@@ -60,6 +63,7 @@ typedef struct {
     const int64_t *sizes;
     const int32_t *acts;
     int32_t loss;
+    double loss_param; /* huber: delta > 0; unused by the other losses */
 } bp_arch;
 
 typedef enum {
