@@ -158,7 +158,13 @@ def copy_state(net):
 def from_copy_state(data, params):
     """The network of :func:`copy_state`'s output."""
     net = from_bytes(data)
-    net.params = params
+    params = np.asarray(params)
+    if params.shape != net._params.shape:
+        raise ValueError(f"params must have shape {net._params.shape}, got "
+                         f"{params.shape}")
+    # as they were, NaN and infinity included (the params setter refuses
+    # them; a copy keeps what it copies)
+    np.copyto(net._params, params, casting="same_kind")
     return net
 
 
