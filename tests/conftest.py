@@ -101,3 +101,15 @@ def restore_threads():
     before = bpcore.get_num_threads()
     yield before
     bpcore.set_num_threads(before)
+
+
+@pytest.fixture
+def unclamped_threads():
+    """Lift bpcore's cap of thread counts at the CPUs (affinity, cgroup
+    quota) for the test, so that 3 or 4 threads really run on a 2-CPU
+    machine (the determinism tests)."""
+    from bpcore import _core
+
+    old = _core._set_cpu_limit(64)
+    yield
+    _core._set_cpu_limit(old)

@@ -6,7 +6,8 @@ import pytest
 import bpcore
 
 # Every test here may change the global thread count; put it back after.
-pytestmark = pytest.mark.usefixtures("restore_threads")
+# unclamped_threads: 4 threads really run, even on 2 CPUs
+pytestmark = pytest.mark.usefixtures("restore_threads", "unclamped_threads")
 
 DTYPES = ("float32", "float64")
 THREADS = (1, 2, 4)

@@ -631,7 +631,8 @@ MALFORMED = {
     "layers-float": (_meta("layers", "[3, 4.0, 2]"), "list of integers"),
     "layers-one": (_meta("layers", "[3]"), "2 to"),
     "layers-too-many": (_meta("layers", json.dumps([1] * 10001)), "2 to"),
-    "layers-absurd": (_meta("layers", "[100000, 100000, 100000]"),
+    # 2**51 parameters: over MAX_PARAMS (2**48)
+    "layers-absurd": (_meta("layers", "[33554432, 33554432, 33554432]"),
                       "over the limit"),
     "layers-huge-int": (_meta("layers", "[3, 4, 99999999999999999999999]"),
                         "out of range"),

@@ -23,6 +23,7 @@ CASES = {
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("optimizer", ["sgd-momentum", "adam"])
+@pytest.mark.usefixtures("unclamped_threads")  # 3 and 4 really run
 def test_fit_bits_independent_of_threads(dtype, case, optimizer, rng):
     m = 400 if case == "online" else 1000
     X = rng.normal(size=(m, 50))

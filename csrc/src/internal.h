@@ -42,10 +42,9 @@ predict_block_rows(int64_t m)
  * core costs more than the work.  Changes no result. */
 #define BP_PARALLEL_MIN_FLOPS 400000.0
 
-/* Most layers an architecture may have (keeps offsets on the stack). */
-#ifndef MAX_LAYERS
-#define MAX_LAYERS 256
-#endif
+/* Most layers an architecture may have (keeps offsets on the stack):
+ * the public limit, which bp_arch_check enforces. */
+#define MAX_LAYERS BP_MAX_LAYERS
 
 /*
  * The training workspace of bp_train_*: one plan gives both its size and

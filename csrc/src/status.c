@@ -202,7 +202,7 @@ bp_arch_check(const bp_arch *arch)
     if (arch == NULL || arch->sizes == NULL || arch->acts == NULL) {
         return BP_EARG;
     }
-    if (arch->n_layers < 2) {
+    if (arch->n_layers < 2 || arch->n_layers > BP_MAX_LAYERS) {
         return BP_ESHAPE;
     }
     L = arch->n_layers - 1;

@@ -11,6 +11,7 @@ cdef extern from "bpcore/bpcore.h" nogil:
         BP_EOVERFLOW
         BP_ENONFINITE
         BP_EINTERNAL
+        BP_MAX_LAYERS
 
     ctypedef struct bp_arch:
         int64_t n_layers

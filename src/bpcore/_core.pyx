@@ -85,6 +85,32 @@ cdef enum:
 
 cdef int _user_threads = 0  # set_num_threads; 0: OpenMP's default
 
+from bpcore import _limits
+
+# The most threads worth asking libgomp for: the CPUs of the affinity mask,
+# capped by a cgroup CPU quota and MAX_THREADS; found once, at import.
+# Asking for more only costs per-thread workspace, and where the OS refuses
+# threads (a pids limit, an address-space cap) libgomp would exit(1).
+cdef int _cpu_max = _limits.cpu_limit()
+
+# BP_MAX_LAYERS of bpcore.h (tests check it against _limits.MAX_LAYERS)
+C_MAX_LAYERS = BP_MAX_LAYERS
+
+
+def cpu_limit():
+    """The cap on thread counts: CPUs this process may run on (affinity,
+    cgroup quota), found at import."""
+    return _cpu_max
+
+
+def _set_cpu_limit(n):
+    """Testing aid: replace the cap (the determinism tests run 3 and 4
+    threads on 2-CPU machines).  Returns the previous cap."""
+    global _cpu_max
+    old = _cpu_max
+    _cpu_max = max(1, min(int(n), _limits.MAX_THREADS))
+    return old
+
 
 def set_user_threads(n):
     """Record set_num_threads(n) (n an int >= 1, or None)."""
@@ -92,26 +118,54 @@ def set_user_threads(n):
     _user_threads = 0 if n is None else n
 
 
+def configured_threads():
+    """set_num_threads' value, else OpenMP's default (not clamped)."""
+    if _user_threads > 0:
+        return _user_threads
+    return max(1, bp_default_threads())
+
+
 def threads_for(n_threads):
-    """n_threads if given (already checked), else set_num_threads' value,
-    else OpenMP's default."""
+    """The thread count that runs: n_threads if given (already checked),
+    else set_num_threads' value, else OpenMP's default; at most
+    cpu_limit()."""
     if n_threads is not None:
-        return n_threads
+        return min(<int>n_threads, _cpu_max)
     return _fast_threads(None)
 
 
 cdef int _fast_threads(object n_threads):
-    """The thread count for a call, or 0 when n_threads needs the full
-    check in Python (anything but None or a plain int >= 1)."""
+    """The thread count for a call (at most _cpu_max), or 0 when n_threads
+    needs the full check in Python (anything but None or a plain int >= 1)."""
     cdef int d
     if n_threads is None:
         if _user_threads > 0:
-            return _user_threads
-        d = bp_default_threads()
-        return d if d > 1 else 1
-    if type(n_threads) is int and 1 <= n_threads <= 1024:  # MAX_THREADS
-        return n_threads
-    return 0
+            d = _user_threads
+        else:
+            d = bp_default_threads()
+    elif type(n_threads) is int and 1 <= n_threads <= 1024:  # MAX_THREADS
+        d = n_threads
+    else:
+        return 0
+    if d > _cpu_max:
+        d = _cpu_max
+    return d if d > 1 else 1
+
+
+# Fork generation: bumped in a forked child, where every guard and busy flag
+# taken before the fork belongs to a thread that does not exist; a guard
+# whose generation is older starts free.
+cdef long _fork_gen = 1
+
+
+def _after_fork_in_child():
+    global _fork_gen
+    _fork_gen += 1
+
+
+import os as _os
+if hasattr(_os, "register_at_fork"):
+    _os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 cdef class Guard:
@@ -119,69 +173,126 @@ cdef class Guard:
     Never blocks: a conflicting call raises RuntimeError.  The writer's own
     thread may read (a fit callback may predict, evaluate or save: between
     epochs the parameters are whole).  The state changes only with the GIL
-    held, in code that cannot release it, so it needs no lock."""
+    held, in code that cannot release it, so it needs no lock.
+
+    Taking and releasing happen in C: as ``with guard.read():`` or
+    ``with guard.write():``, the guard is taken inside ``__enter__`` and
+    released in ``__exit__``, with no Python code between either and the
+    block, so a KeyboardInterrupt cannot leave it taken.  After a fork the
+    child's guards start free."""
     cdef int readers
     cdef bint writer
     cdef unsigned long owner
+    cdef long gen
 
-    cdef int enter_read(self) except -1:
-        """1: counted as a reader; 0: a read in the writer's own thread."""
+    cdef inline void _fresh(self):
+        if self.gen != _fork_gen:
+            self.readers = 0
+            self.writer = False
+            self.owner = 0
+            self.gen = _fork_gen
+
+    cdef long enter_read(self) except -1:
+        """A token for exit_read: the generation when counted as a reader;
+        0 for a read in the writer's own thread."""
+        self._fresh()
         if self.writer:
             if self.owner == PyThread_get_thread_ident():
                 return 0
             raise RuntimeError("the network is being trained (fit or step "
                                "running in another thread)")
         self.readers += 1
-        return 1
+        return self.gen
 
-    cdef void exit_read(self, int counted):
-        if counted:
+    cdef void exit_read(self, long token):
+        if token != 0 and token == self.gen and self.readers > 0:
             self.readers -= 1
 
-    cdef int enter_write(self) except -1:
+    cdef long enter_write(self) except -1:
+        self._fresh()
         if self.writer or self.readers:
             raise RuntimeError("the network is in use by another call "
                                "(fit/step cannot run concurrently with other "
                                "calls on the same network)")
         self.writer = True
         self.owner = PyThread_get_thread_ident()
-        return 0
+        return self.gen
 
-    cdef void exit_write(self):
-        self.writer = False
-        self.owner = 0
+    cdef void exit_write(self, long token):
+        if token == self.gen:
+            self.writer = False
+            self.owner = 0
 
     def read(self):
         """Context manager: hold the network as a reader."""
         cdef _Held h = _Held.__new__(_Held)
         h.guard = self
-        h.counted = self.enter_read()
         h.writer = False
         return h
 
     def write(self):
         """Context manager: hold the network alone."""
         cdef _Held h = _Held.__new__(_Held)
-        self.enter_write()
         h.guard = self
-        h.counted = 0
         h.writer = True
         return h
 
 
 cdef class _Held:
     cdef Guard guard
-    cdef int counted
+    cdef long token
     cdef bint writer
+    cdef bint held
 
     def __enter__(self):
+        if self.held:
+            raise RuntimeError("internal: a guard hold entered twice")
+        if self.writer:
+            self.token = self.guard.enter_write()
+        else:
+            self.token = self.guard.enter_read()
+        self.held = True
         return self
 
     def __exit__(self, *exc):
-        if self.writer:
-            self.guard.exit_write()
-        else:
-            self.guard.exit_read(self.counted)
+        if self.held:
+            self.held = False
+            if self.writer:
+                self.guard.exit_write(self.token)
+            else:
+                self.guard.exit_read(self.token)
+        return False
+
+
+cdef class Busy:
+    """Optimizer._in_use: one fit or step at a time per optimizer.  The flag
+    is the optimizer's ``_busy`` attribute (False, or the fork generation it
+    was set in); it is tested, set and cleared here in C, inside
+    ``__enter__``/``__exit__``, so a KeyboardInterrupt cannot leave it set,
+    and a forked child finds it free."""
+    cdef object opt
+    cdef bint held
+
+    def __cinit__(self, opt):
+        self.opt = opt
+
+    def __enter__(self):
+        v = getattr(self.opt, "_busy", False)  # (absent in old pickles)
+        if type(v) is int and v == _fork_gen:
+            raise RuntimeError(
+                "optimizer: already in use by a fit or step running in "
+                "another thread; give each concurrent training its own "
+                "optimizer")
+        self.opt._busy = _fork_gen
+        self.held = True
+        return self
+
+    def __exit__(self, *exc):
+        if self.held:
+            self.held = False
+            v = getattr(self.opt, "_busy", False)
+            if type(v) is int and v == _fork_gen:
+                self.opt._busy = False
         return False
 
 
@@ -390,7 +501,8 @@ cdef class Arch:
         argument is anything else (the caller then validates it fully and
         reports what is wrong)."""
         cdef cnp.ndarray x
-        cdef int ndim, counted
+        cdef int ndim
+        cdef long token
         cdef int nt = _fast_threads(n_threads)
         cdef int64_t m, n0 = self.size(0)
         cdef int64_t nL = self.size(self.arch.n_layers - 1)
@@ -422,11 +534,11 @@ cdef class Arch:
             Y = cnp.PyArray_SimpleNew(1, &dims[1], cnp.PyArray_TYPE(x))
         else:
             Y = cnp.PyArray_SimpleNew(2, dims, cnp.PyArray_TYPE(x))
-        counted = guard.enter_read()
+        token = guard.enter_read()
         try:
             self._predict(params, x, Y, m, nt)
         finally:
-            guard.exit_read(counted)
+            guard.exit_read(token)
         return Y
 
     def predict(self, cnp.ndarray params, cnp.ndarray X, cnp.ndarray Y,

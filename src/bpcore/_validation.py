@@ -6,6 +6,7 @@ import operator
 import numpy as np
 
 from bpcore import _core
+from bpcore import _limits
 
 ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu",
                "softplus", "gelu")
@@ -217,8 +218,9 @@ def as_sample_weight(sw, name, dtype, m):
 
 
 # Most threads a call may ask for (as _core's fast path checks): each gets
-# a workspace of up to a few MB, so thousands would exhaust memory.
-MAX_THREADS = 1024
+# a workspace of up to a few MB, so thousands would exhaust memory.  (The
+# count that runs is further clamped to the CPUs: _limits.cpu_limit.)
+MAX_THREADS = _limits.MAX_THREADS
 
 
 def check_threads(n_threads):

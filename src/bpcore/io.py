@@ -43,7 +43,8 @@ Loading
 Files are untrusted.  Before safetensors sees the bytes, the loader reads the
 header length (at most 16 MiB), parses the JSON header itself (no duplicate
 keys, no NaN literals) and checks: the format name and version, the
-architecture (layer sizes positive ints, at most 2**31 parameters in all),
+architecture (at most 256 layer sizes, each a positive int, at most 2**48
+parameters in all: the limits of Network, from bpcore._limits),
 the names, activations, loss and dtype, that every metadata value is a
 string and no unknown key is present, that exactly the expected tensors are
 present with the expected dtype and shape, and that their byte ranges tile
@@ -57,6 +58,7 @@ nothing from the file is ever executed.
 import json
 import math
 import os
+import re
 import secrets
 import stat
 import struct
@@ -64,6 +66,7 @@ import struct
 import numpy as np
 import safetensors.numpy as st_numpy
 
+from bpcore import _limits
 from bpcore import _validation as V
 from bpcore._errors import FormatError
 
@@ -74,10 +77,12 @@ FORMAT_NAME = "bpcore"
 FORMAT_VERSION = "1"
 #: Largest JSON header accepted (and written), in bytes.
 MAX_HEADER_BYTES = 16 * 1024 * 1024
-#: Largest total number of weights and biases accepted.
-MAX_PARAMS = 2 ** 31
-#: Largest number of layer sizes (n_0 .. n_L) accepted.
-MAX_LAYERS = 10_000
+#: Largest total number of weights and biases accepted (and largest layer
+#: size): the same limit as Network's (bpcore._limits).
+MAX_PARAMS = _limits.MAX_PARAMS
+#: Largest number of layer sizes (n_0 .. n_L) accepted: the same limit as
+#: Network's and the C core's (bpcore._limits).
+MAX_LAYERS = _limits.MAX_LAYERS
 # Bound on optimizer counters (t, epoch): they are int64 in C.
 _MAX_COUNT = 2 ** 62
 
@@ -97,7 +102,11 @@ def save(net, path, optimizer=None):
 
     The bytes go to a temporary file in the same folder, which is flushed,
     fsync'ed and then renamed over ``path`` (``os.replace``): a crash at any
-    moment leaves either the old file or the new one under ``path``.
+    moment leaves either the old file or the new one under ``path``.  The
+    temporary file is ``.<name>.<pid>.<random>.tmp``, locked (flock) while
+    written; a process killed mid-save (kill -9) leaves it behind, and the
+    next save to the same ``path`` removes such files whose process is gone
+    and that no process holds locked.
 
     Parameters
     ----------
@@ -153,7 +162,13 @@ def copy_state(net):
 def from_copy_state(data, params):
     """The network of :func:`copy_state`'s output."""
     net = from_bytes(data)
-    net.params = params
+    params = np.asarray(params)
+    if params.shape != net._params.shape:
+        raise ValueError(f"params must have shape {net._params.shape}, got "
+                         f"{params.shape}")
+    # as they were, NaN and infinity included (the params setter refuses
+    # them; a copy keeps what it copies)
+    np.copyto(net._params, params, casting="same_kind")
     return net
 
 
@@ -225,10 +240,12 @@ def _atomic_write(path, data):
         raise IsADirectoryError(f"cannot save to {path!r}: it is a "
                                 f"directory; give a file name")
     folder, base = os.path.split(os.path.abspath(path))
+    _remove_stale_temporaries(folder, base)
     flags = (os.O_WRONLY | os.O_CREAT | os.O_EXCL
              | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0))
     for _ in range(100):
-        tmp = os.path.join(folder, f".{base}.{secrets.token_hex(8)}.tmp")
+        tmp = os.path.join(folder, f".{base}.{os.getpid()}."
+                                   f"{secrets.token_hex(8)}.tmp")
         try:
             # 0o666 so the process umask applies, as for a plain open().
             fd = os.open(tmp, flags, 0o666)
@@ -238,6 +255,7 @@ def _atomic_write(path, data):
     else:  # pragma: no cover - 100 collisions of 64 random bits
         raise FileExistsError(f"could not create a temporary file in {folder}")
     try:
+        _lock(fd)  # held until the file is closed: "a live save owns it"
         try:
             f = os.fdopen(fd, "wb")
         except BaseException:
@@ -256,6 +274,70 @@ def _atomic_write(path, data):
             pass
         raise
     _fsync_folder(folder)
+
+
+def _lock(fd):
+    """An exclusive flock on a temporary file while it is written (POSIX;
+    best effort: some file systems have no locks)."""
+    try:
+        import fcntl
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (ImportError, OSError):
+        pass
+
+
+def _pid_alive(pid):
+    if pid == os.getpid():
+        return True  # another thread of ours may be saving
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError, OSError):
+        return True  # exists (another user's), or cannot tell: keep
+    return True
+
+
+def _unlocked(path):
+    """True when no process holds a lock on path (the file stays as is)."""
+    try:
+        import fcntl
+    except ImportError:
+        return True
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_temporaries(folder, base):
+    """Remove what saves to the same target killed mid-write (kill -9, power
+    loss) left beside it: ``.<base>.<pid>.<16 hex>.tmp`` files whose pid is
+    not a live process and that no process holds a lock on.  Best effort:
+    any error leaves the file."""
+    pattern = re.compile(r"\." + re.escape(base) + r"\.([0-9]{1,10})\."
+                         r"[0-9a-f]{16}\.tmp")
+    try:
+        names = os.listdir(folder or ".")
+    except OSError:
+        return
+    for name in names:
+        m = pattern.fullmatch(name)
+        if m is None or _pid_alive(int(m.group(1))):
+            continue
+        full = os.path.join(folder, name)
+        try:
+            if stat.S_ISREG(os.lstat(full).st_mode) and _unlocked(full):
+                os.unlink(full)
+        except OSError:
+            pass
 
 
 def _keep_mode(fd, path):

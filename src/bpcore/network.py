@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bpcore import _core
+from bpcore import _limits
 from bpcore import _race
 from bpcore import _validation as V
 from bpcore._config import resolve_threads
@@ -27,7 +28,7 @@ __all__ = ["Network", "Trace", "Gradients", "History", "EarlyStopping"]
 _ACT_CODES = {name: i for i, name in enumerate(V.OUTPUTS)}
 _LOSS_CODES = {name: i for i, name in enumerate(V.LOSSES)}
 # Most parameters (and largest layer size) a network may have.
-_MAX_PARAMS = 2 ** 48
+_MAX_PARAMS = _limits.MAX_PARAMS
 _RELU_FAMILY = ("relu", "leaky_relu", "elu", "gelu", "softplus")
 
 # Rows per call when evaluating large data sets: bounds the trace memory.
@@ -107,12 +108,26 @@ class EarlyStopping:
                 f"{self.min_delta}, restore_best={self.restore_best})")
 
 
+def _finite_cast(value, dtype, name):
+    """value (an ndarray) as dtype, refused with a ValueError naming it when
+    that holds NaN or infinity (also a finite float64 too large for
+    float32): a network never takes non-finite parameters."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.ascontiguousarray(value, dtype=dtype)
+    if not _core.all_finite(out):
+        raise ValueError(f"{name} must be finite: it holds NaN or infinity "
+                         f"(as {np.dtype(dtype).name}); the network was not "
+                         f"changed")
+    return out
+
+
 class _ViewList(list):
     """A list of parameter views; assigning an item writes into the view.
     With a guard (a network's), the write is refused while fit or step
     runs in another thread."""
 
     _guard = None
+    _name = "parameters"
 
     def __setitem__(self, k, value):
         if isinstance(k, slice):
@@ -122,6 +137,9 @@ class _ViewList(list):
         if value.shape != view.shape:
             raise ValueError(f"shape {value.shape} does not match the "
                              f"parameter's shape {view.shape}")
+        if self._guard is not None:
+            idx = k if k >= 0 else k + len(self)
+            value = _finite_cast(value, view.dtype, f"{self._name}[{idx}]")
         if self._guard is None:
             view[...] = value
             return
@@ -235,6 +253,7 @@ class Network:
         self._guard = _core.Guard()
         self._weights, self._biases = self._views(self._params, w_off, b_off)
         self._weights._guard = self._biases._guard = self._guard
+        self._weights._name, self._biases._name = "weights", "biases"
         self.metadata = {}
         self.history = None
         self._initialise(rng)
@@ -252,11 +271,16 @@ class Network:
         if len(out) < 2:
             raise ValueError(f"layers needs at least 2 sizes (input and "
                              f"output), got {len(out)}")
+        if len(out) > _limits.MAX_LAYERS:
+            raise ValueError(f"layers lists {len(out)} sizes; at most "
+                             f"{_limits.MAX_LAYERS} are supported (input, "
+                             f"output and {_limits.MAX_LAYERS - 2} hidden "
+                             f"layers)")
         # far beyond any memory; keeps every size and offset in int64
         n_params = sum(a * b + b for a, b in zip(out, out[1:]))
         if max(out) > _MAX_PARAMS or n_params > _MAX_PARAMS:
             raise ValueError(f"layers {list(out)} would need {n_params:,} "
-                             f"parameters; at most {_MAX_PARAMS:,} (2**48) "
+                             f"parameters; at most {_MAX_PARAMS:,} "
                              f"are supported")
         return tuple(out)
 
@@ -333,6 +357,7 @@ class Network:
         if value.shape != self._params.shape:
             raise ValueError(f"params must have shape {self._params.shape}, "
                              f"got {value.shape}")
+        value = _finite_cast(value, self._dtype, "params")
         # refused while fit or step runs in another thread (allowed in a
         # fit callback, between epochs)
         with self._guard.read():

@@ -6,8 +6,6 @@ hyperparameters and the state (momentum or moment buffers, the update count
 the optimizer, so passing the same object to a later ``fit`` or ``step``
 continues where it stopped.  Weight decay applies to weights, never biases.
 """
-import contextlib
-import threading
 from collections.abc import Mapping
 
 import numpy as np
@@ -16,10 +14,6 @@ from bpcore import _core
 from bpcore._validation import check_float
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "get_optimizer"]
-
-
-# guards the test-and-set of Optimizer._busy
-_BUSY_LOCK = threading.Lock()
 
 
 def _check_lr(lr):
@@ -39,21 +33,12 @@ class Optimizer:
         self._busy = False
         self.reset()
 
-    @contextlib.contextmanager
     def _in_use(self):
         """Held by fit and step: one training at a time per optimizer (its
-        state and step count belong to one sequence of updates)."""
-        with _BUSY_LOCK:
-            if getattr(self, "_busy", False):  # (absent in old pickles)
-                raise RuntimeError(
-                    "optimizer: already in use by a fit or step running in "
-                    "another thread; give each concurrent training its own "
-                    "optimizer")
-            self._busy = True
-        try:
-            yield
-        finally:
-            self._busy = False
+        state and step count belong to one sequence of updates).  A context
+        manager that tests and sets the flag in C (_core.Busy), so Ctrl-C
+        cannot leave it set; a forked child finds it free."""
+        return _core.Busy(self)
 
     def __getstate__(self):
         state = self.__dict__.copy()

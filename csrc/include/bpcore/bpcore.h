@@ -54,6 +54,10 @@ typedef enum {
     BP_LOSS_COUNT = 6
 } bp_loss;
 
+/* Most entries of sizes (n_0..n_L) an architecture may have; bp_arch_check
+ * refuses more with BP_ESHAPE.  bpcore/_limits.py holds the same number. */
+#define BP_MAX_LAYERS 256
+
 /*
  * A network's architecture.  sizes has n_layers = L + 1 entries n_0..n_L;
  * acts has L entries, acts[k] being the activation of layer k + 1.
