@@ -749,8 +749,9 @@ def to_c(net, prefix, scaling="auto"):
            else ""),
         " * libm: " + (", ".join(libm) if libm else "none"),
     ])
+    base = os.path.basename(prefix)
     header = f"""/*
- * {name}.h - a bpcore network as plain C99.
+ * {base}.h - a bpcore network as plain C99.
 {comment}
  */
 #ifndef {NAME}_H
@@ -773,8 +774,8 @@ void {name}_predict(const {T} *x, {T} *y);
 
 #endif /* {NAME}_H */
 """
-    parts = [f"/*\n * {name}.c - a bpcore network as plain C99.\n{comment}"
-             f"\n */\n#include \"{os.path.basename(prefix)}.h\"\n"]
+    parts = [f"/*\n * {base}.c - a bpcore network as plain C99.\n{comment}"
+             f"\n */\n#include \"{base}.h\"\n"]
     if libm:
         parts.append("#include <math.h>\n")
     parts.append(f"#define {NAME}_WIDTH {width}\n")
