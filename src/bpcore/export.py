@@ -196,9 +196,9 @@ class _Graph:
         self._n += 1
         return f"{base}_{self._n}"
 
-    def const(self, value, name=None):
+    def const(self, value, name=None, dtype=None):
         """A tensor initializer in the graph's dtype (scalars shared)."""
-        arr = np.asarray(value, dtype=self.dtype)
+        arr = np.asarray(value, dtype=dtype or self.dtype)
         if arr.ndim == 0 and name is None:
             key = arr.tobytes()
             if key in self._consts:
@@ -363,9 +363,15 @@ def to_onnx(net, path=None, dtype=None, scaling="auto", logits=True):
     elem = helper.np_dtype_to_tensor_dtype(dt)
 
     h = "X"
+    f64 = helper.np_dtype_to_tensor_dtype(np.dtype(np.float64))
+    wide = dt != np.float64   # scaling runs in double, as bpcore predict's
     if sc.inputs:
-        h = g.op("Div", g.op("Sub", h, g.const(sc.x_mean, "input_mean")),
-                 g.const(sc.x_std, "input_std"), out="X_scaled")
+        if wide:
+            h = g.op("Cast", h, to=f64)
+        h = g.op("Div", g.op("Sub", h, g.const(sc.x_mean, "input_mean",
+                                               np.float64)),
+                 g.const(sc.x_std, "input_std", np.float64))
+        h = g.op("Cast", h, to=elem, out="X_scaled") if wide else h
     L = len(net.weights)
     z = None
     for k, (W, b, act) in enumerate(zip(net.weights, net.biases,
@@ -374,8 +380,13 @@ def to_onnx(net, path=None, dtype=None, scaling="auto", logits=True):
                  out=f"net{k + 1}" if k < L - 1 else "net_out")
         h = g.activation(act, z)
     if sc.y_mean is not None:
-        h = g.op("Add", g.op("Mul", h, g.const(sc.y_std, "target_std")),
-                 g.const(sc.y_mean, "target_mean"))
+        if wide:
+            h = g.op("Cast", h, to=f64)
+        h = g.op("Add", g.op("Mul", h, g.const(sc.y_std, "target_std",
+                                               np.float64)),
+                 g.const(sc.y_mean, "target_mean", np.float64))
+        if wide:
+            h = g.op("Cast", h, to=elem)
     if sc.binary:
         h = g.op("Concat", g.op("Sub", g.const(1.0), h), h, axis=1)
     g.op("Identity", h, out="Y")
@@ -779,11 +790,14 @@ void {name}_predict(const {T} *x, {T} *y);
     if libm:
         parts.append("#include <math.h>\n")
     parts.append(f"#define {NAME}_WIDTH {width}\n")
+    # the scaling runs in double, as in bpcore predict (a float32 mean
+    # would cost digits for features with a large offset)
     if sc.inputs:
-        parts.append(_c_array(f"{name}_input_mean", sc.x_mean, f32, T,
-                              "input_mean, subtracted from x"))
-        parts.append(_c_array(f"{name}_input_std", sc.x_std, f32, T,
-                              "input_std, divides x - input_mean"))
+        parts.append(_c_array(f"{name}_input_mean", sc.x_mean, False,
+                              "double", "input_mean, subtracted from x"))
+        parts.append(_c_array(f"{name}_input_std", sc.x_std, False,
+                              "double", "input_std, divides x - "
+                              "input_mean"))
     for k, (W, b) in enumerate(zip(net.weights, net.biases)):
         parts.append(_c_array(f"{name}_w{k}", W, f32, T,
                               f"W_{k} ({W.shape[0]}, {W.shape[1]}), "
@@ -791,10 +805,10 @@ void {name}_predict(const {T} *x, {T} *y);
         parts.append(_c_array(f"{name}_b{k}", b, f32, T,
                               f"b_{k} ({b.shape[0]})"))
     if sc.y_mean is not None:
-        parts.append(_c_array(f"{name}_target_mean", sc.y_mean, f32, T,
-                              "target_mean"))
-        parts.append(_c_array(f"{name}_target_std", sc.y_std, f32, T,
-                              "target_std"))
+        parts.append(_c_array(f"{name}_target_mean", sc.y_mean, False,
+                              "double", "target_mean"))
+        parts.append(_c_array(f"{name}_target_std", sc.y_std, False,
+                              "double", "target_std"))
     parts.append(f"""/* out (n_out) = in (n_in) @ w (n_in, n_out) + b (n_out) */
 static void
 dense({T} *out, const {T} *in, const {T} *w, const {T} *b, int n_in,
@@ -820,8 +834,8 @@ dense({T} *out, const {T} *in, const {T} *w, const {T} *b, int n_in,
     src = "x"
     if sc.inputs:
         body += [f"    for (j = 0; j < {n_in}; j++) {{",
-                 f"        a[j] = (x[j] - {name}_input_mean[j]) / "
-                 f"{name}_input_std[j];", "    }"]
+                 f"        a[j] = ({T})(((double)x[j] - {name}_input_mean[j])"
+                 f" / {name}_input_std[j]);", "    }"]
         src = "a"
     for k, act in enumerate(acts):
         dst = "b" if src == "a" else "a"
@@ -835,8 +849,8 @@ dense({T} *out, const {T} *in, const {T} *w, const {T} *b, int n_in,
     n_last = net.layers[-1]
     if sc.y_mean is not None:
         body += [f"    for (j = 0; j < {n_last}; j++) {{",
-                 f"        y[j] = {src}[j] * {name}_target_std[j] + "
-                 f"{name}_target_mean[j];", "    }"]
+                 f"        y[j] = ({T})((double){src}[j] * "
+                 f"{name}_target_std[j] + {name}_target_mean[j]);", "    }"]
     elif sc.binary:
         one = "1.0f" if f32 else "1.0"
         body += [f"    y[0] = {one} - {src}[0];", f"    y[1] = {src}[0];"]
