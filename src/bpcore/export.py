@@ -811,8 +811,8 @@ void {name}_predict(const {T} *x, {T} *y);
                               "double", "target_std"))
     parts.append(f"""/* out (n_out) = in (n_in) @ w (n_in, n_out) + b (n_out) */
 static void
-dense({T} *out, const {T} *in, const {T} *w, const {T} *b, int n_in,
-      int n_out)
+dense({T} *restrict out, const {T} *restrict in, const {T} *restrict w,
+      const {T} *restrict b, int n_in, int n_out)
 {{
     int i, j;
     for (j = 0; j < n_out; j++) {{
