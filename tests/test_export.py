@@ -537,3 +537,12 @@ def test_sklearn_conversion_errors(rng):
                  X[:, 0] > 0.5)
     with pytest.raises(ValueError, match="gelu"):
         to_sklearn(bp)
+
+
+def test_import_bpcore_stays_light():
+    code = ("import sys, bpcore; bpcore.export.to_c; "
+            "print(sorted(m for m in ('onnx', 'onnxruntime', 'torch') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == "[]"

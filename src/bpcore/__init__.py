@@ -12,6 +12,7 @@ from bpcore._config import get_num_threads, set_num_threads, show_config
 from bpcore.optim import SGD, Adam, AdamW, Optimizer
 from bpcore import schedules
 from bpcore import io
+from bpcore import export  # onnx and torch are imported only when used
 from bpcore.network import (EarlyStopping, Gradients, History, Network,
                             Trace)
 
@@ -30,7 +31,7 @@ def load(path):
 
 __all__ = [
     "Network", "Trace", "Gradients", "History", "EarlyStopping",
-    "SGD", "Adam", "AdamW", "Optimizer", "schedules", "io",
+    "SGD", "Adam", "AdamW", "Optimizer", "schedules", "io", "export",
     "DivergenceError", "FormatError", "load",
     "set_num_threads", "get_num_threads", "show_config", "__version__",
 ]
