@@ -81,8 +81,9 @@ def _check_dtype(dtype, net):
     return dt
 
 
-def _check_out_path(path, what="path"):
-    """The path as a str; its folder must exist."""
+def _check_out_path(path, what="path", file=True):
+    """The path as a str; its folder must exist (and, for a file path, it
+    must not be a directory)."""
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"{what} must be a str or os.PathLike, got "
                         f"{type(path).__name__}")
@@ -93,6 +94,9 @@ def _check_out_path(path, what="path"):
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"{what} {path!r}: the folder {folder!r} "
                                 f"does not exist")
+    if file and os.path.isdir(path):
+        raise IsADirectoryError(f"{what} {path!r} is a directory; give a "
+                                f"file name")
     return path
 
 
@@ -732,7 +736,7 @@ def to_c(net, prefix, scaling="auto"):
         The paths of the header and the source written.
     """
     _check_net(net)
-    prefix = _check_out_path(prefix, "prefix")
+    prefix = _check_out_path(prefix, "prefix", file=False)
     name = _c_identifier(prefix)
     sc = _Scaling(net, scaling)
     f32 = net.dtype == np.float32
