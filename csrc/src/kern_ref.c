@@ -40,7 +40,6 @@ REF_GEMM(gemm_ref_f64, double)
 #include "net_impl.h"
 #include "math_undef.h"
 
-/* the bound of the network code's stack arrays is the public one */
 
 #include "math_f64.h"
 #define SFX _ref_f64

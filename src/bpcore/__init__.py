@@ -13,6 +13,7 @@ from bpcore.optim import SGD, Adam, AdamW, Optimizer
 from bpcore import schedules
 from bpcore.lbfgs import LBFGS
 from bpcore import io
+from bpcore import export  # onnx and torch are imported only when used
 from bpcore.network import (EarlyStopping, Gradients, History, Network,
                             Trace)
 from bpcore import callbacks
@@ -32,7 +33,7 @@ def load(path):
 
 __all__ = [
     "Network", "Trace", "Gradients", "History", "EarlyStopping",
-    "SGD", "Adam", "AdamW", "Optimizer", "schedules", "io",
+    "SGD", "Adam", "AdamW", "Optimizer", "schedules", "io", "export",
     "DivergenceError", "FormatError", "load",
     "LBFGS", "ConvergenceWarning", "callbacks",
     "set_num_threads", "get_num_threads", "show_config", "__version__",

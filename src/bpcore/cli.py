@@ -6,6 +6,7 @@
     bpcore predict model.safetensors new.csv --out predictions.csv
     bpcore evaluate model.safetensors test.csv
     bpcore info model.safetensors
+    bpcore export model.safetensors --format onnx --out model.onnx
     bpcore train                      # no data: the built-in demo
 
 ``python -m bpcore`` is the same program.  Data files are CSV (with or
@@ -1428,6 +1429,8 @@ def cmd_info(args):
     if META_X_MEAN in net.metadata:
         print("scaling:      inputs standardised with the training mean/std "
               "(applied by predict)")
+    print(f"export:       {', '.join(EXPORT_FORMATS)} (bpcore export MODEL "
+          f"--format {'|'.join(EXPORT_FORMATS)} --out PATH)")
     if info.summary:
         s = info.summary
         line = (f"trained:      {s.get('epochs')} epochs on "
@@ -1449,6 +1452,52 @@ def cmd_info(args):
         META_X_STD, META_Y_MEAN, META_Y_STD, META_LAYOUT, META_SUMMARY))
     if others:
         print(f"metadata:     {', '.join(others)}")
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# export
+# ---------------------------------------------------------------------------
+
+EXPORT_FORMATS = ("onnx", "c", "torch")
+
+
+def cmd_export(args):
+    """Write MODEL as ONNX, a C99 .h/.c pair or a torch.save'd module."""
+    net, info = load_model(args.model)
+    from bpcore import export
+    out = args.out
+    what = "--out" + (" (the prefix of the .h/.c pair)" if args.format == "c"
+                      else "")
+    folder = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(folder):
+        raise CLIError(f"{what} {out}: the folder {folder} does not exist")
+    if os.path.isdir(out):
+        raise CLIError(f"{what} {out}: is a directory; give a file name")
+    scaling = "auto" if not args.no_scaling else False
+    try:
+        if args.format == "onnx":
+            export.to_onnx(net, out, scaling=scaling)
+            written = [out]
+        elif args.format == "c":
+            written = list(export.to_c(net, out, scaling=scaling))
+        else:
+            import torch
+            if scaling and "input_mean" in net.metadata:
+                print("bpcore: note: the torch module is the bare network; "
+                      "standardise inputs with the model's input_mean/"
+                      "input_std first", file=sys.stderr)
+            torch.save(export.to_torch(net), out)
+            written = [out]
+    except ImportError as e:
+        need = {"onnx": "onnx (pip install 'bpcore[onnx]')",
+                "torch": "PyTorch (pip install torch)"}.get(args.format, "")
+        raise CLIError(f"--format {args.format} needs {need}: "
+                       f"{e}") from None
+    except OSError as e:
+        raise CLIError(f"cannot write {out}: {e.strerror or e}") from None
+    for path in written:
+        print(f"wrote {os.path.abspath(path)}")
     return 0
 
 
@@ -1644,6 +1693,26 @@ def build_parser():
                          "training summary of a saved model")
     inf.add_argument("model", metavar="MODEL")
     inf.set_defaults(func=cmd_info)
+
+    exp = sub.add_parser("export", help="write a saved model as ONNX, C "
+                         "source or a PyTorch module", description=(
+                             "Export MODEL: --format onnx (an .onnx file "
+                             "for ONNX Runtime; needs onnx), c (PATH.h and "
+                             "PATH.c, plain C99) or torch (torch.save of an "
+                             "nn.Sequential; needs PyTorch). ONNX and C "
+                             "apply the input scaling stored by 'bpcore "
+                             "train', so they read raw inputs and output "
+                             "what 'bpcore predict' prints."))
+    exp.add_argument("model", metavar="MODEL")
+    exp.add_argument("--format", required=True, choices=EXPORT_FORMATS,
+                     help="onnx, c or torch")
+    exp.add_argument("--out", required=True, metavar="PATH",
+                     help="output file (for c: the path prefix of the "
+                     ".h/.c pair)")
+    exp.add_argument("--no-scaling", action="store_true",
+                     help="export the bare network, without the stored "
+                     "input/output scaling")
+    exp.set_defaults(func=cmd_export)
     return p
 
 

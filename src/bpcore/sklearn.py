@@ -86,7 +86,7 @@ from bpcore._config import resolve_threads
 from bpcore.network import Network
 from bpcore.optim import SGD, Adam
 
-__all__ = ["MLPClassifier", "MLPRegressor"]
+__all__ = ["MLPClassifier", "MLPRegressor", "from_sklearn", "to_sklearn"]
 
 # scikit-learn's activation names -> bpcore's; bpcore's own names pass as is.
 _ACTIVATION_ALIASES = {"logistic": "sigmoid"}
@@ -1294,3 +1294,181 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         tags.target_tags.multi_output = True
         tags.target_tags.positive_only = self.loss == "poisson"
         return tags
+
+
+# -- conversion from and to scikit-learn's own MLPs -----------------------
+
+_SK_TO_BP_OUT = {"logistic": "sigmoid", "softmax": "softmax",
+                 "identity": "identity"}
+_FITTED_COPIED = ("n_iter_", "t_", "loss_", "loss_curve_", "best_loss_",
+                  "validation_scores_", "best_validation_score_",
+                  "n_features_in_", "feature_names_in_",
+                  "_no_improvement_count")
+
+
+def _shared_params(src, dst_cls, skip=()):
+    names = set(dst_cls().get_params()) - set(skip)
+    return {k: v for k, v in src.get_params().items() if k in names}
+
+
+def _copy_fitted(src, dst):
+    import copy
+    for name in _FITTED_COPIED:
+        if hasattr(src, name):
+            setattr(dst, name, copy.deepcopy(getattr(src, name)))
+
+
+def from_sklearn(est):
+    """A fitted bpcore estimator equal to a fitted scikit-learn MLP.
+
+    Parameters
+    ----------
+    est : sklearn.neural_network.MLPClassifier or MLPRegressor
+        Fitted, with a hidden activation and output bpcore has (every
+        scikit-learn choice except ``MLPRegressor(loss="poisson")``).
+
+    Returns
+    -------
+    bpcore.sklearn.MLPClassifier or MLPRegressor
+        With the same hyperparameters (those bpcore's estimator has), the
+        same ``classes_`` and label encoding, the weights copied exactly
+        into ``network_`` (float64, or float32 when ``est`` was fitted on
+        float32), and scikit-learn's fitted attributes (``n_iter_``,
+        ``t_``, ``loss_``, ``loss_curve_``, ``best_loss_``, ...).
+        ``predict`` and ``predict_proba`` give scikit-learn's results to
+        rounding; ``partial_fit`` and ``fit`` with ``warm_start=True``
+        continue training (with a fresh optimizer state: scikit-learn's
+        Adam moments or SGD velocities are not carried over).  Binary
+        classifiers keep scikit-learn's single logistic output,
+        multiclass a softmax, multilabel one logistic output per label.
+
+    Raises
+    ------
+    TypeError
+        If est is not a scikit-learn MLPClassifier or MLPRegressor.
+    sklearn.exceptions.NotFittedError
+        If est is not fitted.
+    ValueError
+        If est uses an output bpcore does not have.
+
+    Examples
+    --------
+    >>> from sklearn.neural_network import MLPClassifier as SkMLP
+    >>> from sklearn.datasets import load_iris
+    >>> from bpcore.sklearn import from_sklearn
+    >>> X, y = load_iris(return_X_y=True)
+    >>> sk = SkMLP((8,), max_iter=20, random_state=0).fit(X, y)  # doctest: +SKIP
+    >>> bp = from_sklearn(sk)                                    # doctest: +SKIP
+    """
+    import copy
+    from sklearn import neural_network as sknn
+    if isinstance(est, sknn.MLPClassifier):
+        cls = MLPClassifier
+    elif isinstance(est, sknn.MLPRegressor):
+        cls = MLPRegressor
+    else:
+        raise TypeError(f"from_sklearn expects a scikit-learn "
+                        f"MLPClassifier or MLPRegressor, got "
+                        f"{type(est).__name__}")
+    check_is_fitted(est, "coefs_", msg=(
+        f"This {type(est).__name__} instance is not fitted yet: call fit "
+        f"before from_sklearn."))
+    out = getattr(est, "out_activation_", None)
+    if out not in _SK_TO_BP_OUT:
+        raise ValueError(f"from_sklearn: the output activation {out!r} is "
+                         f"not supported (bpcore has identity, logistic and "
+                         f"softmax outputs)")
+    hidden = _map_activation(est.activation, est)
+    coefs, intercepts = est.coefs_, est.intercepts_
+    dtype = (np.float32 if all(c.dtype == np.float32 for c in coefs)
+             else np.float64)
+    layers = [coefs[0].shape[0]] + [c.shape[1] for c in coefs]
+    bp_out = _SK_TO_BP_OUT[out]
+    loss = {"sigmoid": "binary_cross_entropy", "softmax": "cross_entropy",
+            "identity": "mse"}[bp_out]
+    params = _shared_params(est, cls)
+    new = cls(**params)
+    net = Network(layers, activation=hidden, output=bp_out, loss=loss,
+                  dtype=dtype, seed=0)
+    for k, (W, b) in enumerate(zip(coefs, intercepts)):
+        net.weights[k][...] = W
+        net.biases[k][...] = b
+    new.network_ = net
+    new.n_outputs_ = int(est.n_outputs_)
+    new.n_layers_ = int(est.n_layers_)
+    new.out_activation_ = out
+    if cls is MLPClassifier:
+        new._label_binarizer = copy.deepcopy(est._label_binarizer)
+        new.classes_ = copy.deepcopy(est.classes_)
+    _copy_fitted(est, new)
+    for name, default in (("n_iter_", 0), ("t_", 0), ("loss_curve_", []),
+                          ("_no_improvement_count", 0)):
+        if not hasattr(new, name):
+            setattr(new, name, default)
+    if not hasattr(new, "best_loss_"):
+        new.best_loss_ = np.inf
+    if not hasattr(new, "validation_scores_"):
+        new.validation_scores_ = None
+        new.best_validation_score_ = None
+    return new
+
+
+_BP_TO_SK_HIDDEN = {"identity": "identity", "sigmoid": "logistic",
+                    "tanh": "tanh", "relu": "relu"}
+
+
+def to_sklearn(est):
+    """A fitted scikit-learn MLP equal to a fitted bpcore estimator.
+
+    The reverse of :func:`from_sklearn`: the weights (copied), classes and
+    fitted attributes go into a :class:`sklearn.neural_network.
+    MLPClassifier` or ``MLPRegressor``.  Its hidden activation must be one
+    scikit-learn has (identity, logistic/sigmoid, tanh, relu), the same
+    for every hidden layer.
+
+    Raises
+    ------
+    TypeError
+        If est is not a bpcore.sklearn MLPClassifier or MLPRegressor.
+    sklearn.exceptions.NotFittedError
+        If est is not fitted.
+    ValueError
+        If the network uses an activation scikit-learn does not have.
+    """
+    import copy
+    from sklearn import neural_network as sknn
+    if isinstance(est, MLPClassifier):
+        cls = sknn.MLPClassifier
+    elif isinstance(est, MLPRegressor):
+        cls = sknn.MLPRegressor
+    else:
+        raise TypeError(f"to_sklearn expects a bpcore.sklearn "
+                        f"MLPClassifier or MLPRegressor, got "
+                        f"{type(est).__name__}")
+    check_is_fitted(est, "network_", msg=(
+        f"This {type(est).__name__} instance is not fitted yet: call fit "
+        f"before to_sklearn."))
+    net = est.network_
+    hidden = set(net.activation[:-1])
+    if len(hidden) > 1:
+        raise ValueError(f"to_sklearn: scikit-learn's MLPs use one hidden "
+                         f"activation; this network has {sorted(hidden)}")
+    act = hidden.pop() if hidden else "relu"
+    if act not in _BP_TO_SK_HIDDEN:
+        raise ValueError(f"to_sklearn: scikit-learn has no {act!r} "
+                         f"activation (it has identity, logistic, tanh, "
+                         f"relu)")
+    params = _shared_params(est, cls, skip=("activation",))
+    new = cls(activation=_BP_TO_SK_HIDDEN[act], **params)
+    new.coefs_ = [np.array(W) for W in net.weights]
+    new.intercepts_ = [np.array(b) for b in net.biases]
+    new.n_outputs_ = int(est.n_outputs_)
+    new.n_layers_ = int(est.n_layers_)
+    new.out_activation_ = est.out_activation_
+    if cls is sknn.MLPClassifier:
+        new._label_binarizer = copy.deepcopy(est._label_binarizer)
+        new.classes_ = copy.deepcopy(est.classes_)
+    _copy_fitted(est, new)
+    if getattr(new, "best_loss_", None) is None and not new.early_stopping:
+        new.best_loss_ = np.inf
+    return new
