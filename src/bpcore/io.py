@@ -26,8 +26,10 @@ Metadata (the header's ``__metadata__``, every value a string):
   (``numpy`` ``bit_generator.state``), so that a loaded, unpickled or
   deep-copied network shuffles exactly as the original would.  Without it
   the loaded network's generator is ``numpy.random.default_rng(0)``;
+- ``dropout`` (optional, written when a rate is positive): JSON list of
+  the L - 1 hidden layers' dropout rates, each in [0, 1);
 - ``optimizer`` (optional): JSON ``{"type", "lr", "hyper", "t", "epoch",
-  "buffers"}``; ``lr`` is a number, ``{"schedule": name, "args": {...}}``
+  "buffers"}`` (``hyper`` holds ``clip_norm`` when it is set); ``lr`` is a number, ``{"schedule": name, "args": {...}}``
   for the schedules of ``bpcore.schedules``, or ``null`` for any other
   callable (then the optimizer object must be supplied when loading);
 - ``user.<key>``: one entry per item of ``Network.metadata`` (the user's
@@ -81,7 +83,7 @@ _DTYPES = {"F32": np.dtype(np.float32), "F64": np.dtype(np.float64)}
 _DTYPE_CODES = {"float32": "F32", "float64": "F64"}
 _REQUIRED = ("format", "format_version", "bpcore_version", "layers",
              "activations", "loss", "dtype")
-_OPTIONAL = ("rng", "optimizer")
+_OPTIONAL = ("rng", "optimizer", "dropout")
 _USER = "user."
 _BUFFER = "optimizer.buffer."
 
@@ -191,6 +193,8 @@ def _encode(net, optimizer, zeros=False):
     rng = _rng_state_json(getattr(net, "_rng", None))
     if rng is not None:
         meta["rng"] = rng
+    if any(net.dropout):
+        meta["dropout"] = json.dumps([float(r) for r in net.dropout])
     tensors = {}
     for k, (W, b) in enumerate(zip(net.weights, net.biases)):
         if zeros:
@@ -366,7 +370,7 @@ def _decode(data, with_optimizer):
     try:
         net = Network(plan.layers, activation=list(acts[:-1]),
                       output=acts[-1], loss=plan.loss, dtype=plan.dtype,
-                      seed=0)
+                      seed=0, dropout=plan.dropout)
     except (TypeError, ValueError) as e:
         raise FormatError(f"invalid architecture in the file: {e}") from None
     for k in range(len(plan.layers) - 1):
@@ -484,6 +488,16 @@ class _Plan:
         self.rng = None
         if "rng" in meta:
             self.rng = _rng_from_json(meta["rng"])
+        self.dropout = 0.0
+        if "dropout" in meta:
+            rates = _json_field(meta["dropout"], "dropout")
+            if (not isinstance(rates, list) or len(rates) != L - 1 or not all(
+                    _json_type(r) == "a number" and 0 <= r < 1
+                    for r in rates)):
+                raise FormatError(f"metadata dropout must be a JSON list of "
+                                  f"{L - 1} rates in [0, 1), got "
+                                  f"{meta['dropout'][:200]!r}")
+            self.dropout = [float(r) for r in rates]
         self.optimizer = None
         if "optimizer" in meta:
             self.optimizer = _check_optimizer_spec(meta["optimizer"])
@@ -783,6 +797,8 @@ def _optimizer_spec(opt, net):
                              "NaN or infinity")
         buffers[j] = np.ascontiguousarray(buf)
     hyper = {k: getattr(opt, k) for k in _hyper_names(type(opt))}
+    if getattr(opt, "clip_norm", None) is not None:
+        hyper["clip_norm"] = float(opt.clip_norm)
     if "betas" in hyper:
         hyper["betas"] = list(hyper["betas"])
     return ({"type": name, "lr": _lr_spec(opt.lr), "hyper": hyper,
@@ -825,9 +841,10 @@ def _check_optimizer_spec(text):
                               f"in [0, 2**62)")
     hyper = spec["hyper"]
     names = _hyper_names(cls)
-    if not isinstance(hyper, dict) or set(hyper) != set(names):
+    if not isinstance(hyper, dict) or set(hyper) - {"clip_norm"} != set(
+            names):
         raise FormatError(f"metadata optimizer hyper must have the keys "
-                          f"{sorted(names)}")
+                          f"{sorted(names)} (and optionally clip_norm)")
     lr = spec["lr"]
     if isinstance(lr, dict):
         if set(lr) != {"schedule", "args"} or not isinstance(lr["args"], dict):
