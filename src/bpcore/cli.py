@@ -871,7 +871,8 @@ class _EpochReport:
 def train_model(X, y, *, feature_names, target_name, layout, source,
                 layers=None, activation="relu", loss=None, epochs=50,
                 batch_size=32, optimizer="adam", lr=None, val_split=0.2,
-                seed=0, threads=None, out=None, label_text=None):
+                seed=0, threads=None, out=None, label_text=None,
+                dropout=0.0, clip_norm=None):
     """Standardise, split, build, fit and summarise; returns (net, summary).
 
     Shared by ``bpcore train DATA`` and the demo.  out: default stdout.
@@ -925,16 +926,19 @@ def train_model(X, y, *, feature_names, target_name, layout, source,
         output = "identity"
         metric_name = "R2"
     hidden = [64, 32] if layers is None else layers
+    if dropout and not hidden:
+        raise CLIError("--dropout needs hidden layers (--layers none has "
+                       "none)")
     net = bpcore.Network([X.shape[1]] + hidden + [n_out],
                          activation=activation, output=output, loss=loss,
-                         seed=seed)
+                         seed=seed, dropout=dropout)
     net.metadata.update(md)
     info = ModelInfo(net, source)
     Xs = info.scale(X)
     T = info.encode(y, source)
     lr = DEFAULT_LR[optimizer] if lr is None else lr
     opt = {"adam": bpcore.Adam, "adamw": bpcore.AdamW,
-           "sgd": bpcore.SGD}[optimizer](lr=lr)
+           "sgd": bpcore.SGD}[optimizer](lr=lr, clip_norm=clip_norm)
 
     if task == "classification":
         counts = ", ".join(f"{c}" for c in classes[:10])
@@ -1112,7 +1116,8 @@ def cmd_train(args):
         loss=args.loss, epochs=args.epochs or 50,
         batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
         val_split=0.2 if args.val_split is None else args.val_split,
-        seed=args.seed, threads=args.threads, label_text=label_text)
+        seed=args.seed, threads=args.threads, label_text=label_text,
+        dropout=args.dropout, clip_norm=args.clip_norm)
     _save(net, out_path, sys.stdout)
     _maybe_plot(args.plot, net, summary)
     return 0
@@ -1266,7 +1271,8 @@ def run_demo(args):
         activation=args.activation, loss=None, epochs=args.epochs or 15,
         batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
         val_split=0.2 if args.val_split is None else args.val_split,
-        seed=args.seed, threads=args.threads)
+        seed=args.seed, threads=args.threads, dropout=args.dropout,
+        clip_norm=args.clip_norm)
     _save(net, out_path, sys.stdout)
     _maybe_plot(args.plot, net, summary)
     prog = "bpcore"
@@ -1541,6 +1547,12 @@ def build_parser():
                    "adam)")
     t.add_argument("--lr", type=_lr, help="learning rate (default 0.001 "
                    "for adam/adamw, 0.1 for sgd)")
+    t.add_argument("--dropout", type=_fraction, default=0.0, metavar="P",
+                   help="dropout rate of the hidden layers while training, "
+                   "in [0, 1) (default 0)")
+    t.add_argument("--clip-norm", type=_lr, metavar="C",
+                   help="clip the gradient's global L2 norm to C before "
+                   "each update (default: no clipping)")
     t.add_argument("--val-split", type=_fraction, metavar="F",
                    help="fraction held out for validation (default 0.2; 0 "
                    "for none)")

@@ -314,6 +314,14 @@ class Network:
         """Dropout rates of the hidden layers 1 .. L - 1 (tuple)."""
         return self._dropout
 
+    def _set_dropout(self, dropout):
+        """Change the dropout rates (the sklearn estimators' set_params
+        between warm-started fits)."""
+        rates = _dropout.check_dropout(dropout, len(self._layers) - 2)
+        with self._guard.write():
+            self._arch.set_dropout(rates)
+            self._dropout = rates
+
     def _drop_seed(self, training=True, seed=None):
         """A dropout seed: the given one, a fresh draw from the network's
         generator, or None when no dropout applies."""
