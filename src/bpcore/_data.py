@@ -21,6 +21,10 @@ __all__ = ["is_out_of_core", "Rows", "targets_source", "read_targets"]
 # touch one page per row).
 BLOCK_BYTES = 8 << 20
 BLOCK_ROWS = 8192
+# Rows per gather from a memmap between two page releases: the kernel maps
+# up to 64 KiB around each faulting page (fault-around), so a scattered
+# read of r rows may map r * 64 KiB; 256 rows keep that near 16 MiB.
+SCATTER_ROWS = 256
 
 
 def _array_like(obj):
@@ -100,7 +104,15 @@ class Rows:
         """Rows idx (distinct row numbers, any order) as an ndarray, read
         in increasing order (as h5py requires) and put back in idx's."""
         o = np.argsort(idx, kind="stable")
-        block = np.asarray(self.X[idx[o]])
+        s = idx[o]
+        if self._mm is None:
+            block = np.asarray(self.X[s])
+        else:
+            block = np.empty((len(s),) + self.shape[1:],
+                             dtype=np.dtype(self.X.dtype))
+            for p0 in range(0, len(s), SCATTER_ROWS):
+                block[p0:p0 + SCATTER_ROWS] = self.X[s[p0:p0 + SCATTER_ROWS]]
+                self.release()
         out = np.empty_like(block)
         out[o] = block
         self.release()
