@@ -222,3 +222,22 @@ def test_memmap_pages_are_released(tmp_path, rng):
     assert _mapped_kb(path) < 4096  # of 25000 kB
     Xm[:].sum()  # an ordinary full read does map it all: the check works
     assert _mapped_kb(path) > 20000
+
+
+@pytest.mark.parametrize("mode", ["r", "r+", "c"])
+def test_memmap_modes_and_views(tmp_path, rng, mode):
+    """Reads from the file (r, r+) and through a copy-on-write map (c, whose
+    private changes only the mapping holds) give the mapped values; so do
+    views of a memmap (a row slice)."""
+    X, y = _data(rng, m=700)
+    _memmap(tmp_path, X, "x.npy")
+    Xm = np.load(tmp_path / "x.npy", mmap_mode=mode)
+    if mode != "r":
+        Xm[5] = 7.0  # r+: written to the file; c: private to this map
+        X[5] = 7.0
+    view, Xv = Xm[100:650], X[100:650]
+    a, b = _net(6), _net(6)
+    a.fit(Xv, y[100:650], epochs=2, batch_size=8)
+    b.fit(view, y[100:650], epochs=2, batch_size=8)
+    np.testing.assert_array_equal(a.params, b.params)
+    np.testing.assert_array_equal(a.predict(X), b.predict(Xm))
