@@ -241,3 +241,10 @@ def test_memmap_modes_and_views(tmp_path, rng, mode):
     b.fit(view, y[100:650], epochs=2, batch_size=8)
     np.testing.assert_array_equal(a.params, b.params)
     np.testing.assert_array_equal(a.predict(X), b.predict(Xm))
+
+
+def test_one_sample_memmap_is_read_in_memory(tmp_path, rng):
+    X, _ = _data(rng, m=3)
+    net = _net(6)
+    x1 = _memmap(tmp_path, X[0], "one.npy")
+    np.testing.assert_array_equal(net.predict(x1), net.predict(X[0]))

@@ -51,9 +51,12 @@ def _array_like(obj):
         return False
 
 
-def is_out_of_core(X):
-    """True for an np.memmap or a row-indexable array-like."""
-    return isinstance(X, np.memmap) or _array_like(X)
+def is_out_of_core(X, ndim=None):
+    """True for an np.memmap or a row-indexable array-like (of ndim
+    dimensions, when given: a 1-D X is one sample, read in memory)."""
+    if not (isinstance(X, np.memmap) or _array_like(X)):
+        return False
+    return ndim is None or len(tuple(X.shape)) == ndim
 
 
 class Rows:

@@ -400,7 +400,7 @@ class Network:
         if Y is not None:
             return Y
         nt = resolve_threads(n_threads)
-        if _data.is_out_of_core(X):
+        if _data.is_out_of_core(X, 2):
             return self._predict_rows(_data.Rows(X, "X", self._layers[0]), nt)
         X, one = self._inputs(X)  # anything else: convert, or say what is wrong
         Y = np.empty((X.shape[0], self._layers[-1]), dtype=self._dtype)
@@ -570,7 +570,7 @@ class Network:
         X (and Y) may be out-of-core (``np.memmap``, h5py datasets, any
         row-indexable array-like): read a block of rows at a time.
         """
-        if _data.is_out_of_core(X):
+        if _data.is_out_of_core(X, 2):
             nt = resolve_threads(n_threads)
             src = _data.Rows(X, "X", self._layers[0])
             ys = _data.targets_source(Y, src.m)
@@ -705,7 +705,7 @@ class Network:
                                 f"got {cb!r}")
         if _chunks is not None:  # fit_chunks: each chunk checked on arrival
             sw = None
-        elif _data.is_out_of_core(X):
+        elif _data.is_out_of_core(X, 2):
             # read a block of rows at a time; every block is checked here,
             # before any work
             X, Y = self._rows_checked(X, Y, "X", "Y")
@@ -723,7 +723,7 @@ class Network:
                     validation_data) not in (2, 3):
                 raise TypeError("validation_data must be a tuple (X_val, Y_val)"
                                 " or (X_val, Y_val, sample_weight_val)")
-            if _data.is_out_of_core(validation_data[0]):
+            if _data.is_out_of_core(validation_data[0], 2):
                 Xv, Yv = self._rows_checked(validation_data[0],
                                             validation_data[1],
                                             "validation_data X",
