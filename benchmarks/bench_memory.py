@@ -46,6 +46,22 @@ Usage::
 
 ``python benchmarks/run_all.py --only memory`` runs it from the combined
 runner (it is part of the full run too).
+
+Out-of-core (``--memmap``): the peak RSS of ``fit`` on a float32
+``np.memmap`` of ``--memmap-gb`` GB (default 2) must stay below 300 MB.  A
+``.npy`` file of X (m, 64) float32 and one of y (m, 1) float32 are written
+in pieces (never whole in memory) under ``--memmap-dir`` (default: the
+system's temporary folder), then a fresh subprocess opens both with
+``np.load(mmap_mode="r")`` and runs one shuffled epoch::
+
+    net = bpcore.Network([64, 32, 1], activation="relu", output="identity")
+    net.fit(Xm, ym, epochs=1, batch_size=256, shuffle=True)
+
+and reports the process's peak RSS (VmHWM since it started, imports
+included), the peak during fit alone, and the wall time.  The files are
+removed afterwards.  Usage::
+
+    python benchmarks/bench_memory.py --memmap [--memmap-gb 2]
 """
 
 import argparse
@@ -315,6 +331,102 @@ def table(records):
     return "\n".join(lines)
 
 
+# ==========================================================================
+# Out-of-core: fit on a memmap larger than the RSS budget
+# ==========================================================================
+
+MEMMAP_FEATURES = 64
+MEMMAP_LIMIT = 300 * 10**6
+
+
+def write_memmap_files(folder, gb):
+    """X (m, 64) and y (m, 1) float32 .npy files of about gb GB in all,
+    written a slab at a time; returns (x_path, y_path, m)."""
+    import numpy as np
+    m = int(gb * 10**9) // (4 * (MEMMAP_FEATURES + 1))
+    xp, yp = os.path.join(folder, "X.npy"), os.path.join(folder, "y.npy")
+    X = np.lib.format.open_memmap(xp, mode="w+", dtype=np.float32,
+                                  shape=(m, MEMMAP_FEATURES))
+    y = np.lib.format.open_memmap(yp, mode="w+", dtype=np.float32,
+                                  shape=(m, 1))
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=MEMMAP_FEATURES).astype(np.float32)
+    step = 1 << 16
+    for r0 in range(0, m, step):
+        r1 = min(m, r0 + step)
+        slab = rng.standard_normal((r1 - r0, MEMMAP_FEATURES),
+                                   dtype=np.float32)
+        X[r0:r1] = slab
+        y[r0:r1, 0] = np.tanh(slab @ w / 8)
+        X.flush()
+        X._mmap.madvise(__import__("mmap").MADV_DONTNEED)
+    X.flush()
+    y.flush()
+    del X, y
+    return xp, yp, m
+
+
+def memmap_worker(a):
+    import numpy as np
+    status0 = proc_status("VmRSS", "VmHWM")
+    import bpcore
+    Xm = np.load(a.x_path, mmap_mode="r")
+    ym = np.load(a.y_path, mmap_mode="r")
+    net = bpcore.Network([MEMMAP_FEATURES, 32, 1], activation="relu",
+                         output="identity", seed=0)
+    before = proc_status("VmRSS")["VmRSS"]
+    hwm_ok = reset_peak()
+    t0 = time.perf_counter()
+    hist = net.fit(Xm, ym, epochs=1, batch_size=256, shuffle=True,
+                   optimizer=bpcore.Adam(lr=0.001), n_threads=a.threads)
+    wall = time.perf_counter() - t0
+    status = proc_status("VmRSS", "VmHWM")
+    import resource
+    C.emit({"bench": "memory-memmap", "n_samples": int(Xm.shape[0]),
+            "n_features": MEMMAP_FEATURES,
+            "data_bytes": int(Xm.nbytes + ym.nbytes),
+            "threads": a.threads, "rss_at_start_bytes": status0["VmRSS"],
+            "rss_before_fit_bytes": before,
+            "rss_peak_during_fit_bytes": status["VmHWM"] if hwm_ok else None,
+            "rss_peak_process_bytes":
+                resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "fit_s": wall, "loss": hist.loss[-1],
+            "bpcore_version": bpcore.__version__})
+
+
+def memmap_main(a):
+    import subprocess
+    import tempfile
+    with tempfile.TemporaryDirectory(dir=a.memmap_dir) as folder:
+        t0 = time.perf_counter()
+        xp, yp, m = write_memmap_files(folder, a.memmap_gb)
+        print(f"wrote {m} rows x {MEMMAP_FEATURES} float32 "
+              f"({os.path.getsize(xp) / 1e9:.2f} GB) + targets in "
+              f"{time.perf_counter() - t0:.0f} s", flush=True)
+        cmd = [sys.executable, os.path.abspath(__file__), "--worker",
+               "--memmap", "--x-path", xp, "--y-path", yp,
+               "--threads", str(a.threads)]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode != 0:
+            sys.exit(f"worker failed:\n{out.stderr}")
+        rec = json.loads(out.stdout.strip().splitlines()[-1])
+    rec["machine"] = C.machine_facts()
+    peak = rec["rss_peak_process_bytes"]
+    rec["limit_bytes"] = MEMMAP_LIMIT
+    rec["below_limit"] = peak < MEMMAP_LIMIT
+    print(f"fit on a {rec['data_bytes'] / 1e9:.2f} GB memmap "
+          f"({rec['n_samples']} rows, 1 epoch, batch 256, T={rec['threads']}): "
+          f"peak RSS {fmt_bytes(peak)} for the whole process "
+          f"(during fit {fmt_bytes(rec['rss_peak_during_fit_bytes'])}, "
+          f"before it {fmt_bytes(rec['rss_before_fit_bytes'])}); limit "
+          f"{fmt_bytes(MEMMAP_LIMIT)}: "
+          f"{'below' if rec['below_limit'] else 'ABOVE'}; fit "
+          f"{rec['fit_s']:.1f} s")
+    if a.out:
+        with open(a.out, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -326,11 +438,24 @@ def parse_args(argv=None):
     ap.add_argument("--poll", action="store_true",
                     help="also sample VmRSS every 1 ms (cross-check of VmHWM)")
     ap.add_argument("--out", default=None, help="append JSON lines to this file")
+    ap.add_argument("--memmap", action="store_true",
+                    help="measure fit on a float32 memmap instead")
+    ap.add_argument("--memmap-gb", type=float, default=2.0)
+    ap.add_argument("--memmap-dir", default=None)
+    ap.add_argument("--x-path", help=argparse.SUPPRESS)
+    ap.add_argument("--y-path", help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
 
 def main(argv=None):
     a = parse_args(argv)
+    if a.memmap:
+        a.threads = int(a.threads)
+        if a.worker:
+            memmap_worker(a)
+        else:
+            memmap_main(a)
+        return
     if a.worker:
         a.threads = int(a.threads)
         worker_main(a)

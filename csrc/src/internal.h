@@ -145,7 +145,9 @@ layer_uses_gemm(int64_t n_in, int64_t n_out)
 static inline int
 arch_is_tiny(const bp_arch *arch)
 {
-    if (arch->n_layers - 1 > TINY_MAXL) {
+    /* dropout (a training-time option) takes the general path, which
+     * applies the masks */
+    if (arch->n_layers - 1 > TINY_MAXL || arch->dropout != NULL) {
         return 0;
     }
     for (int64_t k = 0; k < arch->n_layers; k++) {

@@ -546,6 +546,61 @@ FN(product_par)(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa,
 }
 
 /*
+ * Inverted dropout (see bp_arch): rows [r0, r0 + rows) of hidden layer
+ * k + 1's outputs out (rows, n) are kept and scaled by 1 / (1 - rate), or
+ * zeroed.  No-op without dropout or at rate 0.
+ */
+static void
+FN(drop_rows)(T *out, int64_t r0, int64_t rows, int64_t n,
+              const bp_arch *arch, int64_t k)
+{
+    double rate = arch->dropout != NULL ? arch->dropout[k] : 0.0;
+    T inv;
+    if (rate == 0.0) {
+        return;
+    }
+    inv = (T)(1.0 / (1.0 - rate));
+    for (int64_t i = 0; i < rows; i++) {
+        uint64_t hr = bp_dropout_row(arch->drop_seed, r0 + i);
+        T *o_i = out + i * n;
+        for (int64_t j = 0; j < n; j++) {
+            o_i[j] = bp_dropout_keep_h(hr, k, j, rate) ? o_i[j] * inv : (T)0;
+        }
+    }
+}
+
+/*
+ * d *= f'(net) for row i of hidden layer k + 1 (as act_grad_row), and,
+ * with dropout there, by the row's mask times 1 / (1 - rate).  out then
+ * holds the dropped outputs, so f(net) is computed again from net (by
+ * act_row, the same bits as the forward pass) in pieces of 64 units.
+ */
+#define DROP_PIECE 64
+static void
+FN(act_grad_drop_row)(T *d, const T *net, const T *out, int64_t n, int act,
+                      const bp_arch *arch, int64_t k, int64_t i)
+{
+    double rate = arch->dropout != NULL ? arch->dropout[k] : 0.0;
+    uint64_t hr;
+    T inv, f[DROP_PIECE];
+    if (rate == 0.0) {
+        FN(act_grad_row)(d, net, out, n, act);
+        return;
+    }
+    hr = bp_dropout_row(arch->drop_seed, i);
+    inv = (T)(1.0 / (1.0 - rate));
+    for (int64_t j0 = 0; j0 < n; j0 += DROP_PIECE) {
+        int64_t nj = n - j0 < DROP_PIECE ? n - j0 : DROP_PIECE;
+        FN(act_row)(f, net + j0, nj, act);
+        FN(act_grad_row)(d + j0, net + j0, f, nj, act);
+        for (int64_t j = 0; j < nj; j++) {
+            d[j0 + j] = bp_dropout_keep_h(hr, k, j0 + j, rate)
+                            ? d[j0 + j] * inv : (T)0;
+        }
+    }
+}
+
+/*
  * Forward pass through every layer, keeping net and out.
  *   net[k], out[k] (m, n_k) out, k = 1..L;  X (m, n_0) in
  */
@@ -580,6 +635,10 @@ FN(forward_body)(T *const *net, T *const *out, const T *X, const T *params,
             for (int64_t i = r0; i < r0 + rows; i++) {
                 FN(act_row)(out[k + 1] + i * n_out, net[k + 1] + i * n_out,
                             n_out, act);
+            }
+            if (k + 1 < L) {
+                FN(drop_rows)(out[k + 1] + r0 * n_out, r0, rows, n_out,
+                              arch, k);
             }
         }
     }
@@ -730,9 +789,10 @@ FN(backward_body)(T *grad, T *const *delta, T *const *net, T *const *out,
                         dp_i[a] = FN(dot)(d_i, W + a * n_out, n_out);
                     }
                     if (k > 0) {
-                        FN(act_grad_row)(dp_i, net[k] + i * n_in,
-                                         out[k] + i * n_in, n_in,
-                                         arch->acts[k - 1]);
+                        FN(act_grad_drop_row)(dp_i, net[k] + i * n_in,
+                                              out[k] + i * n_in, n_in,
+                                              arch->acts[k - 1], arch, k - 1,
+                                              i);
                     }
                 }
             }
@@ -759,15 +819,16 @@ FN(sgd_one)(T p, T g, T *restrict s1, int64_t i, T lr, T wd, T mu,
     return MULADD(-lr, g, p);
 }
 
-/* SGD on entries [lo, hi) with weight decay wd (0 for biases).  The
- * loop-invariant branches are hoisted by the compiler, so it vectorises. */
+/* SGD on entries [lo, hi) with weight decay wd (0 for biases), gradients
+ * scaled by gs (1, an exact no-op, unless clipping).  The loop-invariant
+ * branches are hoisted by the compiler, so it vectorises. */
 static void
 FN(sgd_range)(T *restrict params, const T *restrict grad, T *restrict s1,
-              int64_t lo, int64_t hi, T lr, T wd, T mu, int nesterov)
+              int64_t lo, int64_t hi, T lr, T wd, T mu, int nesterov, T gs)
 {
 #pragma omp for schedule(static) nowait
     for (int64_t i = lo; i < hi; i++) {
-        params[i] = FN(sgd_one)(params[i], grad[i], s1, i, lr, wd, mu,
+        params[i] = FN(sgd_one)(params[i], grad[i] * gs, s1, i, lr, wd, mu,
                                 nesterov);
     }
 }
@@ -794,14 +855,41 @@ static void
 FN(adam_range)(T *restrict params, const T *restrict grad, T *restrict s1,
                T *restrict s2, int64_t lo, int64_t hi, T lr, T wd,
                int decoupled, T omb1, T tb2, T omb2, T step, T bc2_sqrt,
-               T eps)
+               T eps, T gs)
 {
 #pragma omp for schedule(static) nowait
     for (int64_t i = lo; i < hi; i++) {
-        params[i] = FN(adam_one)(params[i], grad[i], s1, s2, i, lr, wd,
+        params[i] = FN(adam_one)(params[i], grad[i] * gs, s1, s2, i, lr, wd,
                                  decoupled, omb1, tb2, omb2, step, bc2_sqrt,
                                  eps);
     }
+}
+
+/*
+ * The clipping factor of torch.nn.utils.clip_grad_norm_ for grad (n):
+ * min(1, clip / (||grad||_2 + 1e-6)), the squares summed in double in a
+ * fixed order (eight interleaved sums), so every thread that calls it gets
+ * the same bits.
+ */
+static T
+FN(clip_scale)(const T *grad, int64_t n, double clip)
+{
+    double s[8] = {0, 0, 0, 0, 0, 0, 0, 0}, norm, coef;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        for (int r = 0; r < 8; r++) {
+            double g = (double)grad[i + r];
+            s[r] += g * g;
+        }
+    }
+    for (int r = 0; i < n; i++, r++) {
+        double g = (double)grad[i];
+        s[r] += g * g;
+    }
+    norm = sqrt(((s[0] + s[4]) + (s[1] + s[5])) +
+                ((s[2] + s[6]) + (s[3] + s[7])));
+    coef = clip / (norm + 1e-6);
+    return coef < 1.0 ? (T)coef : (T)1;
 }
 
 /*
@@ -815,13 +903,16 @@ FN(update_body)(T *params, const T *grad, const bp_optim *opt, int64_t t,
 {
     T lr = (T)opt->lr, wd = (T)opt->weight_decay;
     T *s1 = (T *)opt->state1, *s2 = (T *)opt->state2;
+    /* every thread computes the same factor */
+    T gs = opt->clip_norm > 0 ? FN(clip_scale)(grad, n, opt->clip_norm)
+                              : (T)1;
 
     if (opt->kind == BP_OPT_SGD) {
         T mu = (T)opt->momentum;
         FN(sgd_range)(params, grad, s1, 0, n_weights, lr, wd, mu,
-                      opt->nesterov);
+                      opt->nesterov, gs);
         FN(sgd_range)(params, grad, s1, n_weights, n, lr, 0, mu,
-                      opt->nesterov);
+                      opt->nesterov, gs);
     } else {
         double b1 = opt->beta1, b2 = opt->beta2;
         T omb1 = (T)(1.0 - b1), tb2 = (T)b2, omb2 = (T)(1.0 - b2);
@@ -830,9 +921,9 @@ FN(update_body)(T *params, const T *grad, const bp_optim *opt, int64_t t,
         T eps = (T)opt->eps;
         int decoupled = opt->kind == BP_OPT_ADAMW;
         FN(adam_range)(params, grad, s1, s2, 0, n_weights, lr, wd, decoupled,
-                       omb1, tb2, omb2, step, bc2_sqrt, eps);
+                       omb1, tb2, omb2, step, bc2_sqrt, eps, gs);
         FN(adam_range)(params, grad, s1, s2, n_weights, n, lr, 0, decoupled,
-                       omb1, tb2, omb2, step, bc2_sqrt, eps);
+                       omb1, tb2, omb2, step, bc2_sqrt, eps, gs);
     }
 #pragma omp barrier
 }
@@ -840,7 +931,7 @@ FN(update_body)(T *params, const T *grad, const bp_optim *opt, int64_t t,
 static bp_status
 FN(check_optim)(const bp_optim *opt)
 {
-    if (opt == NULL) {
+    if (opt == NULL || !(opt->clip_norm >= 0.0)) {
         return BP_EARG;
     }
     switch (opt->kind) {
@@ -1641,6 +1732,7 @@ FN(train_region)(FN(train_ctx) *c)
     int64_t m = c->m, batch = c->batch, first_batch = c->first_batch;
     int64_t n_batches = c->n_batches, n_w = c->n_w, n_p = c->n_p;
     const bp_arch *arch = c->arch;
+    bp_arch arch_b;
     const int64_t *w_off = c->w_off, *b_off = c->b_off;
     const FN(train_ws) ws = *c->ws;
     int64_t n_in = c->n_in, n_L = c->n_L, t0 = c->t0;
@@ -1703,6 +1795,13 @@ FN(train_region)(FN(train_ctx) *c)
                     FN(onehot_row)(ws.Yb + r * n_L, n_L, labels[start + r]);
                 }
             }
+        }
+        if (arch->dropout != NULL) {
+            /* this batch's masks: a copy of the architecture with its seed
+             * (arch_b, this thread's; every thread makes the same) */
+            arch_b = *c->arch;
+            arch_b.drop_seed = bp_dropout_batch_seed(c->arch->drop_seed, b);
+            arch = &arch_b;
         }
         if (tiny) {
             loss = FN(tiny_backward_body)(grad, ws.lbuf, &wsum, Xb, Yb, swb,
@@ -2033,7 +2132,9 @@ FN(train)(T *params, T *grad, bp_optim *opt, double *loss_sum,
                            batch, first_batch, n_batches, arch, w_off, b_off,
                            n_w, n_p, &ws, n_in, n_L, t0, lsum, wsum_total, 0,
                            0};
-        if (batch == 1 && arch_is_tiny(arch)) {
+        /* the online loop updates each layer at once: no clipping, which
+         * needs the whole gradient first (nor dropout: not tiny) */
+        if (batch == 1 && arch_is_tiny(arch) && opt->clip_norm == 0.0) {
             FN(online_tiny)(&c);
         } else {
             RUN_TEAM(nt, FN(train_region)(&c));

@@ -220,6 +220,14 @@ bp_arch_check(const bp_arch *arch)
             return BP_EARG;
         }
     }
+    if (arch->dropout != NULL) {
+        for (int64_t k = 0; k + 1 < L; k++) {
+            double r = arch->dropout[k];
+            if (!(r >= 0.0 && r < 1.0)) {
+                return BP_EARG;
+            }
+        }
+    }
     out_act = arch->acts[L - 1];
     switch (arch->loss) {
     case BP_LOSS_MSE:

@@ -1,5 +1,5 @@
 # Declarations mirroring csrc/include/bpcore/bpcore.h, in the same order.
-from libc.stdint cimport int32_t, int64_t
+from libc.stdint cimport int32_t, int64_t, uint64_t
 
 cdef extern from "bpcore/bpcore.h" nogil:
     ctypedef int bp_status
@@ -19,6 +19,8 @@ cdef extern from "bpcore/bpcore.h" nogil:
         const int32_t *acts
         int32_t loss
         double loss_param
+        const double *dropout
+        uint64_t drop_seed
 
     ctypedef struct bp_optim:
         int32_t kind
@@ -32,6 +34,7 @@ cdef extern from "bpcore/bpcore.h" nogil:
         int64_t t
         void *state1
         void *state2
+        double clip_norm
 
     const char *bp_status_string(int status)
     void bp_init()

@@ -8,7 +8,7 @@ the C call, and turns the status code into an exception in ``_check``.
 """
 import numpy as np
 cimport numpy as cnp
-from libc.stdint cimport int32_t, int64_t
+from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
 from cpython.exc cimport PyErr_CheckSignals
@@ -469,6 +469,7 @@ cdef class Arch:
     cdef readonly int64_t n_params
     cdef readonly int64_t n_weights
     cdef bint f64
+    cdef readonly object dropout  # float64 rates of the hidden layers, or None
 
     def __cinit__(self, sizes, acts, int loss, dtype, double loss_param=0.0):
         cdef cnp.ndarray s = np.ascontiguousarray(sizes, dtype=np.int64)
@@ -486,11 +487,41 @@ cdef class Arch:
         self.arch.acts = <const int32_t *>_ptr(a)
         self.arch.loss = loss
         self.arch.loss_param = loss_param
+        self.arch.dropout = NULL
+        self.arch.drop_seed = 0
+        self.dropout = None
         _check(bp_arch_check(&self.arch), "architecture")
         _, _, self.n_weights, self.n_params = layout(s)
 
     cdef int64_t size(self, Py_ssize_t k):
         return (<int64_t *>_ptr(self.sizes))[k]
+
+    def set_dropout(self, rates):
+        """Dropout rates of the hidden layers (checked in Python), or None
+        for none.  Used only by calls given a drop_seed."""
+        cdef bp_arch a = self.arch
+        cdef cnp.ndarray r
+        if rates is None:
+            self.dropout = None
+            return
+        r = np.ascontiguousarray(rates, dtype=np.float64)
+        if r.ndim != 1 or r.shape[0] != self.arch.n_layers - 2:
+            raise ValueError("internal: one dropout rate per hidden layer")
+        if r.shape[0] == 0 or not (r > 0).any():
+            self.dropout = None
+            return
+        a.dropout = <const double *>_ptr(r)
+        _check(bp_arch_check(&a), "dropout")
+        self.dropout = r
+
+    cdef int _with_drop(self, bp_arch *a, object drop_seed) except -1:
+        """a = this architecture, with dropout when drop_seed is given and
+        some rate is positive."""
+        a[0] = self.arch
+        if drop_seed is not None and self.dropout is not None:
+            a.dropout = <const double *>_ptr(self.dropout)
+            a.drop_seed = <uint64_t>drop_seed
+        return 0
 
     def predict_fast(self, cnp.ndarray params, object X, object n_threads,
                      Guard guard):
@@ -631,10 +662,13 @@ cdef class Arch:
         return p
 
     def forward(self, cnp.ndarray params, cnp.ndarray X, list net, list out,
-                int n_threads):
-        """Fill net[k], out[k] (k >= 1) for input X."""
+                int n_threads, object drop_seed=None):
+        """Fill net[k], out[k] (k >= 1) for input X (with dropout when
+        drop_seed is given)."""
         cdef int64_t m = X.shape[0]
         cdef bp_status st
+        cdef bp_arch a
+        self._with_drop(&a, drop_seed)
         _need(params, self.dtype, (self.n_params,), "params")
         _need(X, self.dtype, (m, self.size(0)), "X")
         cdef void **pn = self._pointers(net, m, "net", True)
@@ -650,23 +684,26 @@ cdef class Arch:
             if self.f64:
                 st = bp_forward_f64(<double **>pn, <double **>po,
                                     <const double *>px, <const double *>pp,
-                                    &self.arch, m, n_threads)
+                                    &a, m, n_threads)
             else:
                 st = bp_forward_f32(<float **>pn, <float **>po,
                                     <const float *>px, <const float *>pp,
-                                    &self.arch, m, n_threads)
+                                    &a, m, n_threads)
         free(pn)
         free(po)
         _check(st, "forward")
 
     def backward(self, cnp.ndarray params, cnp.ndarray X, cnp.ndarray Y,
                  object sw, cnp.ndarray grad, list delta, list net, list out,
-                 int n_threads):
-        """Loss, gradient (into grad) and deltas; returns the loss."""
+                 int n_threads, object drop_seed=None):
+        """Loss, gradient (into grad) and deltas; returns the loss (with
+        dropout when drop_seed is given)."""
         cdef int64_t m = X.shape[0]
         cdef int64_t L = self.arch.n_layers - 1
         cdef double loss = 0.0
         cdef bp_status st
+        cdef bp_arch a
+        self._with_drop(&a, drop_seed)
         cdef void *psw = NULL
         _need(params, self.dtype, (self.n_params,), "params")
         _need(grad, self.dtype, (self.n_params,), "grad")
@@ -694,13 +731,13 @@ cdef class Arch:
                 st = bp_backward_f64(<double *>pg, <double **>pd, <double **>pn,
                                      <double **>po, &loss, <const double *>px,
                                      <const double *>py, <const double *>psw,
-                                     <const double *>pp, &self.arch, m,
+                                     <const double *>pp, &a, m,
                                      n_threads)
             else:
                 st = bp_backward_f32(<float *>pg, <float **>pd, <float **>pn,
                                      <float **>po, &loss, <const float *>px,
                                      <const float *>py, <const float *>psw,
-                                     <const float *>pp, &self.arch, m,
+                                     <const float *>pp, &a, m,
                                      n_threads)
         free(pd)
         free(pn)
@@ -719,7 +756,7 @@ cdef class Arch:
               cnp.ndarray X, cnp.ndarray Y, object sw, object order,
               int64_t batch, int64_t first_batch, int64_t n_batches,
               cnp.ndarray work, int n_threads, double lsum=0.0,
-              double wsum=0.0):
+              double wsum=0.0, object drop_seed=None):
         """Run n_batches updates in C.
 
         Y is (m, n_L) targets, or for cross-entropy (m,) int64 class
@@ -728,11 +765,15 @@ cdef class Arch:
         eps, t, state1, state2 (arrays or None); t is updated in place,
         and so is the t of the optimizer object under "owner", if any.
         lsum and wsum are running sums that the batches add to.
+        drop_seed (an int in [0, 2**64)): train with dropout, batch b's masks
+        from bp_dropout_batch_seed(drop_seed, b).
         Returns (loss_sum, weight_sum, batches_done, diverged).
         """
         cdef int64_t m = X.shape[0]
         cdef int64_t L = self.arch.n_layers - 1
         cdef bp_optim o
+        cdef bp_arch a
+        self._with_drop(&a, drop_seed)
         cdef int64_t done = 0
         cdef bp_status st
         cdef void *psw = NULL
@@ -768,14 +809,14 @@ cdef class Arch:
                                   &done, <const double *>px, <const double *>py,
                                   <const int64_t *>plab,
                                   <const double *>psw, <const int64_t *>pord,
-                                  m, batch, first_batch, n_batches, &self.arch,
+                                  m, batch, first_batch, n_batches, &a,
                                   pw, wbytes, n_threads)
             else:
                 st = bp_train_f32(<float *>pp, <float *>pg, &o, &lsum, &wsum,
                                   &done, <const float *>px, <const float *>py,
                                   <const int64_t *>plab,
                                   <const float *>psw, <const int64_t *>pord,
-                                  m, batch, first_batch, n_batches, &self.arch,
+                                  m, batch, first_batch, n_batches, &a,
                                   pw, wbytes, n_threads)
         opt["t"] = o.t
         owner = opt.get("owner")
@@ -820,6 +861,8 @@ cdef class Arch:
         o.beta2 = opt.get("beta2", 0.999)
         o.eps = opt.get("eps", 1e-8)
         o.t = opt["t"]
+        clip = opt.get("clip_norm")
+        o.clip_norm = 0.0 if clip is None else clip
         o.state1 = NULL
         o.state2 = NULL
         for key in ("state1", "state2"):

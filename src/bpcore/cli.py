@@ -879,7 +879,7 @@ def train_model(X, y, *, feature_names, target_name, layout, source,
                 batch_size=32, optimizer="adam", lr=None, val_split=0.2,
                 seed=0, threads=None, out=None, label_text=None,
                 huber_delta=1.0, plateau=None, csv_log=None,
-                checkpoint=None):
+                checkpoint=None, dropout=0.0, clip_norm=None):
     """Standardise, split, build, fit and summarise; returns (net, summary).
 
     Shared by ``bpcore train DATA`` and the demo.  out: default stdout.
@@ -944,9 +944,13 @@ def train_model(X, y, *, feature_names, target_name, layout, source,
         output = "identity"
         metric_name = "R2"
     hidden = [64, 32] if layers is None else layers
+    if dropout and not hidden:
+        raise CLIError("--dropout needs hidden layers (--layers none has "
+                       "none)")
     net = bpcore.Network([X.shape[1]] + hidden + [n_out],
                          activation=activation, output=output, loss=loss,
-                         seed=seed, huber_delta=huber_delta)
+                         seed=seed, huber_delta=huber_delta,
+                         dropout=dropout)
     net.metadata.update(md)
     info = ModelInfo(net, source)
     Xs = info.scale(X)
@@ -955,13 +959,16 @@ def train_model(X, y, *, feature_names, target_name, layout, source,
         if lr is not None or plateau is not None:
             raise CLIError("--lr and --plateau do not apply to --optimizer "
                            "lbfgs (it has no learning rate)")
+        if clip_norm is not None:
+            raise CLIError("--clip-norm does not apply to --optimizer lbfgs")
         opt = bpcore.LBFGS(max_iter=epochs)
     else:
         lr = DEFAULT_LR[optimizer] if lr is None else lr
         rate = lr if plateau is None else bpcore.schedules.ReduceLROnPlateau(
             lr, patience=plateau)
         opt = {"adam": bpcore.Adam, "adamw": bpcore.AdamW,
-               "sgd": bpcore.SGD}[optimizer](lr=rate)
+               "sgd": bpcore.SGD}[optimizer](lr=rate,
+                                             clip_norm=clip_norm)
     extra_callbacks = []
     if csv_log is not None:
         extra_callbacks.append(bpcore.callbacks.CSVLogger(csv_log))
@@ -1148,7 +1155,8 @@ def cmd_train(args):
         val_split=0.2 if args.val_split is None else args.val_split,
         seed=args.seed, threads=args.threads, label_text=label_text,
         huber_delta=args.huber_delta, plateau=args.plateau,
-        csv_log=args.csv_log, checkpoint=args.checkpoint)
+        csv_log=args.csv_log, checkpoint=args.checkpoint,
+        dropout=args.dropout, clip_norm=args.clip_norm)
     _save(net, out_path, sys.stdout)
     _maybe_plot(args.plot, net, summary)
     return 0
@@ -1303,7 +1311,8 @@ def run_demo(args):
         batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
         val_split=0.2 if args.val_split is None else args.val_split,
         seed=args.seed, threads=args.threads, plateau=args.plateau,
-        csv_log=args.csv_log, checkpoint=args.checkpoint)
+        csv_log=args.csv_log, checkpoint=args.checkpoint,
+        dropout=args.dropout, clip_norm=args.clip_norm)
     _save(net, out_path, sys.stdout)
     _maybe_plot(args.plot, net, summary)
     prog = "bpcore"
@@ -1651,6 +1660,12 @@ def build_parser():
     t.add_argument("--checkpoint", metavar="MODEL", help="save the network "
                    "of the best epoch (lowest validation loss) to this file "
                    "during training")
+    t.add_argument("--dropout", type=_fraction, default=0.0, metavar="P",
+                   help="dropout rate of the hidden layers while training, "
+                   "in [0, 1) (default 0)")
+    t.add_argument("--clip-norm", type=_lr, metavar="C",
+                   help="clip the gradient's global L2 norm to C before "
+                   "each update (default: no clipping)")
     t.add_argument("--val-split", type=_fraction, metavar="F",
                    help="fraction held out for validation (default 0.2; 0 "
                    "for none)")

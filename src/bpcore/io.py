@@ -28,11 +28,14 @@ Metadata (the header's ``__metadata__``, every value a string):
   (``numpy`` ``bit_generator.state``), so that a loaded, unpickled or
   deep-copied network shuffles exactly as the original would.  Without it
   the loaded network's generator is ``numpy.random.default_rng(0)``;
+- ``dropout`` (optional, written when a rate is positive): JSON list of
+  the L - 1 hidden layers' dropout rates, each in [0, 1);
 - ``optimizer`` (optional): JSON ``{"type", "lr", "hyper", "t", "epoch",
-  "buffers"}``; ``lr`` is a number, ``{"schedule": name, "args": {...}}``
-  for the schedules of ``bpcore.schedules`` (``ReduceLROnPlateau`` adds
-  ``"state"``: ``current_lr``, ``best`` (null while infinite),
-  ``num_bad_epochs``, ``cooldown_counter``, ``last_epoch``), or ``null`` for any other
+  "buffers"}`` (``hyper`` holds ``clip_norm`` when it is set); ``lr`` is a
+  number, ``{"schedule": name, "args": {...}}`` for the schedules of
+  ``bpcore.schedules`` (``ReduceLROnPlateau`` adds ``"state"``:
+  ``current_lr``, ``best`` (null while infinite), ``num_bad_epochs``,
+  ``cooldown_counter``, ``last_epoch``), or ``null`` for any other
   callable (then the optimizer object must be supplied when loading);
 - ``user.<key>``: one entry per item of ``Network.metadata`` (the user's
   dict of str -> str).  safetensors does not keep the order of metadata
@@ -90,7 +93,7 @@ _DTYPES = {"F32": np.dtype(np.float32), "F64": np.dtype(np.float64)}
 _DTYPE_CODES = {"float32": "F32", "float64": "F64"}
 _REQUIRED = ("format", "format_version", "bpcore_version", "layers",
              "activations", "loss", "dtype")
-_OPTIONAL = ("rng", "optimizer", "huber_delta")
+_OPTIONAL = ("rng", "optimizer", "huber_delta", "dropout")
 _USER = "user."
 _BUFFER = "optimizer.buffer."
 
@@ -212,6 +215,8 @@ def _encode(net, optimizer, zeros=False):
     rng = _rng_state_json(getattr(net, "_rng", None))
     if rng is not None:
         meta["rng"] = rng
+    if any(net.dropout):
+        meta["dropout"] = json.dumps([float(r) for r in net.dropout])
     tensors = {}
     for k, (W, b) in enumerate(zip(net.weights, net.biases)):
         if zeros:
@@ -454,7 +459,8 @@ def _decode(data, with_optimizer):
     try:
         net = Network(plan.layers, activation=list(acts[:-1]),
                       output=acts[-1], loss=plan.loss, dtype=plan.dtype,
-                      seed=0, huber_delta=plan.huber_delta)
+                      seed=0, huber_delta=plan.huber_delta,
+                      dropout=plan.dropout)
     except (TypeError, ValueError) as e:
         raise FormatError(f"invalid architecture in the file: {e}") from None
     for k in range(len(plan.layers) - 1):
@@ -584,6 +590,16 @@ class _Plan:
         self.rng = None
         if "rng" in meta:
             self.rng = _rng_from_json(meta["rng"])
+        self.dropout = 0.0
+        if "dropout" in meta:
+            rates = _json_field(meta["dropout"], "dropout")
+            if (not isinstance(rates, list) or len(rates) != L - 1 or not all(
+                    _json_type(r) == "a number" and 0 <= r < 1
+                    for r in rates)):
+                raise FormatError(f"metadata dropout must be a JSON list of "
+                                  f"{L - 1} rates in [0, 1), got "
+                                  f"{meta['dropout'][:200]!r}")
+            self.dropout = [float(r) for r in rates]
         self.optimizer = None
         if "optimizer" in meta:
             self.optimizer = _check_optimizer_spec(meta["optimizer"])
@@ -944,6 +960,8 @@ def _optimizer_spec(opt, net):
                              "NaN or infinity")
         buffers[j] = np.ascontiguousarray(buf)
     hyper = {k: getattr(opt, k) for k in _hyper_names(type(opt))}
+    if getattr(opt, "clip_norm", None) is not None:
+        hyper["clip_norm"] = float(opt.clip_norm)
     if "betas" in hyper:
         hyper["betas"] = list(hyper["betas"])
     return ({"type": name, "lr": _lr_spec(opt.lr), "hyper": hyper,
@@ -988,9 +1006,10 @@ def _check_optimizer_spec(text):
                               f"in [0, 2**62)")
     hyper = spec["hyper"]
     names = _hyper_names(cls)
-    if not isinstance(hyper, dict) or set(hyper) != set(names):
+    if not isinstance(hyper, dict) or set(hyper) - {"clip_norm"} != set(
+            names):
         raise FormatError(f"metadata optimizer hyper must have the keys "
-                          f"{sorted(names)}")
+                          f"{sorted(names)} (and optionally clip_norm)")
     lr = spec["lr"]
     if isinstance(lr, dict):
         plateau = lr.get("schedule") == "ReduceLROnPlateau"

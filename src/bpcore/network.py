@@ -16,6 +16,8 @@ import numpy as np
 from bpcore import _core
 from bpcore import _limits
 from bpcore import _race
+from bpcore import _data
+from bpcore import _dropout
 from bpcore import _validation as V
 from bpcore._config import resolve_threads
 from bpcore._errors import DivergenceError
@@ -42,6 +44,13 @@ class Trace:
 
     net: list
     out: list
+    #: forward(..., training=True) of a network with dropout: L + 1
+    #: entries, the factor (0 or 1 / (1 - rate)) each hidden layer's
+    #: outputs were multiplied by (``out[k]`` holds the dropped outputs);
+    #: None at the input and output layers.  None otherwise.
+    masks: list = None
+    #: the dropout seed those masks came from (None without dropout)
+    dropout_seed: int = None
 
 
 @dataclass
@@ -64,6 +73,9 @@ class Gradients:
     weights: list
     biases: list
     delta: list
+    #: backward(..., training=True) with dropout: as ``Trace.masks``
+    masks: list = None
+    dropout_seed: int = None
 
 
 @dataclass
@@ -178,10 +190,18 @@ class Network:
         N(0, 2 / fan_in); lecun: N(0, 1 / fan_in); normal: N(0, 0.05^2);
         uniform: U(-0.05, 0.05).  Biases start at zero.
     seed : int, numpy Generator or None, default=None
-        Seeds the initial weights and the shuffling in ``fit``.
+        Seeds the initial weights, the shuffling and the dropout masks in
+        ``fit``.
     huber_delta : float > 0, default=1.0
         The delta of ``loss="huber"`` (as ``torch.nn.HuberLoss(delta=...)``);
         saved with the network.
+    dropout : float or sequence of float, default=0.0
+        Inverted dropout after each hidden activation: a rate in [0, 1)
+        for every hidden layer, or one rate per hidden layer.  Active in
+        ``fit`` and ``step`` only (and in ``forward``/``backward`` with
+        ``training=True``), never in ``predict``; kept units are scaled by
+        1 / (1 - rate).  The masks come from the network's generator and do
+        not depend on the thread count.
 
     Examples
     --------
@@ -195,9 +215,10 @@ class Network:
 
     def __init__(self, layers, activation="sigmoid", output="sigmoid",
                  loss="mse", dtype="float32", init="auto", seed=None,
-                 huber_delta=1.0):
+                 huber_delta=1.0, dropout=0.0):
         layers = self._check_layers(layers)
         L = len(layers) - 1
+        dropout = _dropout.check_dropout(dropout, L - 1)
         if isinstance(activation, str):
             hidden = [V.check_name(activation, "activation", V.ACTIVATIONS)] * (L - 1)
         else:
@@ -248,6 +269,8 @@ class Network:
                                 [_ACT_CODES[a] for a in self._acts],
                                 _LOSS_CODES[loss], self._dtype,
                                 huber_delta)
+        self._dropout = dropout
+        self._arch.set_dropout(dropout)
         w_off, b_off, self._n_weights, n_params = _core.layout(layers)
         self._params = np.zeros(n_params, dtype=self._dtype)
         self._guard = _core.Guard()
@@ -337,6 +360,28 @@ class Network:
         return self._huber_delta
 
     @property
+    def dropout(self):
+        """Dropout rates of the hidden layers 1 .. L - 1 (tuple)."""
+        return self._dropout
+
+    def _set_dropout(self, dropout):
+        """Change the dropout rates (the sklearn estimators' set_params
+        between warm-started fits)."""
+        rates = _dropout.check_dropout(dropout, len(self._layers) - 2)
+        with self._guard.write():
+            self._arch.set_dropout(rates)
+            self._dropout = rates
+
+    def _drop_seed(self, training=True, seed=None):
+        """A dropout seed: the given one, a fresh draw from the network's
+        generator, or None when no dropout applies."""
+        if not training or self._arch.dropout is None:
+            return None
+        if seed is not None:
+            return V.check_int(seed, "dropout_seed", minimum=0) & (2**64 - 1)
+        return int(self._rng.integers(0, 2**64, dtype=np.uint64))
+
+    @property
     def dtype(self):
         """numpy dtype of parameters and computations."""
         return self._dtype
@@ -374,11 +419,13 @@ class Network:
         return self._biases
 
     def __repr__(self):
+        drop = (f", dropout={list(self._dropout)}"
+                if any(self._dropout) else "")
         return (f"Network(layers={list(self._layers)}, activation="
                 f"{list(self._acts[:-1])}, output={self._acts[-1]!r}, "
                 f"loss={self._loss!r}, dtype={self._dtype.name!r}"
                 + (f", huber_delta={self._huber_delta!r}"
-                   if self._loss == "huber" else "") + ")")
+                   if self._loss == "huber" else "") + f"{drop})")
 
     # -- inference and gradients ----------------------------------------
 
@@ -406,11 +453,22 @@ class Network:
         if Y is not None:
             return Y
         nt = resolve_threads(n_threads)
+        if _data.is_out_of_core(X, 2):
+            return self._predict_rows(_data.Rows(X, "X", self._layers[0]), nt)
         X, one = self._inputs(X)  # anything else: convert, or say what is wrong
         Y = np.empty((X.shape[0], self._layers[-1]), dtype=self._dtype)
         with self._guard.read():
             self._arch.predict(self._params, X, Y, nt)
         return Y[0] if one else Y
+
+    def _predict_rows(self, src, nt):
+        """predict on an out-of-core source, a block of rows at a time."""
+        Y = np.empty((src.m, self._layers[-1]), dtype=self._dtype)
+        with self._guard.read():
+            for r0, r1 in src.blocks():
+                Xb = src.read_inputs(r0, r1, self._dtype)
+                self._arch.predict(self._params, Xb, Y[r0:r1], nt)
+        return Y
 
     def __call__(self, X, n_threads=None):
         """Same as :meth:`predict`."""
@@ -420,8 +478,19 @@ class Network:
         return [None] + [np.empty((m, n), dtype=self._dtype)
                          for n in self._layers[1:]]
 
-    def forward(self, X, n_threads=None):
+    def forward(self, X, n_threads=None, training=False, dropout_seed=None):
         """Forward pass keeping every layer.
+
+        Parameters
+        ----------
+        X : array-like of shape (m, n_0)
+        n_threads : int, optional
+        training : bool, default=False
+            Apply the network's dropout, as ``fit`` does; the masks are
+            returned in ``Trace.masks``.
+        dropout_seed : int >= 0, optional
+            The masks' seed (row i of the masks is row i of X); by default
+            a fresh draw from the network's generator.
 
         Returns
         -------
@@ -431,13 +500,32 @@ class Network:
         """
         X, _ = self._inputs(X)
         nt = resolve_threads(n_threads)
+        seed = self._check_training(training, dropout_seed)
         net, out = self._trace_arrays(X.shape[0]), self._trace_arrays(X.shape[0])
         with self._guard.read():
-            self._arch.forward(self._params, X, net, out, nt)
+            self._arch.forward(self._params, X, net, out, nt, seed)
         net[0] = out[0] = X
-        return Trace(net=net, out=out)
+        return Trace(net=net, out=out, masks=self._masks(seed, X.shape[0]),
+                     dropout_seed=seed)
 
-    def backward(self, X, Y, sample_weight=None, n_threads=None):
+    def _check_training(self, training, dropout_seed):
+        if not isinstance(training, (bool, np.bool_)):
+            raise TypeError(f"training must be a bool, got {training!r}")
+        if dropout_seed is not None:
+            V.check_int(dropout_seed, "dropout_seed", minimum=0)
+            if dropout_seed >= 2**64:
+                raise ValueError(f"dropout_seed must be < 2**64, got "
+                                 f"{dropout_seed}")
+        return self._drop_seed(bool(training), dropout_seed)
+
+    def _masks(self, seed, m):
+        if seed is None:
+            return None
+        return _dropout.masks(seed, m, self._layers, self._dropout,
+                              self._dtype)
+
+    def backward(self, X, Y, sample_weight=None, n_threads=None,
+                 training=False, dropout_seed=None):
         """Loss, parameter gradient and every layer's delta.
 
         Parameters
@@ -446,6 +534,10 @@ class Network:
         Y : array-like of shape (m, n_L); 1-D class indices for cross_entropy
         sample_weight : array-like of shape (m,), optional
         n_threads : int, optional
+        training, dropout_seed :
+            As in :meth:`forward`: with ``training=True`` the loss and
+            gradients are those of the dropped-out network (the masks in
+            ``Gradients.masks``).
 
         Returns
         -------
@@ -456,15 +548,17 @@ class Network:
         Y = self._targets(Y, m)
         sw = V.as_sample_weight(sample_weight, "sample_weight", self._dtype, m)
         nt = resolve_threads(n_threads)
+        seed = self._check_training(training, dropout_seed)
         grad = np.empty_like(self._params)
         net, out = self._trace_arrays(m), self._trace_arrays(m)
         delta = [np.empty((m, n), dtype=self._dtype) for n in self._layers]
         with self._guard.read():
             loss = self._arch.backward(self._params, X, Y, sw, grad, delta,
-                                       net, out, nt)
+                                       net, out, nt, seed)
         gw, gb = self._views(grad)
         return Gradients(loss=float(loss), params=grad, weights=list(gw),
-                         biases=list(gb), delta=delta)
+                         biases=list(gb), delta=delta,
+                         masks=self._masks(seed, m), dropout_seed=seed)
 
     def _loss_on(self, X, Y, sw, nt):
         """Loss on validated arrays, in blocks of rows to bound memory.
@@ -494,8 +588,49 @@ class Network:
             wtotal += w
         return total / wtotal
 
+    def _loss_on_rows(self, src, ys, sw, nt):
+        """_loss_on for an out-of-core source: blocks of rows, each
+        validated as it is read."""
+        total, wtotal = 0.0, 0.0
+        # the blocks of _loss_on, so the sum is the in-memory one
+        for r0, r1 in src.blocks(_EVAL_ROWS):
+            Xb = src.read_inputs(r0, r1, self._dtype)
+            Yb = _data.read_targets(self, ys, r0, r1)
+            swb = None if sw is None else sw[r0:r1]
+            w = (float(r1 - r0) if sw is None
+                 else float(swb.sum(dtype=np.float64)))
+            if w <= 0:
+                continue
+            total += self._block_loss(Xb, Yb, swb, nt) * w
+            wtotal += w
+        return total / wtotal
+
+    def _block_loss(self, Xb, Yb, swb, nt):
+        """Loss of one block of validated rows (Yb may be labels)."""
+        mb = Xb.shape[0]
+        net, out = self._trace_arrays(mb), self._trace_arrays(mb)
+        delta = [None] + [np.empty((mb, n), dtype=self._dtype)
+                          for n in self._layers[1:]]
+        if Yb.ndim == 1:
+            Yb = V.one_hot(Yb, self._layers[-1], self._dtype)
+        return self._arch.backward(self._params, Xb, Yb, swb,
+                                   np.empty_like(self._params), delta, net,
+                                   out, nt)
+
     def evaluate(self, X, Y, sample_weight=None, n_threads=None):
-        """The loss E on this data (weighted mean with ``sample_weight``)."""
+        """The loss E on this data (weighted mean with ``sample_weight``).
+
+        X (and Y) may be out-of-core (``np.memmap``, h5py datasets, any
+        row-indexable array-like): read a block of rows at a time.
+        """
+        if _data.is_out_of_core(X, 2):
+            nt = resolve_threads(n_threads)
+            src = _data.Rows(X, "X", self._layers[0])
+            ys = _data.targets_source(Y, src.m)
+            sw = V.as_sample_weight(sample_weight, "sample_weight",
+                                    self._dtype, src.m)
+            with self._guard.read():
+                return float(self._loss_on_rows(src, ys, sw, nt))
         X, _ = self._inputs(X)
         Y = self._targets(Y, X.shape[0], labels=True)
         sw = V.as_sample_weight(sample_weight, "sample_weight", self._dtype,
@@ -541,7 +676,8 @@ class Network:
             t_before = opt.t
             args = opt._c_args()
             lsum, wsum, done, diverged = self._arch.train(
-                self._params, grad, args, X, Y, sw, None, m, 0, 1, work, nt)
+                self._params, grad, args, X, Y, sw, None, m, 0, 1, work, nt,
+                drop_seed=self._drop_seed())
             if not diverged and not _core.all_finite(self._params):
                 np.copyto(self._params, before)
                 _copy_bufs(opt._state, bufs)
@@ -558,12 +694,17 @@ class Network:
     def fit(self, X, Y, epochs=10, batch_size=32, optimizer=None,
             shuffle=True, sample_weight=None, validation_data=None,
             early_stopping=None, callbacks=(), progress=False,
-            n_threads=None):
+            n_threads=None, _chunks=None):
         """Train the network; the batch loop runs in C.
 
         Parameters
         ----------
         X : array-like of shape (m, n_0)
+            Also an ``np.memmap`` or a row-indexable array-like (an h5py
+            dataset): then read a block of rows at a time (the rows of each
+            chunk of batches, in increasing order), never copied whole; the
+            result is the in-memory one, bit for bit.  Every block is read
+            and checked once before training.
         Y : array-like of shape (m, n_L); 1-D class indices for cross_entropy
         epochs : int, default=10
         batch_size : int or None, default=32
@@ -629,19 +770,35 @@ class Network:
             if not callable(cb):
                 raise TypeError(f"callbacks must be callables cb(epoch, logs), "
                                 f"got {cb!r}")
-        X, _ = self._inputs(X)
-        m = X.shape[0]
-        Y = self._targets(Y, m, labels=True)  # class indices stay indices
-        sw = V.as_sample_weight(sample_weight, "sample_weight", self._dtype, m)
+        if _chunks is not None:  # fit_chunks: each chunk checked on arrival
+            sw = None
+        elif _data.is_out_of_core(X, 2):
+            # read a block of rows at a time; every block is checked here,
+            # before any work
+            X, Y = self._rows_checked(X, Y, "X", "Y")
+            sw = V.as_sample_weight(sample_weight, "sample_weight",
+                                    self._dtype, X.m)
+        else:
+            X, _ = self._inputs(X)
+            m = X.shape[0]
+            Y = self._targets(Y, m, labels=True)  # class indices stay indices
+            sw = V.as_sample_weight(sample_weight, "sample_weight",
+                                    self._dtype, m)
         val = None
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(
                     validation_data) not in (2, 3):
                 raise TypeError("validation_data must be a tuple (X_val, Y_val)"
                                 " or (X_val, Y_val, sample_weight_val)")
-            Xv, _ = self._inputs(validation_data[0], "validation_data X")
-            Yv = self._targets(validation_data[1], Xv.shape[0],
-                               "validation_data Y", labels=True)
+            if _data.is_out_of_core(validation_data[0], 2):
+                Xv, Yv = self._rows_checked(validation_data[0],
+                                            validation_data[1],
+                                            "validation_data X",
+                                            "validation_data Y")
+            else:
+                Xv, _ = self._inputs(validation_data[0], "validation_data X")
+                Yv = self._targets(validation_data[1], Xv.shape[0],
+                                   "validation_data Y", labels=True)
             swv = None
             if len(validation_data) == 3:
                 swv = V.as_sample_weight(validation_data[2],
@@ -672,9 +829,99 @@ class Network:
                     begin(self, opt)
             hist = _FitLoop(self, X, Y, sw, val, epochs, batch_size, opt,
                             bool(shuffle), early_stopping, callbacks,
-                            progress, nt).run()
+                            progress, nt, chunks=_chunks).run()
         self.history = hist
         return hist
+
+    def _rows_checked(self, X, Y, xname, yname):
+        """(Rows of X, targets source) for out-of-core data, after reading
+        and checking every block once (bounded memory)."""
+        src = _data.Rows(X, xname, self._layers[0])
+        ys = _data.targets_source(Y, src.m, yname)
+        if not isinstance(ys, _data.Rows):
+            ys = self._targets(ys, src.m, yname, labels=True)
+        for r0, r1 in src.blocks():
+            src.read_inputs(r0, r1, self._dtype)
+            if isinstance(ys, _data.Rows):
+                _data.read_targets(self, ys, r0, r1)
+        return src, ys
+
+    def _check_chunk(self, chunk, i):
+        """One (X, Y) or (X, Y, sample_weight) chunk of fit_chunks,
+        validated: (X, Y, sw) arrays."""
+        if not isinstance(chunk, (tuple, list)) or len(chunk) not in (2, 3):
+            raise TypeError(f"fit_chunks: chunk {i} must be a tuple (X, Y) "
+                            f"or (X, Y, sample_weight), got "
+                            f"{type(chunk).__name__}")
+        X, _ = self._inputs(chunk[0], f"chunk {i} X")
+        Y = self._targets(chunk[1], X.shape[0], f"chunk {i} Y", labels=True)
+        sw = None
+        if len(chunk) == 3:
+            sw = V.as_sample_weight(chunk[2], f"chunk {i} sample_weight",
+                                    self._dtype, X.shape[0])
+        return X, Y, sw
+
+    def fit_chunks(self, chunks, epochs=1, batch_size=32, optimizer=None,
+                   shuffle=True, validation_data=None, early_stopping=None,
+                   callbacks=(), progress=False, n_threads=None):
+        """Train on data that arrives in chunks (an extension of the API).
+
+        For sources that cannot be indexed by row (a database cursor, a
+        stream of files): each epoch walks the chunks in turn and trains on
+        each with batches of ``batch_size`` rows from that chunk (shuffled
+        within the chunk; the last batch of a chunk may be smaller).  On a
+        single chunk it is exactly :meth:`fit`.
+
+        Parameters
+        ----------
+        chunks : iterable of (X, Y) or (X, Y, sample_weight), or a callable
+            returning such an iterable
+            With ``epochs > 1``, a callable (called once per epoch) or a
+            re-iterable collection (a list); a one-shot iterator (a
+            generator) is refused.
+        epochs, batch_size, optimizer, shuffle, validation_data,
+        early_stopping, callbacks, progress, n_threads
+            As in :meth:`fit`; ``batch_size=None`` makes each chunk one
+            batch.
+
+        Returns
+        -------
+        History
+            ``loss`` is the mean of the epoch's batch losses, weighted by
+            each batch's weight.
+
+        Raises
+        ------
+        ValueError, TypeError
+            For a chunk that fails validation; checked as it arrives, so
+            the epoch it belongs to is undone (the parameters and the
+            optimizer's state are those of the last completed epoch).
+        """
+        epochs = V.check_int(epochs, "epochs", minimum=1)
+        if callable(chunks):
+            pass
+        elif isinstance(chunks, (tuple, list)) and len(chunks) in (2, 3) \
+                and not isinstance(chunks[0], (tuple, list)) \
+                and np.ndim(chunks[0]) == 2:
+            raise TypeError("fit_chunks: chunks must be an iterable of (X, Y) "
+                            "tuples; for one (X, Y) pair use fit, or pass "
+                            "[(X, Y)]")
+        elif not hasattr(chunks, "__iter__") or isinstance(chunks, (str,
+                                                                    bytes)):
+            raise TypeError(f"fit_chunks: chunks must be an iterable of "
+                            f"(X, Y) tuples or a callable returning one, got "
+                            f"{type(chunks).__name__}")
+        elif epochs > 1 and iter(chunks) is chunks:
+            raise ValueError("fit_chunks: with epochs > 1, chunks must be "
+                             "re-iterable (a list) or a callable returning a "
+                             "fresh iterable per epoch; a one-shot iterator "
+                             "would be empty after the first epoch")
+        return self.fit(None, None, epochs=epochs, batch_size=batch_size,
+                        optimizer=optimizer, shuffle=shuffle,
+                        validation_data=validation_data,
+                        early_stopping=early_stopping, callbacks=callbacks,
+                        progress=progress, n_threads=n_threads,
+                        _chunks=chunks)
 
     # -- files (bpcore.io) ----------------------------------------------
 
@@ -764,6 +1011,14 @@ def _copy_bufs(dst, src):
             np.copyto(d, s)
 
 
+def _seed_at(seed, b):
+    """The dropout seed that makes batch 0 of a call use batch b's masks
+    (see bp_dropout_batch_seed: seed + b * GOLDEN, wrapped)."""
+    if seed is None:
+        return None
+    return (seed + b * _dropout.GOLDEN) & (2**64 - 1)
+
+
 class _FitLoop:
     """One call of Network.fit: the epoch loop around the C batch driver."""
 
@@ -782,14 +1037,56 @@ class _FitLoop:
     START_ISOLATED_SECONDS = 1.0
 
     def __init__(self, net, X, Y, sw, val, epochs, batch_size, opt, shuffle,
-                 early, callbacks, progress, nt):
+                 early, callbacks, progress, nt, chunks=None):
         self.net, self.X, self.Y, self.sw, self.val = net, X, Y, sw, val
         self.epochs, self.opt, self.shuffle = epochs, opt, shuffle
         self.early, self.callbacks, self.nt = early, callbacks, nt
-        m = X.shape[0]
-        self.B = m if batch_size is None else min(batch_size, m)
-        self.n_batches = -(-m // self.B)
+        self.chunks = chunks
+        if chunks is not None:  # fit_chunks: batches of each chunk
+            self.batch_size = batch_size
+            self.B = 1  # grows to the largest batch met
+        else:
+            m = X.shape[0]
+            self.B = m if batch_size is None else min(batch_size, m)
+            self.n_batches = -(-m // self.B)
         self.progress = _Progress(bool(progress), epochs)
+
+    def _segments(self):
+        """The data of one epoch, as tuples (X, Y, sw, order, batch,
+        n_batches, dropout seed): fit's whole data set, or fit_chunks'
+        chunks one by one (each validated as it arrives).  The shuffling
+        order, then the dropout seed, are drawn from the network's
+        generator in that order."""
+        net = self.net
+        if self.chunks is None:
+            order = (net._rng.permutation(self.X.shape[0])
+                     if self.shuffle else None)
+            yield (self.X, self.Y, self.sw, order, self.B, self.n_batches,
+                   net._drop_seed())
+            return
+        source = self.chunks() if callable(self.chunks) else self.chunks
+        for i, chunk in enumerate(source):
+            X, Y, sw = net._check_chunk(chunk, i)
+            m = X.shape[0]
+            B = m if self.batch_size is None else min(self.batch_size, m)
+            order = net._rng.permutation(m) if self.shuffle else None
+            yield X, Y, sw, order, B, -(-m // B), net._drop_seed()
+
+    def _gather(self, X, Y, sw, order, B, b, n):
+        """The rows of batches b .. b + n - 1 from out-of-core sources,
+        in the order the batches use them: (X, Y, sample weights)."""
+        net = self.net
+        r0, r1 = b * B, min(X.m, (b + n) * B)
+        idx = None if order is None else order[r0:r1]
+        if idx is None:
+            Xc = X.read_inputs(r0, r1, net._dtype)
+        else:
+            Xc = V.as_inputs(X.take(idx), X.name, net._dtype, X.shape[1])[0]
+        Yc = _data.read_targets(net, Y, r0, r1, idx)
+        swc = None
+        if sw is not None:
+            swc = np.ascontiguousarray(sw[r0:r1] if idx is None else sw[idx])
+        return Xc, Yc, swc
 
     def _isolated_call(self, call):
         """arch.train(*call) for one long batch, on copies of the parameters
@@ -849,61 +1146,90 @@ class _FitLoop:
                 _copy_bufs(start_bufs, opt._state)
                 start_t, start_epoch = opt.t, opt.epoch
                 args = opt._c_args()
-                order = (net._rng.permutation(self.X.shape[0])
-                         if self.shuffle else None)
                 lsum = wsum = 0.0
-                b = 0
-                while b < self.n_batches:
-                    n = min(chunk, self.n_batches - b)
-                    threads, probe = self.nt, False
-                    if race is not None and not isolate:
-                        threads, n, probe = race.threads(n)
-                    t0 = time.perf_counter()
-                    call = (params, grad, args, self.X, self.Y, self.sw,
-                            order, self.B, b, 1 if isolate else n, work,
-                            threads, lsum, wsum)
-                    if isolate:
-                        n = 1
-                        lsum, wsum, done, diverged = self._isolated_call(call)
-                    else:
-                        lsum, wsum, done, diverged = arch.train(*call)
-                    dt = time.perf_counter() - t0
-                    if threads < 0 and done == n:
-                        race.record(threads, n, dt)
-                    if n == 1:
-                        isolate = dt > self.LONG_CALL_SECONDS
-                    opt.t = args["t"]
-                    if diverged:
-                        # counted from 1, as the progress lines count
-                        what = (f"the loss became NaN or infinite in epoch "
-                                f"{e + 1} of {self.epochs} (batch "
-                                f"{b + done + 1} of {self.n_batches})")
-                    elif b + n == self.n_batches and not _core.all_finite(
-                            params):
-                        # the epoch's last update, whose loss no batch saw
-                        what = (f"the parameters became NaN or infinite "
-                                f"in the last update of epoch {e + 1} of "
-                                f"{self.epochs}")
-                    else:
-                        what = None
-                    if what is not None:
-                        np.copyto(params, start_params)
-                        _copy_bufs(opt._state, start_bufs)
-                        opt.t, opt.epoch = start_t, start_epoch
-                        raise DivergenceError(
-                            f"fit: {what}; the parameters of the last "
-                            f"completed epoch were restored")
-                    b += n
-                    if dt > 0 and not probe:
-                        chunk = max(1, min(4 * chunk, int(
-                            n * self.CHUNK_SECONDS / dt)))
+                try:
+                    segments = self._segments()
+                    for seg in segments:
+                        X, Y, sw, order, B, n_batches, dseed = seg
+                        if B > self.B:  # fit_chunks with batch_size=None
+                            self.B = B
+                            work = arch.train_workspace(B, self.nt)
+                        b = 0
+                        while b < n_batches:
+                            n = min(chunk, n_batches - b)
+                            threads, probe = self.nt, False
+                            if race is not None and not isolate:
+                                threads, n, probe = race.threads(n)
+                            if isolate:
+                                n = 1
+                            t0 = time.perf_counter()
+                            if isinstance(X, _data.Rows):
+                                # out-of-core: these n batches' rows, in order
+                                n = min(n, max(1, X.block // B))
+                                Xc, Yc, swc = self._gather(X, Y, sw, order, B,
+                                                           b, n)
+                                call = (params, grad, args, Xc, Yc, swc, None,
+                                        B, 0, n, work, threads, lsum, wsum,
+                                        _seed_at(dseed, b))
+                            else:
+                                call = (params, grad, args, X, Y, sw, order,
+                                        B, b, n, work, threads, lsum, wsum,
+                                        dseed)
+                            if isolate:
+                                lsum, wsum, done, diverged = \
+                                    self._isolated_call(call)
+                            else:
+                                lsum, wsum, done, diverged = arch.train(*call)
+                            dt = time.perf_counter() - t0
+                            if threads < 0 and done == n:
+                                race.record(threads, n, dt)
+                            if n == 1:
+                                isolate = dt > self.LONG_CALL_SECONDS
+                            opt.t = args["t"]
+                            if diverged:
+                                # counted from 1, as the progress lines count
+                                what = (f"the loss became NaN or infinite in "
+                                        f"epoch {e + 1} of {self.epochs} "
+                                        f"(batch {b + done + 1} of "
+                                        f"{n_batches})")
+                            elif b + n == n_batches and not _core.all_finite(
+                                    params):
+                                # the last update, whose loss no batch saw
+                                what = (f"the parameters became NaN or "
+                                        f"infinite in the last update of "
+                                        f"epoch {e + 1} of {self.epochs}")
+                            else:
+                                what = None
+                            if what is not None:
+                                np.copyto(params, start_params)
+                                _copy_bufs(opt._state, start_bufs)
+                                opt.t, opt.epoch = start_t, start_epoch
+                                raise DivergenceError(
+                                    f"fit: {what}; the parameters of the last "
+                                    f"completed epoch were restored")
+                            b += n
+                            if dt > 0 and not probe:
+                                chunk = max(1, min(4 * chunk, int(
+                                    n * self.CHUNK_SECONDS / dt)))
+                except (ValueError, TypeError):
+                    # a chunk of fit_chunks that fails validation: the epoch
+                    # is undone, as on divergence
+                    np.copyto(params, start_params)
+                    _copy_bufs(opt._state, start_bufs)
+                    opt.t, opt.epoch = start_t, start_epoch
+                    raise
                 opt.epoch += 1
                 loss = lsum / wsum if wsum > 0 else float("nan")
                 hist.loss.append(loss)
                 logs = {"loss": loss, "val_loss": None, "lr": args["lr"]}
                 if self.val is not None:
                     Xv, Yv, swv = self.val
-                    logs["val_loss"] = float(net._loss_on(Xv, Yv, swv, self.nt))
+                    if isinstance(Xv, _data.Rows):
+                        logs["val_loss"] = float(net._loss_on_rows(
+                            Xv, Yv, swv, self.nt))
+                    else:
+                        logs["val_loss"] = float(net._loss_on(Xv, Yv, swv,
+                                                              self.nt))
                     hist.val_loss.append(logs["val_loss"])
                 hist.epochs_run = e + 1
                 watched = logs["val_loss"] if self.val is not None else loss

@@ -16,6 +16,13 @@ from bpcore._validation import check_float
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "get_optimizer"]
 
 
+def _check_clip(clip_norm):
+    """None, or a positive finite float."""
+    if clip_norm is None:
+        return None
+    return check_float(clip_norm, "clip_norm", low=0.0, low_open=True)
+
+
 def _check_lr(lr):
     if callable(lr):
         return lr
@@ -28,8 +35,9 @@ class Optimizer:
     _kind = None
     _n_states = 0
 
-    def __init__(self, lr):
+    def __init__(self, lr, clip_norm=None):
         self.lr = _check_lr(lr)
+        self.clip_norm = _check_clip(clip_norm)
         self._busy = False
         self.reset()
 
@@ -75,7 +83,8 @@ class Optimizer:
         """The dict that bpcore._core reads."""
         d = dict(kind=self._kind, lr=self.lr_at(), t=self.t, owner=self,
                  state1=self._state[0] if self._n_states > 0 else None,
-                 state2=self._state[1] if self._n_states > 1 else None)
+                 state2=self._state[1] if self._n_states > 1 else None,
+                 clip_norm=getattr(self, "clip_norm", None))
         d.update(self._hyper())
         return d
 
@@ -143,7 +152,10 @@ class Optimizer:
             self._owner = (new[0].shape[0], new[0].dtype)
 
     def __repr__(self):
-        hp = ", ".join(f"{k}={v!r}" for k, v in self._public().items())
+        public = self._public()
+        if getattr(self, "clip_norm", None) is not None:
+            public["clip_norm"] = self.clip_norm
+        hp = ", ".join(f"{k}={v!r}" for k, v in public.items())
         return f"{type(self).__name__}({hp})"
 
     def _public(self):
@@ -166,12 +178,17 @@ class SGD(Optimizer):
         Requires ``momentum > 0``.
     weight_decay : float >= 0, default=0.0
         L2 penalty on weights (not biases).
+    clip_norm : float > 0 or None, default=None
+        Before each update, scale the gradient so that its L2 norm over all
+        parameters is at most ``clip_norm``, as
+        ``torch.nn.utils.clip_grad_norm_``: ``g *= min(1, clip_norm /
+        (||g|| + 1e-6))`` (the norm summed in double, in a fixed order).
     """
 
     _kind = _core.OPT_SGD
 
     def __init__(self, lr=0.01, momentum=0.0, nesterov=False,
-                 weight_decay=0.0):
+                 weight_decay=0.0, clip_norm=None):
         self.momentum = check_float(momentum, "momentum", low=0.0, high=1.0,
                                     high_open=True)
         if not isinstance(nesterov, (bool, np.bool_)):
@@ -182,7 +199,7 @@ class SGD(Optimizer):
         self.weight_decay = check_float(weight_decay, "weight_decay",
                                         low=0.0)
         self._n_states = 1 if self.momentum > 0 else 0
-        super().__init__(lr)
+        super().__init__(lr, clip_norm)
 
     def _hyper(self):
         return dict(momentum=self.momentum, nesterov=self.nesterov,
@@ -202,13 +219,15 @@ class Adam(Optimizer):
     betas : (float, float) in [0, 1), default=(0.9, 0.999)
     eps : float > 0, default=1e-8
     weight_decay : float >= 0, default=0.0
+    clip_norm : float > 0 or None, default=None
+        Global L2 gradient-norm clipping, as in :class:`SGD`.
     """
 
     _kind = _core.OPT_ADAM
     _n_states = 2
 
     def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8,
-                 weight_decay=0.0):
+                 weight_decay=0.0, clip_norm=None):
         try:
             b1, b2 = betas
         except (TypeError, ValueError):
@@ -221,7 +240,7 @@ class Adam(Optimizer):
         self.eps = check_float(eps, "eps", low=0.0, low_open=True)
         self.weight_decay = check_float(weight_decay, "weight_decay",
                                         low=0.0)
-        super().__init__(lr)
+        super().__init__(lr, clip_norm)
 
     def _hyper(self):
         return dict(beta1=self.betas[0], beta2=self.betas[1], eps=self.eps,
@@ -239,9 +258,9 @@ class AdamW(Adam):
     _kind = _core.OPT_ADAMW
 
     def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8,
-                 weight_decay=0.01):
+                 weight_decay=0.01, clip_norm=None):
         super().__init__(lr=lr, betas=betas, eps=eps,
-                         weight_decay=weight_decay)
+                         weight_decay=weight_decay, clip_norm=clip_norm)
 
 
 _NAMES = {"sgd": SGD, "adam": Adam, "adamw": AdamW}

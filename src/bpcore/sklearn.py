@@ -4,8 +4,9 @@ Drop-in replacements for :mod:`sklearn.neural_network`'s estimators with the
 stochastic solvers ("sgd", "adam"): the same parameter names and meanings,
 the same fitted attributes, ``partial_fit``, ``predict_proba`` and
 ``sample_weight``; training runs in bpcore's C core.  Additions:
-``class_weight`` (classifier), ``dtype``, ``n_threads`` and ``init``
-(scikit-learn's initialisation by default); the fitted
+``class_weight`` (classifier), ``dtype``, ``n_threads``, ``init``
+(scikit-learn's initialisation by default) and ``dropout`` (inverted
+dropout on the hidden layers during training); the fitted
 :class:`bpcore.Network` is ``network_``.
 
 Requires scikit-learn >= 1.6 (``pip install bpcore[sklearn]``).
@@ -83,6 +84,7 @@ import numpy as np
 
 from bpcore._errors import DivergenceError
 from bpcore._config import resolve_threads
+from bpcore import _dropout
 from bpcore.network import Network
 from bpcore.optim import SGD, Adam
 
@@ -215,7 +217,7 @@ class _BaseMLP(BaseEstimator):
                  nesterovs_momentum=True, early_stopping=False,
                  validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
                  epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 init="sklearn", dtype=None, n_threads=None):
+                 init="sklearn", dtype=None, n_threads=None, dropout=0.0):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -242,6 +244,7 @@ class _BaseMLP(BaseEstimator):
         self.init = init
         self.dtype = dtype
         self.n_threads = n_threads
+        self.dropout = dropout
 
     # -- parameters -------------------------------------------------------
 
@@ -322,6 +325,11 @@ class _BaseMLP(BaseEstimator):
         s.max_fun = int(self.max_fun)
         s.init = _check_choice(self, "init",
                                {"sklearn"} | set(_BPCORE_INITS))
+        try:
+            s.dropout = _dropout.check_dropout(self.dropout, len(s.hidden))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"The 'dropout' parameter of {name} is "
+                             f"invalid: {e}.") from None
         if self.dtype is None:
             s.dtype = None
         else:
@@ -471,7 +479,7 @@ class _BaseMLP(BaseEstimator):
                 layers, activation=s.activation, output=out_act, loss=loss,
                 dtype=dtype, seed=seed,
                 init="xavier" if s.init == "sklearn" else s.init,
-                **self._network_kwargs(s))
+                dropout=s.dropout, **self._network_kwargs(s))
             if s.init == "sklearn":
                 _sklearn_init(self.network_, s.activation, seed)
             set_w = self.__dict__.get("_coefs_set")
@@ -531,6 +539,8 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(f"dtype={self.dtype!r} differs from the fitted "
                              f"network's {self.network_.dtype.name}; fit "
                              f"again without warm_start to change it.")
+        if self.network_.dropout != s.dropout:  # set_params between fits
+            self.network_._set_dropout(s.dropout)
         if s.solver == "lbfgs":
             self._fit_lbfgs(s, X, Y, sample_weight)
         else:
@@ -864,6 +874,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         scikit-learn does), float64 otherwise.
     n_threads : int or None, default=None
         Threads for training and prediction (None: bpcore's setting).
+    dropout : float or sequence of float, default=0.0
+        An extension (scikit-learn's MLP has none): inverted dropout after
+        each hidden layer while training, a rate in [0, 1) or one per
+        hidden layer; prediction never drops.  See :class:`bpcore.Network`.
     class_weight : dict, "balanced" or None, default=None
         Weights per class, multiplied into ``sample_weight``; "balanced" is
         ``n_samples / (n_classes * np.bincount(y))``.  Not for multilabel
@@ -919,7 +933,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
                  epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  init="sklearn", dtype=None, n_threads=None,
-                 class_weight=None):
+                 class_weight=None, dropout=0.0):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation,
             solver=solver, alpha=alpha, batch_size=batch_size,
@@ -932,8 +946,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             validation_fraction=validation_fraction, beta_1=beta_1,
             beta_2=beta_2, epsilon=epsilon,
             n_iter_no_change=n_iter_no_change, max_fun=max_fun, init=init,
-            dtype=dtype,
-            n_threads=n_threads)
+            dtype=dtype, n_threads=n_threads, dropout=dropout)
         self.class_weight = class_weight
 
     def _validate_X_y(self, X, y, incremental, reset):
@@ -1180,7 +1193,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  early_stopping=False, validation_fraction=0.1, beta_1=0.9,
                  beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
                  max_fun=15000, init="sklearn", dtype=None, n_threads=None,
-                 huber_delta=1.0):
+                 huber_delta=1.0, dropout=0.0):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation,
             solver=solver, alpha=alpha, batch_size=batch_size,
@@ -1193,8 +1206,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             validation_fraction=validation_fraction, beta_1=beta_1,
             beta_2=beta_2, epsilon=epsilon,
             n_iter_no_change=n_iter_no_change, max_fun=max_fun, init=init,
-            dtype=dtype,
-            n_threads=n_threads)
+            dtype=dtype, n_threads=n_threads, dropout=dropout)
         self.loss = loss
         self.huber_delta = huber_delta
 

@@ -61,6 +61,15 @@ typedef enum {
 /*
  * A network's architecture.  sizes has n_layers = L + 1 entries n_0..n_L;
  * acts has L entries, acts[k] being the activation of layer k + 1.
+ *
+ * dropout: NULL (none; predict always ignores it), or L - 1 rates in
+ * [0, 1), rate k for hidden layer k + 1.  With it, bp_forward, bp_backward
+ * and bp_train apply inverted dropout after each hidden activation: unit j
+ * of row i of layer k + 1 is kept, and scaled by 1 / (1 - rate), when
+ * bp_dropout_keep(seed, i, k, j, rate) is 1, else zeroed.  seed is
+ * drop_seed in bp_forward and bp_backward; bp_train uses, for batch b,
+ * bp_dropout_batch_seed(drop_seed, b) and rows counted within the batch.
+ * The masks depend on these numbers only, never on the thread count.
  */
 typedef struct {
     int64_t n_layers;
@@ -68,7 +77,49 @@ typedef struct {
     const int32_t *acts;
     int32_t loss;
     double loss_param; /* huber: delta > 0; unused by the other losses */
+    const double *dropout;
+    uint64_t drop_seed;
 } bp_arch;
+
+/* The mixing function of splitmix64 (a bijection of 64-bit words). */
+static inline uint64_t
+bp_mix64(uint64_t x)
+{
+    x += UINT64_C(0x9E3779B97F4A7C15);
+    x = (x ^ (x >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
+    x = (x ^ (x >> 27)) * UINT64_C(0x94D049BB133111EB);
+    return x ^ (x >> 31);
+}
+
+/* The dropout seed of batch b of a bp_train call (b counted from 0 as
+ * first_batch counts). */
+static inline uint64_t
+bp_dropout_batch_seed(uint64_t seed, int64_t b)
+{
+    return bp_mix64(seed + (uint64_t)b * UINT64_C(0x9E3779B97F4A7C15));
+}
+
+/* The hash of row i under a seed; bp_dropout_keep's first step. */
+static inline uint64_t
+bp_dropout_row(uint64_t seed, int64_t i)
+{
+    return bp_mix64(seed ^ bp_mix64((uint64_t)i));
+}
+
+/* 1 when unit j of layer k + 1 of the row with hash row_hash is kept:
+ * u = top 53 bits of the unit's hash / 2^53, kept when u >= rate. */
+static inline int
+bp_dropout_keep_h(uint64_t row_hash, int64_t k, int64_t j, double rate)
+{
+    uint64_t h = bp_mix64(row_hash ^ ((uint64_t)k << 40) ^ (uint64_t)j);
+    return (double)(h >> 11) * (1.0 / 9007199254740992.0) >= rate;
+}
+
+static inline int
+bp_dropout_keep(uint64_t seed, int64_t i, int64_t k, int64_t j, double rate)
+{
+    return bp_dropout_keep_h(bp_dropout_row(seed, i), k, j, rate);
+}
 
 typedef enum {
     BP_OPT_SGD = 0,
@@ -95,6 +146,10 @@ typedef struct {
     int64_t t;
     void *state1;
     void *state2;
+    /* > 0: before each update, scale the gradient by min(1, clip_norm /
+     * (||g||_2 + 1e-6)), ||g||_2 over all parameters (summed in double in
+     * a fixed order), as torch.nn.utils.clip_grad_norm_; 0: no clipping */
+    double clip_norm;
 } bp_optim;
 
 /* A static message for a status code. Thread-safe. */
@@ -237,7 +292,8 @@ bp_status bp_train_f64(double *params, double *grad, bp_optim *opt,
                        int n_threads);
 
 /*
- * One optimizer update of the flat parameters from the gradient.
+ * One optimizer update of the flat parameters from the gradient (clipped
+ * first as opt->clip_norm says; grad itself is not changed).
  *   params (n) inout;  grad (n) in;  opt inout
  */
 bp_status bp_optim_update_f32(float *params, const float *grad,
