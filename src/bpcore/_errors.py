@@ -10,3 +10,17 @@ class DivergenceError(FloatingPointError):
 
 class FormatError(ValueError):
     """A model file or byte string is malformed or not a bpcore model."""
+
+
+class DistributedError(RuntimeError):
+    """Another MPI rank failed during a ``fit``, ``step`` or ``evaluate``
+    with ``comm=``; this rank stopped too.
+
+    ``rank`` is the failed rank, ``remote`` its exception as text.  The
+    failed rank itself raises its own exception.
+    """
+
+    def __init__(self, message, rank=None, remote=None):
+        super().__init__(message)
+        self.rank = rank
+        self.remote = remote

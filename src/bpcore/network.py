@@ -440,8 +440,16 @@ class Network:
             wtotal += w
         return total / wtotal
 
-    def evaluate(self, X, Y, sample_weight=None, n_threads=None):
-        """The loss E on this data (weighted mean with ``sample_weight``)."""
+    def evaluate(self, X, Y, sample_weight=None, n_threads=None, comm=None):
+        """The loss E on this data (weighted mean with ``sample_weight``).
+
+        With ``comm`` (an mpi4py communicator; every rank calls it with its
+        own rows) the loss is the weighted mean over all ranks' rows.
+        """
+        if comm is not None:
+            from bpcore import _distributed
+            return _distributed.evaluate(self, comm, X, Y, sample_weight,
+                                         n_threads)
         X, _ = self._inputs(X)
         Y = self._targets(Y, X.shape[0], labels=True)
         sw = V.as_sample_weight(sample_weight, "sample_weight", self._dtype,
@@ -452,8 +460,14 @@ class Network:
 
     # -- training -------------------------------------------------------
 
-    def step(self, X, Y, optimizer, sample_weight=None, n_threads=None):
+    def step(self, X, Y, optimizer, sample_weight=None, n_threads=None,
+             comm=None):
         """One optimizer update from this batch, as given (no shuffling).
+
+        With ``comm`` (an mpi4py communicator), every rank passes its own
+        rows: rank 0's parameters and optimizer state are broadcast, the
+        batch is all ranks' rows (rank-major), the loss and gradient are
+        its global weighted mean, and every rank applies the same update.
 
         Returns
         -------
@@ -467,6 +481,10 @@ class Network:
             parameters so; the parameters and the optimizer's state are
             left as they were.
         """
+        if comm is not None:
+            from bpcore import _distributed
+            return _distributed.step(self, comm, X, Y, optimizer,
+                                     sample_weight, n_threads)
         opt = get_optimizer(optimizer)
         X, _ = self._inputs(X)
         m = X.shape[0]
@@ -500,7 +518,7 @@ class Network:
     def fit(self, X, Y, epochs=10, batch_size=32, optimizer=None,
             shuffle=True, sample_weight=None, validation_data=None,
             early_stopping=None, callbacks=(), progress=False,
-            n_threads=None):
+            n_threads=None, comm=None):
         """Train the network; the batch loop runs in C.
 
         Parameters
@@ -525,6 +543,24 @@ class Network:
         progress : bool, default=False
             Show a progress bar (tqdm if installed, else a line per epoch).
         n_threads : int, optional
+        comm : mpi4py communicator, optional
+            Data-parallel training (``pip install "bpcore[mpi]"``): every
+            rank passes its own shard of the rows.  Rank 0's parameters,
+            optimizer state and generator are broadcast at the start.  The
+            global row order is the rank-major concatenation of the shards;
+            ``batch_size`` is global, and each epoch's shuffle is one
+            permutation of all rows from the network's seed, so the batches
+            are those of a single-process ``fit`` on the concatenated rows.
+            Gradients are summed across ranks with the sample weights in a
+            fixed order, so every rank holds bitwise the same parameters
+            after each update.  ``validation_data`` is each rank's share
+            (None on ranks without any); losses, early stopping and
+            ``History`` are global and the same on every rank; callbacks
+            run on every rank with global ``logs``, except those of
+            ``bpcore.callbacks`` (and any with ``rank_zero_only = True``),
+            which run on rank 0 only.  An error on any rank raises on every
+            rank (``bpcore.DistributedError`` on the others).  The batch
+            loop runs in Python, one exchange per batch.
 
         Returns
         -------
@@ -541,6 +577,14 @@ class Network:
             When another thread is training this network, or using this
             optimizer, at the same time.
         """
+        if comm is not None:
+            from bpcore import _distributed
+            return _distributed.fit(
+                self, comm, X, Y, epochs=epochs, batch_size=batch_size,
+                optimizer=optimizer, shuffle=shuffle,
+                sample_weight=sample_weight, validation_data=validation_data,
+                early_stopping=early_stopping, callbacks=callbacks,
+                progress=progress, n_threads=n_threads)
         epochs = V.check_int(epochs, "epochs", minimum=1)
         if batch_size is not None:
             batch_size = V.check_int(batch_size, "batch_size", minimum=1)
