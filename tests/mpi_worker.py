@@ -144,7 +144,39 @@ def equivalence():
                 early_stopping=bpcore.EarlyStopping(patience=2), comm=comm)
     out["f32"] = {"hash": digest(net), "loss": h.loss,
                   "history": [h.epochs_run, h.best_epoch, h.stopped_early]}
+    out["sklearn"] = sklearn_estimators()
     return out
+
+
+def sklearn_estimators():
+    import warnings
+    from bpcore.sklearn import MLPClassifier, MLPRegressor
+    warnings.simplefilter("ignore")
+    res = {}
+    X, Y, sw = data(120)
+    kw = dict(hidden_layer_sizes=(8,), max_iter=4, batch_size=16,
+              random_state=0, dtype="float64")
+    d = MLPRegressor(comm=comm, **kw).fit(*shard([X, Y], 120),
+                                          sample_weight=shard([sw], 120)[0])
+    s = MLPRegressor(**kw).fit(X, Y, sample_weight=sw)
+    res["reg"] = {"hash": digest(d.network_),
+                  "rel": rel(d.network_.params, s.network_.params),
+                  "curve": [d.loss_curve_, s.loss_curve_], "t": [d.t_, s.t_]}
+    # labels sorted: the first rank never sees the last class
+    Xc, yc, _ = data(120, seed=5, classes=True)
+    names = np.array(["a", "b", "c"])[yc]
+    order = np.argsort(names, kind="stable")
+    Xc, names = Xc[order], names[order]
+    d = MLPClassifier(comm=comm, solver="sgd", learning_rate_init=0.1,
+                      **kw).fit(*shard([Xc, names], 120))
+    s = MLPClassifier(solver="sgd", learning_rate_init=0.1,
+                      **kw).fit(Xc, names)
+    res["clf"] = {"hash": digest(d.network_),
+                  "rel": rel(d.network_.params, s.network_.params),
+                  "classes": [list(d.classes_), list(s.classes_)],
+                  "local_classes": sorted(set(shard([names], 120)[0])),
+                  "curve": [d.loss_curve_, s.loss_curve_]}
+    return res
 
 
 def outcome(fn):

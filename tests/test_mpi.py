@@ -114,6 +114,20 @@ def test_equals_single_process_on_the_global_order(equivalence):
     assert len({json.dumps(r["f32"]["loss"]) for r in ranks}) == 1
 
 
+def test_sklearn_estimators_with_comm(equivalence):
+    n, ranks = equivalence
+    for key in ("reg", "clf"):
+        assert len({r["sklearn"][key]["hash"] for r in ranks}) == 1
+        c = ranks[0]["sklearn"][key]
+        assert c["rel"] < 1e-12, (key, c["rel"])
+        np.testing.assert_allclose(c["curve"][0], c["curve"][1], rtol=1e-12)
+    assert ranks[0]["sklearn"]["reg"]["t"][0] == ranks[0]["sklearn"]["reg"]["t"][1]
+    clf = ranks[0]["sklearn"]["clf"]
+    assert clf["classes"][0] == clf["classes"][1] == ["a", "b", "c"]
+    if n > 1:
+        assert "c" not in clf["local_classes"]  # yet rank 0 knows it
+
+
 def test_bad_input_on_one_rank_raises_everywhere(faults):
     n, ranks = faults
     for rank, r in enumerate(ranks):
