@@ -208,3 +208,30 @@ def test_comm_must_be_a_communicator():
         net.fit(np.zeros((3, 2)), np.zeros((3, 2)), comm="world")
     with pytest.raises(TypeError, match="comm"):
         net.evaluate(np.zeros((3, 2)), np.zeros((3, 2)), comm=1)
+
+
+def test_cli_train_mpi(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(150, 3))
+    y = np.where(X[:, 0] - X[:, 2] > 0, "up", "down")
+    data = tmp_path / "d.csv"
+    with open(data, "w") as f:
+        f.write("a,b,c,label\n")
+        for row, lab in zip(X, y):
+            f.write(",".join(f"{v:.6f}" for v in row) + f",{lab}\n")
+    cmd = [sys.executable, "-m", "bpcore", "train", str(data), "--epochs",
+           "4", "--batch-size", "16", "--layers", "8"]
+    one = subprocess.run(cmd + ["--out", str(tmp_path / "one.safetensors")],
+                         env=env(), capture_output=True, text=True,
+                         timeout=TIMEOUT)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([mpiexec(), "-n", "2"] + cmd + [
+        "--mpi", "--out", str(tmp_path / "two.safetensors")], env=env(),
+        capture_output=True, text=True, timeout=TIMEOUT)
+    assert two.returncode == 0, two.stderr
+    assert two.stdout.count("saved the model") == 1  # rank 0 only
+    a = bpcore.load(tmp_path / "one.safetensors")
+    b = bpcore.load(tmp_path / "two.safetensors")
+    # float32 network: the same batches, sums in another order
+    np.testing.assert_allclose(b.params, a.params, rtol=1e-4, atol=1e-5)
+    assert a.metadata == b.metadata or set(a.metadata) == set(b.metadata)
