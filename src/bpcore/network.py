@@ -655,7 +655,7 @@ class Network:
 
     def __reduce__(self):
         from bpcore import io
-        return (_from_copy_state, io.copy_state(self))
+        return (_from_pickle_state, io.pickle_state(self))
 
     def __deepcopy__(self, memo):
         from bpcore import io
@@ -665,6 +665,11 @@ class Network:
 def _from_bytes(data):  # what pickles of earlier builds call
     from bpcore import io
     return io.from_bytes(data)
+
+
+def _from_pickle_state(meta, spec, params):
+    from bpcore import io
+    return io.from_pickle_state(meta, spec, params)
 
 
 def _from_copy_state(data, params):
