@@ -235,3 +235,13 @@ def test_cli_train_mpi(tmp_path):
     # float32 network: the same batches, sums in another order
     np.testing.assert_allclose(b.params, a.params, rtol=1e-4, atol=1e-5)
     assert a.metadata == b.metadata or set(a.metadata) == set(b.metadata)
+
+
+def test_readme_example_under_mpiexec(tmp_path):
+    script = HERE.parent / "examples" / "mpi_fit.py"
+    proc = subprocess.run([mpiexec(), "-n", "2", sys.executable, str(script)],
+                          cwd=tmp_path, env=env(), capture_output=True,
+                          text=True, timeout=TIMEOUT)
+    assert proc.returncode == 0, proc.stderr
+    assert "2 rank(s)" in proc.stdout and "(all equal: True)" in proc.stdout
+    assert (tmp_path / "mpi_model.safetensors").exists()
