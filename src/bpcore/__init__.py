@@ -7,7 +7,8 @@ them.  See ``bpcore.Network`` to start.
 __version__ = "0.1.0"
 
 from bpcore import _load  # noqa: F401  (first: loads the C core)
-from bpcore._errors import ConvergenceWarning, DivergenceError, FormatError
+from bpcore._errors import (ConvergenceWarning, DistributedError,
+                            DivergenceError, FormatError)
 from bpcore._config import get_num_threads, set_num_threads, show_config
 from bpcore.optim import SGD, Adam, AdamW, Optimizer
 from bpcore import schedules
@@ -34,7 +35,7 @@ def load(path):
 __all__ = [
     "Network", "Trace", "Gradients", "History", "EarlyStopping",
     "SGD", "Adam", "AdamW", "Optimizer", "schedules", "io", "export",
-    "DivergenceError", "FormatError", "load",
+    "DivergenceError", "FormatError", "DistributedError", "load",
     "LBFGS", "ConvergenceWarning", "callbacks",
     "set_num_threads", "get_num_threads", "show_config", "__version__",
 ]

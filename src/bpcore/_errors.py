@@ -18,3 +18,17 @@ class FormatError(ValueError):
 class ConvergenceWarning(UserWarning):
     """An iterative solver (``bpcore.LBFGS``) stopped on its iteration or
     evaluation limit, or could not make progress, before converging."""
+
+
+class DistributedError(RuntimeError):
+    """Another MPI rank failed during a ``fit``, ``step`` or ``evaluate``
+    with ``comm=``; this rank stopped too.
+
+    ``rank`` is the failed rank, ``remote`` its exception as text.  The
+    failed rank itself raises its own exception.
+    """
+
+    def __init__(self, message, rank=None, remote=None):
+        super().__init__(message)
+        self.rank = rank
+        self.remote = remote

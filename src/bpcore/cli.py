@@ -28,6 +28,7 @@ stderr and exit status 1 (2 for a malformed command line); set
 ``BPCORE_DEBUG=1`` to see the traceback instead.
 """
 import argparse
+import contextlib
 import csv
 import io
 import json
@@ -879,8 +880,13 @@ def train_model(X, y, *, feature_names, target_name, layout, source,
                 batch_size=32, optimizer="adam", lr=None, val_split=0.2,
                 seed=0, threads=None, out=None, label_text=None,
                 huber_delta=1.0, plateau=None, csv_log=None,
-                checkpoint=None, dropout=0.0, clip_norm=None):
+                checkpoint=None, dropout=0.0, clip_norm=None,
+                comm=None):
     """Standardise, split, build, fit and summarise; returns (net, summary).
+
+    comm (``--mpi``): every rank has read the same data and makes the same
+    split and scaling; each trains data-parallel on its share of the
+    training and validation rows (contiguous blocks, rank-major).
 
     Shared by ``bpcore train DATA`` and the demo.  out: default stdout.
     optimizer "lbfgs": full-batch L-BFGS, epochs its iteration limit.
@@ -998,12 +1004,21 @@ def train_model(X, y, *, feature_names, target_name, layout, source,
                           _truth(info, vy), metric_prefix + metric_name, out,
                           threads)
     validation = (Xs[va], T[va]) if n_val else None
+    fit_rows, mpi = tr, {}
+    if comm is not None:  # this rank's share of the rows
+        size, rank = comm.Get_size(), comm.Get_rank()
+        fit_rows = np.array_split(tr, size)[rank]
+        if n_val:
+            mine = np.array_split(va, size)[rank]
+            validation = (Xs[mine], T[mine]) if len(mine) else None
+        mpi = {"comm": comm}
     t0 = time.perf_counter()
     try:
-        hist = net.fit(Xs[tr], T[tr], epochs=epochs, batch_size=batch_size,
-                       optimizer=opt, validation_data=validation,
+        hist = net.fit(Xs[fit_rows], T[fit_rows], epochs=epochs,
+                       batch_size=batch_size, optimizer=opt,
+                       validation_data=validation,
                        callbacks=[report] + extra_callbacks,
-                       n_threads=threads)
+                       n_threads=threads, **mpi)
     finally:
         report.close()
     seconds = time.perf_counter() - t0
@@ -1147,19 +1162,48 @@ def cmd_train(args):
                   "n_columns": data.n_columns, "target_columns": [j]}
     out_path = args.out or "model.safetensors"
     _check_out_folder(out_path)
-    net, summary = train_model(
-        X, y, feature_names=features, target_name=target, layout=layout,
-        source=data.source, layers=layers, activation=args.activation,
-        loss=args.loss, epochs=args.epochs or 50,
-        batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
-        val_split=0.2 if args.val_split is None else args.val_split,
-        seed=args.seed, threads=args.threads, label_text=label_text,
-        huber_delta=args.huber_delta, plateau=args.plateau,
-        csv_log=args.csv_log, checkpoint=args.checkpoint,
-        dropout=args.dropout, clip_norm=args.clip_norm)
+    comm, quiet = None, contextlib.nullcontext()
+    if getattr(args, "mpi", False):
+        try:
+            from mpi4py import MPI
+        except ImportError:
+            raise CLIError("--mpi needs mpi4py and an MPI: pip install "
+                           "'bpcore[mpi]', then run under mpiexec -n R") \
+                from None
+        comm = MPI.COMM_WORLD
+        if comm.Get_rank() != 0:  # rank 0 prints and saves
+            quiet = _Quiet()
+    with quiet:
+        net, summary = train_model(
+            X, y, feature_names=features, target_name=target, layout=layout,
+            source=data.source, layers=layers, activation=args.activation,
+            loss=args.loss, epochs=args.epochs or 50,
+            batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+            val_split=0.2 if args.val_split is None else args.val_split,
+            seed=args.seed, threads=args.threads, label_text=label_text,
+            huber_delta=args.huber_delta, plateau=args.plateau,
+            csv_log=args.csv_log, checkpoint=args.checkpoint,
+            dropout=args.dropout, clip_norm=args.clip_norm, comm=comm)
+    if comm is not None and comm.Get_rank() != 0:
+        return 0
     _save(net, out_path, sys.stdout)
     _maybe_plot(args.plot, net, summary)
     return 0
+
+
+class _Quiet:
+    """stdout and stderr to os.devnull (the ranks other than 0)."""
+
+    def __enter__(self):
+        self.null = open(os.devnull, "w")
+        self.saved = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = self.null
+        return self
+
+    def __exit__(self, *exc):
+        sys.stdout, sys.stderr = self.saved
+        self.null.close()
+        return False
 
 
 def _maybe_plot(path, net, summary):
@@ -1677,6 +1721,11 @@ def build_parser():
     t.add_argument("--out", metavar="MODEL", help="where to save the model "
                    "(default model.safetensors; demo "
                    "bpcore-demo.safetensors) in the current directory")
+    t.add_argument("--mpi", action="store_true",
+                   help="train data-parallel over MPI: run as 'mpiexec -n R "
+                   "bpcore train DATA --mpi ...' (needs bpcore[mpi]); every "
+                   "rank reads the data and trains on its share of the rows; "
+                   "rank 0 prints and saves")
     t.add_argument("--plot", metavar="PNG", help="write the learning curves "
                    "to this image (needs matplotlib)")
     _add_header_option(t)

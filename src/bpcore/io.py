@@ -162,6 +162,25 @@ def copy_state(net):
     return data, params
 
 
+def pickle_state(net):
+    """``(meta, spec, params)`` for pickle: the file's metadata, the names,
+    shapes and dtypes of its tensors, and the parameters; no tensor bytes
+    twice, so a pickle is the parameters plus a small header."""
+    with net._guard.read():
+        params = net.params.copy()
+        tensors, meta = _encode(net, None, zeros=True)
+    spec = {k: (tuple(int(n) for n in v.shape), v.dtype.str)
+            for k, v in tensors.items()}
+    return meta, spec, params
+
+
+def from_pickle_state(meta, spec, params):
+    """The network of :func:`pickle_state`'s output (checked as a file)."""
+    tensors = {k: np.zeros(shape, dtype=np.dtype(dt))
+               for k, (shape, dt) in spec.items()}
+    return from_copy_state(st_numpy.save(tensors, metadata=meta), params)
+
+
 def from_copy_state(data, params):
     """The network of :func:`copy_state`'s output."""
     net = from_bytes(data)

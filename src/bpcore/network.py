@@ -617,12 +617,18 @@ class Network:
                                    np.empty_like(self._params), delta, net,
                                    out, nt)
 
-    def evaluate(self, X, Y, sample_weight=None, n_threads=None):
+    def evaluate(self, X, Y, sample_weight=None, n_threads=None, comm=None):
         """The loss E on this data (weighted mean with ``sample_weight``).
 
         X (and Y) may be out-of-core (``np.memmap``, h5py datasets, any
-        row-indexable array-like): read a block of rows at a time.
+        row-indexable array-like): read a block of rows at a time.  With
+        ``comm`` (an mpi4py communicator; every rank calls it with its own
+        rows) the loss is the weighted mean over all ranks' rows.
         """
+        if comm is not None:
+            from bpcore import _distributed
+            return _distributed.evaluate(self, comm, X, Y, sample_weight,
+                                         n_threads)
         if _data.is_out_of_core(X, 2):
             nt = resolve_threads(n_threads)
             src = _data.Rows(X, "X", self._layers[0])
@@ -641,8 +647,14 @@ class Network:
 
     # -- training -------------------------------------------------------
 
-    def step(self, X, Y, optimizer, sample_weight=None, n_threads=None):
+    def step(self, X, Y, optimizer, sample_weight=None, n_threads=None,
+             comm=None):
         """One optimizer update from this batch, as given (no shuffling).
+
+        With ``comm`` (an mpi4py communicator), every rank passes its own
+        rows: rank 0's parameters and optimizer state are broadcast, the
+        batch is all ranks' rows (rank-major), the loss and gradient are
+        its global weighted mean, and every rank applies the same update.
 
         Returns
         -------
@@ -656,6 +668,10 @@ class Network:
             parameters so; the parameters and the optimizer's state are
             left as they were.
         """
+        if comm is not None:
+            from bpcore import _distributed
+            return _distributed.step(self, comm, X, Y, optimizer,
+                                     sample_weight, n_threads)
         opt = get_optimizer(optimizer)
         if isinstance(opt, LBFGS):
             raise TypeError("step: LBFGS is a full-batch optimizer for fit "
@@ -694,7 +710,7 @@ class Network:
     def fit(self, X, Y, epochs=10, batch_size=32, optimizer=None,
             shuffle=True, sample_weight=None, validation_data=None,
             early_stopping=None, callbacks=(), progress=False,
-            n_threads=None, _chunks=None):
+            n_threads=None, comm=None, _chunks=None):
         """Train the network; the batch loop runs in C.
 
         Parameters
@@ -734,6 +750,24 @@ class Network:
         progress : bool, default=False
             Show a progress bar (tqdm if installed, else a line per epoch).
         n_threads : int, optional
+        comm : mpi4py communicator, optional
+            Data-parallel training (``pip install "bpcore[mpi]"``): every
+            rank passes its own shard of the rows.  Rank 0's parameters,
+            optimizer state and generator are broadcast at the start.  The
+            global row order is the rank-major concatenation of the shards;
+            ``batch_size`` is global, and each epoch's shuffle is one
+            permutation of all rows from the network's seed, so the batches
+            are those of a single-process ``fit`` on the concatenated rows.
+            Gradients are summed across ranks with the sample weights in a
+            fixed order, so every rank holds bitwise the same parameters
+            after each update.  ``validation_data`` is each rank's share
+            (None on ranks without any); losses, early stopping and
+            ``History`` are global and the same on every rank; callbacks
+            run on every rank with global ``logs``, except those of
+            ``bpcore.callbacks`` (and any with ``rank_zero_only = True``),
+            which run on rank 0 only.  An error on any rank raises on every
+            rank (``bpcore.DistributedError`` on the others).  The batch
+            loop runs in Python, one exchange per batch.
 
         Returns
         -------
@@ -750,6 +784,22 @@ class Network:
             When another thread is training this network, or using this
             optimizer, at the same time.
         """
+        if comm is not None:
+            from bpcore import _distributed
+            # the data-parallel loop computes gradients through backward:
+            # no dropout masks there, and L-BFGS is a full-batch solver of
+            # its own (every rank refuses alike: the settings are shared)
+            if any(self._dropout):
+                raise ValueError("fit with comm does not support dropout")
+            if (optimizer == "lbfgs" if isinstance(optimizer, str)
+                    else type(optimizer).__name__ == "LBFGS"):
+                raise ValueError("fit with comm does not support L-BFGS")
+            return _distributed.fit(
+                self, comm, X, Y, epochs=epochs, batch_size=batch_size,
+                optimizer=optimizer, shuffle=shuffle,
+                sample_weight=sample_weight, validation_data=validation_data,
+                early_stopping=early_stopping, callbacks=callbacks,
+                progress=progress, n_threads=n_threads)
         epochs = V.check_int(epochs, "epochs", minimum=1)
         if batch_size is not None:
             batch_size = V.check_int(batch_size, "batch_size", minimum=1)
@@ -943,7 +993,7 @@ class Network:
 
     def __reduce__(self):
         from bpcore import io
-        return (_from_copy_state, io.copy_state(self))
+        return (_from_pickle_state, io.pickle_state(self))
 
     def __deepcopy__(self, memo):
         from bpcore import io
@@ -953,6 +1003,11 @@ class Network:
 def _from_bytes(data):  # what pickles of earlier builds call
     from bpcore import io
     return io.from_bytes(data)
+
+
+def _from_pickle_state(meta, spec, params):
+    from bpcore import io
+    return io.from_pickle_state(meta, spec, params)
 
 
 def _from_copy_state(data, params):

@@ -62,12 +62,12 @@ import warnings
 
 try:
     from sklearn.base import (BaseEstimator, ClassifierMixin,
-                              RegressorMixin)
+                              RegressorMixin, is_classifier)
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.metrics import accuracy_score, r2_score
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import LabelBinarizer
-    from sklearn.utils import check_random_state, column_or_1d
+    from sklearn.utils import check_random_state, check_X_y, column_or_1d
     from sklearn.utils.metaestimators import available_if
     from sklearn.utils.multiclass import (_check_partial_fit_first_call,
                                           check_classification_targets,
@@ -217,7 +217,9 @@ class _BaseMLP(BaseEstimator):
                  nesterovs_momentum=True, early_stopping=False,
                  validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
                  epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 init="sklearn", dtype=None, n_threads=None, dropout=0.0):
+                 init="sklearn", dtype=None, n_threads=None, dropout=0.0,
+                 comm=None):
+        self.comm = comm
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -442,6 +444,9 @@ class _BaseMLP(BaseEstimator):
                     eps=s.epsilon, weight_decay=weight_decay)
 
     def _fit(self, X, y, sample_weight=None, incremental=False):
+        if getattr(self, "comm", None) is not None and \
+                getattr(self, "_comm_labels", None) is None:
+            return self._fit_comm(X, y, sample_weight, incremental)
         s = self._settings()
         first_pass = not hasattr(self, "network_") or (
             not s.warm_start and not incremental)
@@ -601,8 +606,42 @@ class _BaseMLP(BaseEstimator):
                                                     s.max_iter, True),
                           ConvergenceWarning, stacklevel=3)
 
+    def _fit_comm(self, X, y, sample_weight, incremental):
+        """fit/partial_fit with ``comm``: every rank passes its own rows.
+
+        The input is checked on every rank first (an error on one raises on
+        all), the classes are the union over the ranks, and the network's
+        fit trains data-parallel (see ``Network.fit``): "auto" batch size,
+        ``t_`` and the L2 scaling use the global row count.
+        """
+        from bpcore._distributed import _Comm
+        dc = _Comm(self.comm)
+        err, labels = None, np.zeros(0)
+        try:
+            if self.early_stopping:
+                raise ValueError("early_stopping=True is not supported with "
+                                 "comm; pass validation rows to "
+                                 "Network.fit(..., comm=) instead")
+            self._settings()
+            _, yc = check_X_y(X, y, multi_output=True, accept_sparse=True,
+                              dtype=None, ensure_all_finite=False)
+            if is_classifier(self) and yc.ndim == 1:
+                labels = np.unique(yc)
+        except BaseException as e:
+            err = e
+        dc.agree(err, f"{type(self).__name__}.fit")
+        if labels.dtype == object:
+            labels = labels.astype(str)
+        parts = dc.comm.allgather(labels)
+        self._comm_labels = np.unique(np.concatenate(parts))
+        try:
+            return self._fit(X, y, sample_weight, incremental)
+        finally:
+            self._comm_labels = None
+
     def _fit_stochastic(self, s, X, y, Y, sample_weight, incremental, rng):
         net = self.network_
+        comm = getattr(self, "comm", None)
         if s.early_stopping and incremental:
             raise ValueError("partial_fit does not support "
                              "early_stopping=True")
@@ -625,6 +664,12 @@ class _BaseMLP(BaseEstimator):
             X_val = y_val = sw_val = None
 
         n = X_tr.shape[0]
+        if comm is not None:  # global row count and weight sum
+            from bpcore._distributed import _Comm
+            tot = _Comm(comm).ordered_sum(np.array(
+                [n, n if sw_tr is None else float(np.sum(sw_tr))], float))
+            n = int(tot[0])
+            mean_sw_global = tot[1] / tot[0]
         if s.batch_size == "auto":
             B = min(200, n)
         else:
@@ -633,6 +678,9 @@ class _BaseMLP(BaseEstimator):
                               "sample size. It is going to be clipped")
             B = int(np.clip(s.batch_size, 1, n))
         mean_sw = 1.0 if sw_tr is None else float(np.mean(sw_tr))
+        if comm is not None:
+            mean_sw = 1.0 if sw_tr is None and mean_sw_global == 1.0 else \
+                float(mean_sw_global)
         if sw_tr is not None and not mean_sw > 0:
             raise ValueError("sample_weight must have a positive sum (after "
                              "class_weight)")
@@ -703,6 +751,8 @@ class _BaseMLP(BaseEstimator):
         epochs = 1 if incremental else s.max_iter
         fit_args = dict(batch_size=B, optimizer=opt, shuffle=s.shuffle,
                         sample_weight=sw_tr, n_threads=s.n_threads)
+        if comm is not None:
+            fit_args["comm"] = comm
         self.n_iter_ = 0
         diverged = None
         try:
@@ -882,6 +932,13 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         Weights per class, multiplied into ``sample_weight``; "balanced" is
         ``n_samples / (n_classes * np.bincount(y))``.  Not for multilabel
         targets; "balanced" is not available in ``partial_fit``.
+    comm : mpi4py communicator or None, default=None
+        Data-parallel training over MPI (``pip install "bpcore[mpi]"``):
+        every rank calls ``fit``/``partial_fit`` with its own rows; the
+        classes are the union over the ranks, the batches and losses are
+        global and every rank ends with the same network (see
+        ``Network.fit``).  ``predict`` and ``score`` stay local.  Not with
+        ``early_stopping=True``.
 
     Attributes
     ----------
@@ -933,7 +990,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
                  epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  init="sklearn", dtype=None, n_threads=None,
-                 class_weight=None, dropout=0.0):
+                 class_weight=None, dropout=0.0, comm=None):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation,
             solver=solver, alpha=alpha, batch_size=batch_size,
@@ -946,7 +1003,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             validation_fraction=validation_fraction, beta_1=beta_1,
             beta_2=beta_2, epsilon=epsilon,
             n_iter_no_change=n_iter_no_change, max_fun=max_fun, init=init,
-            dtype=dtype, n_threads=n_threads, dropout=dropout)
+            dtype=dtype, n_threads=n_threads, dropout=dropout, comm=comm)
         self.class_weight = class_weight
 
     def _validate_X_y(self, X, y, incremental, reset):
@@ -960,7 +1017,12 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         if not hasattr(self, "classes_") or (not self.warm_start
                                              and not incremental):
             self._label_binarizer = LabelBinarizer()
-            self._label_binarizer.fit(y)
+            union = getattr(self, "_comm_labels", None)
+            if union is not None and y.ndim == 1 and len(union):
+                # with comm: the classes of every rank's rows
+                self._label_binarizer.fit(union.astype(y.dtype, copy=False))
+            else:
+                self._label_binarizer.fit(y)
             self.classes_ = self._label_binarizer.classes_
         else:
             classes = unique_labels(y)
@@ -1193,7 +1255,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  early_stopping=False, validation_fraction=0.1, beta_1=0.9,
                  beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
                  max_fun=15000, init="sklearn", dtype=None, n_threads=None,
-                 huber_delta=1.0, dropout=0.0):
+                 huber_delta=1.0, dropout=0.0, comm=None):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation,
             solver=solver, alpha=alpha, batch_size=batch_size,
@@ -1206,7 +1268,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             validation_fraction=validation_fraction, beta_1=beta_1,
             beta_2=beta_2, epsilon=epsilon,
             n_iter_no_change=n_iter_no_change, max_fun=max_fun, init=init,
-            dtype=dtype, n_threads=n_threads, dropout=dropout)
+            dtype=dtype, n_threads=n_threads, dropout=dropout, comm=comm)
         self.loss = loss
         self.huber_delta = huber_delta
 
