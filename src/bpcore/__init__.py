@@ -4,7 +4,7 @@ The forward and backward passes, the optimizers and the whole batch loop
 run in C with OpenMP over samples; this package is the Python API around
 them.  See ``bpcore.Network`` to start.
 """
-__version__ = "0.1.0"
+from bpcore._version import __version__
 
 from bpcore import _load  # noqa: F401  (first: loads the C core)
 from bpcore._errors import DivergenceError, FormatError

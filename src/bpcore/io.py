@@ -58,7 +58,6 @@ import stat
 import struct
 
 import numpy as np
-import safetensors.numpy as st_numpy
 
 from bpcore import _validation as V
 from bpcore._errors import FormatError
@@ -84,6 +83,12 @@ _REQUIRED = ("format", "format_version", "bpcore_version", "layers",
 _OPTIONAL = ("rng", "optimizer")
 _USER = "user."
 _BUFFER = "optimizer.buffer."
+
+
+def _st_numpy():
+    """safetensors.numpy, imported at first use (keeps ``import bpcore`` light)."""
+    import safetensors.numpy
+    return safetensors.numpy
 
 
 # -- saving --------------------------------------------------------------
@@ -126,7 +131,7 @@ def to_bytes(net, optimizer=None):
         raise TypeError(f"expected a bpcore.Network, got {type(net).__name__}")
     with net._guard.read():  # never half an update from another thread
         tensors, meta = _encode(net, optimizer)
-        data = st_numpy.save(tensors, metadata=meta)
+        data = _st_numpy().save(tensors, metadata=meta)
     (n,) = struct.unpack("<Q", data[:8])
     if n > MAX_HEADER_BYTES:
         raise ValueError(f"the file header would be {n} bytes, over the "
@@ -142,7 +147,7 @@ def copy_state(net):
     with net._guard.read():
         params = net.params.copy()
         tensors, meta = _encode(net, None, zeros=True)
-        data = st_numpy.save(tensors, metadata=meta)
+        data = _st_numpy().save(tensors, metadata=meta)
     return data, params
 
 
@@ -349,7 +354,7 @@ def _decode(data, with_optimizer):
 
     plan = _Plan(data, len(data))
     try:
-        arrays = st_numpy.load(data)
+        arrays = _st_numpy().load(data)
     except Exception as e:  # noqa: BLE001 - anything safetensors raises
         raise FormatError(f"safetensors could not read the file: "
                           f"{e}") from None
