@@ -4,6 +4,10 @@ The forward and backward passes, the optimizers and the whole batch loop
 run in C with OpenMP over samples; this package is the Python API around
 them.  See ``bpcore.Network`` to start.
 """
+from __future__ import annotations
+
+import os
+
 from bpcore._version import __version__
 
 from bpcore import _load  # noqa: F401  (first: loads the C core)
@@ -16,7 +20,7 @@ from bpcore.network import (EarlyStopping, Gradients, History, Network,
                             Trace)
 
 
-def load(path):
+def load(path: str | os.PathLike[str]) -> Network:
     """Read a network written by :meth:`Network.save` (validated).
 
     Raises

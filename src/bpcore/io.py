@@ -50,17 +50,27 @@ infinite are rejected (``save`` refuses to write them too).  Every problem
 raises :class:`bpcore.FormatError` (a ``ValueError``) saying what is wrong;
 nothing from the file is ever executed.
 """
+from __future__ import annotations
+
 import json
 import math
 import os
 import secrets
 import stat
 import struct
+from typing import TYPE_CHECKING, Literal, Union, overload
 
 import numpy as np
 
 from bpcore import _validation as V
 from bpcore._errors import FormatError
+
+if TYPE_CHECKING:  # annotations only: nothing imported at run time
+    from bpcore.network import Network
+    from bpcore.optim import Optimizer
+
+#: what ``path`` arguments accept
+PathLike = Union[str, "os.PathLike[str]"]
 
 __all__ = ["save", "load", "to_bytes", "from_bytes", "FORMAT_NAME",
            "FORMAT_VERSION", "MAX_HEADER_BYTES", "MAX_PARAMS"]
@@ -93,7 +103,8 @@ def _st_numpy():
 
 # -- saving --------------------------------------------------------------
 
-def save(net, path, optimizer=None):
+def save(net: Network, path: PathLike,
+         optimizer: Optimizer | None = None) -> None:
     """Write a network (and optionally its optimizer's state) to a file.
 
     The bytes go to a temporary file in the same folder, which is flushed,
@@ -123,7 +134,7 @@ def save(net, path, optimizer=None):
     _atomic_write(path, data)
 
 
-def to_bytes(net, optimizer=None):
+def to_bytes(net: Network, optimizer: Optimizer | None = None) -> bytes:
     """The bytes of the ``.safetensors`` file that :func:`save` writes."""
     from bpcore.network import Network
 
@@ -290,7 +301,18 @@ def _fsync_folder(folder):
 
 # -- loading -------------------------------------------------------------
 
-def load(path, with_optimizer=False):
+@overload
+def load(path: PathLike, with_optimizer: Literal[False] = ...) -> Network: ...
+@overload
+def load(path: PathLike, with_optimizer: Literal[True] | Optimizer
+         ) -> tuple[Network, Optimizer | None]: ...
+@overload
+def load(path: PathLike, with_optimizer: bool | Optimizer
+         ) -> Network | tuple[Network, Optimizer | None]: ...
+
+
+def load(path: PathLike, with_optimizer: bool | Optimizer = False
+         ) -> Network | tuple[Network, Optimizer | None]:
     """Read a network written by :func:`save` (validated first).
 
     Parameters
@@ -337,7 +359,18 @@ def load(path, with_optimizer=False):
     return _decode(data, with_optimizer)
 
 
-def from_bytes(data, with_optimizer=False):
+@overload
+def from_bytes(data: bytes, with_optimizer: Literal[False] = ...) -> Network: ...
+@overload
+def from_bytes(data: bytes, with_optimizer: Literal[True] | Optimizer
+         ) -> tuple[Network, Optimizer | None]: ...
+@overload
+def from_bytes(data: bytes, with_optimizer: bool | Optimizer
+         ) -> Network | tuple[Network, Optimizer | None]: ...
+
+
+def from_bytes(data: bytes, with_optimizer: bool | Optimizer = False
+         ) -> Network | tuple[Network, Optimizer | None]:
     """A network from the bytes of a bpcore ``.safetensors`` file.
 
     Same validation, result and ``with_optimizer`` as :func:`load`.

@@ -36,8 +36,11 @@ How scikit-learn's options map onto bpcore
   validation score (accuracy or R^2) on a held-out ``validation_fraction``,
   with the best parameters restored at the end.
 """
+from __future__ import annotations
+
 import numbers
 import warnings
+from typing import TYPE_CHECKING
 
 try:
     from sklearn.base import (BaseEstimator, ClassifierMixin,
@@ -57,6 +60,9 @@ except ImportError as _exc:  # pragma: no cover - depends on the environment
         "bpcore.sklearn needs scikit-learn >= 1.6, which is not installed "
         "(or too old): pip install bpcore[sklearn]  (or: pip install "
         "'scikit-learn>=1.6')") from _exc
+
+if TYPE_CHECKING:  # annotations only: nothing imported at run time
+    from numpy.typing import ArrayLike
 
 import numpy as np
 
@@ -306,14 +312,14 @@ class _BaseMLP(BaseEstimator):
     # -- fitted attributes derived from the network -----------------------
 
     @property
-    def coefs_(self):
+    def coefs_(self) -> list[np.ndarray]:
         """Weight matrices, ``coefs_[i]`` of shape (n_i, n_{i+1}): views into
         ``network_.params`` (writing into them changes the model)."""
         check_is_fitted(self, "network_")
         return list(self.network_.weights)
 
     @property
-    def intercepts_(self):
+    def intercepts_(self) -> list[np.ndarray]:
         """Bias vectors, ``intercepts_[i]`` of shape (n_{i+1},): views into
         ``network_.params``."""
         check_is_fitted(self, "network_")
@@ -803,7 +809,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return accuracy_score(y, self._predict_validated(X),
                               sample_weight=sample_weight)
 
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X: ArrayLike, y: ArrayLike,
+            sample_weight: ArrayLike | None = None) -> MLPClassifier:
         """Fit the model to X and y.
 
         Parameters
@@ -820,7 +827,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return self._fit(X, y, sample_weight=sample_weight,
                          incremental=False)
 
-    def partial_fit(self, X, y, sample_weight=None, classes=None):
+    def partial_fit(self, X: ArrayLike, y: ArrayLike,
+                    sample_weight: ArrayLike | None = None,
+                    classes: ArrayLike | None = None) -> MLPClassifier:
         """One epoch over the given data, continuing the training.
 
         Parameters
@@ -860,11 +869,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             p = p.ravel()
         return self._label_binarizer.inverse_transform(p)
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Predicted class labels (an indicator matrix for multilabel)."""
         return self._decode(self._forward(X))
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Class probabilities, shape (n_samples, n_classes).
 
         Columns follow ``classes_``; for multilabel, one independent
@@ -878,7 +887,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             return np.column_stack([1 - p, p])
         return p
 
-    def predict_log_proba(self, X):
+    def predict_log_proba(self, X: ArrayLike) -> np.ndarray:
         """Natural logarithm of :meth:`predict_proba`."""
         with np.errstate(divide="ignore"):
             return np.log(self.predict_proba(X))
@@ -981,7 +990,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         y = y if y.ndim == 2 else y.reshape(-1, 1)
         return r2_score(y, p, sample_weight=sample_weight)
 
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X: ArrayLike, y: ArrayLike,
+            sample_weight: ArrayLike | None = None) -> MLPRegressor:
         """Fit the model to X and y.
 
         Parameters
@@ -997,11 +1007,12 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return self._fit(X, y, sample_weight=sample_weight,
                          incremental=False)
 
-    def partial_fit(self, X, y, sample_weight=None):
+    def partial_fit(self, X: ArrayLike, y: ArrayLike,
+                    sample_weight: ArrayLike | None = None) -> MLPRegressor:
         """One epoch over the given data, continuing the training."""
         return self._fit(X, y, sample_weight=sample_weight, incremental=True)
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Predicted values, shape (n_samples,) or (n_samples, n_outputs)."""
         p = self._forward(X)
         return p.ravel() if p.shape[1] == 1 else p
