@@ -13,6 +13,7 @@ make_isolated_env() {
   # shells and utilities the scripts and tests call; nm/objdump/readelf
   # inspect the built extension (binutils, not a compiler)
   for t in sh bash env cat ls cp rm mkdir mktemp tar gzip unzip grep sed \
+           basename dirname \
            head tail wc sort uname nproc nm objdump readelf mpiexec; do
     p=$(command -v "$t" || true)
     if [ -n "$p" ]; then ln -s "$p" "$WORK/bin/$t"; fi
