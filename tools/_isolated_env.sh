@@ -67,6 +67,8 @@ with open("data.csv", "w") as f:
         f.write(",".join(f"{v:.6f}" for v in row) + f",{row.sum():.6f}\n")
 PY
   )
+  # the README's demo, then a training on a file of our own
+  (cd "$WORK" && python -m bpcore train)
   (cd "$WORK" && python -m bpcore train data.csv --target y --layers 8 \
       --epochs 5 --out model.safetensors && \
    python -m bpcore predict model.safetensors data.csv --out pred.csv && \

