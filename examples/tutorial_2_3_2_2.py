@@ -87,7 +87,7 @@ print("\n2. Backward pass: the error value delta = dE/dnet of every neuron")
 print("  output layer:  delta_4 = (out_4 - y) * out_4 * (1 - out_4) / m")
 print("  hidden layers: delta_l = (delta_(l+1) W_l^T) * out_l * (1 - out_l)")
 grads = net.backward(X, Y)
-delta = [None] * 4
+delta: list = [None] * 4
 delta[3] = (out[3] - Y) * out[3] * (1 - out[3]) / m
 for k in (2, 1):
     delta[k] = (delta[k + 1] @ W[k].T) * out[k] * (1 - out[k])

@@ -4,7 +4,11 @@ The forward and backward passes, the optimizers and the whole batch loop
 run in C with OpenMP over samples; this package is the Python API around
 them.  See ``bpcore.Network`` to start.
 """
-__version__ = "0.1.0"
+from __future__ import annotations
+
+import os
+
+from bpcore._version import __version__
 
 from bpcore import _load  # noqa: F401  (first: loads the C core)
 from bpcore._errors import (ConvergenceWarning, DistributedError,
@@ -20,7 +24,7 @@ from bpcore.network import (EarlyStopping, Gradients, History, Network,
 from bpcore import callbacks
 
 
-def load(path):
+def load(path: str | os.PathLike[str]) -> Network:
     """Read a network written by :meth:`Network.save` (validated).
 
     Raises

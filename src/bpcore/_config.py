@@ -1,11 +1,17 @@
 """Thread settings and build facts."""
+from __future__ import annotations
+
 import sys
+from typing import IO, TYPE_CHECKING
 
 from bpcore import _core
 from bpcore._validation import check_threads
 
+if TYPE_CHECKING:  # annotations only
+    from typing import Any
 
-def set_num_threads(n):
+
+def set_num_threads(n: int | None) -> None:
     """Set the number of threads bpcore uses (None restores OpenMP's default).
 
     Parameters
@@ -18,7 +24,7 @@ def set_num_threads(n):
     _core.set_user_threads(check_threads(n))
 
 
-def get_num_threads():
+def get_num_threads() -> int:
     """Return the thread count bpcore uses when a call does not set one.
 
     The value of :func:`set_num_threads`, else OpenMP's default (which honours
@@ -40,7 +46,7 @@ def resolve_threads(n_threads):
     return _core.threads_for(check_threads(n_threads))
 
 
-def show_config(file=None):
+def show_config(file: IO[str] | None = None) -> dict[str, Any]:
     """Print (and return as a dict) what a bug report needs: version, kernel,
     OpenMP, threads (get_num_threads()), cpus (the cap on the threads a
     call runs: affinity and cgroup quota), compiler, numpy."""

@@ -58,6 +58,8 @@ infinite are rejected (``save`` refuses to write them too).  Every problem
 raises :class:`bpcore.FormatError` (a ``ValueError``) saying what is wrong;
 nothing from the file is ever executed.
 """
+from __future__ import annotations
+
 import json
 import math
 import os
@@ -65,13 +67,20 @@ import re
 import secrets
 import stat
 import struct
+from typing import TYPE_CHECKING, Literal, Union, overload
 
 import numpy as np
-import safetensors.numpy as st_numpy
 
 from bpcore import _limits
 from bpcore import _validation as V
 from bpcore._errors import FormatError
+
+if TYPE_CHECKING:  # annotations only: nothing imported at run time
+    from bpcore.network import Network
+    from bpcore.optim import Optimizer
+
+#: what ``path`` arguments accept
+PathLike = Union[str, "os.PathLike[str]"]
 
 __all__ = ["save", "load", "to_bytes", "from_bytes", "FORMAT_NAME",
            "FORMAT_VERSION", "MAX_HEADER_BYTES", "MAX_PARAMS"]
@@ -98,9 +107,16 @@ _USER = "user."
 _BUFFER = "optimizer.buffer."
 
 
+def _st_numpy():
+    """safetensors.numpy, imported at first use (keeps ``import bpcore`` light)."""
+    import safetensors.numpy
+    return safetensors.numpy
+
+
 # -- saving --------------------------------------------------------------
 
-def save(net, path, optimizer=None):
+def save(net: Network, path: PathLike,
+         optimizer: Optimizer | None = None) -> None:
     """Write a network (and optionally its optimizer's state) to a file.
 
     The bytes go to a temporary file in the same folder, which is flushed,
@@ -134,7 +150,7 @@ def save(net, path, optimizer=None):
     _atomic_write(path, data)
 
 
-def to_bytes(net, optimizer=None):
+def to_bytes(net: Network, optimizer: Optimizer | None = None) -> bytes:
     """The bytes of the ``.safetensors`` file that :func:`save` writes."""
     from bpcore.network import Network
 
@@ -142,7 +158,7 @@ def to_bytes(net, optimizer=None):
         raise TypeError(f"expected a bpcore.Network, got {type(net).__name__}")
     with net._guard.read():  # never half an update from another thread
         tensors, meta = _encode(net, optimizer)
-        data = st_numpy.save(tensors, metadata=meta)
+        data = _st_numpy().save(tensors, metadata=meta)
     (n,) = struct.unpack("<Q", data[:8])
     if n > MAX_HEADER_BYTES:
         raise ValueError(f"the file header would be {n} bytes, over the "
@@ -158,7 +174,7 @@ def copy_state(net):
     with net._guard.read():
         params = net.params.copy()
         tensors, meta = _encode(net, None, zeros=True)
-        data = st_numpy.save(tensors, metadata=meta)
+        data = _st_numpy().save(tensors, metadata=meta)
     return data, params
 
 
@@ -397,7 +413,18 @@ def _fsync_folder(folder):
 
 # -- loading -------------------------------------------------------------
 
-def load(path, with_optimizer=False):
+@overload
+def load(path: PathLike, with_optimizer: Literal[False] = ...) -> Network: ...
+@overload
+def load(path: PathLike, with_optimizer: Literal[True] | Optimizer
+         ) -> tuple[Network, Optimizer | None]: ...
+@overload
+def load(path: PathLike, with_optimizer: bool | Optimizer
+         ) -> Network | tuple[Network, Optimizer | None]: ...
+
+
+def load(path: PathLike, with_optimizer: bool | Optimizer = False
+         ) -> Network | tuple[Network, Optimizer | None]:
     """Read a network written by :func:`save` (validated first).
 
     Parameters
@@ -444,7 +471,18 @@ def load(path, with_optimizer=False):
     return _decode(data, with_optimizer)
 
 
-def from_bytes(data, with_optimizer=False):
+@overload
+def from_bytes(data: bytes, with_optimizer: Literal[False] = ...) -> Network: ...
+@overload
+def from_bytes(data: bytes, with_optimizer: Literal[True] | Optimizer
+         ) -> tuple[Network, Optimizer | None]: ...
+@overload
+def from_bytes(data: bytes, with_optimizer: bool | Optimizer
+         ) -> Network | tuple[Network, Optimizer | None]: ...
+
+
+def from_bytes(data: bytes, with_optimizer: bool | Optimizer = False
+         ) -> Network | tuple[Network, Optimizer | None]:
     """A network from the bytes of a bpcore ``.safetensors`` file.
 
     Same validation, result and ``with_optimizer`` as :func:`load`.
@@ -461,7 +499,7 @@ def _decode(data, with_optimizer):
 
     plan = _Plan(data, len(data))
     try:
-        arrays = st_numpy.load(data)
+        arrays = _st_numpy().load(data)
     except Exception as e:  # noqa: BLE001 - anything safetensors raises
         raise FormatError(f"safetensors could not read the file: "
                           f"{e}") from None

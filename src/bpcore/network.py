@@ -5,11 +5,14 @@ Notation (API.md): layer k of the arrays is tutorial layer k + 1.
 are views into the flat ``params`` buffer, which holds every weight matrix
 in layer order, then every bias vector in layer order.
 """
+from __future__ import annotations
+
 import math
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,6 +27,19 @@ from bpcore._errors import DivergenceError
 from bpcore.optim import SGD, get_optimizer
 from bpcore.lbfgs import LBFGS
 from bpcore.schedules import ReduceLROnPlateau
+
+if TYPE_CHECKING:  # annotations only: nothing imported at run time
+    import os
+    from collections.abc import Callable, Sequence
+    from typing import Any, Optional, Union
+
+    from numpy.typing import ArrayLike, DTypeLike
+
+    from bpcore.optim import Optimizer
+
+    Callback = Callable[[int, dict[str, Any]], Optional[bool]]
+    Validation = Union[tuple[ArrayLike, ArrayLike],
+                       tuple[ArrayLike, ArrayLike, ArrayLike]]
 
 __all__ = ["Network", "Trace", "Gradients", "History", "EarlyStopping"]
 
@@ -85,7 +101,7 @@ class History:
     loss: list = field(default_factory=list)
     val_loss: list = field(default_factory=list)
     epochs_run: int = 0
-    best_epoch: int = None
+    best_epoch: int | None = None
     stopped_early: bool = False
 
 
@@ -108,7 +124,8 @@ class EarlyStopping:
         past those the recorded loss was measured on.
     """
 
-    def __init__(self, patience=10, min_delta=0.0, restore_best=True):
+    def __init__(self, patience: int = 10, min_delta: float = 0.0,
+                 restore_best: bool = True) -> None:
         self.patience = V.check_int(patience, "patience", minimum=0)
         self.min_delta = V.check_float(min_delta, "min_delta", low=0.0)
         if not isinstance(restore_best, (bool, np.bool_)):
@@ -213,9 +230,14 @@ class Network:
     [(2, 3), (3, 2), (2, 2)]
     """
 
-    def __init__(self, layers, activation="sigmoid", output="sigmoid",
-                 loss="mse", dtype="float32", init="auto", seed=None,
-                 huber_delta=1.0, dropout=0.0):
+    def __init__(self, layers: Sequence[int],
+                 activation: str | Sequence[str] = "sigmoid",
+                 output: str = "sigmoid",
+                 loss: str = "mse", dtype: DTypeLike = "float32",
+                 init: str = "auto",
+                 seed: int | np.random.Generator | None = None,
+                 huber_delta: float = 1.0,
+                 dropout: float | Sequence[float] = 0.0) -> None:
         layers = self._check_layers(layers)
         L = len(layers) - 1
         dropout = _dropout.check_dropout(dropout, L - 1)
@@ -340,17 +362,17 @@ class Network:
     # -- attributes -----------------------------------------------------
 
     @property
-    def layers(self):
+    def layers(self) -> tuple[int, ...]:
         """Layer sizes n_0 .. n_L (tuple)."""
         return self._layers
 
     @property
-    def activation(self):
+    def activation(self) -> tuple[str, ...]:
         """Activation names of layers 1 .. L, the output's last (tuple)."""
         return self._acts
 
     @property
-    def loss(self):
+    def loss(self) -> str:
         """The loss's name."""
         return self._loss
 
@@ -382,22 +404,22 @@ class Network:
         return int(self._rng.integers(0, 2**64, dtype=np.uint64))
 
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype:
         """numpy dtype of parameters and computations."""
         return self._dtype
 
     @property
-    def n_params(self):
+    def n_params(self) -> int:
         """Number of weights and biases."""
         return self._params.shape[0]
 
     @property
-    def params(self):
+    def params(self) -> np.ndarray:
         """Every parameter in one flat array (weights, then biases)."""
         return self._params
 
     @params.setter
-    def params(self, value):
+    def params(self, value: ArrayLike) -> None:
         value = np.asarray(value)
         if value.shape != self._params.shape:
             raise ValueError(f"params must have shape {self._params.shape}, "
@@ -409,12 +431,12 @@ class Network:
             self._params[...] = value
 
     @property
-    def weights(self):
+    def weights(self) -> list[np.ndarray]:
         """Weight matrices ``(n_k, n_{k+1})``, views into ``params``."""
         return self._weights
 
     @property
-    def biases(self):
+    def biases(self) -> list[np.ndarray]:
         """Bias vectors ``(n_{k+1},)``, views into ``params``."""
         return self._biases
 
@@ -436,7 +458,8 @@ class Network:
         return V.as_targets(Y, name, self._dtype, self._loss,
                             self._layers[-1], m, labels)
 
-    def predict(self, X, n_threads=None):
+    def predict(self, X: ArrayLike,
+                n_threads: int | None = None) -> np.ndarray:
         """Output activations.
 
         Parameters
@@ -478,7 +501,9 @@ class Network:
         return [None] + [np.empty((m, n), dtype=self._dtype)
                          for n in self._layers[1:]]
 
-    def forward(self, X, n_threads=None, training=False, dropout_seed=None):
+    def forward(self, X: ArrayLike, n_threads: int | None = None,
+                training: bool = False,
+                dropout_seed: int | None = None) -> Trace:
         """Forward pass keeping every layer.
 
         Parameters
@@ -524,8 +549,10 @@ class Network:
         return _dropout.masks(seed, m, self._layers, self._dropout,
                               self._dtype)
 
-    def backward(self, X, Y, sample_weight=None, n_threads=None,
-                 training=False, dropout_seed=None):
+    def backward(self, X: ArrayLike, Y: ArrayLike,
+                 sample_weight: ArrayLike | None = None,
+                 n_threads: int | None = None, training: bool = False,
+                 dropout_seed: int | None = None) -> Gradients:
         """Loss, parameter gradient and every layer's delta.
 
         Parameters
@@ -617,7 +644,9 @@ class Network:
                                    np.empty_like(self._params), delta, net,
                                    out, nt)
 
-    def evaluate(self, X, Y, sample_weight=None, n_threads=None, comm=None):
+    def evaluate(self, X: ArrayLike, Y: ArrayLike,
+                 sample_weight: ArrayLike | None = None,
+                 n_threads: int | None = None, comm: Any = None) -> float:
         """The loss E on this data (weighted mean with ``sample_weight``).
 
         X (and Y) may be out-of-core (``np.memmap``, h5py datasets, any
@@ -647,8 +676,9 @@ class Network:
 
     # -- training -------------------------------------------------------
 
-    def step(self, X, Y, optimizer, sample_weight=None, n_threads=None,
-             comm=None):
+    def step(self, X: ArrayLike, Y: ArrayLike, optimizer: Optimizer | str,
+             sample_weight: ArrayLike | None = None,
+             n_threads: int | None = None, comm: Any = None) -> float:
         """One optimizer update from this batch, as given (no shuffling).
 
         With ``comm`` (an mpi4py communicator), every rank passes its own
@@ -707,10 +737,15 @@ class Network:
                                   "parameters were not changed")
         return float(lsum / wsum)
 
-    def fit(self, X, Y, epochs=10, batch_size=32, optimizer=None,
-            shuffle=True, sample_weight=None, validation_data=None,
-            early_stopping=None, callbacks=(), progress=False,
-            n_threads=None, comm=None, _chunks=None):
+    def fit(self, X: ArrayLike, Y: ArrayLike, epochs: int = 10,
+            batch_size: int | None = 32,
+            optimizer: Optimizer | str | None = None,
+            shuffle: bool = True, sample_weight: ArrayLike | None = None,
+            validation_data: Validation | None = None,
+            early_stopping: EarlyStopping | None = None,
+            callbacks: Sequence[Callback] = (), progress: bool = False,
+            n_threads: int | None = None, comm: Any = None,
+            _chunks: Any = None) -> History:
         """Train the network; the batch loop runs in C.
 
         Parameters
@@ -975,18 +1010,18 @@ class Network:
 
     # -- files (bpcore.io) ----------------------------------------------
 
-    def save(self, path):
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Write the network to one .safetensors file, atomically."""
         from bpcore import io
         return io.save(self, path)
 
-    def to_bytes(self):
+    def to_bytes(self) -> bytes:
         """The network as the bytes of a .safetensors file."""
         from bpcore import io
         return io.to_bytes(self)
 
     @classmethod
-    def from_bytes(cls, data):
+    def from_bytes(cls, data: bytes) -> Network:
         """A network from :meth:`to_bytes` output (validated)."""
         from bpcore import io
         return io.from_bytes(data)

@@ -6,12 +6,22 @@ hyperparameters and the state (momentum or moment buffers, the update count
 the optimizer, so passing the same object to a later ``fit`` or ``step``
 continues where it stopped.  Weight decay applies to weights, never biases.
 """
+from __future__ import annotations
+
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from bpcore import _core
 from bpcore._validation import check_float
+
+if TYPE_CHECKING:  # annotations only: nothing imported at run time
+    from collections.abc import Callable
+    from typing import Any, Union
+
+    #: a rate, or a schedule: epoch -> rate
+    LR = Union[float, Callable[[int], float]]
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "get_optimizer"]
 
@@ -35,7 +45,7 @@ class Optimizer:
     _kind = None
     _n_states = 0
 
-    def __init__(self, lr, clip_norm=None):
+    def __init__(self, lr: LR, clip_norm: float | None = None) -> None:
         self.lr = _check_lr(lr)
         self.clip_norm = _check_clip(clip_norm)
         self._busy = False
@@ -53,14 +63,14 @@ class Optimizer:
         state["_busy"] = False  # a copy is not in use
         return state
 
-    def reset(self):
+    def reset(self) -> None:
         """Forget the state: buffers, update count and epoch count."""
         self.t = 0
         self.epoch = 0
         self._state = [None] * self._n_states
         self._owner = None
 
-    def lr_at(self, epoch=None):
+    def lr_at(self, epoch: int | None = None) -> float:
         """The learning rate for an epoch (the current one by default)."""
         e = self.epoch if epoch is None else epoch
         lr = self.lr(e) if callable(self.lr) else self.lr
@@ -91,13 +101,13 @@ class Optimizer:
     def _hyper(self):
         return {}
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """A copy of the state: {'t', 'epoch', 'buffers'}."""
         return {"t": self.t, "epoch": self.epoch,
                 "buffers": [None if s is None else s.copy()
                             for s in self._state]}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a state from :meth:`state_dict`.
 
         The state is checked first (the keys, ``t`` and ``epoch`` whole
@@ -187,8 +197,10 @@ class SGD(Optimizer):
 
     _kind = _core.OPT_SGD
 
-    def __init__(self, lr=0.01, momentum=0.0, nesterov=False,
-                 weight_decay=0.0, clip_norm=None):
+    def __init__(self, lr: LR = 0.01, momentum: float = 0.0,
+                 nesterov: bool = False,
+                 weight_decay: float = 0.0,
+                 clip_norm: float | None = None) -> None:
         self.momentum = check_float(momentum, "momentum", low=0.0, high=1.0,
                                     high_open=True)
         if not isinstance(nesterov, (bool, np.bool_)):
@@ -226,8 +238,10 @@ class Adam(Optimizer):
     _kind = _core.OPT_ADAM
     _n_states = 2
 
-    def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8,
-                 weight_decay=0.0, clip_norm=None):
+    def __init__(self, lr: LR = 0.001,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0,
+                 clip_norm: float | None = None) -> None:
         try:
             b1, b2 = betas
         except (TypeError, ValueError):
@@ -257,8 +271,10 @@ class AdamW(Adam):
 
     _kind = _core.OPT_ADAMW
 
-    def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8,
-                 weight_decay=0.01, clip_norm=None):
+    def __init__(self, lr: LR = 0.001,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.01,
+                 clip_norm: float | None = None) -> None:
         super().__init__(lr=lr, betas=betas, eps=eps,
                          weight_decay=weight_decay, clip_norm=clip_norm)
 
@@ -266,7 +282,7 @@ class AdamW(Adam):
 _NAMES = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
 
 
-def get_optimizer(optimizer):
+def get_optimizer(optimizer: Optimizer | str) -> Optimizer:
     """An optimizer object from an object or a name with defaults."""
     from bpcore.lbfgs import LBFGS
 

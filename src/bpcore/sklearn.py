@@ -57,8 +57,11 @@ How scikit-learn's options map onto bpcore
   validation score (accuracy or R^2) on a held-out ``validation_fraction``,
   with the best parameters restored at the end.
 """
+from __future__ import annotations
+
 import numbers
 import warnings
+from typing import TYPE_CHECKING
 
 try:
     from sklearn.base import (BaseEstimator, ClassifierMixin,
@@ -79,6 +82,9 @@ except ImportError as _exc:  # pragma: no cover - depends on the environment
         "bpcore.sklearn needs scikit-learn >= 1.6, which is not installed "
         "(or too old): pip install bpcore[sklearn]  (or: pip install "
         "'scikit-learn>=1.6')") from _exc
+
+if TYPE_CHECKING:  # annotations only: nothing imported at run time
+    from numpy.typing import ArrayLike
 
 import numpy as np
 
@@ -353,7 +359,7 @@ class _BaseMLP(BaseEstimator):
     # -- fitted attributes derived from the network -----------------------
 
     @property
-    def coefs_(self):
+    def coefs_(self) -> list[np.ndarray]:
         """Weight matrices, ``coefs_[i]`` of shape (n_i, n_{i+1}): views into
         ``network_.params`` (writing into them changes the model).
 
@@ -375,7 +381,7 @@ class _BaseMLP(BaseEstimator):
             self._coefs_set = value
 
     @property
-    def intercepts_(self):
+    def intercepts_(self) -> list[np.ndarray]:
         """Bias vectors, ``intercepts_[i]`` of shape (n_{i+1},): views into
         ``network_.params``; assignable like ``coefs_``."""
         if not hasattr(self, "network_") and \
@@ -1094,7 +1100,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return accuracy_score(y, self._predict_validated(X),
                               sample_weight=sample_weight)
 
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X: ArrayLike, y: ArrayLike,
+            sample_weight: ArrayLike | None = None) -> MLPClassifier:
         """Fit the model to X and y.
 
         Parameters
@@ -1112,7 +1119,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                          incremental=False)
 
     @available_if(_stochastic_solver)
-    def partial_fit(self, X, y, sample_weight=None, classes=None):
+    def partial_fit(self, X: ArrayLike, y: ArrayLike,
+                    sample_weight: ArrayLike | None = None,
+                    classes: ArrayLike | None = None) -> MLPClassifier:
         """One epoch over the given data, continuing the training.
 
         Parameters
@@ -1171,11 +1180,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             p = p.ravel()
         return self._label_binarizer.inverse_transform(p)
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Predicted class labels (an indicator matrix for multilabel)."""
         return self._decode(self._forward(X))
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Class probabilities, shape (n_samples, n_classes).
 
         Columns follow ``classes_``; for multilabel, one independent
@@ -1189,7 +1198,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             return np.column_stack([1 - p, p])
         return p
 
-    def predict_log_proba(self, X):
+    def predict_log_proba(self, X: ArrayLike) -> np.ndarray:
         """Natural logarithm of :meth:`predict_proba`."""
         with np.errstate(divide="ignore"):
             return np.log(self.predict_proba(X))
@@ -1337,7 +1346,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         with np.errstate(over="ignore", invalid="ignore"):
             return r2_score(y, p, sample_weight=sample_weight)
 
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X: ArrayLike, y: ArrayLike,
+            sample_weight: ArrayLike | None = None) -> MLPRegressor:
         """Fit the model to X and y.
 
         Parameters
@@ -1354,11 +1364,12 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                          incremental=False)
 
     @available_if(_stochastic_solver)
-    def partial_fit(self, X, y, sample_weight=None):
+    def partial_fit(self, X: ArrayLike, y: ArrayLike,
+                    sample_weight: ArrayLike | None = None) -> MLPRegressor:
         """One epoch over the given data, continuing the training."""
         return self._fit(X, y, sample_weight=sample_weight, incremental=True)
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Predicted values, shape (n_samples,) or (n_samples, n_outputs)."""
         p = self._values(self._forward(X))
         return p.ravel() if p.shape[1] == 1 else p
