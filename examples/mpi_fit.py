@@ -38,6 +38,7 @@ digests = comm.gather(digest, root=0)
 acc = float(np.mean(net.predict(X_local).argmax(axis=1) == y_local))
 accs = comm.gather(acc, root=0)
 if rank == 0:
+    assert digests is not None and accs is not None  # gathered on rank 0
     print(f"{size} rank(s): {hist.epochs_run} epochs, loss "
           f"{hist.loss[-1]:.4f}, val_loss {hist.val_loss[-1]:.4f}")
     print(f"local accuracies {[round(a, 3) for a in accs]}; params hash "

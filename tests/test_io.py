@@ -851,7 +851,7 @@ def _kill_while_saving(tmp_path, rounds, rng):
         # temporary files of the killed saves may be in the folder.
         for p in tmp_path.iterdir():
             if p != path:
-                assert re.fullmatch(r"\.model\.safetensors\.[0-9a-f]{16}"
+                assert re.fullmatch(r"\.model\.safetensors\.[0-9]+\.[0-9a-f]{16}"
                                     r"\.tmp", p.name), p.name
     return done_total
 

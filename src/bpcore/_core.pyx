@@ -746,9 +746,12 @@ cdef class Arch:
         return loss
 
     def train_workspace(self, int64_t batch, int n_threads):
-        """A workspace for train() with batches of at most batch rows."""
+        """A workspace for train() with batches of at most batch rows (with
+        dropout, for the general path the masks need)."""
         cdef int64_t need = 0
-        _check(bp_train_workspace_bytes(&need, &self.arch, batch, n_threads,
+        cdef bp_arch a
+        self._with_drop(&a, 0)
+        _check(bp_train_workspace_bytes(&need, &a, batch, n_threads,
                                         self.f64), "fit")
         return np.empty(need, dtype=np.uint8)
 

@@ -194,7 +194,7 @@ def from_pickle_state(meta, spec, params):
     """The network of :func:`pickle_state`'s output (checked as a file)."""
     tensors = {k: np.zeros(shape, dtype=np.dtype(dt))
                for k, (shape, dt) in spec.items()}
-    return from_copy_state(st_numpy.save(tensors, metadata=meta), params)
+    return from_copy_state(_st_numpy().save(tensors, metadata=meta), params)
 
 
 def from_copy_state(data, params):
