@@ -1,5 +1,6 @@
 """bpcore.sklearn inside Dask: dask-ml wrappers and joblib's dask backend on
 a real distributed.LocalCluster with worker processes (2 x 1 thread)."""
+import os
 import pickle
 import warnings
 
@@ -16,6 +17,9 @@ dask_ml_wrappers = pytest.importorskip("dask_ml.wrappers")
 
 @pytest.fixture(scope="module")
 def client():
+    # distributed writes its workers' settings (OMP_NUM_THREADS=1, ...) into
+    # this process's environment; later tests' subprocesses must not see it
+    saved = dict(os.environ)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cluster = distributed.LocalCluster(
@@ -27,6 +31,8 @@ def client():
     finally:
         c.close()
         cluster.close()
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def regression(m, seed=0):

@@ -75,7 +75,8 @@ PRELUDE = textwrap.dedent("""
 
 def _run(script, order, env=None, timeout=300):
     full = dict(os.environ)
-    full.pop("OMP_NUM_THREADS", None)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        full.pop(var, None)
     if env:
         full.update(env)
     r = subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(script),
