@@ -8,13 +8,7 @@ import numpy as np
 from bpcore import _core
 from bpcore import _limits
 
-ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu",
-               "softplus", "gelu")
-OUTPUTS = ACTIVATIONS + ("softmax",)
-# the order gives the C core's codes (bp_loss in bpcore.h)
-LOSSES = ("mse", "cross_entropy", "binary_cross_entropy", "mae", "huber",
-          "poisson")
-INITS = ("auto", "xavier", "he", "lecun", "normal", "uniform")
+from bpcore._names import ACTIVATIONS, INITS, LOSSES, OUTPUTS  # noqa: F401
 
 
 def check_int(value, name, minimum=None, allow_none=False):
