@@ -26,7 +26,7 @@ import safetensors.numpy as st_numpy
 from safetensors import safe_open
 
 import bpcore
-from bpcore import io
+from bpcore import _atomic, io
 from bpcore.schedules import Cosine, Step
 
 HERE = Path(__file__).resolve().parent
@@ -256,7 +256,7 @@ def test_failed_save_keeps_the_old_file_and_cleans_up(tmp_path, monkeypatch,
         raise OSError(28, "No space left on device (simulated)")
 
     if failing == "write":
-        monkeypatch.setattr(io, "_keep_mode", boom)
+        monkeypatch.setattr(_atomic, "_keep_mode", boom)
     else:
         monkeypatch.setattr(os, failing, boom)
     with pytest.raises(OSError, match="simulated"):

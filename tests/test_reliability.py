@@ -340,7 +340,7 @@ def test_deepest_network_trains_and_one_more_is_refused():
 
 
 def test_load_refuses_more_layers_than_the_limit():
-    from bpcore import io
+    from bpcore import _format, io
     n = _limits.MAX_LAYERS
     assert io.MAX_LAYERS == n and io.MAX_PARAMS == _limits.MAX_PARAMS
     net = bpcore.Network([1] * n, seed=0)
@@ -348,4 +348,4 @@ def test_load_refuses_more_layers_than_the_limit():
     assert back.layers == net.layers
     assert np.array_equal(back.params, net.params)
     with pytest.raises(FormatError, match=rf"2 to {n}"):
-        io._check_layers("[" + ", ".join(["1"] * (n + 1)) + "]")
+        _format.check_layers("[" + ", ".join(["1"] * (n + 1)) + "]")

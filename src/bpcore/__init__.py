@@ -32,7 +32,6 @@ def load(path: str | os.PathLike[str]) -> Network:
     FormatError
         If the file is malformed, truncated or not a bpcore model.
     """
-    from bpcore import io
     return io.load(path)
 
 

@@ -39,10 +39,12 @@ import threading
 import numpy as np
 
 from bpcore import _core
+from bpcore import _training
 from bpcore import _validation as V
 from bpcore._config import resolve_threads
 from bpcore._errors import DistributedError, DivergenceError
-from bpcore.optim import SGD, get_optimizer
+from bpcore._fitargs import check_fit_options
+from bpcore.optim import get_optimizer
 
 __all__ = ["fit", "step", "evaluate"]
 
@@ -118,7 +120,7 @@ class _Comm:
         """Rank 0's parameters, optimizer state and generator state."""
         self.comm.Bcast(net._params, root=0)
         if opt is not None:
-            for s in opt._state:
+            for s in opt._buffers():
                 if s is not None:
                     self.comm.Bcast(s, root=0)
             counts = np.array([opt.t, opt.epoch], dtype=np.int64)
@@ -243,51 +245,15 @@ def _apply(net, opt, args, g, W, nt, P):
 def _validate_fit(net, X, Y, epochs, batch_size, optimizer, shuffle,
                   sample_weight, validation_data, early_stopping, callbacks):
     """The single-process fit's checks, on the local shard."""
-    from bpcore.network import EarlyStopping
-    epochs = V.check_int(epochs, "epochs", minimum=1)
-    if batch_size is not None:
-        batch_size = V.check_int(batch_size, "batch_size", minimum=1)
-    opt = SGD(lr=0.1) if optimizer is None else get_optimizer(optimizer)
-    if not isinstance(shuffle, (bool, np.bool_)):
-        raise TypeError(f"shuffle must be a bool, got {shuffle!r}")
-    if early_stopping is not None and not isinstance(early_stopping,
-                                                     EarlyStopping):
-        raise TypeError(f"early_stopping must be a bpcore.EarlyStopping, "
-                        f"got {type(early_stopping).__name__}")
-    if callable(callbacks):
-        callbacks = (callbacks,)
-    try:
-        callbacks = tuple(callbacks)
-    except TypeError:
-        raise TypeError("callbacks must be a sequence of callables") from None
-    for cb in callbacks:
-        if not callable(cb):
-            raise TypeError(f"callbacks must be callables cb(epoch, logs), "
-                            f"got {cb!r}")
+    epochs, batch_size, opt, shuffle, callbacks = check_fit_options(
+        epochs, batch_size, optimizer, shuffle, early_stopping, callbacks)
     if getattr(opt, "_kind", None) is None or not hasattr(opt, "_c_args"):
         raise ValueError(f"fit with comm: the optimizer "
                          f"{type(opt).__name__} is not supported (SGD, "
                          f"Adam, AdamW are)")
-    X, _ = net._inputs(X)
-    m = X.shape[0]
-    Y = net._targets(Y, m, labels=True)
-    sw = V.as_sample_weight(sample_weight, "sample_weight", net._dtype, m)
-    val = None
-    if validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(
-                validation_data) not in (2, 3):
-            raise TypeError("validation_data must be a tuple (X_val, Y_val)"
-                            " or (X_val, Y_val, sample_weight_val)")
-        Xv, _ = net._inputs(validation_data[0], "validation_data X")
-        Yv = net._targets(validation_data[1], Xv.shape[0],
-                          "validation_data Y", labels=True)
-        swv = None
-        if len(validation_data) == 3:
-            swv = V.as_sample_weight(validation_data[2],
-                                     "validation_data sample_weight",
-                                     net._dtype, Xv.shape[0])
-        val = (Xv, Yv, swv)
-    return epochs, batch_size, opt, bool(shuffle), X, Y, sw, val, callbacks
+    X, Y, sw = net._checked_data(X, Y, sample_weight)
+    val = net._validation(validation_data, rows=False)
+    return epochs, batch_size, opt, shuffle, X, Y, sw, val, callbacks
 
 
 def _local_loss(net, data, nt):
@@ -330,10 +296,8 @@ def fit(net, comm, X, Y, epochs=10, batch_size=32, optimizer=None,
         shuffle=True, sample_weight=None, validation_data=None,
         early_stopping=None, callbacks=(), progress=False, n_threads=None):
     """Network.fit(..., comm=comm): see the module docstring."""
-    from bpcore.network import History, _Progress, _copy_bufs, _is_false
     dc = _Comm(comm)
-    P = dc.size
-    if P == 1:  # one rank: the single-process fit, bit for bit
+    if dc.size == 1:  # one rank: the single-process fit, bit for bit
         return net.fit(X, Y, epochs=epochs, batch_size=batch_size,
                        optimizer=optimizer, shuffle=shuffle,
                        sample_weight=sample_weight,
@@ -341,141 +305,176 @@ def fit(net, comm, X, Y, epochs=10, batch_size=32, optimizer=None,
                        early_stopping=early_stopping, callbacks=callbacks,
                        progress=progress, n_threads=n_threads)
     with _Interrupts() as intr, contextlib.ExitStack() as held:
-        err, info = None, [0] * 9
+        run = _Fit(net, dc, intr, early_stopping)
+        run.setup(held, X, Y, epochs, batch_size, optimizer, shuffle,
+                  sample_weight, validation_data, callbacks, n_threads)
+        hist = run.train(progress)
+    net.history = hist
+    return hist
+
+
+# fit's settings that every rank must share, in the order of _Fit.setup's
+# table (the row count and the presence of validation data may differ)
+_SHARED = ("", "the number of parameters", "the dtype", "epochs",
+           "batch_size", "shuffle", "", "the optimizer's state",
+           "the number of features")
+
+
+class _Fit:
+    """One data-parallel fit: the shard, the global batch layout, the
+    epoch loop."""
+
+    def __init__(self, net, dc, intr, early):
+        self.net, self.dc, self.intr, self.early = net, dc, intr, early
+
+    def setup(self, held, X, Y, epochs, batch_size, optimizer, shuffle,
+              sample_weight, validation_data, callbacks, n_threads):
+        """Check the arguments on every rank (an error on one raises on
+        all), hold the network and the optimizer (in held), agree on the
+        shared settings, lay out the global batches and broadcast rank 0's
+        state."""
+        net, err, info = self.net, None, [0] * len(_SHARED)
         try:
-            (epochs, batch_size, opt, shuffle, X, Y, sw, val,
-             callbacks) = _validate_fit(
+            (self.epochs, batch_size, self.opt, self.shuffle, self.X, self.Y,
+             self.sw, self.val, self.callbacks) = _validate_fit(
                 net, X, Y, epochs, batch_size, optimizer, shuffle,
-                sample_weight, validation_data, early_stopping, callbacks)
-            nt = resolve_threads(n_threads)
+                sample_weight, validation_data, self.early, callbacks)
+            self.nt = resolve_threads(n_threads)
+            opt = self.opt
             opt.lr_at(opt.epoch)
             held.enter_context(net._guard.write())
             held.enter_context(opt._in_use())
             opt._bind(net.n_params, net._dtype)
-            info = [X.shape[0], net.n_params, _DTYPE_CODES[net._dtype],
-                    epochs, -1 if batch_size is None else batch_size,
-                    int(shuffle), val is not None, len(opt._state),
-                    X.shape[1]]
+            info = [self.X.shape[0], net.n_params, _DTYPE_CODES[net._dtype],
+                    self.epochs, -1 if batch_size is None else batch_size,
+                    int(self.shuffle), self.val is not None,
+                    opt._buffer_count(), self.X.shape[1]]
         except BaseException as e:
             err = e
-        table = dc.agree(err, "fit", info)
-        names = ("", "the number of parameters", "the dtype", "epochs",
-                 "batch_size", "shuffle", "", "the optimizer's state",
-                 "the number of features")
-        for j, what in enumerate(names):
-            if what and (table[:, j] != table[0, j]).any():
-                raise ValueError(f"fit with comm: {what} differs across "
-                                 f"ranks ({table[:, j].tolist()}); every "
-                                 f"rank must build the same network and "
-                                 f"call fit with the same arguments")
-        sizes = table[:, 0]
-        has_val = bool(table[:, 6].any())
-        dc.bcast_state(net, opt)
+        table = self.dc.agree(err, "fit", info)
+        _check_shared(table)
+        self._layout(table, batch_size)
+        self.dc.bcast_state(net, self.opt)
 
-        M = int(sizes.sum())
-        lo = int(sizes[:dc.rank].sum())
-        hi = lo + X.shape[0]
-        B = M if batch_size is None else min(batch_size, M)
-        n_batches = -(-M // B)
-        params = net._params
-        gfn = _Grad(net, min(B, X.shape[0]))
-        hist = net.history = History()
-        best, best_params, wait = math.inf, None, 0
-        start_params = np.empty_like(params)
-        start_bufs = [None if b is None else np.empty_like(b)
-                      for b in opt._state]
-        bar = _Progress(bool(progress) and dc.rank == 0, epochs)
+    def _layout(self, table, batch_size):
+        """The global rows (rank-major), this rank's share [lo, hi) of them,
+        and the global batches."""
+        sizes = table[:, 0]
+        self.has_val = bool(table[:, 6].any())
+        self.M = int(sizes.sum())
+        self.lo = int(sizes[:self.dc.rank].sum())
+        self.hi = self.lo + self.X.shape[0]
+        self.B = self.M if batch_size is None else min(batch_size, self.M)
+        self.n_batches = -(-self.M // self.B)
+        self.gfn = _Grad(self.net, min(self.B, self.X.shape[0]))
+
+    def train(self, progress):
+        """The epochs; returns the History (the same on every rank)."""
+        net, opt = self.net, self.opt
+        hist = net.history = _training.History()
+        self.watch = _training.EpochWatch(self.early)
+        # the start of each epoch, restored when the epoch fails
+        saved = opt._checkpoint(net._params)
+        bar = _training.Progress(bool(progress) and self.dc.rank == 0,
+                                 self.epochs)
         try:
-            for e in range(epochs):
-                np.copyto(start_params, params)
-                _copy_bufs(start_bufs, opt._state)
-                start_t, start_epoch = opt.t, opt.epoch
+            for e in range(self.epochs):
+                saved.take()
                 args = opt._c_args()
                 args["owner"] = None
-                if shuffle:
-                    order = net._rng.permutation(M)
-                    mine = (order >= lo) & (order < hi)
-                lsum = wsum = 0.0
-                for b in range(n_batches):
-                    g0, g1 = b * B, min(M, (b + 1) * B)
-                    if shuffle:
-                        sel = order[g0:g1][mine[g0:g1]] - lo
-                        Xb, Yb = X[sel], Y[sel]
-                        swb = None if sw is None else sw[sel]
-                    else:  # a contiguous slice of the global order
-                        s0, s1 = max(g0, lo) - lo, max(min(g1, hi), lo) - lo
-                        Xb, Yb = X[s0:s1], Y[s0:s1]
-                        swb = None if sw is None else sw[s0:s1]
-                    g, Lb, Wb = _global_step(dc, gfn, Xb, Yb, swb, nt, intr)
-                    what = None
-                    if not math.isfinite(Lb):
-                        what = (f"the loss became NaN or infinite in epoch "
-                                f"{e} (batch {b})")
-                    elif Wb > 0:
-                        _apply(net, opt, args, g, Wb, nt, P)
-                        if b + 1 == n_batches and not _core.all_finite(params):
-                            what = (f"the parameters became NaN or infinite "
-                                    f"in the last update of epoch {e}")
-                    if what is not None:
-                        np.copyto(params, start_params)
-                        _copy_bufs(opt._state, start_bufs)
-                        opt.t, opt.epoch = start_t, start_epoch
-                        raise DivergenceError(
-                            f"fit: {what}; the parameters of the last "
-                            f"completed epoch were restored")
-                    lsum += Lb
-                    wsum += Wb
+                lsum, wsum = self._epoch(e, args, saved)
                 opt.epoch += 1
-                loss = lsum / wsum if wsum > 0 else float("nan")
-                hist.loss.append(loss)
-                logs = {"loss": loss, "val_loss": None, "lr": args["lr"]}
-                if has_val:
-                    vs, vw = _global_loss(dc, net, val, nt, "fit")
-                    logs["val_loss"] = vs / vw if vw > 0 else float("nan")
-                    hist.val_loss.append(logs["val_loss"])
-                hist.epochs_run = e + 1
-                watched = logs["val_loss"] if has_val else loss
-                if early_stopping is not None:
-                    improved = watched < best - early_stopping.min_delta
-                else:
-                    improved = watched < best
-                if improved:
-                    best, hist.best_epoch, wait = watched, e, 0
-                    if early_stopping is not None and \
-                            early_stopping.restore_best:
-                        if best_params is None:
-                            best_params = np.empty_like(params)
-                        np.copyto(best_params, params)
-                else:
-                    wait += 1
-                bar.epoch(e, epochs, logs)
-                stop, err = False, None
-                try:
-                    for cb in callbacks:
-                        if dc.rank != 0 and _rank0_only(cb):
-                            continue
-                        if _is_false(cb(e, dict(logs))):
-                            stop = True
-                    intr.check()
-                except BaseException as ex:
-                    err = ex
-                if P == 1:
-                    if err is not None:
-                        raise err
-                else:
-                    stop = bool(dc.agree(err, "fit", [stop])[:, 0].any())
-                if (early_stopping is not None and not improved
-                        and wait >= early_stopping.patience):
-                    stop = True
-                if stop:
-                    hist.stopped_early = e + 1 < epochs
+                if self._end_epoch(e, args, lsum, wsum, hist, bar):
+                    hist.stopped_early = e + 1 < self.epochs
                     break
-            if best_params is not None:
-                params[...] = best_params
+            self.watch.restore_best(net._params)
         finally:
             bar.close()
-    net.history = hist
-    return hist
+        return hist
+
+    def _epoch(self, e, args, saved):
+        """Every global batch of epoch e: (loss sum, weight sum)."""
+        order = mine = None
+        if self.shuffle:
+            order = self.net._rng.permutation(self.M)
+            mine = (order >= self.lo) & (order < self.hi)
+        lsum = wsum = 0.0
+        for b in range(self.n_batches):
+            Xb, Yb, swb = self._batch_rows(b, order, mine)
+            g, Lb, Wb = _global_step(self.dc, self.gfn, Xb, Yb, swb, self.nt,
+                                     self.intr)
+            self._update(e, b, args, g, Lb, Wb, saved)
+            lsum += Lb
+            wsum += Wb
+        return lsum, wsum
+
+    def _batch_rows(self, b, order, mine):
+        """This rank's rows of global batch b: (X, Y, sample weights)."""
+        g0, g1 = b * self.B, min(self.M, (b + 1) * self.B)
+        if order is not None:
+            sel = order[g0:g1][mine[g0:g1]] - self.lo
+        else:  # a contiguous slice of the global order
+            lo, hi = self.lo, self.hi
+            sel = slice(max(g0, lo) - lo, max(min(g1, hi), lo) - lo)
+        return (self.X[sel], self.Y[sel],
+                None if self.sw is None else self.sw[sel])
+
+    def _update(self, e, b, args, g, Lb, Wb, saved):
+        """The optimizer update of batch b from the global gradient; the
+        epoch is undone when the loss or the parameters are not finite."""
+        net, what = self.net, None
+        if not math.isfinite(Lb):
+            what = f"the loss became NaN or infinite in epoch {e} (batch {b})"
+        elif Wb > 0:
+            _apply(net, self.opt, args, g, Wb, self.nt, self.dc.size)
+            if (b + 1 == self.n_batches
+                    and not _core.all_finite(net._params)):
+                what = (f"the parameters became NaN or infinite in the last "
+                        f"update of epoch {e}")
+        if what is not None:
+            saved.restore()
+            raise DivergenceError(f"fit: {what}; the parameters of the last "
+                                  f"completed epoch were restored")
+
+    def _end_epoch(self, e, args, lsum, wsum, hist, bar):
+        """Record epoch e (global losses, best parameters, progress,
+        callbacks); True, on every rank alike, when training stops."""
+        loss = lsum / wsum if wsum > 0 else float("nan")
+        val = self._val_loss if self.has_val else None
+        logs, watched = _training.record_epoch(hist, e, loss, args["lr"],
+                                               val)
+        improved = self.watch.update(e, watched, hist, self.net._params)
+        bar.epoch(e, self.epochs, logs)
+        stop = self._callbacks(e, logs)
+        return stop or self.watch.out_of_patience(improved)
+
+    def _val_loss(self):
+        """The global validation loss (collective)."""
+        vs, vw = _global_loss(self.dc, self.net, self.val, self.nt, "fit")
+        return vs / vw if vw > 0 else float("nan")
+
+    def _callbacks(self, e, logs):
+        """Run the callbacks (rank 0's own on rank 0 only); True on every
+        rank when one on any rank asks to stop (collective)."""
+        stop, err = False, None
+        try:
+            stop = _training.run_callbacks(
+                self.callbacks, e, logs,
+                skip=lambda cb: self.dc.rank != 0 and _rank0_only(cb))
+            self.intr.check()
+        except BaseException as ex:
+            err = ex
+        return bool(self.dc.agree(err, "fit", [stop])[:, 0].any())
+
+
+def _check_shared(table):
+    """Every rank must hold the same network and fit settings."""
+    for j, what in enumerate(_SHARED):
+        if what and (table[:, j] != table[0, j]).any():
+            raise ValueError(f"fit with comm: {what} differs across "
+                             f"ranks ({table[:, j].tolist()}); every "
+                             f"rank must build the same network and "
+                             f"call fit with the same arguments")
 
 
 def step(net, comm, X, Y, optimizer, sample_weight=None, n_threads=None):
@@ -486,50 +485,51 @@ def step(net, comm, X, Y, optimizer, sample_weight=None, n_threads=None):
     if dc.size == 1:
         return net.step(X, Y, optimizer, sample_weight, n_threads)
     with _Interrupts() as intr, contextlib.ExitStack() as held:
-        err, info = None, [0, 0, 0]
-        try:
-            opt = get_optimizer(optimizer)
-            X, _ = net._inputs(X)
-            m = X.shape[0]
-            Y = net._targets(Y, m, labels=True)
-            sw = V.as_sample_weight(sample_weight, "sample_weight",
-                                    net._dtype, m)
-            nt = resolve_threads(n_threads)
-            held.enter_context(net._guard.write())
-            held.enter_context(opt._in_use())
-            opt._bind(net.n_params, net._dtype)
-            info = [net.n_params, _DTYPE_CODES[net._dtype], len(opt._state)]
-        except BaseException as e:
-            err = e
-        table = dc.agree(err, "step", info)
-        if (table != table[0]).any():
-            raise ValueError("step with comm: the network or optimizer "
-                             "differs across ranks (parameters, dtype or "
-                             "optimizer kind)")
+        opt, X, Y, sw, nt = _step_setup(dc, held, net, X, Y, optimizer,
+                                        sample_weight, n_threads)
         dc.bcast_state(net, opt)
-        before = net._params.copy()
-        bufs = [None if b is None else b.copy() for b in opt._state]
-        t_before = opt.t
+        # kept to undo an update that makes the parameters non-finite
+        saved = opt._checkpoint(net._params).take()
         args = opt._c_args()
         args["owner"] = None
-        gfn = _Grad(net, m)
-        g, L, W = _global_step(dc, gfn, X, Y, sw, nt, intr, "step")
-        if not math.isfinite(L) or not W > 0:
-            if not W > 0:
-                raise ValueError("step: the sample weights of all ranks sum "
-                                 "to zero")
+        g, L, W = _global_step(dc, _Grad(net, X.shape[0]), X, Y, sw, nt,
+                               intr, "step")
+        if not W > 0:
+            raise ValueError("step: the sample weights of all ranks sum "
+                             "to zero")
+        if not math.isfinite(L):
             raise DivergenceError("step: the loss is NaN or infinite; the "
                                   "parameters were not changed")
         _apply(net, opt, args, g, W, nt, dc.size)
         if not _core.all_finite(net._params):
-            from bpcore.network import _copy_bufs
-            np.copyto(net._params, before)
-            _copy_bufs(opt._state, bufs)
-            opt.t = t_before
+            saved.restore()
             raise DivergenceError("step: the update makes the parameters "
                                   "NaN or infinite; the parameters were not "
                                   "changed")
     return L / W
+
+
+def _step_setup(dc, held, net, X, Y, optimizer, sample_weight, n_threads):
+    """step's checks and holds (in held) on every rank, an error on one
+    raising on all: (optimizer, X, Y, sample weights, threads)."""
+    err, info = None, [0, 0, 0]
+    opt, data, nt = None, (None, None, None), 1
+    try:
+        opt = get_optimizer(optimizer)
+        data = net._checked_data(X, Y, sample_weight)
+        nt = resolve_threads(n_threads)
+        held.enter_context(net._guard.write())
+        held.enter_context(opt._in_use())
+        opt._bind(net.n_params, net._dtype)
+        info = [net.n_params, _DTYPE_CODES[net._dtype], opt._buffer_count()]
+    except BaseException as e:
+        err = e
+    table = dc.agree(err, "step", info)
+    if (table != table[0]).any():
+        raise ValueError("step with comm: the network or optimizer "
+                         "differs across ranks (parameters, dtype or "
+                         "optimizer kind)")
+    return (opt,) + tuple(data) + (nt,)
 
 
 def evaluate(net, comm, X, Y, sample_weight=None, n_threads=None):
@@ -541,12 +541,8 @@ def evaluate(net, comm, X, Y, sample_weight=None, n_threads=None):
         return net.evaluate(X, Y, sample_weight, n_threads)
     err, data, nt = None, None, 1
     try:
-        X, _ = net._inputs(X)
-        Y = net._targets(Y, X.shape[0], labels=True)
-        sw = V.as_sample_weight(sample_weight, "sample_weight", net._dtype,
-                                X.shape[0])
+        data = net._checked_data(X, Y, sample_weight)
         nt = resolve_threads(n_threads)
-        data = (X, Y, sw)
     except BaseException as e:
         err = e
     dc.agree(err, "evaluate")

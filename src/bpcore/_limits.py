@@ -23,6 +23,11 @@ MAX_THREADS = 1024
 _CGROUP_ROOT = "/sys/fs/cgroup"
 
 
+def n_params(layers):
+    """Weights and biases of a network with layer sizes n_0 .. n_L."""
+    return sum(a * b + b for a, b in zip(layers[:-1], layers[1:]))
+
+
 def _read(path):
     try:
         with open(path) as f:

@@ -14,6 +14,9 @@ ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu",
 OUTPUTS = ACTIVATIONS + ("softmax",)
 LOSSES = ("mse", "cross_entropy", "binary_cross_entropy", "mae", "huber",
           "poisson")
+# the output activation a loss needs (the others take any output)
+LOSS_OUTPUT = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid",
+               "poisson": "identity"}
 # losses for real-valued targets (no class labels)
 REGRESSION_LOSSES = ("mse", "mae", "huber", "poisson")
 # gradient-step optimizers of bpcore.optim; "lbfgs" is bpcore.LBFGS

@@ -12,6 +12,7 @@ import warnings
 
 import numpy as np
 
+from bpcore import _training
 from bpcore import _validation as V
 from bpcore._errors import ConvergenceWarning, DivergenceError
 
@@ -298,45 +299,24 @@ def convergence_message(res, n_iter, max_iter, scaling_hint=False):
 
 def fit_network(net, X, Y, sw, val, opt, early, callbacks, progress, nt):
     """Network.fit with an LBFGS optimizer (arrays already validated)."""
-    from bpcore.network import History, _is_false, _Progress
-
     if Y.ndim == 1:  # class indices
         Y = V.one_hot(Y, net.layers[-1], net.dtype)
     objective = _Objective(net, X, Y, sw, nt)
-    hist = net.history = History()
-    bar = _Progress(bool(progress), opt.max_iter)
-    state = {"best": math.inf, "best_params": None, "wait": 0,
-             "stopped": False}
+    hist = net.history = _training.History()
+    bar = _training.Progress(bool(progress), opt.max_iter)
+    watch = _training.EpochWatch(early)
+    val_loss = _validation_loss(net, val, nt)
+    stopped = []
 
     def on_iter(k, value, E):
-        hist.loss.append(E)
-        logs = {"loss": E, "val_loss": None, "lr": None}
-        if val is not None:
-            Xv, Yv, swv = val
-            logs["val_loss"] = float(net._loss_on(Xv, Yv, swv, nt))
-            hist.val_loss.append(logs["val_loss"])
-        hist.epochs_run = k + 1
-        watched = logs["val_loss"] if val is not None else E
-        if early is not None:
-            improved = watched < state["best"] - early.min_delta
-        else:
-            improved = watched < state["best"]
-        if improved:
-            state["best"], hist.best_epoch, state["wait"] = watched, k, 0
-            if early is not None and early.restore_best:
-                state["best_params"] = net._params.copy()
-        else:
-            state["wait"] += 1
+        """One iteration's history entry, callbacks and early stopping;
+        False stops."""
+        logs, watched = _training.record_epoch(hist, k, E, None, val_loss)
+        improved = watch.update(k, watched, hist, net._params)
         bar.epoch(k, opt.max_iter, logs)
-        stop = False
-        for cb in callbacks:
-            if _is_false(cb(k, dict(logs))):
-                stop = True
-        if (early is not None and not improved
-                and state["wait"] >= early.patience):
-            stop = True
-        if stop:
-            state["stopped"] = True
+        stop = _training.run_callbacks(callbacks, k, logs)
+        if stop or watch.out_of_patience(improved):
+            stopped.append(k)
             return False
         return True
 
@@ -344,11 +324,18 @@ def fit_network(net, X, Y, sw, val, opt, early, callbacks, progress, nt):
         res = minimize(opt, objective, on_iter)
     finally:
         bar.close()
-    if state["stopped"]:
+    if stopped:
         hist.stopped_early = True
     elif res.status != 0:
         warnings.warn(convergence_message(res, opt.n_iter, opt.max_iter),
                       ConvergenceWarning, stacklevel=3)
-    if state["best_params"] is not None:
-        net._params[...] = state["best_params"]
+    watch.restore_best(net._params)
     return hist
+
+
+def _validation_loss(net, val, nt):
+    """None without validation data, else a function computing its loss."""
+    if val is None:
+        return None
+    Xv, Yv, swv = val
+    return lambda: float(net._loss_on(Xv, Yv, swv, nt))

@@ -7,25 +7,33 @@ in layer order, then every bias vector in layer order.
 """
 from __future__ import annotations
 
+import copy
 import math
-import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bpcore import _atomic
 from bpcore import _core
-from bpcore import _limits
-from bpcore import _race
 from bpcore import _data
+from bpcore import _distributed
 from bpcore import _dropout
+from bpcore import _format
+from bpcore import _limits
+from bpcore import _names
+from bpcore import _race
+from bpcore import _training
 from bpcore import _validation as V
+from bpcore import lbfgs
 from bpcore._config import resolve_threads
-from bpcore._errors import DivergenceError
-from bpcore.optim import SGD, get_optimizer
+from bpcore._errors import DivergenceError, FormatError
+from bpcore._fitargs import check_fit_options, check_validation_tuple
+from bpcore._training import EarlyStopping, History
 from bpcore.lbfgs import LBFGS
+from bpcore.optim import get_optimizer
 from bpcore.schedules import ReduceLROnPlateau
 
 if TYPE_CHECKING:  # annotations only: nothing imported at run time
@@ -45,8 +53,6 @@ __all__ = ["Network", "Trace", "Gradients", "History", "EarlyStopping"]
 
 _ACT_CODES = {name: i for i, name in enumerate(V.OUTPUTS)}
 _LOSS_CODES = {name: i for i, name in enumerate(V.LOSSES)}
-# Most parameters (and largest layer size) a network may have.
-_MAX_PARAMS = _limits.MAX_PARAMS
 _RELU_FAMILY = ("relu", "leaky_relu", "elu", "gelu", "softplus")
 
 # Rows per call when evaluating large data sets: bounds the trace memory.
@@ -94,49 +100,6 @@ class Gradients:
     dropout_seed: int = None
 
 
-@dataclass
-class History:
-    """What :meth:`Network.fit` did, one entry per epoch."""
-
-    loss: list = field(default_factory=list)
-    val_loss: list = field(default_factory=list)
-    epochs_run: int = 0
-    best_epoch: int | None = None
-    stopped_early: bool = False
-
-
-class EarlyStopping:
-    """Stop when the watched loss stops improving.
-
-    Watches the validation loss, or the training loss without validation
-    data.  An epoch improves when its loss is below ``best - min_delta``.
-
-    Parameters
-    ----------
-    patience : int, default=10
-        Epochs without improvement before stopping.
-    min_delta : float, default=0.0
-    restore_best : bool, default=True
-        At the end of ``fit``, put back the parameters the best epoch ended
-        with.  The training loss of an epoch is the mean of its batches'
-        losses, each taken before that batch's update (as in Keras), so
-        without validation data the restored parameters are one update
-        past those the recorded loss was measured on.
-    """
-
-    def __init__(self, patience: int = 10, min_delta: float = 0.0,
-                 restore_best: bool = True) -> None:
-        self.patience = V.check_int(patience, "patience", minimum=0)
-        self.min_delta = V.check_float(min_delta, "min_delta", low=0.0)
-        if not isinstance(restore_best, (bool, np.bool_)):
-            raise TypeError(f"restore_best must be a bool, got {restore_best!r}")
-        self.restore_best = bool(restore_best)
-
-    def __repr__(self):
-        return (f"EarlyStopping(patience={self.patience}, min_delta="
-                f"{self.min_delta}, restore_best={self.restore_best})")
-
-
 def _finite_cast(value, dtype, name):
     """value (an ndarray) as dtype, refused with a ValueError naming it when
     that holds NaN or infinity (also a finite float64 too large for
@@ -174,6 +137,104 @@ class _ViewList(list):
             return
         with self._guard.read():
             view[...] = value
+
+
+def _check_architecture(layers, activation, output, loss, dtype,
+                        huber_delta, dropout):
+    """Network's arguments, checked: (layers, activations (output last),
+    loss, huber_delta, dtype, dropout rates)."""
+    layers = _check_layers(layers)
+    L = len(layers) - 1
+    dropout = _dropout.check_dropout(dropout, L - 1)
+    hidden = _check_hidden(activation, L - 1)
+    output = V.check_name(output, "output", V.OUTPUTS)
+    loss = V.check_name(loss, "loss", V.LOSSES)
+    need = _names.LOSS_OUTPUT.get(loss)
+    if need is not None and output != need:
+        why = " (the output is read as the log rate)" if loss == "poisson" \
+            else ""
+        raise ValueError(f"loss={loss!r} requires output={need!r}{why}, got "
+                         f"output={output!r}")
+    huber_delta = V.check_float(huber_delta, "huber_delta", low=0.0,
+                                low_open=True)
+    dtype = V.check_dtype(dtype)
+    return layers, hidden + (output,), loss, huber_delta, dtype, dropout
+
+
+def _check_layers(layers):
+    """Layer sizes as a tuple of ints >= 1, within the limits."""
+    if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
+        raise TypeError(f"layers must be a sequence of ints, got "
+                        f"{layers!r}")
+    out = tuple(V.check_int(n, f"layers[{i}]", minimum=1)
+                for i, n in enumerate(layers))
+    if len(out) < 2:
+        raise ValueError(f"layers needs at least 2 sizes (input and "
+                         f"output), got {len(out)}")
+    if len(out) > _limits.MAX_LAYERS:
+        raise ValueError(f"layers lists {len(out)} sizes; at most "
+                         f"{_limits.MAX_LAYERS} are supported (input, "
+                         f"output and {_limits.MAX_LAYERS - 2} hidden "
+                         f"layers)")
+    n_params = _limits.n_params(out)
+    if max(out) > _limits.MAX_PARAMS or n_params > _limits.MAX_PARAMS:
+        raise ValueError(f"layers {list(out)} would need {n_params:,} "
+                         f"parameters; at most {_limits.MAX_PARAMS:,} "
+                         f"are supported")
+    return out
+
+
+def _check_hidden(activation, n_hidden):
+    """The hidden activations: one name for all, or one per hidden layer."""
+    if isinstance(activation, str):
+        return (V.check_name(activation, "activation", V.ACTIVATIONS),) \
+            * n_hidden
+    try:
+        hidden = list(activation)
+    except TypeError:
+        raise TypeError(f"activation must be a name or a sequence of "
+                        f"names, got {activation!r}") from None
+    if len(hidden) != n_hidden:
+        raise ValueError(f"activation lists {len(hidden)} names; the "
+                         f"network has {n_hidden} hidden layers")
+    return tuple(V.check_name(a, "activation", V.ACTIVATIONS)
+                 for a in hidden)
+
+
+def _generator(seed):
+    """The network's generator from a seed: an int >= 0, a numpy
+    Generator (used as it is) or None (fresh entropy)."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is None or (isinstance(seed, (int, np.integer))
+                        and not isinstance(seed, bool)):
+        if seed is not None and seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
+        return np.random.default_rng(seed)
+    raise TypeError(f"seed must be an int, a numpy Generator or None, "
+                    f"got {seed!r}")
+
+
+def _check_chunks(chunks, epochs):
+    """fit_chunks' chunks: a callable, or an iterable of (X, Y) tuples that
+    can be walked once per epoch."""
+    if callable(chunks):
+        return
+    if isinstance(chunks, (tuple, list)) and len(chunks) in (2, 3) \
+            and not isinstance(chunks[0], (tuple, list)) \
+            and np.ndim(chunks[0]) == 2:
+        raise TypeError("fit_chunks: chunks must be an iterable of (X, Y) "
+                        "tuples; for one (X, Y) pair use fit, or pass "
+                        "[(X, Y)]")
+    if not hasattr(chunks, "__iter__") or isinstance(chunks, (str, bytes)):
+        raise TypeError(f"fit_chunks: chunks must be an iterable of "
+                        f"(X, Y) tuples or a callable returning one, got "
+                        f"{type(chunks).__name__}")
+    if epochs > 1 and iter(chunks) is chunks:
+        raise ValueError("fit_chunks: with epochs > 1, chunks must be "
+                         "re-iterable (a list) or a callable returning a "
+                         "fresh iterable per epoch; a one-shot iterator "
+                         "would be empty after the first epoch")
 
 
 class Network:
@@ -238,96 +299,37 @@ class Network:
                  seed: int | np.random.Generator | None = None,
                  huber_delta: float = 1.0,
                  dropout: float | Sequence[float] = 0.0) -> None:
-        layers = self._check_layers(layers)
-        L = len(layers) - 1
-        dropout = _dropout.check_dropout(dropout, L - 1)
-        if isinstance(activation, str):
-            hidden = [V.check_name(activation, "activation", V.ACTIVATIONS)] * (L - 1)
-        else:
-            try:
-                hidden = list(activation)
-            except TypeError:
-                raise TypeError(f"activation must be a name or a sequence of "
-                                f"names, got {activation!r}") from None
-            if len(hidden) != L - 1:
-                raise ValueError(f"activation lists {len(hidden)} names; the "
-                                 f"network has {L - 1} hidden layers")
-            hidden = [V.check_name(a, "activation", V.ACTIVATIONS)
-                      for a in hidden]
-        output = V.check_name(output, "output", V.OUTPUTS)
-        loss = V.check_name(loss, "loss", V.LOSSES)
-        if loss == "cross_entropy" and output != "softmax":
-            raise ValueError(f"loss='cross_entropy' requires output='softmax', "
-                             f"got output={output!r}")
-        if loss == "binary_cross_entropy" and output != "sigmoid":
-            raise ValueError(f"loss='binary_cross_entropy' requires "
-                             f"output='sigmoid', got output={output!r}")
-        if loss == "poisson" and output != "identity":
-            raise ValueError(f"loss='poisson' requires output='identity' "
-                             f"(the output is read as the log rate), got "
-                             f"output={output!r}")
-        huber_delta = V.check_float(huber_delta, "huber_delta", low=0.0,
-                                    low_open=True)
-        self._dtype = V.check_dtype(dtype)
+        arch = _check_architecture(layers, activation, output, loss, dtype,
+                                   huber_delta, dropout)
         init = V.check_name(init, "init", V.INITS)
-        if isinstance(seed, np.random.Generator):
-            rng = seed
-        elif seed is None or (isinstance(seed, (int, np.integer))
-                              and not isinstance(seed, bool)):
-            if seed is not None and seed < 0:
-                raise ValueError(f"seed must be >= 0, got {seed}")
-            rng = np.random.default_rng(seed)
-        else:
-            raise TypeError(f"seed must be an int, a numpy Generator or None, "
-                            f"got {seed!r}")
+        rng = _generator(seed)
+        self._build(*arch, init=init, rng=rng)
+        self._initialise(rng)
 
+    def _build(self, layers, acts, loss, huber_delta, dtype, dropout, init,
+               rng):
+        """Set up a network of a checked architecture: the C core's view
+        of it, the zeroed flat parameters and the views into them."""
         self._layers = layers
-        self._acts = tuple(hidden) + (output,)
+        self._acts = acts
         self._loss = loss
         self._huber_delta = huber_delta
+        self._dtype = dtype
         self._init = init
         self._rng = rng
         self._arch = _core.Arch(np.array(layers, dtype=np.int64),
-                                [_ACT_CODES[a] for a in self._acts],
-                                _LOSS_CODES[loss], self._dtype,
-                                huber_delta)
+                                [_ACT_CODES[a] for a in acts],
+                                _LOSS_CODES[loss], dtype, huber_delta)
         self._dropout = dropout
         self._arch.set_dropout(dropout)
         w_off, b_off, self._n_weights, n_params = _core.layout(layers)
-        self._params = np.zeros(n_params, dtype=self._dtype)
+        self._params = np.zeros(n_params, dtype=dtype)
         self._guard = _core.Guard()
         self._weights, self._biases = self._views(self._params, w_off, b_off)
         self._weights._guard = self._biases._guard = self._guard
         self._weights._name, self._biases._name = "weights", "biases"
         self.metadata = {}
         self.history = None
-        self._initialise(rng)
-
-    # -- construction helpers -------------------------------------------
-
-    @staticmethod
-    def _check_layers(layers):
-        if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
-            raise TypeError(f"layers must be a sequence of ints, got "
-                            f"{layers!r}")
-        out = []
-        for i, n in enumerate(layers):
-            out.append(V.check_int(n, f"layers[{i}]", minimum=1))
-        if len(out) < 2:
-            raise ValueError(f"layers needs at least 2 sizes (input and "
-                             f"output), got {len(out)}")
-        if len(out) > _limits.MAX_LAYERS:
-            raise ValueError(f"layers lists {len(out)} sizes; at most "
-                             f"{_limits.MAX_LAYERS} are supported (input, "
-                             f"output and {_limits.MAX_LAYERS - 2} hidden "
-                             f"layers)")
-        # far beyond any memory; keeps every size and offset in int64
-        n_params = sum(a * b + b for a, b in zip(out, out[1:]))
-        if max(out) > _MAX_PARAMS or n_params > _MAX_PARAMS:
-            raise ValueError(f"layers {list(out)} would need {n_params:,} "
-                             f"parameters; at most {_MAX_PARAMS:,} "
-                             f"are supported")
-        return tuple(out)
 
     def _views(self, flat, w_off=None, b_off=None):
         if w_off is None:
@@ -655,7 +657,6 @@ class Network:
         rows) the loss is the weighted mean over all ranks' rows.
         """
         if comm is not None:
-            from bpcore import _distributed
             return _distributed.evaluate(self, comm, X, Y, sample_weight,
                                          n_threads)
         if _data.is_out_of_core(X, 2):
@@ -699,7 +700,6 @@ class Network:
             left as they were.
         """
         if comm is not None:
-            from bpcore import _distributed
             return _distributed.step(self, comm, X, Y, optimizer,
                                      sample_weight, n_threads)
         opt = get_optimizer(optimizer)
@@ -707,35 +707,46 @@ class Network:
             raise TypeError("step: LBFGS is a full-batch optimizer for fit "
                             "(net.fit(X, Y, optimizer=bpcore.LBFGS())); step "
                             "takes SGD, Adam or AdamW")
-        X, _ = self._inputs(X)
-        m = X.shape[0]
-        Y = self._targets(Y, m, labels=True)
-        sw = V.as_sample_weight(sample_weight, "sample_weight", self._dtype, m)
+        X, Y, sw = self._checked_data(X, Y, sample_weight)
         nt = resolve_threads(n_threads)
         with self._guard.write(), opt._in_use():
-            opt._bind(self.n_params, self._dtype)
-            work = self._arch.train_workspace(m, nt)
-            grad = np.empty_like(self._params)
-            # kept to undo an update that makes the parameters non-finite
-            before = self._params.copy()
-            bufs = [None if b is None else b.copy() for b in opt._state]
-            t_before = opt.t
-            args = opt._c_args()
-            lsum, wsum, done, diverged = self._arch.train(
-                self._params, grad, args, X, Y, sw, None, m, 0, 1, work, nt,
-                drop_seed=self._drop_seed())
-            if not diverged and not _core.all_finite(self._params):
-                np.copyto(self._params, before)
-                _copy_bufs(opt._state, bufs)
-                opt.t = t_before
-                raise DivergenceError("step: the update makes the parameters "
-                                      "NaN or infinite; the parameters were "
-                                      "not changed")
-            opt.t = args["t"]
+            lsum, wsum, diverged = self._step_held(opt, X, Y, sw, nt)
         if diverged:
             raise DivergenceError("step: the loss is NaN or infinite; the "
                                   "parameters were not changed")
         return float(lsum / wsum)
+
+    def _step_held(self, opt, X, Y, sw, nt):
+        """step's update in C, with the network and the optimizer held;
+        undone when it makes the parameters non-finite.  Returns (loss sum,
+        weight sum, diverged)."""
+        opt._bind(self.n_params, self._dtype)
+        m = X.shape[0]
+        work = self._arch.train_workspace(m, nt)
+        grad = np.empty_like(self._params)
+        # kept to undo an update that makes the parameters non-finite
+        saved = opt._checkpoint(self._params).take()
+        args = opt._c_args()
+        lsum, wsum, done, diverged = self._arch.train(
+            self._params, grad, args, X, Y, sw, None, m, 0, 1, work, nt,
+            drop_seed=self._drop_seed())
+        if not diverged and not _core.all_finite(self._params):
+            saved.restore()
+            raise DivergenceError("step: the update makes the parameters "
+                                  "NaN or infinite; the parameters were "
+                                  "not changed")
+        opt.t = args["t"]
+        return lsum, wsum, diverged
+
+    def _checked_data(self, X, Y, sample_weight, what=""):
+        """(X, Y, sample weights) as validated arrays; class indices stay
+        indices.  what prefixes the names in messages."""
+        X, _ = self._inputs(X, f"{what}X")
+        m = X.shape[0]
+        Y = self._targets(Y, m, f"{what}Y", labels=True)
+        sw = V.as_sample_weight(sample_weight, f"{what}sample_weight",
+                                self._dtype, m)
+        return X, Y, sw
 
     def fit(self, X: ArrayLike, Y: ArrayLike, epochs: int = 10,
             batch_size: int | None = 32,
@@ -820,103 +831,87 @@ class Network:
             optimizer, at the same time.
         """
         if comm is not None:
-            from bpcore import _distributed
-            # the data-parallel loop computes gradients through backward:
-            # no dropout masks there, and L-BFGS is a full-batch solver of
-            # its own (every rank refuses alike: the settings are shared)
-            if any(self._dropout):
-                raise ValueError("fit with comm does not support dropout")
-            if (optimizer == "lbfgs" if isinstance(optimizer, str)
-                    else type(optimizer).__name__ == "LBFGS"):
-                raise ValueError("fit with comm does not support L-BFGS")
-            return _distributed.fit(
-                self, comm, X, Y, epochs=epochs, batch_size=batch_size,
+            return self._fit_comm(
+                comm, X, Y, epochs=epochs, batch_size=batch_size,
                 optimizer=optimizer, shuffle=shuffle,
                 sample_weight=sample_weight, validation_data=validation_data,
                 early_stopping=early_stopping, callbacks=callbacks,
                 progress=progress, n_threads=n_threads)
-        epochs = V.check_int(epochs, "epochs", minimum=1)
-        if batch_size is not None:
-            batch_size = V.check_int(batch_size, "batch_size", minimum=1)
-        opt = SGD(lr=0.1) if optimizer is None else get_optimizer(optimizer)
-        if not isinstance(shuffle, (bool, np.bool_)):
-            raise TypeError(f"shuffle must be a bool, got {shuffle!r}")
-        if early_stopping is not None and not isinstance(early_stopping,
-                                                         EarlyStopping):
-            raise TypeError(f"early_stopping must be a bpcore.EarlyStopping, "
-                            f"got {type(early_stopping).__name__}")
-        if callable(callbacks):
-            callbacks = (callbacks,)
-        try:
-            callbacks = tuple(callbacks)
-        except TypeError:
-            raise TypeError("callbacks must be a sequence of callables") from None
-        for cb in callbacks:
-            if not callable(cb):
-                raise TypeError(f"callbacks must be callables cb(epoch, logs), "
-                                f"got {cb!r}")
-        if _chunks is not None:  # fit_chunks: each chunk checked on arrival
-            sw = None
-        elif _data.is_out_of_core(X, 2):
-            # read a block of rows at a time; every block is checked here,
-            # before any work
+        epochs, batch_size, opt, shuffle, callbacks = check_fit_options(
+            epochs, batch_size, optimizer, shuffle, early_stopping, callbacks)
+        X, Y, sw = self._fit_data(X, Y, sample_weight, _chunks)
+        val = self._validation(validation_data)
+        nt = resolve_threads(n_threads)
+        if isinstance(opt, LBFGS):
+            return self._fit_lbfgs(X, Y, sw, val, opt, early_stopping,
+                                   callbacks, progress, nt)
+        opt.lr_at(opt.epoch)  # a schedule that fails should fail now
+        with self._guard.write(), opt._in_use():
+            opt._bind(self.n_params, self._dtype)
+            _training.train_begin(callbacks, self, opt)
+            hist = _FitLoop(self, X, Y, sw, val, epochs, batch_size, opt,
+                            shuffle, early_stopping, callbacks, progress, nt,
+                            chunks=_chunks).run()
+        self.history = hist
+        return hist
+
+    def _fit_comm(self, comm, X, Y, optimizer, **options):
+        """fit(..., comm=comm): the data-parallel loop of _distributed."""
+        # it computes gradients through backward: no dropout masks there,
+        # and L-BFGS is a full-batch solver of its own (every rank refuses
+        # alike: the settings are shared)
+        if any(self._dropout):
+            raise ValueError("fit with comm does not support dropout")
+        if (optimizer == "lbfgs" if isinstance(optimizer, str)
+                else isinstance(optimizer, LBFGS)):
+            raise ValueError("fit with comm does not support L-BFGS")
+        return _distributed.fit(self, comm, X, Y, optimizer=optimizer,
+                                **options)
+
+    def _fit_lbfgs(self, X, Y, sw, val, opt, early_stopping, callbacks,
+                   progress, nt):
+        """fit with bpcore.LBFGS: one full-batch minimisation by SciPy."""
+        lbfgs._scipy_minimize()  # SciPy missing: ImportError now
+        with self._guard.write(), opt._in_use():
+            _training.train_begin(callbacks, self, opt)
+            hist = lbfgs.fit_network(self, X, Y, sw, val, opt,
+                                     early_stopping, callbacks, progress, nt)
+        self.history = hist
+        return hist
+
+    def _fit_data(self, X, Y, sample_weight, chunks):
+        """fit's training data, checked: arrays, or for out-of-core data a
+        source of rows (every block read and checked once, here), or
+        nothing yet for fit_chunks (each chunk is checked on arrival)."""
+        if chunks is not None:
+            return X, Y, None
+        if _data.is_out_of_core(X, 2):
             X, Y = self._rows_checked(X, Y, "X", "Y")
             sw = V.as_sample_weight(sample_weight, "sample_weight",
                                     self._dtype, X.m)
-        else:
-            X, _ = self._inputs(X)
-            m = X.shape[0]
-            Y = self._targets(Y, m, labels=True)  # class indices stay indices
-            sw = V.as_sample_weight(sample_weight, "sample_weight",
-                                    self._dtype, m)
-        val = None
-        if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(
-                    validation_data) not in (2, 3):
-                raise TypeError("validation_data must be a tuple (X_val, Y_val)"
-                                " or (X_val, Y_val, sample_weight_val)")
-            if _data.is_out_of_core(validation_data[0], 2):
-                Xv, Yv = self._rows_checked(validation_data[0],
-                                            validation_data[1],
-                                            "validation_data X",
-                                            "validation_data Y")
-            else:
-                Xv, _ = self._inputs(validation_data[0], "validation_data X")
-                Yv = self._targets(validation_data[1], Xv.shape[0],
-                                   "validation_data Y", labels=True)
-            swv = None
-            if len(validation_data) == 3:
-                swv = V.as_sample_weight(validation_data[2],
-                                         "validation_data sample_weight",
-                                         self._dtype, Xv.shape[0])
-            val = (Xv, Yv, swv)
-        nt = resolve_threads(n_threads)
-        if isinstance(opt, LBFGS):
-            from bpcore import lbfgs
-            lbfgs._scipy_minimize()  # SciPy missing: ImportError now
-            with self._guard.write(), opt._in_use():
-                for cb in callbacks:
-                    begin = getattr(cb, "on_train_begin", None)
-                    if callable(begin):
-                        begin(self, opt)
-                hist = lbfgs.fit_network(self, X, Y, sw, val, opt,
-                                         early_stopping, callbacks, progress,
-                                         nt)
-            self.history = hist
-            return hist
-        opt.lr_at(opt.epoch)  # a schedule that fails should fail now
+            return X, Y, sw
+        return self._checked_data(X, Y, sample_weight)
 
-        with self._guard.write(), opt._in_use():
-            opt._bind(self.n_params, self._dtype)
-            for cb in callbacks:
-                begin = getattr(cb, "on_train_begin", None)
-                if callable(begin):
-                    begin(self, opt)
-            hist = _FitLoop(self, X, Y, sw, val, epochs, batch_size, opt,
-                            bool(shuffle), early_stopping, callbacks,
-                            progress, nt, chunks=_chunks).run()
-        self.history = hist
-        return hist
+    def _validation(self, validation_data, rows=True):
+        """validation_data checked: (X, Y, sample weights or None), or None.
+        With rows, out-of-core X stays a source of rows."""
+        if validation_data is None:
+            return None
+        check_validation_tuple(validation_data)
+        Xv, Yv = validation_data[0], validation_data[1]
+        if rows and _data.is_out_of_core(Xv, 2):
+            Xv, Yv = self._rows_checked(Xv, Yv, "validation_data X",
+                                        "validation_data Y")
+        else:
+            Xv, _ = self._inputs(Xv, "validation_data X")
+            Yv = self._targets(Yv, Xv.shape[0], "validation_data Y",
+                               labels=True)
+        swv = None
+        if len(validation_data) == 3:
+            swv = V.as_sample_weight(validation_data[2],
+                                     "validation_data sample_weight",
+                                     self._dtype, Xv.shape[0])
+        return Xv, Yv, swv
 
     def _rows_checked(self, X, Y, xname, yname):
         """(Rows of X, targets source) for out-of-core data, after reading
@@ -983,24 +978,7 @@ class Network:
             optimizer's state are those of the last completed epoch).
         """
         epochs = V.check_int(epochs, "epochs", minimum=1)
-        if callable(chunks):
-            pass
-        elif isinstance(chunks, (tuple, list)) and len(chunks) in (2, 3) \
-                and not isinstance(chunks[0], (tuple, list)) \
-                and np.ndim(chunks[0]) == 2:
-            raise TypeError("fit_chunks: chunks must be an iterable of (X, Y) "
-                            "tuples; for one (X, Y) pair use fit, or pass "
-                            "[(X, Y)]")
-        elif not hasattr(chunks, "__iter__") or isinstance(chunks, (str,
-                                                                    bytes)):
-            raise TypeError(f"fit_chunks: chunks must be an iterable of "
-                            f"(X, Y) tuples or a callable returning one, got "
-                            f"{type(chunks).__name__}")
-        elif epochs > 1 and iter(chunks) is chunks:
-            raise ValueError("fit_chunks: with epochs > 1, chunks must be "
-                             "re-iterable (a list) or a callable returning a "
-                             "fresh iterable per epoch; a one-shot iterator "
-                             "would be empty after the first epoch")
+        _check_chunks(chunks, epochs)
         return self.fit(None, None, epochs=epochs, batch_size=batch_size,
                         optimizer=optimizer, shuffle=shuffle,
                         validation_data=validation_data,
@@ -1008,76 +986,85 @@ class Network:
                         progress=progress, n_threads=n_threads,
                         _chunks=chunks)
 
-    # -- files (bpcore.io) ----------------------------------------------
+    # -- files (bpcore._format) and copies -----------------------------
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the network to one .safetensors file, atomically."""
-        from bpcore import io
-        return io.save(self, path)
+        _atomic.write(path, self.to_bytes())
 
     def to_bytes(self) -> bytes:
         """The network as the bytes of a .safetensors file."""
-        from bpcore import io
-        return io.to_bytes(self)
+        return _format.pack(*self._file_parts())
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Network:
         """A network from :meth:`to_bytes` output (validated)."""
-        from bpcore import io
-        return io.from_bytes(data)
+        return cls._from_file(*_format.decode(data))
 
-    def __reduce__(self):
-        from bpcore import io
-        return (_from_pickle_state, io.pickle_state(self))
+    def _file_parts(self):
+        """(tensors, metadata) of this network's file, from copies taken
+        while no fit or step runs (never half an update)."""
+        with self._guard.read():
+            if not _core.all_finite(self._params):
+                raise ValueError("cannot save a network whose parameters "
+                                 "contain NaN or infinity (load would "
+                                 "reject the file)")
+            meta = _format.network_metadata(
+                self._layers, self._acts, self._loss, self._dtype,
+                self._huber_delta, self._dropout, self._rng, self.metadata)
+            params = self._params.copy()
+        weights, biases = self._views(params)
+        return _format.network_tensors(weights, biases), meta
+
+    @classmethod
+    def _from_file(cls, plan, tensors):
+        """The network of a checked file: its plan (bpcore._format.Plan)
+        and tensors."""
+        acts = plan.activations
+        try:
+            arch = _check_architecture(plan.layers, acts[:-1], acts[-1],
+                                       plan.loss, plan.dtype,
+                                       plan.huber_delta, plan.dropout)
+        except (TypeError, ValueError) as e:
+            raise FormatError(f"invalid architecture in the file: "
+                              f"{e}") from None
+        # the generator that fit() shuffles with: the saved one, else a
+        # fresh default_rng(0)
+        rng = plan.rng if plan.rng is not None else np.random.default_rng(0)
+        net = cls.__new__(cls)
+        net._build(*arch, init="auto", rng=rng)
+        for k in range(len(plan.layers) - 1):
+            net._weights[k][...] = tensors[f"weights.{k}"]
+            net._biases[k][...] = tensors[f"biases.{k}"]
+        net.metadata = dict(sorted(plan.user.items()))
+        return net
+
+    def __getstate__(self):
+        """A plain tuple for pickle and copy: the architecture, the
+        metadata, the generator and the parameters (as they are, NaN and
+        infinity included), copied while no fit or step runs."""
+        with self._guard.read():
+            return (self._layers, self._acts, self._loss, self._huber_delta,
+                    self._dtype.name, self._dropout,
+                    copy.deepcopy(self.metadata), copy.deepcopy(self._rng),
+                    self._params.copy())
+
+    def __setstate__(self, state):
+        (layers, acts, loss, huber_delta, dtype, dropout, metadata, rng,
+         params) = state
+        self._build(tuple(layers), tuple(acts), loss, huber_delta,
+                    np.dtype(dtype), tuple(dropout), "auto", rng)
+        params = np.asarray(params)
+        if params.shape != self._params.shape:
+            raise ValueError(f"params must have shape {self._params.shape}, "
+                             f"got {params.shape}")
+        np.copyto(self._params, params, casting="same_kind")
+        self.metadata = metadata
 
     def __deepcopy__(self, memo):
-        from bpcore import io
-        return io.from_copy_state(*io.copy_state(self))
-
-
-def _from_bytes(data):  # what pickles of earlier builds call
-    from bpcore import io
-    return io.from_bytes(data)
-
-
-def _from_pickle_state(meta, spec, params):
-    from bpcore import io
-    return io.from_pickle_state(meta, spec, params)
-
-
-def _from_copy_state(data, params):
-    from bpcore import io
-    return io.from_copy_state(data, params)
-
-
-class _Progress:
-    """tqdm when installed, else one line per epoch on stderr."""
-
-    def __init__(self, enabled, epochs):
-        self.bar = None
-        self.enabled = enabled
-        if enabled:
-            try:
-                from tqdm.auto import tqdm
-                self.bar = tqdm(total=epochs, unit="epoch", desc="fit")
-            except ImportError:
-                self.bar = None
-
-    def epoch(self, e, epochs, logs):
-        if not self.enabled:
-            return
-        text = f"loss={logs['loss']:.6g}"
-        if logs.get("val_loss") is not None:
-            text += f" val_loss={logs['val_loss']:.6g}"
-        if self.bar is not None:
-            self.bar.set_postfix_str(text)
-            self.bar.update(1)
-        else:
-            print(f"epoch {e + 1}/{epochs} {text}", file=sys.stderr)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
+        new = type(self).__new__(type(self))
+        new.__setstate__(self.__getstate__())
+        return new
 
 
 def _run_into(out, fn, args):
@@ -1086,19 +1073,6 @@ def _run_into(out, fn, args):
         out["result"] = fn(*args)
     except BaseException as e:  # handed to the waiting thread
         out["error"] = e
-
-
-def _is_false(r):
-    """Whether a callback's return value asks to stop: False, or numpy's
-    False from a comparison; None and other values continue."""
-    return r is False or (isinstance(r, np.bool_) and not r)
-
-
-def _copy_bufs(dst, src):
-    """Copy each array of src into its place in dst (None entries skipped)."""
-    for d, s in zip(dst, src):
-        if s is not None:
-            np.copyto(d, s)
 
 
 def _seed_at(seed, b):
@@ -1117,12 +1091,10 @@ class _FitLoop:
     # A single batch measured to take longer than this (a large full batch)
     # runs on copies in a worker thread (see _isolated_call) ...
     LONG_CALL_SECONDS = 0.1
-    # ... and so does one estimated, at a speed no machine of ours falls
-    # below (FLOP/s), to take longer than START_ISOLATED_SECONDS, from the
-    # first batch on.  The estimate is loose (20x below a two-core AVX-512
-    # host), so it only picks out batches that surely take long: the
-    # copies and a new thread per batch cost a batch of 4.9 GFLOP (the
-    # 1024-wide network at batch 256) a third of its time at 2 threads.
+    # ... and so does one estimated to take longer than
+    # START_ISOLATED_SECONDS at SLOW_FLOPS, from the first batch on.  The
+    # speed is set far below any machine's, so that only batches that
+    # surely take long pay for the copies and a new thread per batch.
     SLOW_FLOPS = 2e10
     START_ISOLATED_SECONDS = 1.0
 
@@ -1139,7 +1111,7 @@ class _FitLoop:
             m = X.shape[0]
             self.B = m if batch_size is None else min(batch_size, m)
             self.n_batches = -(-m // self.B)
-        self.progress = _Progress(bool(progress), epochs)
+        self.progress = _training.Progress(bool(progress), epochs)
 
     def _segments(self):
         """The data of one epoch, as tuples (X, Y, sw, order, batch,
@@ -1188,7 +1160,7 @@ class _FitLoop:
         params, grad, args = call[0], call[1], call[2]
         opt = self.opt
         p2 = params.copy()
-        bufs2 = [None if s is None else s.copy() for s in opt._state]
+        bufs2 = [None if s is None else s.copy() for s in opt._buffers()]
         args2 = dict(args, owner=None)
         for j, key in enumerate(("state1", "state2")[:len(bufs2)]):
             args2[key] = bufs2[j]
@@ -1203,154 +1175,161 @@ class _FitLoop:
         if "error" in out:
             raise out["error"]
         args["t"] = args2["t"]
-        _core.commit_copies([params] + list(opt._state), [p2] + bufs2, opt,
-                            args2["t"])
+        _core.commit_copies([params] + list(opt._buffers()), [p2] + bufs2,
+                            opt, args2["t"])
         return out["result"]
 
     def run(self):
+        """Train for the epochs; returns the History, kept as net.history
+        from the start, so that after an exception (Ctrl-C, a callback's,
+        DivergenceError) it holds the completed epochs."""
         net, opt = self.net, self.opt
-        arch, params = net._arch, net._params
-        work = arch.train_workspace(self.B, self.nt)
-        grad = np.empty_like(params)
-        # kept from the start, so that after an exception (Ctrl-C, a
-        # callback's, DivergenceError) it holds the completed epochs
+        self._plan_calls()
         hist = net.history = History()
-        best, best_params, wait = math.inf, None, 0
-        flops = 6.0 * self.B * max(1, net._n_weights)
-        chunk = max(1, int(self.CHUNK_SECONDS * 1e9 / flops))
-        isolate = flops / self.SLOW_FLOPS > self.START_ISOLATED_SECONDS
-        race = None
-        if self.nt > 1 and flops >= _race.MIN_TEAM_FLOPS:
-            syncs = 5.0 * (len(net._layers) - 1) + 3.0
-            race = _race.ThreadRace(
-                self.nt, flops, syncs, params.dtype == np.float64,
-                (tuple(net._layers), params.dtype.str, self.B, self.nt))
-        # the start of each epoch, restored on divergence: buffers made once
-        # and refilled, so memory does not grow with the epochs
-        start_params = np.empty_like(params)
-        start_bufs = [None if b is None else np.empty_like(b)
-                      for b in opt._state]
+        watch = _training.EpochWatch(self.early)
+        # the start of each epoch, restored when the epoch fails
+        saved = opt._checkpoint(net._params)
         try:
             for e in range(self.epochs):
-                np.copyto(start_params, params)
-                _copy_bufs(start_bufs, opt._state)
-                start_t, start_epoch = opt.t, opt.epoch
+                saved.take()
                 args = opt._c_args()
-                lsum = wsum = 0.0
-                try:
-                    segments = self._segments()
-                    for seg in segments:
-                        X, Y, sw, order, B, n_batches, dseed = seg
-                        if B > self.B:  # fit_chunks with batch_size=None
-                            self.B = B
-                            work = arch.train_workspace(B, self.nt)
-                        b = 0
-                        while b < n_batches:
-                            n = min(chunk, n_batches - b)
-                            threads, probe = self.nt, False
-                            if race is not None and not isolate:
-                                threads, n, probe = race.threads(n)
-                            if isolate:
-                                n = 1
-                            t0 = time.perf_counter()
-                            if isinstance(X, _data.Rows):
-                                # out-of-core: these n batches' rows, in order
-                                n = min(n, max(1, X.block // B))
-                                Xc, Yc, swc = self._gather(X, Y, sw, order, B,
-                                                           b, n)
-                                call = (params, grad, args, Xc, Yc, swc, None,
-                                        B, 0, n, work, threads, lsum, wsum,
-                                        _seed_at(dseed, b))
-                            else:
-                                call = (params, grad, args, X, Y, sw, order,
-                                        B, b, n, work, threads, lsum, wsum,
-                                        dseed)
-                            if isolate:
-                                lsum, wsum, done, diverged = \
-                                    self._isolated_call(call)
-                            else:
-                                lsum, wsum, done, diverged = arch.train(*call)
-                            dt = time.perf_counter() - t0
-                            if threads < 0 and done == n:
-                                race.record(threads, n, dt)
-                            if n == 1:
-                                isolate = dt > self.LONG_CALL_SECONDS
-                            opt.t = args["t"]
-                            if diverged:
-                                # counted from 1, as the progress lines count
-                                what = (f"the loss became NaN or infinite in "
-                                        f"epoch {e + 1} of {self.epochs} "
-                                        f"(batch {b + done + 1} of "
-                                        f"{n_batches})")
-                            elif b + n == n_batches and not _core.all_finite(
-                                    params):
-                                # the last update, whose loss no batch saw
-                                what = (f"the parameters became NaN or "
-                                        f"infinite in the last update of "
-                                        f"epoch {e + 1} of {self.epochs}")
-                            else:
-                                what = None
-                            if what is not None:
-                                np.copyto(params, start_params)
-                                _copy_bufs(opt._state, start_bufs)
-                                opt.t, opt.epoch = start_t, start_epoch
-                                raise DivergenceError(
-                                    f"fit: {what}; the parameters of the last "
-                                    f"completed epoch were restored")
-                            b += n
-                            if dt > 0 and not probe:
-                                chunk = max(1, min(4 * chunk, int(
-                                    n * self.CHUNK_SECONDS / dt)))
-                except (ValueError, TypeError):
-                    # a chunk of fit_chunks that fails validation: the epoch
-                    # is undone, as on divergence
-                    np.copyto(params, start_params)
-                    _copy_bufs(opt._state, start_bufs)
-                    opt.t, opt.epoch = start_t, start_epoch
-                    raise
+                lsum, wsum = self._epoch(e, args, saved)
                 opt.epoch += 1
-                loss = lsum / wsum if wsum > 0 else float("nan")
-                hist.loss.append(loss)
-                logs = {"loss": loss, "val_loss": None, "lr": args["lr"]}
-                if self.val is not None:
-                    Xv, Yv, swv = self.val
-                    if isinstance(Xv, _data.Rows):
-                        logs["val_loss"] = float(net._loss_on_rows(
-                            Xv, Yv, swv, self.nt))
-                    else:
-                        logs["val_loss"] = float(net._loss_on(Xv, Yv, swv,
-                                                              self.nt))
-                    hist.val_loss.append(logs["val_loss"])
-                hist.epochs_run = e + 1
-                watched = logs["val_loss"] if self.val is not None else loss
-                if isinstance(opt.lr, ReduceLROnPlateau):
-                    opt.lr.step(watched)  # sets the next epoch's rate
-                improved = False
-                if self.early is not None:
-                    improved = watched < best - self.early.min_delta
-                elif watched < best:
-                    improved = True
-                if improved:
-                    best, hist.best_epoch, wait = watched, e, 0
-                    if self.early is not None and self.early.restore_best:
-                        if best_params is None:
-                            best_params = np.empty_like(params)
-                        np.copyto(best_params, params)
-                else:
-                    wait += 1
-                self.progress.epoch(e, self.epochs, logs)
-                stop = False
-                for cb in self.callbacks:
-                    if _is_false(cb(e, dict(logs))):
-                        stop = True
-                if (self.early is not None and not improved
-                        and wait >= self.early.patience):
-                    stop = True
-                if stop:
+                if self._end_epoch(e, args, lsum, wsum, hist, watch):
                     hist.stopped_early = e + 1 < self.epochs
                     break
-            if best_params is not None:
-                params[...] = best_params
+            watch.restore_best(net._params)
         finally:
             self.progress.close()
         return hist
+
+    def _plan_calls(self):
+        """The workspace and gradient buffers, the batches of the first C
+        call, whether batches run isolated from the start, and the thread
+        race (with several threads and enough work per batch)."""
+        net = self.net
+        self.work = net._arch.train_workspace(self.B, self.nt)
+        self.grad = np.empty_like(net._params)
+        flops = 6.0 * self.B * max(1, net._n_weights)
+        self.chunk = max(1, int(self.CHUNK_SECONDS * 1e9 / flops))
+        self.isolate = flops / self.SLOW_FLOPS > self.START_ISOLATED_SECONDS
+        self.race = None
+        if self.nt > 1 and flops >= _race.MIN_TEAM_FLOPS:
+            syncs = 5.0 * (len(net._layers) - 1) + 3.0
+            f64 = net._dtype == np.float64
+            self.race = _race.ThreadRace(
+                self.nt, flops, syncs, f64,
+                (tuple(net._layers), net._dtype.str, self.B, self.nt))
+
+    def _epoch(self, e, args, saved):
+        """Every batch of epoch e: (loss sum, weight sum).  A chunk of
+        fit_chunks that fails validation undoes the epoch, as divergence
+        does."""
+        lsum = wsum = 0.0
+        try:
+            for seg in self._segments():
+                lsum, wsum = self._segment(e, seg, args, saved, lsum, wsum)
+        except (ValueError, TypeError):
+            saved.restore()
+            raise
+        return lsum, wsum
+
+    def _segment(self, e, seg, args, saved, lsum, wsum):
+        """The batches of one segment (the data, or one chunk), a few per
+        C call: as many as take about CHUNK_SECONDS."""
+        X, Y, sw, order, B, n_batches, dseed = seg
+        if B > self.B:  # fit_chunks with batch_size=None
+            self.B = B
+            self.work = self.net._arch.train_workspace(B, self.nt)
+        b = 0
+        while b < n_batches:
+            n, threads, probe = self._call_size(n_batches - b)
+            t0 = time.perf_counter()
+            call, n = self._call(X, Y, sw, order, B, b, n, args, threads,
+                                 lsum, wsum, dseed)
+            if self.isolate:
+                lsum, wsum, done, diverged = self._isolated_call(call)
+            else:
+                lsum, wsum, done, diverged = self.net._arch.train(*call)
+            dt = time.perf_counter() - t0
+            self._timed(threads, n, done, dt)
+            self.opt.t = args["t"]
+            self._check_divergence(e, b, n, done, n_batches, diverged, saved)
+            b += n
+            if dt > 0 and not probe:
+                self.chunk = max(1, min(4 * self.chunk, int(
+                    n * self.CHUNK_SECONDS / dt)))
+        return lsum, wsum
+
+    def _call_size(self, remaining):
+        """(batches, threads, probe) of the next C call: the race may try
+        another team size (a probe) on fewer batches; an isolated call runs
+        one batch."""
+        n = min(self.chunk, remaining)
+        threads, probe = self.nt, False
+        if self.race is not None and not self.isolate:
+            threads, n, probe = self.race.threads(n)
+        if self.isolate:
+            n = 1
+        return n, threads, probe
+
+    def _call(self, X, Y, sw, order, B, b, n, args, threads, lsum, wsum,
+              dseed):
+        """(arguments of arch.train, batches) for batches b .. b + n - 1;
+        out-of-core data gives its rows for them, at most a block."""
+        params, grad, work = self.net._params, self.grad, self.work
+        if isinstance(X, _data.Rows):
+            n = min(n, max(1, X.block // B))
+            Xc, Yc, swc = self._gather(X, Y, sw, order, B, b, n)
+            return (params, grad, args, Xc, Yc, swc, None, B, 0, n, work,
+                    threads, lsum, wsum, _seed_at(dseed, b)), n
+        return (params, grad, args, X, Y, sw, order, B, b, n, work, threads,
+                lsum, wsum, dseed), n
+
+    def _timed(self, threads, n, done, dt):
+        """Learn from a call's time: the race's record of team sizes, and
+        whether single batches are long enough to isolate."""
+        if threads < 0 and done == n:
+            self.race.record(threads, n, dt)
+        if n == 1:
+            self.isolate = dt > self.LONG_CALL_SECONDS
+
+    def _check_divergence(self, e, b, n, done, n_batches, diverged, saved):
+        """Raise DivergenceError, with the epoch's start restored, when the
+        loss or (after the epoch's last update) the parameters are not
+        finite."""
+        if diverged:
+            # counted from 1, as the progress lines count
+            what = (f"the loss became NaN or infinite in epoch {e + 1} of "
+                    f"{self.epochs} (batch {b + done + 1} of {n_batches})")
+        elif b + n == n_batches and not _core.all_finite(self.net._params):
+            # the last update, whose loss no batch saw
+            what = (f"the parameters became NaN or infinite in the last "
+                    f"update of epoch {e + 1} of {self.epochs}")
+        else:
+            return
+        saved.restore()
+        raise DivergenceError(f"fit: {what}; the parameters of the last "
+                              f"completed epoch were restored")
+
+    def _end_epoch(self, e, args, lsum, wsum, hist, watch):
+        """Record epoch e (losses, plateau schedule, best parameters,
+        progress, callbacks); True when training stops here."""
+        net = self.net
+        loss = lsum / wsum if wsum > 0 else float("nan")
+        val = None if self.val is None else self._val_loss
+        logs, watched = _training.record_epoch(hist, e, loss, args["lr"],
+                                               val)
+        if isinstance(self.opt.lr, ReduceLROnPlateau):
+            self.opt.lr.step(watched)  # sets the next epoch's rate
+        improved = watch.update(e, watched, hist, net._params)
+        self.progress.epoch(e, self.epochs, logs)
+        stop = _training.run_callbacks(self.callbacks, e, logs)
+        return stop or watch.out_of_patience(improved)
+
+    def _val_loss(self):
+        """The loss on the validation data (in memory or out-of-core)."""
+        Xv, Yv, swv = self.val
+        if isinstance(Xv, _data.Rows):
+            return float(self.net._loss_on_rows(Xv, Yv, swv, self.nt))
+        return float(self.net._loss_on(Xv, Yv, swv, self.nt))

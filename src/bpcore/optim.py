@@ -15,6 +15,7 @@ import numpy as np
 
 from bpcore import _core
 from bpcore._validation import check_float
+from bpcore.lbfgs import LBFGS
 
 if TYPE_CHECKING:  # annotations only: nothing imported at run time
     from collections.abc import Callable
@@ -40,10 +41,13 @@ def _check_lr(lr):
 
 
 class Optimizer:
-    """Base class.  Subclasses set ``_kind`` and their hyperparameters."""
+    """Base class.  Subclasses set ``_kind`` (the C code of their rule),
+    ``_HYPER`` (their constructor's arguments but lr and clip_norm, in
+    order) and those hyperparameters."""
 
     _kind = None
     _n_states = 0
+    _HYPER = ()
 
     def __init__(self, lr: LR, clip_norm: float | None = None) -> None:
         self.lr = _check_lr(lr)
@@ -59,9 +63,17 @@ class Optimizer:
         return _core.Busy(self)
 
     def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_busy"] = False  # a copy is not in use
-        return state
+        """A plain tuple for pickle and copy: the constructor's arguments,
+        the counters, the state buffers and the shape they belong to.  A
+        copy is never in use."""
+        return (self.lr, self._hyperparameters(), self.t, self.epoch,
+                list(self._state), self._owner)
+
+    def __setstate__(self, state):
+        lr, hyper, t, epoch, buffers, owner = state
+        self.__init__(lr=lr, **hyper)
+        self.t, self.epoch = t, epoch
+        self._state, self._owner = buffers, owner
 
     def reset(self) -> None:
         """Forget the state: buffers, update count and epoch count."""
@@ -89,17 +101,40 @@ class Optimizer:
                 f"{self._owner[1]} parameters, not {key[0]} {key[1]}; use a "
                 f"new optimizer or call optimizer.reset()")
 
+    def _buffer_count(self):
+        """How many state buffers this optimizer keeps (with these
+        settings): 0, 1 (SGD's momentum) or 2 (Adam's moments)."""
+        return self._n_states
+
+    def _buffers(self):
+        """The live state buffers (None before the first update), in the
+        layout of the parameters: what the training loops update."""
+        return self._state
+
+    def _checkpoint(self, params):
+        """A :class:`_Checkpoint` of params and this optimizer's state."""
+        return _Checkpoint(params, self)
+
     def _c_args(self):
         """The dict that bpcore._core reads."""
         d = dict(kind=self._kind, lr=self.lr_at(), t=self.t, owner=self,
                  state1=self._state[0] if self._n_states > 0 else None,
                  state2=self._state[1] if self._n_states > 1 else None,
-                 clip_norm=getattr(self, "clip_norm", None))
+                 clip_norm=self.clip_norm)
         d.update(self._hyper())
         return d
 
     def _hyper(self):
+        """The hyperparameters as _core reads them."""
         return {}
+
+    def _hyperparameters(self):
+        """The constructor's arguments but lr (clip_norm only when set):
+        what a model file stores."""
+        hyper = {k: getattr(self, k) for k in self._HYPER}
+        if self.clip_norm is not None:
+            hyper["clip_norm"] = float(self.clip_norm)
+        return hyper
 
     def state_dict(self) -> dict[str, Any]:
         """A copy of the state: {'t', 'epoch', 'buffers'}."""
@@ -121,39 +156,8 @@ class Optimizer:
         missing = [k for k in ("t", "epoch", "buffers") if k not in state]
         if missing:
             raise ValueError(f"load_state_dict: state lacks {missing}")
-        counts = {}
-        for key in ("t", "epoch"):
-            v = state[key]
-            if isinstance(v, (bool, np.bool_)) or not isinstance(
-                    v, (int, np.integer)) or v < 0:
-                raise ValueError(f"load_state_dict: {key} must be a whole "
-                                 f"number >= 0, got {v!r}")
-            counts[key] = int(v)
-        bufs = state["buffers"]
-        if not isinstance(bufs, (list, tuple)) or len(bufs) != self._n_states:
-            raise ValueError(
-                f"load_state_dict: {type(self).__name__} with these settings "
-                f"keeps {self._n_states} state buffer(s), got "
-                f"{len(bufs) if isinstance(bufs, (list, tuple)) else bufs!r}"
-                f" (a state from another kind of optimizer?)")
-        new = [None if b is None else np.array(b, copy=True) for b in bufs]
-        if any(b is not None for b in new):
-            first = new[0]
-            for j, b in enumerate(new):
-                if (b is None or b.ndim != 1 or b.dtype not in
-                        (np.float32, np.float64) or b.shape != first.shape
-                        or b.dtype != first.dtype or b.size == 0):
-                    raise ValueError(
-                        "load_state_dict: buffers must all be None, or all "
-                        "non-empty 1-D float32/float64 arrays of one shape "
-                        "and dtype")
-                if not np.isfinite(b).all():
-                    raise ValueError(f"load_state_dict: buffer {j} holds "
-                                     f"NaN or infinity")
-            if self._kind in (_core.OPT_ADAM, _core.OPT_ADAMW) and (
-                    new[1] < 0).any():
-                raise ValueError("load_state_dict: Adam's second moments "
-                                 "(buffer 1) must be >= 0")
+        counts = {key: _check_count(state[key], key) for key in ("t", "epoch")}
+        new = self._checked_buffers(state["buffers"])
         self.t = counts["t"]
         self.epoch = counts["epoch"]
         self._state = new
@@ -161,15 +165,91 @@ class Optimizer:
         if new and new[0] is not None:
             self._owner = (new[0].shape[0], new[0].dtype)
 
+    def _checked_buffers(self, bufs):
+        """Copies of the buffers of a state_dict, checked: one per state
+        this optimizer keeps, all None or all alike finite 1-D arrays."""
+        if not isinstance(bufs, (list, tuple)) or len(bufs) != self._n_states:
+            raise ValueError(
+                f"load_state_dict: {type(self).__name__} with these settings "
+                f"keeps {self._n_states} state buffer(s), got "
+                f"{len(bufs) if isinstance(bufs, (list, tuple)) else bufs!r}"
+                f" (a state from another kind of optimizer?)")
+        new = [None if b is None else np.array(b, copy=True) for b in bufs]
+        if all(b is None for b in new):
+            return new
+        _check_alike(new)
+        if self._kind in (_core.OPT_ADAM, _core.OPT_ADAMW) and (
+                new[1] < 0).any():
+            raise ValueError("load_state_dict: Adam's second moments "
+                             "(buffer 1) must be >= 0")
+        return new
+
     def __repr__(self):
-        public = self._public()
-        if getattr(self, "clip_norm", None) is not None:
-            public["clip_norm"] = self.clip_norm
-        hp = ", ".join(f"{k}={v!r}" for k, v in public.items())
+        hp = ", ".join(f"{k}={v!r}" for k, v in self._public().items())
         return f"{type(self).__name__}({hp})"
 
     def _public(self):
-        return {"lr": self.lr}
+        """The constructor's arguments, as repr shows them."""
+        return {"lr": self.lr, **self._hyperparameters()}
+
+
+def _check_count(v, key):
+    """t or epoch of a state_dict: a whole number >= 0."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(
+            v, (int, np.integer)) or v < 0:
+        raise ValueError(f"load_state_dict: {key} must be a whole "
+                         f"number >= 0, got {v!r}")
+    return int(v)
+
+
+def _check_alike(buffers):
+    """State buffers must be non-empty finite 1-D float arrays of one shape
+    and dtype."""
+    first = buffers[0]
+    for j, b in enumerate(buffers):
+        if (b is None or b.ndim != 1 or b.dtype not in
+                (np.float32, np.float64) or b.shape != first.shape
+                or b.dtype != first.dtype or b.size == 0):
+            raise ValueError(
+                "load_state_dict: buffers must all be None, or all "
+                "non-empty 1-D float32/float64 arrays of one shape "
+                "and dtype")
+        if not np.isfinite(b).all():
+            raise ValueError(f"load_state_dict: buffer {j} holds NaN or "
+                             f"infinity")
+
+
+def _copy_bufs(dst, src):
+    """Copy each array of src into its place in dst (None entries skipped)."""
+    for d, s in zip(dst, src):
+        if s is not None:
+            np.copyto(d, s)
+
+
+class _Checkpoint:
+    """The parameters and an optimizer's state (buffers, t, epoch) at a
+    point of training, put back when what followed fails.  The copies are
+    made once and refilled, so memory does not grow with the epochs."""
+
+    def __init__(self, params, opt):
+        self.params, self.opt = params, opt
+        self.saved_params = np.empty_like(params)
+        self.saved_bufs = [None if b is None else np.empty_like(b)
+                           for b in opt._state]
+        self.t = self.epoch = 0
+
+    def take(self):
+        """Copy the current parameters and state."""
+        np.copyto(self.saved_params, self.params)
+        _copy_bufs(self.saved_bufs, self.opt._state)
+        self.t, self.epoch = self.opt.t, self.opt.epoch
+        return self
+
+    def restore(self):
+        """Put the copied parameters and state back."""
+        np.copyto(self.params, self.saved_params)
+        _copy_bufs(self.opt._state, self.saved_bufs)
+        self.opt.t, self.opt.epoch = self.t, self.epoch
 
 
 class SGD(Optimizer):
@@ -196,6 +276,7 @@ class SGD(Optimizer):
     """
 
     _kind = _core.OPT_SGD
+    _HYPER = ("momentum", "nesterov", "weight_decay")
 
     def __init__(self, lr: LR = 0.01, momentum: float = 0.0,
                  nesterov: bool = False,
@@ -217,10 +298,6 @@ class SGD(Optimizer):
         return dict(momentum=self.momentum, nesterov=self.nesterov,
                     weight_decay=self.weight_decay)
 
-    def _public(self):
-        return dict(lr=self.lr, momentum=self.momentum,
-                    nesterov=self.nesterov, weight_decay=self.weight_decay)
-
 
 class Adam(Optimizer):
     """Adam, PyTorch's rule (L2 ``weight_decay`` added to the gradient).
@@ -237,6 +314,7 @@ class Adam(Optimizer):
 
     _kind = _core.OPT_ADAM
     _n_states = 2
+    _HYPER = ("betas", "eps", "weight_decay")
 
     def __init__(self, lr: LR = 0.001,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
@@ -260,10 +338,6 @@ class Adam(Optimizer):
         return dict(beta1=self.betas[0], beta2=self.betas[1], eps=self.eps,
                     weight_decay=self.weight_decay)
 
-    def _public(self):
-        return dict(lr=self.lr, betas=self.betas, eps=self.eps,
-                    weight_decay=self.weight_decay)
-
 
 class AdamW(Adam):
     """AdamW: Adam with decoupled weight decay, ``p *= 1 - lr * wd`` first
@@ -284,8 +358,6 @@ _NAMES = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
 
 def get_optimizer(optimizer: Optimizer | str) -> Optimizer:
     """An optimizer object from an object or a name with defaults."""
-    from bpcore.lbfgs import LBFGS
-
     if isinstance(optimizer, (Optimizer, LBFGS)):
         return optimizer
     if isinstance(optimizer, str):
