@@ -11,6 +11,30 @@ cdef extern from "bpcore/bpcore.h" nogil:
         BP_EOVERFLOW
         BP_ENONFINITE
         BP_EINTERNAL
+
+    # the codes that bpcore._names maps the names to (never by position)
+    ctypedef enum bp_act:
+        BP_ACT_IDENTITY
+        BP_ACT_SIGMOID
+        BP_ACT_TANH
+        BP_ACT_RELU
+        BP_ACT_LEAKY_RELU
+        BP_ACT_ELU
+        BP_ACT_SOFTPLUS
+        BP_ACT_GELU
+        BP_ACT_SOFTMAX
+        BP_ACT_COUNT
+
+    ctypedef enum bp_loss:
+        BP_LOSS_MSE
+        BP_LOSS_CE
+        BP_LOSS_BCE
+        BP_LOSS_MAE
+        BP_LOSS_HUBER
+        BP_LOSS_POISSON
+        BP_LOSS_COUNT
+
+    enum:
         BP_MAX_LAYERS
 
     ctypedef struct bp_arch:
@@ -21,6 +45,11 @@ cdef extern from "bpcore/bpcore.h" nogil:
         double loss_param
         const double *dropout
         uint64_t drop_seed
+
+    ctypedef enum bp_opt_kind:
+        BP_OPT_SGD
+        BP_OPT_ADAM
+        BP_OPT_ADAMW
 
     ctypedef struct bp_optim:
         int32_t kind

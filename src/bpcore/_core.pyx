@@ -38,9 +38,20 @@ def _refuse_kernel_request():
 
 _refuse_kernel_request()
 
-OPT_SGD = 0
-OPT_ADAM = 1
-OPT_ADAMW = 2
+# The C enums of bpcore.h by their C names, as Python ints: bpcore._names
+# maps the accepted names to them (a test checks them against the header).
+C_ENUMS = dict(
+    BP_ACT_IDENTITY=BP_ACT_IDENTITY, BP_ACT_SIGMOID=BP_ACT_SIGMOID,
+    BP_ACT_TANH=BP_ACT_TANH, BP_ACT_RELU=BP_ACT_RELU,
+    BP_ACT_LEAKY_RELU=BP_ACT_LEAKY_RELU, BP_ACT_ELU=BP_ACT_ELU,
+    BP_ACT_SOFTPLUS=BP_ACT_SOFTPLUS, BP_ACT_GELU=BP_ACT_GELU,
+    BP_ACT_SOFTMAX=BP_ACT_SOFTMAX, BP_ACT_COUNT=BP_ACT_COUNT,
+    BP_LOSS_MSE=BP_LOSS_MSE, BP_LOSS_CE=BP_LOSS_CE, BP_LOSS_BCE=BP_LOSS_BCE,
+    BP_LOSS_MAE=BP_LOSS_MAE, BP_LOSS_HUBER=BP_LOSS_HUBER,
+    BP_LOSS_POISSON=BP_LOSS_POISSON, BP_LOSS_COUNT=BP_LOSS_COUNT,
+    BP_OPT_SGD=BP_OPT_SGD, BP_OPT_ADAM=BP_OPT_ADAM,
+    BP_OPT_ADAMW=BP_OPT_ADAMW,
+)
 
 
 cdef int _check(bp_status status, str what) except -1:
@@ -92,6 +103,8 @@ from bpcore import _limits
 # Asking for more only costs per-thread workspace, and where the OS refuses
 # threads (a pids limit, an address-space cap) libgomp would exit(1).
 cdef int _cpu_max = _limits.cpu_limit()
+# the most threads a call may ask for (the fast path's bound)
+cdef int _max_threads = _limits.MAX_THREADS
 
 # BP_MAX_LAYERS of bpcore.h (tests check it against _limits.MAX_LAYERS)
 C_MAX_LAYERS = BP_MAX_LAYERS
@@ -143,7 +156,7 @@ cdef int _fast_threads(object n_threads):
             d = _user_threads
         else:
             d = bp_default_threads()
-    elif type(n_threads) is int and 1 <= n_threads <= 1024:  # MAX_THREADS
+    elif type(n_threads) is int and 1 <= n_threads <= _max_threads:
         d = n_threads
     else:
         return 0
@@ -277,7 +290,7 @@ cdef class Busy:
         self.opt = opt
 
     def __enter__(self):
-        v = getattr(self.opt, "_busy", False)  # (absent in old pickles)
+        v = self.opt._busy
         if type(v) is int and v == _fork_gen:
             raise RuntimeError(
                 "optimizer: already in use by a fit or step running in "
@@ -290,7 +303,7 @@ cdef class Busy:
     def __exit__(self, *exc):
         if self.held:
             self.held = False
-            v = getattr(self.opt, "_busy", False)
+            v = self.opt._busy
             if type(v) is int and v == _fork_gen:
                 self.opt._busy = False
         return False
@@ -876,6 +889,6 @@ cdef class Arch:
                     o.state1 = _ptr(a)
                 else:
                     o.state2 = _ptr(a)
-        if o.kind != OPT_SGD and (o.state1 == NULL or o.state2 == NULL):
+        if o.kind != BP_OPT_SGD and (o.state1 == NULL or o.state2 == NULL):
             raise ValueError("internal: Adam needs both moment buffers")
         return 0

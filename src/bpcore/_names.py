@@ -2,10 +2,13 @@
 
 Every front end (Network, the file loader, the CLI, the scikit-learn
 estimators) reads its choices from here.  The C codes that go with the
-names are declared in ``_bpcore_c.pxd`` from ``bpcore.h``; the mapping from
-name to code lives beside the names (see ``ACT_CODES`` and friends once
-the core exposes them).
+names are the enums of ``bpcore.h`` (``bp_act``, ``bp_loss``,
+``bp_opt_kind``), declared by name in ``_bpcore_c.pxd`` and exposed as
+``_core.C_ENUMS``; ``ACT_CODES``, ``LOSS_CODES`` and ``OPT_CODES`` map each
+name to the enumerator of the same name (``BP_ACT_`` + the name in upper
+case, and so on), never to a position in a tuple.
 """
+from bpcore import _core
 
 # hidden-layer activations; every one is also a valid output
 ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu",
@@ -23,3 +26,18 @@ REGRESSION_LOSSES = ("mse", "mae", "huber", "poisson")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SOLVERS = OPTIMIZERS + ("lbfgs",)
 INITS = ("auto", "xavier", "he", "lecun", "normal", "uniform")
+
+
+# C spellings that are not the name in upper case
+_C_SPELLING = {"cross_entropy": "CE", "binary_cross_entropy": "BCE"}
+
+
+def _codes(prefix, names):
+    """name -> the C enumerator prefix + NAME (bpcore.h)."""
+    return {n: _core.C_ENUMS[prefix + _C_SPELLING.get(n, n.upper())]
+            for n in names}
+
+
+ACT_CODES = _codes("BP_ACT_", OUTPUTS)
+LOSS_CODES = _codes("BP_LOSS_", LOSSES)
+OPT_CODES = _codes("BP_OPT_", OPTIMIZERS)

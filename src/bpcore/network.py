@@ -51,8 +51,6 @@ if TYPE_CHECKING:  # annotations only: nothing imported at run time
 
 __all__ = ["Network", "Trace", "Gradients", "History", "EarlyStopping"]
 
-_ACT_CODES = {name: i for i, name in enumerate(V.OUTPUTS)}
-_LOSS_CODES = {name: i for i, name in enumerate(V.LOSSES)}
 _RELU_FAMILY = ("relu", "leaky_relu", "elu", "gelu", "softplus")
 
 # Rows per call when evaluating large data sets: bounds the trace memory.
@@ -147,8 +145,8 @@ def _check_architecture(layers, activation, output, loss, dtype,
     L = len(layers) - 1
     dropout = _dropout.check_dropout(dropout, L - 1)
     hidden = _check_hidden(activation, L - 1)
-    output = V.check_name(output, "output", V.OUTPUTS)
-    loss = V.check_name(loss, "loss", V.LOSSES)
+    output = V.check_name(output, "output", _names.OUTPUTS)
+    loss = V.check_name(loss, "loss", _names.LOSSES)
     need = _names.LOSS_OUTPUT.get(loss)
     if need is not None and output != need:
         why = " (the output is read as the log rate)" if loss == "poisson" \
@@ -187,8 +185,8 @@ def _check_layers(layers):
 def _check_hidden(activation, n_hidden):
     """The hidden activations: one name for all, or one per hidden layer."""
     if isinstance(activation, str):
-        return (V.check_name(activation, "activation", V.ACTIVATIONS),) \
-            * n_hidden
+        name = V.check_name(activation, "activation", _names.ACTIVATIONS)
+        return (name,) * n_hidden
     try:
         hidden = list(activation)
     except TypeError:
@@ -197,7 +195,7 @@ def _check_hidden(activation, n_hidden):
     if len(hidden) != n_hidden:
         raise ValueError(f"activation lists {len(hidden)} names; the "
                          f"network has {n_hidden} hidden layers")
-    return tuple(V.check_name(a, "activation", V.ACTIVATIONS)
+    return tuple(V.check_name(a, "activation", _names.ACTIVATIONS)
                  for a in hidden)
 
 
@@ -301,7 +299,7 @@ class Network:
                  dropout: float | Sequence[float] = 0.0) -> None:
         arch = _check_architecture(layers, activation, output, loss, dtype,
                                    huber_delta, dropout)
-        init = V.check_name(init, "init", V.INITS)
+        init = V.check_name(init, "init", _names.INITS)
         rng = _generator(seed)
         self._build(*arch, init=init, rng=rng)
         self._initialise(rng)
@@ -318,8 +316,8 @@ class Network:
         self._init = init
         self._rng = rng
         self._arch = _core.Arch(np.array(layers, dtype=np.int64),
-                                [_ACT_CODES[a] for a in acts],
-                                _LOSS_CODES[loss], dtype, huber_delta)
+                                [_names.ACT_CODES[a] for a in acts],
+                                _names.LOSS_CODES[loss], dtype, huber_delta)
         self._dropout = dropout
         self._arch.set_dropout(dropout)
         w_off, b_off, self._n_weights, n_params = _core.layout(layers)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from bpcore import _core
+from bpcore._names import OPT_CODES
 from bpcore._validation import check_float
 from bpcore.lbfgs import LBFGS
 
@@ -41,10 +42,12 @@ def _check_lr(lr):
 
 
 class Optimizer:
-    """Base class.  Subclasses set ``_kind`` (the C code of their rule),
-    ``_HYPER`` (their constructor's arguments but lr and clip_norm, in
-    order) and those hyperparameters."""
+    """Base class.  Subclasses set ``_name`` (in bpcore._names.OPTIMIZERS),
+    ``_kind`` (the C code of their rule, ``OPT_CODES[_name]``), ``_HYPER``
+    (their constructor's arguments but lr and clip_norm, in order) and
+    those hyperparameters."""
 
+    _name = None
     _kind = None
     _n_states = 0
     _HYPER = ()
@@ -178,7 +181,7 @@ class Optimizer:
         if all(b is None for b in new):
             return new
         _check_alike(new)
-        if self._kind in (_core.OPT_ADAM, _core.OPT_ADAMW) and (
+        if self._kind in (OPT_CODES["adam"], OPT_CODES["adamw"]) and (
                 new[1] < 0).any():
             raise ValueError("load_state_dict: Adam's second moments "
                              "(buffer 1) must be >= 0")
@@ -275,7 +278,8 @@ class SGD(Optimizer):
         (||g|| + 1e-6))`` (the norm summed in double, in a fixed order).
     """
 
-    _kind = _core.OPT_SGD
+    _name = "sgd"
+    _kind = OPT_CODES["sgd"]
     _HYPER = ("momentum", "nesterov", "weight_decay")
 
     def __init__(self, lr: LR = 0.01, momentum: float = 0.0,
@@ -312,7 +316,8 @@ class Adam(Optimizer):
         Global L2 gradient-norm clipping, as in :class:`SGD`.
     """
 
-    _kind = _core.OPT_ADAM
+    _name = "adam"
+    _kind = OPT_CODES["adam"]
     _n_states = 2
     _HYPER = ("betas", "eps", "weight_decay")
 
@@ -343,7 +348,8 @@ class AdamW(Adam):
     """AdamW: Adam with decoupled weight decay, ``p *= 1 - lr * wd`` first
     (PyTorch's rule; its default ``weight_decay`` is 0.01)."""
 
-    _kind = _core.OPT_ADAMW
+    _name = "adamw"
+    _kind = OPT_CODES["adamw"]
 
     def __init__(self, lr: LR = 0.001,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
@@ -353,7 +359,7 @@ class AdamW(Adam):
                          weight_decay=weight_decay, clip_norm=clip_norm)
 
 
-_NAMES = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+_NAMES = {cls._name: cls for cls in (SGD, Adam, AdamW)}
 
 
 def get_optimizer(optimizer: Optimizer | str) -> Optimizer:
