@@ -29,6 +29,7 @@ def n_params(layers):
 
 
 def _read(path):
+    """A file's text, or None when it cannot be read."""
     try:
         with open(path) as f:
             return f.read()
@@ -51,46 +52,63 @@ def cgroup_cpus(root=_CGROUP_ROOT, proc="/proc/self/cgroup"):
     text = _read(proc)
     if not text:
         return None
-    best = None
-
-    def take(quota, period):
-        nonlocal best
-        if quota > 0 and period > 0:
-            n = max(1, math.ceil(quota / period))
-            best = n if best is None else min(best, n)
-
+    limits = []
     for line in text.splitlines():
         fields = line.split(":", 2)
         if len(fields) != 3:
             continue
         _, controllers, rel = fields
         if controllers == "":  # v2 unified hierarchy
-            for d in _ancestors(root, rel):
-                v = _read(os.path.join(d, "cpu.max"))
-                if v is None:
-                    continue
-                q = v.split()
-                if len(q) == 2 and q[0] != "max":
-                    try:
-                        take(int(q[0]), int(q[1]))
-                    except ValueError:
-                        pass
+            limits += _v2_quotas(root, rel)
         elif "cpu" in controllers.split(","):  # v1
-            for mount in (controllers, "cpu,cpuacct", "cpuacct,cpu", "cpu"):
-                base = os.path.join(root, mount)
-                if not os.path.isdir(base):
-                    continue
-                for d in _ancestors(base, rel):
-                    q = _read(os.path.join(d, "cpu.cfs_quota_us"))
-                    p = _read(os.path.join(d, "cpu.cfs_period_us"))
-                    if q is None or p is None:
-                        continue
-                    try:
-                        take(int(q), int(p))
-                    except ValueError:
-                        pass
-                break
-    return best
+            limits += _v1_quotas(root, controllers, rel)
+    return min(limits) if limits else None
+
+
+def _cpus(quota, period):
+    """CPUs a quota per period allows (rounded up); None for no quota."""
+    if quota > 0 and period > 0:
+        return max(1, math.ceil(quota / period))
+    return None
+
+
+def _v2_quotas(root, rel):
+    """The CPU counts of cgroup v2 ``cpu.max`` along the group's path."""
+    out = []
+    for d in _ancestors(root, rel):
+        v = _read(os.path.join(d, "cpu.max"))
+        q = v.split() if v is not None else []
+        if len(q) == 2 and q[0] != "max":
+            try:
+                n = _cpus(int(q[0]), int(q[1]))
+            except ValueError:
+                continue
+            if n is not None:
+                out.append(n)
+    return out
+
+
+def _v1_quotas(root, controllers, rel):
+    """The CPU counts of cgroup v1 quotas along the group's path, in the
+    first mount of the cpu controller found."""
+    for mount in (controllers, "cpu,cpuacct", "cpuacct,cpu", "cpu"):
+        base = os.path.join(root, mount)
+        if os.path.isdir(base):
+            return [n for n in map(_v1_quota, _ancestors(base, rel))
+                    if n is not None]
+    return []
+
+
+def _v1_quota(folder):
+    """The CPU count of one v1 group's quota, or None."""
+    q = _read(os.path.join(folder, "cpu.cfs_quota_us"))
+    p = _read(os.path.join(folder, "cpu.cfs_period_us"))
+    if q is None or p is None:
+        return None
+    try:
+        return _cpus(int(q), int(p))
+    except ValueError:
+        return None
 
 
 def cpu_limit():

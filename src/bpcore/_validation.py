@@ -154,19 +154,7 @@ def as_targets(Y, name, dtype, loss, n_outputs, m, labels=False):
     """
     arr = _numeric(Y, name)
     if loss == "cross_entropy" and arr.ndim == 1:
-        if arr.shape[0] != m:
-            raise ValueError(f"{name} has {arr.shape[0]} labels for {m} "
-                             f"samples")
-        if arr.dtype.kind == "f":
-            _finite(arr, name)
-            if not np.array_equal(arr, np.round(arr)):
-                raise ValueError(f"{name}: class labels must be integers")
-        if arr.dtype.kind == "b":
-            raise TypeError(f"{name}: class labels must be integers, got bool")
-        if arr.size and (arr.min() < 0 or arr.max() >= n_outputs):
-            raise ValueError(f"{name}: class labels must be in "
-                             f"[0, {n_outputs - 1}], got values from "
-                             f"{arr.min()} to {arr.max()}")
+        arr = _class_indices(arr, name, n_outputs, m)
         if labels:
             return c_array(arr, np.int64)
         return one_hot(arr, n_outputs, dtype)
@@ -180,14 +168,39 @@ def as_targets(Y, name, dtype, loss, n_outputs, m, labels=False):
                          f"got {arr.shape}")
     arr = c_array(arr, dtype)
     _finite(arr, name)
-    if loss in ("cross_entropy", "binary_cross_entropy") and arr.size and (
+    _check_target_range(arr, name, loss)
+    return arr
+
+
+def _class_indices(arr, name, n_outputs, m):
+    """1-D class indices, checked: m whole numbers in [0, n_outputs)."""
+    if arr.shape[0] != m:
+        raise ValueError(f"{name} has {arr.shape[0]} labels for {m} "
+                         f"samples")
+    if arr.dtype.kind == "f":
+        _finite(arr, name)
+        if not np.array_equal(arr, np.round(arr)):
+            raise ValueError(f"{name}: class labels must be integers")
+    if arr.dtype.kind == "b":
+        raise TypeError(f"{name}: class labels must be integers, got bool")
+    if arr.size and (arr.min() < 0 or arr.max() >= n_outputs):
+        raise ValueError(f"{name}: class labels must be in "
+                         f"[0, {n_outputs - 1}], got values from "
+                         f"{arr.min()} to {arr.max()}")
+    return arr
+
+
+def _check_target_range(arr, name, loss):
+    """Probabilities for the cross-entropies, counts >= 0 for poisson."""
+    if not arr.size:
+        return
+    if loss in ("cross_entropy", "binary_cross_entropy") and (
             arr.min() < 0 or arr.max() > 1):
         raise ValueError(f"{name}: {loss} targets must lie in [0, 1], got "
                          f"values from {arr.min()} to {arr.max()}")
-    if loss == "poisson" and arr.size and arr.min() < 0:
+    if loss == "poisson" and arr.min() < 0:
         raise ValueError(f"{name}: poisson targets are counts or rates and "
                          f"must be >= 0, got a minimum of {arr.min()}")
-    return arr
 
 
 def as_sample_weight(sw, name, dtype, m):

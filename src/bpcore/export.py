@@ -364,11 +364,26 @@ def to_onnx(net, path=None, dtype=None, scaling="auto", logits=True):
         path = _check_out_path(path)
     sc = _Scaling(net, scaling)
     g = _Graph(helper, numpy_helper, dt)
-    elem = helper.np_dtype_to_tensor_dtype(dt)
+    z = _onnx_nodes(g, net, sc)
+    model = _onnx_model(g, net, sc, z if logits else None)
+    onnx.checker.check_model(model, full_check=True)
+    if path is not None:
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(model.SerializeToString())
+        os.replace(tmp, path)
+    return model
 
-    h = "X"
+
+def _onnx_nodes(g, net, sc):
+    """The nodes from "X" to "Y": scaling (in double, as bpcore predict),
+    one Gemm and activation per layer, the output transform.  Returns the
+    last layer's net input (the logits)."""
+    helper = g.h
+    elem = helper.np_dtype_to_tensor_dtype(g.dtype)
     f64 = helper.np_dtype_to_tensor_dtype(np.dtype(np.float64))
-    wide = dt != np.float64   # scaling runs in double, as bpcore predict's
+    wide = g.dtype != np.float64   # scaling runs in double
+    h = "X"
     if sc.inputs:
         if wide:
             h = g.op("Cast", h, to=f64)
@@ -394,10 +409,18 @@ def to_onnx(net, path=None, dtype=None, scaling="auto", logits=True):
     if sc.binary:
         h = g.op("Concat", g.op("Sub", g.const(1.0), h), h, axis=1)
     g.op("Identity", h, out="Y")
+    return z
+
+
+def _onnx_model(g, net, sc, logits):
+    """The model around the nodes: inputs, outputs ("logits" too for a
+    softmax output when logits is its node), opset and metadata."""
+    helper = g.h
+    elem = helper.np_dtype_to_tensor_dtype(g.dtype)
     outputs = [helper.make_tensor_value_info(
         "Y", elem, ["N", sc.n_outputs(net)])]
-    if logits and net.activation[-1] == "softmax":
-        g.op("Identity", z, out="logits")
+    if logits is not None and net.activation[-1] == "softmax":
+        g.op("Identity", logits, out="logits")
         outputs.append(helper.make_tensor_value_info(
             "logits", elem, ["N", net.layers[-1]]))
     graph = helper.make_graph(
@@ -413,15 +436,9 @@ def to_onnx(net, path=None, dtype=None, scaling="auto", logits=True):
     model.ir_version = ONNX_IR_VERSION
     props = dict(net.metadata)
     props.update(_layer_summary(net))
-    props["bpcore.dtype"] = dt.name
+    props["bpcore.dtype"] = g.dtype.name
     props["bpcore.scaling"] = sc.describe()
     helper.set_model_props(model, props)
-    onnx.checker.check_model(model, full_check=True)
-    if path is not None:
-        tmp = path + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(model.SerializeToString())
-        os.replace(tmp, path)
     return model
 
 
@@ -480,41 +497,46 @@ _TORCH_MAKERS = {
 }
 
 
+# bpcore's activations as torch modules: (class name, settings that must
+# hold, each with the reason to refuse another value)
+_TORCH_CHECKS = {
+    "Sigmoid": ("sigmoid", ()),
+    "Tanh": ("tanh", ()),
+    "ReLU": ("relu", ()),
+    "LeakyReLU": ("leaky_relu", (
+        (lambda m: m.negative_slope == 0.01,
+         lambda m: f"negative_slope={m.negative_slope} (bpcore's "
+                   f"leaky_relu has slope 0.01)"),)),
+    "ELU": ("elu", (
+        (lambda m: m.alpha == 1.0,
+         lambda m: f"alpha={m.alpha} (bpcore's elu has alpha 1)"),)),
+    "Softplus": ("softplus", (
+        (lambda m: m.beta == 1.0,
+         lambda m: f"beta={m.beta} (bpcore's softplus has beta 1)"),
+        (lambda m: m.threshold >= 20,
+         lambda m: f"threshold={m.threshold} (below 20 it differs from "
+                   f"log(1 + e^x) by more than float32 rounding)"))),
+    "GELU": ("gelu", (
+        (lambda m: m.approximate == "none",
+         lambda m: f"approximate={m.approximate!r} (bpcore's gelu is the "
+                   f"exact one, approximate='none')"),)),
+    "Softmax": ("softmax", (
+        (lambda m: m.dim in (1, -1),
+         lambda m: f"dim={m.dim} (softmax over features is dim=1)"),)),
+}
+
+
 def _torch_activation(m, nn):
-    """bpcore's name for activation module m, or a reason it is not one."""
-    if type(m) is nn.Sigmoid:
-        return "sigmoid", None
-    if type(m) is nn.Tanh:
-        return "tanh", None
-    if type(m) is nn.ReLU:
-        return "relu", None
-    if type(m) is nn.LeakyReLU:
-        if m.negative_slope != 0.01:
-            return None, (f"negative_slope={m.negative_slope} (bpcore's "
-                          f"leaky_relu has slope 0.01)")
-        return "leaky_relu", None
-    if type(m) is nn.ELU:
-        if m.alpha != 1.0:
-            return None, f"alpha={m.alpha} (bpcore's elu has alpha 1)"
-        return "elu", None
-    if type(m) is nn.Softplus:
-        if m.beta != 1.0:
-            return None, f"beta={m.beta} (bpcore's softplus has beta 1)"
-        if m.threshold < 20:
-            return None, (f"threshold={m.threshold} (below 20 it differs "
-                          f"from log(1 + e^x) by more than float32 "
-                          f"rounding)")
-        return "softplus", None
-    if type(m) is nn.GELU:
-        if m.approximate != "none":
-            return None, (f"approximate={m.approximate!r} (bpcore's gelu "
-                          f"is the exact one, approximate='none')")
-        return "gelu", None
-    if type(m) is nn.Softmax:
-        if m.dim not in (1, -1):
-            return None, f"dim={m.dim} (softmax over features is dim=1)"
-        return "softmax", None
-    return None, None
+    """bpcore's name for activation module m, or a reason it is not one:
+    (name, None), (None, reason) or (None, None) for another module."""
+    entry = _TORCH_CHECKS.get(type(m).__name__)
+    if entry is None or type(m) is not getattr(nn, type(m).__name__, None):
+        return None, None
+    name, checks = entry
+    for ok, why in checks:
+        if not ok(m):
+            return None, why(m)
+    return name, None
 
 
 def from_torch(module):
@@ -545,51 +567,73 @@ def from_torch(module):
                         f"Linear and activation modules, got "
                         f"{type(module).__name__}")
 
-    flat = []
+    layers = _TorchLayers(torch)
+    for where, m in _flat_children(module, nn):
+        layers.add(where, m)
+    return layers.network()
 
-    def walk(seq, prefix):
-        for name, m in seq.named_children():
-            where = f"{prefix}{name}"
-            if type(m) is nn.Sequential:
-                walk(m, where + ".")
-            else:
-                flat.append((where, m))
 
-    walk(module, "")
-    layers, acts, Ws, bs = [], [], [], []
-    dtype = None
-    for where, m in flat:
+def _flat_children(seq, nn, prefix=""):
+    """(path, module) of every module of a Sequential, nested Sequentials
+    flattened, in order."""
+    for name, m in seq.named_children():
+        where = f"{prefix}{name}"
+        if type(m) is nn.Sequential:
+            yield from _flat_children(m, nn, where + ".")
+        else:
+            yield where, m
+
+
+class _TorchLayers:
+    """from_torch's reading of a flat module list: sizes, activations,
+    weights and biases, each module checked as it comes."""
+
+    def __init__(self, torch):
+        self.torch, self.nn = torch, torch.nn
+        self.layers, self.acts, self.Ws, self.bs = [], [], [], []
+        self.dtype = None
+
+    def add(self, where, m):
+        """Take the next module (Identity and Dropout are skipped)."""
         label = f"module [{where}] ({type(m).__name__})"
-        if type(m) in (nn.Identity, nn.Dropout):
-            continue
-        if type(m) is nn.Linear:
-            if Ws and acts[-1] is None:
-                acts[-1] = "identity"
-            if acts and acts[-1] == "softmax":
-                raise ValueError(f"{label}: Softmax is only supported "
-                                 f"after the last Linear layer")
-            w = m.weight.detach().cpu()
-            if w.dtype not in (torch.float32, torch.float64):
-                raise ValueError(f"{label}: dtype {w.dtype} is not "
-                                 f"supported (float32 or float64)")
-            if dtype is not None and w.dtype != dtype:
-                raise ValueError(f"{label}: dtype {w.dtype} differs from "
-                                 f"the earlier layers' {dtype}")
-            dtype = w.dtype
-            if Ws and m.in_features != layers[-1]:
-                raise ValueError(f"{label}: in_features={m.in_features} "
-                                 f"does not match the previous layer's "
-                                 f"{layers[-1]} outputs")
-            if not layers:
-                layers.append(m.in_features)
-            layers.append(m.out_features)
-            Ws.append(w.numpy().T)
-            bias = (m.bias.detach().cpu().numpy() if m.bias is not None
-                    else np.zeros(m.out_features, w.numpy().dtype))
-            bs.append(bias)
-            acts.append(None)
-            continue
-        name, why = _torch_activation(m, nn)
+        if type(m) in (self.nn.Identity, self.nn.Dropout):
+            return
+        if type(m) is self.nn.Linear:
+            self._linear(label, m)
+        else:
+            self._activation(label, m)
+
+    def _linear(self, label, m):
+        """A Linear layer: its weights (transposed) and bias."""
+        torch, acts = self.torch, self.acts
+        if self.Ws and acts[-1] is None:
+            acts[-1] = "identity"
+        if acts and acts[-1] == "softmax":
+            raise ValueError(f"{label}: Softmax is only supported "
+                             f"after the last Linear layer")
+        w = m.weight.detach().cpu()
+        if w.dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"{label}: dtype {w.dtype} is not "
+                             f"supported (float32 or float64)")
+        if self.dtype is not None and w.dtype != self.dtype:
+            raise ValueError(f"{label}: dtype {w.dtype} differs from "
+                             f"the earlier layers' {self.dtype}")
+        self.dtype = w.dtype
+        if self.Ws and m.in_features != self.layers[-1]:
+            raise ValueError(f"{label}: in_features={m.in_features} "
+                             f"does not match the previous layer's "
+                             f"{self.layers[-1]} outputs")
+        if not self.layers:
+            self.layers.append(m.in_features)
+        self.layers.append(m.out_features)
+        self.Ws.append(w.numpy().T)
+        self.bs.append(m.bias.detach().cpu().numpy() if m.bias is not None
+                       else np.zeros(m.out_features, w.numpy().dtype))
+        acts.append(None)
+
+    def _activation(self, label, m):
+        """An activation module: the activation of the last Linear layer."""
+        name, why = _torch_activation(m, self.nn)
         if name is None:
             raise ValueError(f"{label} is not supported"
                              + (f": {why}" if why else
@@ -597,29 +641,32 @@ def from_torch(module):
                                 "the activations Sigmoid, Tanh, ReLU, "
                                 "LeakyReLU(0.01), ELU(1.0), Softplus, GELU "
                                 "and a final Softmax(dim=1)"))
-        if not Ws:
+        if not self.Ws:
             raise ValueError(f"{label}: an activation before the first "
                              f"Linear layer is not supported")
-        if acts[-1] is not None:
+        if self.acts[-1] is not None:
             raise ValueError(f"{label}: a second activation after one "
                              f"Linear layer is not supported")
-        acts[-1] = name
-    if not Ws:
-        raise ValueError("from_torch: the Sequential holds no Linear layer")
-    acts = [a or "identity" for a in acts]
-    if "softmax" in acts[:-1]:  # pragma: no cover - caught above
-        raise ValueError("Softmax is only supported after the last layer")
-    loss = "cross_entropy" if acts[-1] == "softmax" else "mse"
-    np_dtype = np.float32 if dtype == torch.float32 else np.float64
-    net = Network(layers, activation=acts[:-1], output=acts[-1], loss=loss,
-                  dtype=np_dtype, seed=0)
-    for k, (W, b) in enumerate(zip(Ws, bs)):
-        if not (np.isfinite(W).all() and np.isfinite(b).all()):
-            raise ValueError(f"Linear layer {k} holds NaN or infinite "
-                             f"parameters")
-        net.weights[k][...] = W
-        net.biases[k][...] = b
-    return net
+        self.acts[-1] = name
+
+    def network(self):
+        """The Network: cross_entropy for a softmax output, else mse."""
+        if not self.Ws:
+            raise ValueError("from_torch: the Sequential holds no Linear "
+                             "layer")
+        acts = [a or "identity" for a in self.acts]
+        loss = "cross_entropy" if acts[-1] == "softmax" else "mse"
+        np_dtype = (np.float32 if self.dtype == self.torch.float32
+                    else np.float64)
+        net = Network(self.layers, activation=acts[:-1], output=acts[-1],
+                      loss=loss, dtype=np_dtype, seed=0)
+        for k, (W, b) in enumerate(zip(self.Ws, self.bs)):
+            if not (np.isfinite(W).all() and np.isfinite(b).all()):
+                raise ValueError(f"Linear layer {k} holds NaN or infinite "
+                                 f"parameters")
+            net.weights[k][...] = W
+            net.biases[k][...] = b
+        return net
 
 
 # -- plain C --------------------------------------------------------------
@@ -739,41 +786,61 @@ def to_c(net, prefix, scaling="auto"):
     prefix = _check_out_path(prefix, "prefix", file=False)
     name = _c_identifier(prefix)
     sc = _Scaling(net, scaling)
-    f32 = net.dtype == np.float32
-    T = "float" if f32 else "double"
-    NAME = name.upper()
-    n_in, n_out = net.layers[0], sc.n_outputs(net)
-    acts = list(net.activation)
-    libm = sorted({f for a in acts if a in _C_LIBM
-                   for f in _C_LIBM[a].split(", ")})
-    libm = [f + ("f" if f32 else "") for f in libm]
-    width = max(net.layers[1:] + ((n_in,) if sc.inputs else ()))
-    if sc.binary:
-        width = max(width, 2)
-    comment = "\n".join([
-        f" * Generated by bpcore {bpcore.__version__} "
-        f"(bpcore.export.to_c); do not edit.",
-        f" * Network: {'-'.join(map(str, net.layers))} "
-        f"({T}, {net.n_params} parameters)",
-        " * Layers: " + ", ".join(
-            f"{a}->{b} {act}" for a, b, act in zip(
-                net.layers[:-1], net.layers[1:], acts)),
-        f" * Scaling: {sc.describe()}",
-        f" * Output: {n_out} values per row"
-        + (" (class probabilities)" if acts[-1] == "softmax" or sc.binary
-           else ""),
-        " * libm: " + (", ".join(libm) if libm else "none"),
-    ])
-    base = os.path.basename(prefix)
-    header = f"""/*
- * {base}.h - a bpcore network as plain C99.
-{comment}
+    c = _CSource(net, sc, name, os.path.basename(prefix))
+    h_path, c_path = prefix + ".h", prefix + ".c"
+    with open(h_path, "w", encoding="ascii") as f:
+        f.write(c.header())
+    with open(c_path, "w", encoding="ascii") as f:
+        f.write(c.source())
+    return h_path, c_path
+
+
+class _CSource:
+    """The text of to_c's header and source for one network."""
+
+    def __init__(self, net, sc, name, base):
+        self.net, self.sc, self.name, self.base = net, sc, name, base
+        self.f32 = net.dtype == np.float32
+        self.T = "float" if self.f32 else "double"
+        self.NAME = name.upper()
+        self.n_in, self.n_out = net.layers[0], sc.n_outputs(net)
+        self.acts = list(net.activation)
+        libm = sorted({f for a in self.acts if a in _C_LIBM
+                       for f in _C_LIBM[a].split(", ")})
+        self.libm = [f + ("f" if self.f32 else "") for f in libm]
+        width = max(net.layers[1:] + ((self.n_in,) if sc.inputs else ()))
+        self.width = max(width, 2) if sc.binary else width
+
+    def comment(self):
+        """The lines that open both files: what the network is."""
+        net, sc, T = self.net, self.sc, self.T
+        return "\n".join([
+            f" * Generated by bpcore {bpcore.__version__} "
+            f"(bpcore.export.to_c); do not edit.",
+            f" * Network: {'-'.join(map(str, net.layers))} "
+            f"({T}, {net.n_params} parameters)",
+            " * Layers: " + ", ".join(
+                f"{a}->{b} {act}" for a, b, act in zip(
+                    net.layers[:-1], net.layers[1:], self.acts)),
+            f" * Scaling: {sc.describe()}",
+            f" * Output: {self.n_out} values per row"
+            + (" (class probabilities)"
+               if self.acts[-1] == "softmax" or sc.binary else ""),
+            " * libm: " + (", ".join(self.libm) if self.libm else "none"),
+        ])
+
+    def header(self):
+        """The .h file: sizes and the predict declaration."""
+        name, NAME, T = self.name, self.NAME, self.T
+        return f"""/*
+ * {self.base}.h - a bpcore network as plain C99.
+{self.comment()}
  */
 #ifndef {NAME}_H
 #define {NAME}_H
 
-#define {NAME}_N_INPUTS {n_in}
-#define {NAME}_N_OUTPUTS {n_out}
+#define {NAME}_N_INPUTS {self.n_in}
+#define {NAME}_N_OUTPUTS {self.n_out}
 
 #ifdef __cplusplus
 extern "C" {{
@@ -789,90 +856,113 @@ void {name}_predict(const {T} *x, {T} *y);
 
 #endif /* {NAME}_H */
 """
-    parts = [f"/*\n * {base}.c - a bpcore network as plain C99.\n{comment}"
-             f"\n */\n#include \"{base}.h\"\n"]
-    if libm:
-        parts.append("#include <math.h>\n")
-    parts.append(f"#define {NAME}_WIDTH {width}\n")
-    # the scaling runs in double, as in bpcore predict (a float32 mean
-    # would cost digits for features with a large offset)
-    if sc.inputs:
-        parts.append(_c_array(f"{name}_input_mean", sc.x_mean, False,
-                              "double", "input_mean, subtracted from x"))
-        parts.append(_c_array(f"{name}_input_std", sc.x_std, False,
-                              "double", "input_std, divides x - "
-                              "input_mean"))
-    for k, (W, b) in enumerate(zip(net.weights, net.biases)):
-        parts.append(_c_array(f"{name}_w{k}", W, f32, T,
-                              f"W_{k} ({W.shape[0]}, {W.shape[1]}), "
-                              f"row-major"))
-        parts.append(_c_array(f"{name}_b{k}", b, f32, T,
-                              f"b_{k} ({b.shape[0]})"))
-    if sc.y_mean is not None:
-        parts.append(_c_array(f"{name}_target_mean", sc.y_mean, False,
-                              "double", "target_mean"))
-        parts.append(_c_array(f"{name}_target_std", sc.y_std, False,
-                              "double", "target_std"))
-    parts.append(f"""/* out (n_out) = in (n_in) @ w (n_in, n_out) + b (n_out) */
+
+    def source(self):
+        """The .c file: the arrays, dense, the activations and predict."""
+        parts = [f"/*\n * {self.base}.c - a bpcore network as plain C99.\n"
+                 f"{self.comment()}\n */\n#include \"{self.base}.h\"\n"]
+        if self.libm:
+            parts.append("#include <math.h>\n")
+        parts.append(f"#define {self.NAME}_WIDTH {self.width}\n")
+        parts += self.arrays()
+        parts.append(_C_DENSE.replace("{T}", self.T))
+        for act in dict.fromkeys(self.acts):
+            if act != "identity":
+                parts.append(_c_act_function(act, self.T, self.f32))
+        parts.append(self.predict())
+        return "\n".join(parts)
+
+    def arrays(self):
+        """The static arrays: scaling (in double, as in bpcore predict: a
+        float32 mean would cost digits for features with a large offset),
+        weights and biases."""
+        net, sc, name = self.net, self.sc, self.name
+        parts = []
+        if sc.inputs:
+            parts.append(_c_array(f"{name}_input_mean", sc.x_mean, False,
+                                  "double", "input_mean, subtracted from x"))
+            parts.append(_c_array(f"{name}_input_std", sc.x_std, False,
+                                  "double", "input_std, divides x - "
+                                  "input_mean"))
+        for k, (W, b) in enumerate(zip(net.weights, net.biases)):
+            parts.append(_c_array(f"{name}_w{k}", W, self.f32, self.T,
+                                  f"W_{k} ({W.shape[0]}, {W.shape[1]}), "
+                                  f"row-major"))
+            parts.append(_c_array(f"{name}_b{k}", b, self.f32, self.T,
+                                  f"b_{k} ({b.shape[0]})"))
+        if sc.y_mean is not None:
+            parts.append(_c_array(f"{name}_target_mean", sc.y_mean, False,
+                                  "double", "target_mean"))
+            parts.append(_c_array(f"{name}_target_std", sc.y_std, False,
+                                  "double", "target_std"))
+        return parts
+
+    def predict(self):
+        """The predict function: its declarations, then its body."""
+        name, T, sc = self.name, self.T, self.sc
+        body = self.predict_body()
+        decl = [f"void\n{name}_predict(const {T} *x, {T} *y)\n{{"]
+        decl += [f"    {T} {buf}[{self.NAME}_WIDTH];" for buf in ("a", "b")
+                 if any(f"({buf}, " in line or f" {buf}[j]" in line
+                        for line in body)]
+        if sc.inputs or sc.y_mean is not None or sc.binary:
+            decl.append("    int j;")
+        return "\n".join(decl + body)
+
+    def predict_body(self):
+        """predict's statements: scale x, the layers ping-ponging between
+        the buffers a and b, then the output into y."""
+        net, sc, name, T = self.net, self.sc, self.name, self.T
+        body, src = [], "x"
+        if sc.inputs:
+            body += [f"    for (j = 0; j < {self.n_in}; j++) {{",
+                     f"        a[j] = ({T})(((double)x[j] - "
+                     f"{name}_input_mean[j]) / {name}_input_std[j]);",
+                     "    }"]
+            src = "a"
+        for k, act in enumerate(self.acts):
+            dst = "b" if src == "a" else "a"
+            n0, n1 = net.layers[k], net.layers[k + 1]
+            body.append(f"    /* layer {k}: {n0} -> {n1}, {act} */")
+            body.append(f"    dense({dst}, {src}, {name}_w{k}, {name}_b{k}, "
+                        f"{n0}, {n1});")
+            if act != "identity":
+                body.append(f"    act_{act}({dst}, {n1});")
+            src = dst
+        return body + self.output(src) + ["}\n"]
+
+    def output(self, src):
+        """The statements that write y from the last layer's buffer."""
+        n_last, name, T = self.net.layers[-1], self.name, self.T
+        if self.sc.y_mean is not None:
+            return [f"    for (j = 0; j < {n_last}; j++) {{",
+                    f"        y[j] = ({T})((double){src}[j] * "
+                    f"{name}_target_std[j] + {name}_target_mean[j]);",
+                    "    }"]
+        if self.sc.binary:
+            one = "1.0f" if self.f32 else "1.0"
+            return [f"    y[0] = {one} - {src}[0];", f"    y[1] = {src}[0];"]
+        return [f"    {{\n        int j;\n"
+                f"        for (j = 0; j < {n_last}; j++) {{\n"
+                f"            y[j] = {src}[j];\n        }}\n    }}"]
+
+
+# out (n_out) = in (n_in) @ w (n_in, n_out) + b (n_out); {T} is the type
+_C_DENSE = """/* out (n_out) = in (n_in) @ w (n_in, n_out) + b (n_out) */
 static void
 dense({T} *restrict out, const {T} *restrict in, const {T} *restrict w,
       const {T} *restrict b, int n_in, int n_out)
-{{
+{
     int i, j;
-    for (j = 0; j < n_out; j++) {{
+    for (j = 0; j < n_out; j++) {
         out[j] = b[j];
-    }}
-    for (i = 0; i < n_in; i++) {{
+    }
+    for (i = 0; i < n_in; i++) {
         const {T} xi = in[i];
         const {T} *w_i = w + (long)i * n_out;
-        for (j = 0; j < n_out; j++) {{
+        for (j = 0; j < n_out; j++) {
             out[j] += xi * w_i[j];
-        }}
-    }}
-}}
-""")
-    for act in dict.fromkeys(acts):
-        if act != "identity":
-            parts.append(_c_act_function(act, T, f32))
-    body = []
-    src = "x"
-    if sc.inputs:
-        body += [f"    for (j = 0; j < {n_in}; j++) {{",
-                 f"        a[j] = ({T})(((double)x[j] - {name}_input_mean[j])"
-                 f" / {name}_input_std[j]);", "    }"]
-        src = "a"
-    for k, act in enumerate(acts):
-        dst = "b" if src == "a" else "a"
-        n0, n1 = net.layers[k], net.layers[k + 1]
-        body.append(f"    /* layer {k}: {n0} -> {n1}, {act} */")
-        body.append(f"    dense({dst}, {src}, {name}_w{k}, {name}_b{k}, "
-                    f"{n0}, {n1});")
-        if act != "identity":
-            body.append(f"    act_{act}({dst}, {n1});")
-        src = dst
-    n_last = net.layers[-1]
-    if sc.y_mean is not None:
-        body += [f"    for (j = 0; j < {n_last}; j++) {{",
-                 f"        y[j] = ({T})((double){src}[j] * "
-                 f"{name}_target_std[j] + {name}_target_mean[j]);", "    }"]
-    elif sc.binary:
-        one = "1.0f" if f32 else "1.0"
-        body += [f"    y[0] = {one} - {src}[0];", f"    y[1] = {src}[0];"]
-    else:
-        body += [f"    {{\n        int j;\n"
-                 f"        for (j = 0; j < {n_last}; j++) {{\n"
-                 f"            y[j] = {src}[j];\n        }}\n    }}"]
-    body.append("}\n")
-    decl = [f"void\n{name}_predict(const {T} *x, {T} *y)\n{{"]
-    decl += [f"    {T} {buf}[{NAME}_WIDTH];" for buf in ("a", "b")
-             if any(f"({buf}, " in line or f" {buf}[j]" in line
-                    for line in body)]
-    if sc.inputs or sc.y_mean is not None or sc.binary:
-        decl.append("    int j;")
-    parts.append("\n".join(decl + body))
-    h_path, c_path = prefix + ".h", prefix + ".c"
-    with open(h_path, "w", encoding="ascii") as f:
-        f.write(header)
-    with open(c_path, "w", encoding="ascii") as f:
-        f.write("\n".join(parts))
-    return h_path, c_path
+        }
+    }
+}
+"""

@@ -265,10 +265,22 @@ def minimize(opt, objective, on_iter=None):
     except BaseException:
         net._params[...] = last[0]
         raise
+    _record(opt, res)
+    _finish(net, res, x0)
+    return res
+
+
+def _record(opt, res):
+    """SciPy's counts and status, kept on the LBFGS object."""
     opt.n_iter = min(int(res.nit), opt.max_iter)
     opt.n_fun = int(res.nfev)
     opt.status = int(res.status)
     opt.message = str(res.message)
+
+
+def _finish(net, res, x0):
+    """Put SciPy's result into the network; the start x0 instead (and
+    DivergenceError) when it is not finite in the network's dtype."""
     if not np.isfinite(res.x).all() or not math.isfinite(res.fun):
         net._params[...] = x0
         raise DivergenceError("fit (LBFGS): the loss became NaN or "
@@ -280,7 +292,6 @@ def minimize(opt, objective, on_iter=None):
         raise DivergenceError("fit (LBFGS): the parameters overflow the "
                               "network's dtype; the starting parameters "
                               "were restored")
-    return res
 
 
 def convergence_message(res, n_iter, max_iter, scaling_hint=False):
