@@ -82,13 +82,13 @@ def default_threads():
     return bp_default_threads()
 
 
-# predict keeps the GIL when m times the weight count is below this
-# (about a microsecond of work)
+# predict keeps the GIL when m times the weight count is below this (so
+# little work that releasing the GIL would cost more)
 cdef int64_t _KEEP_GIL_BELOW = 4096
-# Multiply-adds per C call of predict (rows x weights): 0.15-0.3 s at
-# 50-100 GFLOP/s, so that Ctrl-C is seen between calls (more calls cost
-# measurably: 3% at 2 threads with 0.1 s calls).  Rows are independent,
-# so the split changes no bit.
+# Multiply-adds per C call of predict (rows x weights): a fraction of a
+# second per call, so that Ctrl-C is seen between calls, and few enough
+# calls that their overhead stays small.  Rows are independent, so the
+# split changes no bit.
 cdef int64_t _PREDICT_CALL_MADDS = 7_500_000_000
 # predict's workspace up to this size lives on the stack
 cdef enum:
@@ -620,7 +620,7 @@ cdef class Arch:
         cdef char *py = <char *>_ptr(Y)
         try:
             if m * self.n_weights < _KEEP_GIL_BELOW:
-                # a few microseconds at most: releasing the GIL costs more
+                # too little work to be worth releasing the GIL
                 st = self._predict_c(py, px, pp, m, w, need, n_threads)
             while r0 < m and m * self.n_weights >= _KEEP_GIL_BELOW:
                 r = min(rows, m - r0)

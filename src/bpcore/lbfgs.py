@@ -36,8 +36,8 @@ def _scipy_minimize():
 def _one_blas_thread():
     """L-BFGS-B's BLAS calls work on vectors of n_params: one thread.  A
     multithreaded BLAS (OpenBLAS) would start and spin its threads at every
-    small call, against the core's OpenMP threads (about 16x slower on a
-    busy 2-vCPU host); limited with threadpoolctl when it is installed."""
+    small call, competing with the core's OpenMP threads for the CPUs;
+    limited with threadpoolctl when it is installed."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
