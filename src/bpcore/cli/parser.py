@@ -21,48 +21,38 @@ class _Parser(argparse.ArgumentParser):
 
 # -- option types -----------------------------------------------------------
 
-def _int_type(minimum, expected, name):
-    """An argparse type: an int >= minimum, else 'expected <expected>'."""
+def _number_type(convert, accept, expected, name, not_a_number=None):
+    """An argparse type: convert(text) (int or float) that accept() takes,
+    else 'expected <expected>, got ...' (<not_a_number> when convert fails;
+    an int is shown as read, a float as written)."""
     def parse(text):
         try:
-            v = int(text)
+            v = convert(text)
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"expected {expected}, got {text!r}") from None
-        if v < minimum:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {v}")
-        return v
-    parse.__name__ = name
-    return parse
-
-
-def _float_type(accept, expected, expected_number, name):
-    """An argparse type: a float that accept() takes, else 'expected
-    <expected>' (or <expected_number> when the text is no number)."""
-    def parse(text):
-        try:
-            v = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected {expected_number}, got {text!r}") from None
+                f"expected {not_a_number or expected}, got {text!r}"
+            ) from None
         if not accept(v):
+            shown = v if convert is int else text
             raise argparse.ArgumentTypeError(
-                f"expected {expected}, got {text}")
+                f"expected {expected}, got {shown}")
         return v
     parse.__name__ = name
     return parse
 
 
 def _positive_int(name):
-    return _int_type(1, "a positive integer", name)
+    return _number_type(int, lambda v: v >= 1, "a positive integer", name)
 
 
-_nonnegative_int = _int_type(0, "an integer >= 0", "_nonnegative_int")
-_seed = _int_type(0, "a non-negative integer", "_seed")
-_lr = _float_type(lambda v: math.isfinite(v) and v > 0, "a positive number",
-                  "a number", "_lr")
-_fraction = _float_type(lambda v: 0 <= v < 1, "a number in [0, 1)",
-                        "a number in [0, 1)", "_fraction")
+_nonnegative_int = _number_type(int, lambda v: v >= 0, "an integer >= 0",
+                                "_nonnegative_int")
+_seed = _number_type(int, lambda v: v >= 0, "a non-negative integer",
+                     "_seed")
+_lr = _number_type(float, lambda v: math.isfinite(v) and v > 0,
+                   "a positive number", "_lr", not_a_number="a number")
+_fraction = _number_type(float, lambda v: 0 <= v < 1, "a number in [0, 1)",
+                         "_fraction")
 
 
 def _batch_size(text):
@@ -78,6 +68,18 @@ HEADER_HELP = ("is the first CSV row a header? auto (default): yes if a "
                "evaluate also take a row holding the model's feature names "
                "as a header and a row with numbers where the model reads "
                "features as data")
+
+
+TRAIN_DESCRIPTION = (
+    "Train an MLP on DATA: a CSV file (header optional), X.npy y.npy, a 2-D "
+    ".npy table or an .npz with X and y. Inputs are standardised and the "
+    "scaling is stored in the model. Without DATA, runs the built-in demo.")
+EXPORT_DESCRIPTION = (
+    "Export MODEL: --format onnx (an .onnx file for ONNX Runtime; needs "
+    "onnx), c (PATH.h and PATH.c, plain C99) or torch (torch.save of an "
+    "nn.Sequential; needs PyTorch). ONNX and C apply the input scaling "
+    "stored by 'bpcore train', so they read raw inputs and output what "
+    "'bpcore predict' prints.")
 
 
 def _add_header_option(parser):
@@ -107,12 +109,7 @@ def build_parser():
 
 def _add_train(sub):
     t = sub.add_parser("train", help="train a network on a data file "
-                       "(or run the demo)", description=(
-                           "Train an MLP on DATA: a CSV file (header "
-                           "optional), X.npy y.npy, a 2-D .npy table or an "
-                           ".npz with X and y. Inputs are standardised and "
-                           "the scaling is stored in the model. Without "
-                           "DATA, runs the built-in demo."))
+                       "(or run the demo)", description=TRAIN_DESCRIPTION)
     t.add_argument("data", nargs="*", metavar="DATA",
                    help="data file(s); none for the demo")
     t.add_argument("--target", metavar="COL", help="target column: a "
@@ -202,23 +199,27 @@ def _add_predict(sub):
                             "the target column). Class labels come out as "
                             "in the training data, with one probability "
                             "column per class."))
-    pr.add_argument("model", metavar="MODEL")
-    pr.add_argument("data", nargs="+", metavar="DATA")
-    pr.add_argument("--out", metavar="CSV", help="write here (default: "
-                    "stdout)")
-    pr.add_argument("--threads", type=_positive_int("threads"), metavar="T")
-    _add_header_option(pr)
-    pr.set_defaults(func=cmd_predict)
+    _add_model_and_data(pr, cmd_predict, out_help="write here (default: "
+                        "stdout)")
 
 
 def _add_evaluate(sub):
     ev = sub.add_parser("evaluate", help="loss and accuracy or R2 of a "
                         "saved model on labelled data")
-    ev.add_argument("model", metavar="MODEL")
-    ev.add_argument("data", nargs="+", metavar="DATA")
-    ev.add_argument("--threads", type=_positive_int("threads"), metavar="T")
-    _add_header_option(ev)
-    ev.set_defaults(func=cmd_evaluate)
+    _add_model_and_data(ev, cmd_evaluate)
+
+
+def _add_model_and_data(parser, func, out_help=None):
+    """predict and evaluate: MODEL DATA... [--out CSV] [--threads T]
+    [--header ...], run by func."""
+    parser.add_argument("model", metavar="MODEL")
+    parser.add_argument("data", nargs="+", metavar="DATA")
+    if out_help is not None:
+        parser.add_argument("--out", metavar="CSV", help=out_help)
+    parser.add_argument("--threads", type=_positive_int("threads"),
+                        metavar="T")
+    _add_header_option(parser)
+    parser.set_defaults(func=func)
 
 
 def _add_info(sub):
@@ -230,14 +231,8 @@ def _add_info(sub):
 
 def _add_export(sub):
     exp = sub.add_parser("export", help="write a saved model as ONNX, C "
-                         "source or a PyTorch module", description=(
-                             "Export MODEL: --format onnx (an .onnx file "
-                             "for ONNX Runtime; needs onnx), c (PATH.h and "
-                             "PATH.c, plain C99) or torch (torch.save of an "
-                             "nn.Sequential; needs PyTorch). ONNX and C "
-                             "apply the input scaling stored by 'bpcore "
-                             "train', so they read raw inputs and output "
-                             "what 'bpcore predict' prints."))
+                         "source or a PyTorch module",
+                         description=EXPORT_DESCRIPTION)
     exp.add_argument("model", metavar="MODEL")
     exp.add_argument("--format", required=True, choices=EXPORT_FORMATS,
                      help="onnx, c or torch")
