@@ -61,16 +61,19 @@ from __future__ import annotations
 
 import numbers
 import warnings
+from numbers import Integral, Real
 from typing import TYPE_CHECKING
 
 try:
     from sklearn.base import (BaseEstimator, ClassifierMixin,
-                              RegressorMixin, is_classifier)
+                              RegressorMixin, _fit_context, is_classifier)
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.metrics import accuracy_score, r2_score
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import LabelBinarizer
     from sklearn.utils import check_random_state, check_X_y, column_or_1d
+    from sklearn.utils._param_validation import (Interval, Options,
+                                                 StrOptions)
     from sklearn.utils.metaestimators import available_if
     from sklearn.utils.multiclass import (_check_partial_fit_first_call,
                                           check_classification_targets,
@@ -91,77 +94,85 @@ import numpy as np
 from bpcore._errors import DivergenceError
 from bpcore._config import resolve_threads
 from bpcore import _dropout
+from bpcore._limits import MAX_THREADS
+from bpcore._names import ACTIVATIONS, INITS, SOLVERS
 from bpcore.network import Network
 from bpcore.optim import SGD, Adam
 
 __all__ = ["MLPClassifier", "MLPRegressor", "from_sklearn", "to_sklearn"]
 
-# scikit-learn's activation names -> bpcore's; bpcore's own names pass as is.
+# scikit-learn's spellings -> bpcore's names (bpcore's own pass as is)
 _ACTIVATION_ALIASES = {"logistic": "sigmoid"}
-_BPCORE_ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu",
-                       "elu", "softplus", "gelu")
-_BPCORE_INITS = ("auto", "xavier", "he", "lecun", "normal", "uniform")
-_SK_OUT_NAMES = {"sigmoid": "logistic", "softmax": "softmax",
+_SK_TO_BP_OUT = {"logistic": "sigmoid", "softmax": "softmax",
                  "identity": "identity"}
+_SK_OUT_NAMES = {bp: sk for sk, bp in _SK_TO_BP_OUT.items()}
+# MLPRegressor's loss names (scikit-learn's first) -> bpcore's
+_REG_LOSSES = {"squared_error": "mse", "poisson": "poisson",
+               "absolute_error": "mae", "huber": "huber"}
+# scikit-learn's hidden activations and solvers (it has no adamw)
+_SK_ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
+_SK_SOLVERS = set(SOLVERS) - {"adamw"}
 
 
 # -- parameter checks -----------------------------------------------------
 
-def _is_int(v):
-    return isinstance(v, numbers.Integral) and not isinstance(v, (bool,
-                                                                  np.bool_))
+class _Range(Interval):
+    """scikit-learn's Interval, except that a bool is not a number here
+    (``max_iter=True`` is an error, not 1)."""
+
+    def is_satisfied_by(self, val):
+        return not isinstance(val, bool) and super().is_satisfied_by(val)
 
 
-def _is_real(v):
-    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+class _FloatDtype(Options):
+    """float32 or float64, as a name, a numpy type or a dtype (an Options,
+    so that scikit-learn's validation takes it)."""
+
+    def __init__(self):
+        super().__init__(object, {"float32", "float64"})
+
+    def is_satisfied_by(self, val):
+        try:
+            return np.dtype(val) in (np.float32, np.float64)
+        except (TypeError, ValueError):
+            return False
+
+    def __str__(self):
+        return "'float32' or 'float64'"
 
 
-def _check_real(est, name, low=None, high=None, low_open=False,
-                high_open=False):
-    v = getattr(est, name)
-    if not _is_real(v) or not np.isfinite(v):
-        raise ValueError(f"The '{name}' parameter of {type(est).__name__} "
-                         f"must be a finite real number, got {v!r}.")
-    bad = ((low is not None and (v < low or (low_open and v == low))) or
-           (high is not None and (v > high or (high_open and v == high))))
-    if bad:
-        lo = "(" if low_open else "["
-        hi = ")" if high_open else "]"
-        raise ValueError(
-            f"The '{name}' parameter of {type(est).__name__} must be in "
-            f"{lo}{low if low is not None else '-inf'}, "
-            f"{high if high is not None else 'inf'}{hi}, got {v!r}.")
-    return float(v)
+def _unit(closed="left"):
+    """A float in [0, 1) (or as closed says)."""
+    return _Range(Real, 0, 1, closed=closed)
 
 
-def _check_bool(est, name):
-    v = getattr(est, name)
-    if not isinstance(v, (bool, np.bool_)):
-        raise ValueError(f"The '{name}' parameter of {type(est).__name__} "
-                         f"must be a bool, got {v!r}.")
-    return bool(v)
+def _at_least(low, kind=Real, closed="left"):
+    """A number >= low (> low with closed="neither"), finite."""
+    return _Range(kind, low, None, closed=closed)
 
 
-def _check_choice(est, name, choices):
-    v = getattr(est, name)
-    if not isinstance(v, str) or v not in choices:
-        raise ValueError(f"The '{name}' parameter of {type(est).__name__} "
-                         f"must be one of {sorted(choices)}, got {v!r}.")
-    return v
+# How a checked parameter is handed on in _Settings: numbers as Python
+# floats and ints, flags as bools; the others as given.
+_CONVERT = {
+    **dict.fromkeys(("alpha", "learning_rate_init", "power_t", "tol",
+                     "momentum", "validation_fraction", "beta_1", "beta_2",
+                     "epsilon", "huber_delta"), float),
+    **dict.fromkeys(("max_iter", "max_fun"), int),
+    **dict.fromkeys(("shuffle", "verbose", "warm_start",
+                     "nesterovs_momentum", "early_stopping"), bool),
+}
 
 
 def _map_activation(name, est):
-    if not isinstance(name, str):
-        raise ValueError(f"The 'activation' parameter of "
-                         f"{type(est).__name__} must be a string (or a list "
-                         f"of strings, one per hidden layer), got {name!r}.")
-    key = _ACTIVATION_ALIASES.get(name, name)
-    if key not in _BPCORE_ACTIVATIONS:
+    """An activation name in bpcore's spelling ('logistic' is 'sigmoid')."""
+    key = _ACTIVATION_ALIASES.get(name, name) if isinstance(name, str) \
+        else None
+    if key not in ACTIVATIONS:
         raise ValueError(
             f"The 'activation' parameter of {type(est).__name__} must be one "
-            f"of 'identity', 'logistic', 'tanh', 'relu' (scikit-learn's "
-            f"names) or bpcore's {', '.join(map(repr, _BPCORE_ACTIVATIONS))}"
-            f", got {name!r}.")
+            f"of {', '.join(map(repr, _SK_ACTIVATIONS))} (scikit-learn's "
+            f"names) or bpcore's {', '.join(map(repr, ACTIVATIONS))}, got "
+            f"{name!r}.")
     return key
 
 
@@ -194,6 +205,10 @@ class _Settings:
     """The validated hyperparameters of one fit call."""
 
 
+def _as_given(value):
+    return value
+
+
 class _Rate:
     """A learning rate the estimator changes between epochs ("invscaling",
     "adaptive"): a bpcore schedule, read by the optimizer at each epoch."""
@@ -210,151 +225,102 @@ class _Rate:
 
 # -- the shared base ------------------------------------------------------
 
+def _keep_params(est, values):
+    """Store each argument of est's __init__ (``values``: its locals())
+    under its own name, and nothing else, as scikit-learn requires."""
+    for name in est._get_param_names():
+        setattr(est, name, values[name])
+
+
 class _BaseMLP(BaseEstimator):
     """Shared logic of MLPClassifier and MLPRegressor (not for direct use)."""
 
     _loss_scale_by_outputs = False   # regressors report mse per output
 
-    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *,
-                 solver="adam", alpha=0.0001, batch_size="auto",
-                 learning_rate="constant", learning_rate_init=0.001,
-                 power_t=0.5, max_iter=200, shuffle=True, random_state=None,
-                 tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
-                 nesterovs_momentum=True, early_stopping=False,
-                 validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 init="sklearn", dtype=None, n_threads=None, dropout=0.0,
-                 comm=None):
-        self.comm = comm
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.activation = activation
-        self.solver = solver
-        self.alpha = alpha
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.learning_rate_init = learning_rate_init
-        self.power_t = power_t
-        self.max_iter = max_iter
-        self.shuffle = shuffle
-        self.random_state = random_state
-        self.tol = tol
-        self.verbose = verbose
-        self.warm_start = warm_start
-        self.momentum = momentum
-        self.nesterovs_momentum = nesterovs_momentum
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.beta_1 = beta_1
-        self.beta_2 = beta_2
-        self.epsilon = epsilon
-        self.n_iter_no_change = n_iter_no_change
-        self.max_fun = max_fun
-        self.init = init
-        self.dtype = dtype
-        self.n_threads = n_threads
-        self.dropout = dropout
+    # scikit-learn's constraints for its own parameters, widened to
+    # bpcore's names (activations, init) and narrowed where bpcore's
+    # optimizers need it (momentum and the betas below 1), plus bpcore's
+    # additions.  _settings adds the checks that span several parameters.
+    _parameter_constraints: dict = {
+        "hidden_layer_sizes": ["array-like", _at_least(1, Integral)],
+        "activation": [StrOptions(set(ACTIVATIONS) | set(_SK_ACTIVATIONS)),
+                       list, tuple],
+        "solver": [StrOptions(_SK_SOLVERS)],
+        "alpha": [_at_least(0)],
+        "batch_size": [StrOptions({"auto"}), _at_least(1, Integral)],
+        "learning_rate": [StrOptions({"constant", "invscaling",
+                                      "adaptive"})],
+        "learning_rate_init": [_at_least(0, closed="neither")],
+        "power_t": [_at_least(0)],
+        "max_iter": [_at_least(1, Integral)],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "tol": [_at_least(0)],
+        "verbose": ["boolean", _Range(Integral, None, None,
+                                      closed="neither")],
+        "warm_start": ["boolean"],
+        "momentum": [_unit()],
+        "nesterovs_momentum": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [_unit()],
+        "beta_1": [_unit()],
+        "beta_2": [_unit()],
+        "epsilon": [_at_least(0, closed="neither")],
+        "n_iter_no_change": [_at_least(1, Integral), Options(Real, {np.inf})],
+        "max_fun": [_at_least(1, Integral)],
+        "init": [StrOptions({"sklearn"} | set(INITS))],
+        "dtype": [None, _FloatDtype()],
+        "n_threads": [None, _Range(Integral, 1, MAX_THREADS, closed="both")],
+        "dropout": [_unit(), "array-like"],
+        "comm": "no_validation",
+    }
 
     # -- parameters -------------------------------------------------------
 
-    def _settings(self):
-        """Check every hyperparameter; return them in usable form."""
+    def _settings(self, incremental=False):
+        """The hyperparameters of one fit call, checked as a whole (each
+        one against ``_parameter_constraints`` first), in usable form."""
+        if incremental and hasattr(self, "network_"):
+            # _fit_context checks them for fit and a first partial_fit;
+            # set_params may have changed them since
+            self._validate_params()
         s = _Settings()
-        name = type(self).__name__
-        hls = self.hidden_layer_sizes
-        if _is_int(hls):
-            hls = [hls]
-        try:
-            hls = list(hls)
-        except TypeError:
-            raise ValueError(f"The 'hidden_layer_sizes' parameter of {name} "
-                             f"must be an int or a sequence of ints, got "
-                             f"{self.hidden_layer_sizes!r}.") from None
-        if not all(_is_int(h) for h in hls) or any(h <= 0 for h in hls):
-            raise ValueError(f"hidden_layer_sizes must be > 0, got {hls}.")
-        s.hidden = [int(h) for h in hls]
-        act = self.activation
-        if isinstance(act, (list, tuple)):
-            if len(act) != len(s.hidden):
-                raise ValueError(
-                    f"The 'activation' parameter of {name} lists {len(act)} "
-                    f"names for {len(s.hidden)} hidden layers.")
-            s.activation = [_map_activation(a, self) for a in act]
-        else:
-            s.activation = _map_activation(act, self)
-        s.solver = _check_choice(self, "solver", {"sgd", "adam", "lbfgs"})
-        s.alpha = _check_real(self, "alpha", low=0.0)
-        bs = self.batch_size
-        ok = bs == "auto" if isinstance(bs, str) else _is_int(bs) and bs >= 1
-        if not ok:
-            raise ValueError(f"The 'batch_size' parameter of {name} must be "
-                             f"'auto' or an int >= 1, got {bs!r}.")
-        s.batch_size = bs
-        s.learning_rate = _check_choice(self, "learning_rate",
-                                        {"constant", "invscaling", "adaptive"})
-        s.learning_rate_init = _check_real(self, "learning_rate_init",
-                                           low=0.0, low_open=True)
-        s.power_t = _check_real(self, "power_t", low=0.0)
-        if not _is_int(self.max_iter) or self.max_iter < 1:
-            raise ValueError(f"The 'max_iter' parameter of {name} must be an "
-                             f"int >= 1, got {self.max_iter!r}.")
-        s.max_iter = int(self.max_iter)
-        s.shuffle = _check_bool(self, "shuffle")
-        s.tol = _check_real(self, "tol", low=0.0)
-        if not (_is_int(self.verbose) or isinstance(self.verbose,
-                                                    (bool, np.bool_))):
-            raise ValueError(f"The 'verbose' parameter of {name} must be a "
-                             f"bool or an int, got {self.verbose!r}.")
-        s.verbose = bool(self.verbose)
-        s.warm_start = _check_bool(self, "warm_start")
-        s.momentum = _check_real(self, "momentum", low=0.0, high=1.0,
-                                 high_open=True)
-        s.nesterov = _check_bool(self, "nesterovs_momentum")
-        s.early_stopping = _check_bool(self, "early_stopping")
-        s.validation_fraction = _check_real(self, "validation_fraction",
-                                            low=0.0, high=1.0,
-                                            high_open=True)
+        for name, value in self.get_params(deep=False).items():
+            setattr(s, name, _CONVERT.get(name, _as_given)(value))
+        s.hidden = self._hidden_sizes()
+        s.activation = self._hidden_activations(len(s.hidden))
         if s.early_stopping and s.validation_fraction == 0:
             raise ValueError("early_stopping=True needs validation_fraction "
                              "> 0.")
-        s.beta_1 = _check_real(self, "beta_1", low=0.0, high=1.0,
-                               high_open=True)
-        s.beta_2 = _check_real(self, "beta_2", low=0.0, high=1.0,
-                               high_open=True)
-        s.epsilon = _check_real(self, "epsilon", low=0.0, low_open=True)
-        nic = self.n_iter_no_change
-        if not ((_is_int(nic) and nic >= 1) or
-                (_is_real(nic) and nic == np.inf)):
-            raise ValueError(f"The 'n_iter_no_change' parameter of {name} "
-                             f"must be an int >= 1 or numpy.inf, got {nic!r}.")
-        s.n_iter_no_change = nic
-        if not _is_int(self.max_fun) or self.max_fun < 1:
-            raise ValueError(f"The 'max_fun' parameter of {name} must be an "
-                             f"int >= 1, got {self.max_fun!r}.")
-        s.max_fun = int(self.max_fun)
-        s.init = _check_choice(self, "init",
-                               {"sklearn"} | set(_BPCORE_INITS))
         try:
             s.dropout = _dropout.check_dropout(self.dropout, len(s.hidden))
         except (TypeError, ValueError) as e:
-            raise ValueError(f"The 'dropout' parameter of {name} is "
-                             f"invalid: {e}.") from None
-        if self.dtype is None:
-            s.dtype = None
-        else:
-            try:
-                s.dtype = np.dtype(self.dtype)
-            except TypeError:
-                s.dtype = "bad"
-            if s.dtype not in (np.float32, np.float64):
-                raise ValueError(f"The 'dtype' parameter of {name} must be "
-                                 f"None, 'float32' or 'float64', got "
-                                 f"{self.dtype!r}.")
-        nt = self.n_threads
-        if nt is not None and not (_is_int(nt) and nt >= 1):
-            raise ValueError(f"The 'n_threads' parameter of {name} must be "
-                             f"None or an int >= 1, got {nt!r}.")
-        s.n_threads = nt
+            raise ValueError(f"The 'dropout' parameter of "
+                             f"{type(self).__name__} is invalid: {e}."
+                             ) from None
+        s.dtype = None if self.dtype is None else np.dtype(self.dtype)
         return s
+
+    def _hidden_sizes(self):
+        """hidden_layer_sizes as a list of ints, each > 0."""
+        hls = self.hidden_layer_sizes
+        hls = [hls] if isinstance(hls, Integral) else list(hls)
+        if not all(isinstance(h, Integral) and not isinstance(h, bool)
+                   for h in hls) or any(h <= 0 for h in hls):
+            raise ValueError(f"hidden_layer_sizes must be > 0, got {hls}.")
+        return [int(h) for h in hls]
+
+    def _hidden_activations(self, n_hidden):
+        """activation in bpcore's names: one, or a list of one per hidden
+        layer."""
+        act = self.activation
+        if isinstance(act, str):
+            return _map_activation(act, self)
+        if len(act) != n_hidden:
+            raise ValueError(
+                f"The 'activation' parameter of {type(self).__name__} lists "
+                f"{len(act)} names for {n_hidden} hidden layers.")
+        return [_map_activation(a, self) for a in act]
 
     # -- fitted attributes derived from the network -----------------------
 
@@ -444,7 +410,7 @@ class _BaseMLP(BaseEstimator):
     def _make_optimizer(self, s, weight_decay):
         if s.solver == "sgd":
             return SGD(lr=s.learning_rate_init, momentum=s.momentum,
-                       nesterov=bool(s.nesterov and s.momentum > 0),
+                       nesterov=bool(s.nesterovs_momentum and s.momentum > 0),
                        weight_decay=weight_decay)
         return Adam(lr=s.learning_rate_init, betas=(s.beta_1, s.beta_2),
                     eps=s.epsilon, weight_decay=weight_decay)
@@ -453,7 +419,7 @@ class _BaseMLP(BaseEstimator):
         if getattr(self, "comm", None) is not None and \
                 getattr(self, "_comm_labels", None) is None:
             return self._fit_comm(X, y, sample_weight, incremental)
-        s = self._settings()
+        s = self._settings(incremental)
         first_pass = not hasattr(self, "network_") or (
             not s.warm_start and not incremental)
         X, y = self._validate_X_y(X, y, incremental, reset=first_pass)
@@ -628,7 +594,7 @@ class _BaseMLP(BaseEstimator):
                 raise ValueError("early_stopping=True is not supported with "
                                  "comm; pass validation rows to "
                                  "Network.fit(..., comm=) instead")
-            self._settings()
+            self._settings(incremental)
             _, yc = check_X_y(X, y, multi_output=True, accept_sparse=True,
                               dtype=None, ensure_all_finite=False)
             if is_classifier(self) and yc.ndim == 1:
@@ -986,6 +952,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     """
 
     _stratify = True
+    _parameter_constraints: dict = {
+        **_BaseMLP._parameter_constraints,
+        "class_weight": [None, StrOptions({"balanced"}), dict],
+    }
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *,
                  solver="adam", alpha=0.0001, batch_size="auto",
@@ -997,20 +967,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  init="sklearn", dtype=None, n_threads=None,
                  class_weight=None, dropout=0.0, comm=None):
-        super().__init__(
-            hidden_layer_sizes=hidden_layer_sizes, activation=activation,
-            solver=solver, alpha=alpha, batch_size=batch_size,
-            learning_rate=learning_rate,
-            learning_rate_init=learning_rate_init, power_t=power_t,
-            max_iter=max_iter, shuffle=shuffle, random_state=random_state,
-            tol=tol, verbose=verbose, warm_start=warm_start,
-            momentum=momentum, nesterovs_momentum=nesterovs_momentum,
-            early_stopping=early_stopping,
-            validation_fraction=validation_fraction, beta_1=beta_1,
-            beta_2=beta_2, epsilon=epsilon,
-            n_iter_no_change=n_iter_no_change, max_fun=max_fun, init=init,
-            dtype=dtype, n_threads=n_threads, dropout=dropout, comm=comm)
-        self.class_weight = class_weight
+        _keep_params(self, locals())
 
     def _validate_X_y(self, X, y, incremental, reset):
         X, y = validate_data(self, X, y, multi_output=True,
@@ -1055,51 +1012,60 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return lb.transform(y), "sigmoid", "binary_cross_entropy"
 
     def _extra_sample_weight(self, y, incremental):
+        """class_weight as a weight per sample (None without it)."""
         cw = self.class_weight
         if cw is None:
             return None
         if self._label_binarizer.y_type_.startswith("multilabel"):
             raise ValueError("class_weight is not supported for multilabel "
                              "targets; pass sample_weight instead.")
-        classes = self.classes_
-        if isinstance(cw, str):
-            if cw != "balanced":
-                raise ValueError(f"class_weight must be None, 'balanced' or "
-                                 f"a dict, got {cw!r}.")
-            if incremental:
-                raise ValueError(
-                    "class_weight='balanced' is not supported by "
-                    "partial_fit: the class frequencies of the whole stream "
-                    "are unknown. Compute them once, e.g. with "
-                    "sklearn.utils.class_weight.compute_class_weight, and "
-                    "pass a dict.")
-            idx = np.searchsorted(classes, y)
-            counts = np.bincount(idx, minlength=len(classes)).astype(float)
-            weights = np.zeros(len(classes))
-            present = counts > 0
-            weights[present] = len(y) / (present.sum() * counts[present])
-        elif isinstance(cw, dict):
-            weights = np.ones(len(classes))
-            for k, v in cw.items():
-                pos = np.flatnonzero(classes == k) if len(classes) else []
-                if len(pos) == 0:
-                    raise ValueError(f"class_weight: the class label {k!r} "
-                                     f"is not among the classes "
-                                     f"{list(classes)}.")
-                if not _is_real(v) or not np.isfinite(v) or v < 0:
-                    raise ValueError(f"class_weight: the weight of class "
-                                     f"{k!r} must be a finite number >= 0, "
-                                     f"got {v!r}.")
-                weights[pos[0]] = float(v)
+        if isinstance(cw, str):   # "balanced", as _parameter_constraints say
+            weights = self._balanced_weights(y, incremental)
         else:
-            raise ValueError(f"class_weight must be None, 'balanced' or a "
-                             f"dict, got {type(cw).__name__}.")
-        return weights[np.searchsorted(classes, y)]
+            weights = self._dict_weights(cw)
+        return weights[np.searchsorted(self.classes_, y)]
+
+    def _balanced_weights(self, y, incremental):
+        """n_samples / (n_classes * count) per class (0 for a class y does
+        not hold)."""
+        if incremental:
+            raise ValueError(
+                "class_weight='balanced' is not supported by "
+                "partial_fit: the class frequencies of the whole stream "
+                "are unknown. Compute them once, e.g. with "
+                "sklearn.utils.class_weight.compute_class_weight, and "
+                "pass a dict.")
+        classes = self.classes_
+        idx = np.searchsorted(classes, y)
+        counts = np.bincount(idx, minlength=len(classes)).astype(float)
+        weights = np.zeros(len(classes))
+        present = counts > 0
+        weights[present] = len(y) / (present.sum() * counts[present])
+        return weights
+
+    def _dict_weights(self, cw):
+        """The weight of each class from a {label: weight} dict (1 for a
+        class it leaves out)."""
+        classes = self.classes_
+        weights = np.ones(len(classes))
+        for k, v in cw.items():
+            pos = np.flatnonzero(classes == k) if len(classes) else []
+            if len(pos) == 0:
+                raise ValueError(f"class_weight: the class label {k!r} "
+                                 f"is not among the classes "
+                                 f"{list(classes)}.")
+            if not _at_least(0).is_satisfied_by(v):
+                raise ValueError(f"class_weight: the weight of class "
+                                 f"{k!r} must be a finite number >= 0, "
+                                 f"got {v!r}.")
+            weights[pos[0]] = float(v)
+        return weights
 
     def _score_val(self, X, y, sample_weight):
         return accuracy_score(y, self._predict_validated(X),
                               sample_weight=sample_weight)
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: ArrayLike, y: ArrayLike,
             sample_weight: ArrayLike | None = None) -> MLPClassifier:
         """Fit the model to X and y.
@@ -1119,6 +1085,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                          incremental=False)
 
     @available_if(_stochastic_solver)
+    @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X: ArrayLike, y: ArrayLike,
                     sample_weight: ArrayLike | None = None,
                     classes: ArrayLike | None = None) -> MLPClassifier:
@@ -1211,11 +1178,6 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
 # -- regressor ----------------------------------------------------------
 
-# MLPRegressor's loss names (scikit-learn's first) -> bpcore's
-_REG_LOSSES = {"squared_error": "mse", "poisson": "poisson",
-               "absolute_error": "mae", "huber": "huber"}
-
-
 class MLPRegressor(RegressorMixin, _BaseMLP):
     """Multi-layer perceptron regressor trained by bpcore's C core.
 
@@ -1254,6 +1216,11 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     _stratify = False
     _loss_scale_by_outputs = True
+    _parameter_constraints: dict = {
+        **_BaseMLP._parameter_constraints,
+        "loss": [StrOptions(set(_REG_LOSSES))],
+        "huber_delta": [_at_least(0, closed="neither")],
+    }
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *,
                  loss="squared_error", solver="adam", alpha=0.0001,
@@ -1265,32 +1232,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
                  max_fun=15000, init="sklearn", dtype=None, n_threads=None,
                  huber_delta=1.0, dropout=0.0, comm=None):
-        super().__init__(
-            hidden_layer_sizes=hidden_layer_sizes, activation=activation,
-            solver=solver, alpha=alpha, batch_size=batch_size,
-            learning_rate=learning_rate,
-            learning_rate_init=learning_rate_init, power_t=power_t,
-            max_iter=max_iter, shuffle=shuffle, random_state=random_state,
-            tol=tol, verbose=verbose, warm_start=warm_start,
-            momentum=momentum, nesterovs_momentum=nesterovs_momentum,
-            early_stopping=early_stopping,
-            validation_fraction=validation_fraction, beta_1=beta_1,
-            beta_2=beta_2, epsilon=epsilon,
-            n_iter_no_change=n_iter_no_change, max_fun=max_fun, init=init,
-            dtype=dtype, n_threads=n_threads, dropout=dropout, comm=comm)
-        self.loss = loss
-        self.huber_delta = huber_delta
-
-    def _settings(self):
-        s = super()._settings()
-        if self.loss not in _REG_LOSSES:
-            raise ValueError(
-                f"The 'loss' parameter of MLPRegressor must be one of "
-                f"{', '.join(map(repr, _REG_LOSSES))}, got {self.loss!r}.")
-        s.loss = self.loss
-        s.huber_delta = _check_real(self, "huber_delta", low=0.0,
-                                    low_open=True)
-        return s
+        _keep_params(self, locals())
 
     def _network_kwargs(self, s):
         if s.loss == "huber":
@@ -1346,6 +1288,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         with np.errstate(over="ignore", invalid="ignore"):
             return r2_score(y, p, sample_weight=sample_weight)
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: ArrayLike, y: ArrayLike,
             sample_weight: ArrayLike | None = None) -> MLPRegressor:
         """Fit the model to X and y.
@@ -1364,6 +1307,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                          incremental=False)
 
     @available_if(_stochastic_solver)
+    @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X: ArrayLike, y: ArrayLike,
                     sample_weight: ArrayLike | None = None) -> MLPRegressor:
         """One epoch over the given data, continuing the training."""
@@ -1383,8 +1327,6 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
 # -- conversion from and to scikit-learn's own MLPs -----------------------
 
-_SK_TO_BP_OUT = {"logistic": "sigmoid", "softmax": "softmax",
-                 "identity": "identity"}
 _FITTED_COPIED = ("n_iter_", "t_", "loss_", "loss_curve_", "best_loss_",
                   "validation_scores_", "best_validation_score_",
                   "n_features_in_", "feature_names_in_",
@@ -1498,8 +1440,8 @@ def from_sklearn(est):
     return new
 
 
-_BP_TO_SK_HIDDEN = {"identity": "identity", "sigmoid": "logistic",
-                    "tanh": "tanh", "relu": "relu"}
+# bpcore's hidden activations that scikit-learn has, in its spelling
+_BP_TO_SK_HIDDEN = {_ACTIVATION_ALIASES.get(a, a): a for a in _SK_ACTIVATIONS}
 
 
 def to_sklearn(est):
@@ -1541,8 +1483,7 @@ def to_sklearn(est):
     act = hidden.pop() if hidden else "relu"
     if act not in _BP_TO_SK_HIDDEN:
         raise ValueError(f"to_sklearn: scikit-learn has no {act!r} "
-                         f"activation (it has identity, logistic, tanh, "
-                         f"relu)")
+                         f"activation (it has {', '.join(_SK_ACTIVATIONS)})")
     params = _shared_params(est, cls, skip=("activation",))
     new = cls(activation=_BP_TO_SK_HIDDEN[act], **params)
     new.coefs_ = [np.array(W) for W in net.weights]
