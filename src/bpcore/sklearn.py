@@ -112,6 +112,8 @@ _REG_LOSSES = {"squared_error": "mse", "poisson": "poisson",
 # scikit-learn's hidden activations and solvers (it has no adamw)
 _SK_ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
 _SK_SOLVERS = set(SOLVERS) - {"adamw"}
+# bpcore's hidden activations that scikit-learn has, in its spelling
+_BP_TO_SK_HIDDEN = {_ACTIVATION_ALIASES.get(a, a): a for a in _SK_ACTIVATIONS}
 
 
 # -- parameter checks -----------------------------------------------------
@@ -416,6 +418,8 @@ class _BaseMLP(BaseEstimator):
                     eps=s.epsilon, weight_decay=weight_decay)
 
     def _fit(self, X, y, sample_weight=None, incremental=False):
+        """fit and partial_fit: check the data, build the network on a
+        first pass (or check that it still fits), then train."""
         if getattr(self, "comm", None) is not None and \
                 getattr(self, "_comm_labels", None) is None:
             return self._fit_comm(X, y, sample_weight, incremental)
@@ -423,21 +427,10 @@ class _BaseMLP(BaseEstimator):
         first_pass = not hasattr(self, "network_") or (
             not s.warm_start and not incremental)
         X, y = self._validate_X_y(X, y, incremental, reset=first_pass)
-        if s.dtype is not None:
-            dtype = s.dtype
-        elif first_pass:
-            dtype = np.dtype(np.float32 if X.dtype == np.float32
-                             else np.float64)
-        else:
-            dtype = self.network_.dtype
+        dtype = self._fit_dtype(s, X, first_pass)
         X = np.ascontiguousarray(X, dtype=dtype)
-        if sample_weight is not None:
-            sample_weight = _check_sample_weight(
-                sample_weight, X, dtype=np.float64, ensure_non_negative=True)
-        extra = self._extra_sample_weight(y, incremental)
-        if extra is not None:
-            sample_weight = (extra if sample_weight is None
-                             else sample_weight * extra)
+        sample_weight = self._fit_sample_weight(sample_weight, X, y,
+                                                incremental)
         Y, out_act, loss = self._targets(y)
         if Y.ndim == 1:  # class indices: one output unit per class
             n_outputs = len(self.classes_)
@@ -445,84 +438,129 @@ class _BaseMLP(BaseEstimator):
             Y = np.ascontiguousarray(Y, dtype=dtype)
             n_outputs = Y.shape[1]
         rng = check_random_state(self.random_state)
-
         if first_pass:
-            layers = [X.shape[1]] + s.hidden + [n_outputs]
-            if isinstance(self.random_state, numbers.Integral):
-                seed = int(self.random_state)
-            else:
-                seed = int(rng.randint(np.iinfo(np.int32).max))
-            self.network_ = Network(
-                layers, activation=s.activation, output=out_act, loss=loss,
-                dtype=dtype, seed=seed,
-                init="xavier" if s.init == "sklearn" else s.init,
-                dropout=s.dropout, **self._network_kwargs(s))
-            if s.init == "sklearn":
-                _sklearn_init(self.network_, s.activation, seed)
-            set_w = self.__dict__.get("_coefs_set")
-            set_b = self.__dict__.get("_intercepts_set")
-            if (incremental or s.warm_start) and (set_w is not None or
-                                                  set_b is not None):
-                # weights assigned before the first fit are its start, as
-                # in scikit-learn (which skips initialisation then)
-                try:
-                    if set_w is not None:
-                        self._assign_params("coefs_", set_w,
-                                            self.network_.weights)
-                    if set_b is not None:
-                        self._assign_params("intercepts_", set_b,
-                                            self.network_.biases)
-                except (TypeError, ValueError):
-                    del self.network_
-                    raise
-            self.__dict__.pop("_coefs_set", None)
-            self.__dict__.pop("_intercepts_set", None)
-            self.n_outputs_ = n_outputs
-            self.n_layers_ = len(layers)
-            self.out_activation_ = self._out_name(out_act)
-            self.n_iter_ = 0
-            self.t_ = 0
-            self.loss_curve_ = []
-            self._no_improvement_count = 0
-            if s.early_stopping:
-                self.validation_scores_ = []
-                self.best_validation_score_ = -np.inf
-                self.best_loss_ = None
-            else:
-                self.best_loss_ = np.inf
-                self.validation_scores_ = None
-                self.best_validation_score_ = None
+            self._new_network(s, [X.shape[1]] + s.hidden + [n_outputs],
+                              out_act, loss, dtype, rng, incremental)
         else:
-            net = self.network_
-            if list(net.layers[1:-1]) != s.hidden:
-                raise ValueError(
-                    f"hidden_layer_sizes={s.hidden} differs from the fitted "
-                    f"network's {list(net.layers[1:-1])}; fit again without "
-                    f"warm_start to change the architecture.")
-            if n_outputs != net.layers[-1]:
-                raise ValueError(f"y has {n_outputs} outputs; the fitted "
-                                 f"network has {net.layers[-1]}.")
-            if net.loss != loss or self._network_kwargs(s).get(
-                    "huber_delta", net.huber_delta) != net.huber_delta:
-                raise ValueError(
-                    f"the loss ({loss}) differs from the fitted network's "
-                    f"({net.loss}); fit again without warm_start to change "
-                    f"it.")
-            if s.early_stopping and not incremental and \
-                    self.validation_scores_ is None:
-                self.validation_scores_ = []
-                self.best_validation_score_ = -np.inf
+            self._check_continuation(s, n_outputs, loss, incremental)
+        self._sync_network(s)
+        if s.solver == "lbfgs":
+            self._fit_lbfgs(s, X, Y, sample_weight)
+        else:
+            self._fit_stochastic(s, X, y, Y, sample_weight, incremental, rng)
+        return self
+
+    def _fit_dtype(self, s, X, first_pass):
+        """The network's precision: dtype when set; on a first pass
+        float32 for float32 X (as scikit-learn), else float64; afterwards
+        the fitted network's."""
+        if s.dtype is not None:
+            return s.dtype
+        if first_pass:
+            return np.dtype(np.float32 if X.dtype == np.float32
+                            else np.float64)
+        return self.network_.dtype
+
+    def _fit_sample_weight(self, sample_weight, X, y, incremental):
+        """sample_weight checked, times the class weights (None if
+        neither)."""
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(
+                sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+        extra = self._extra_sample_weight(y, incremental)
+        if extra is not None:
+            sample_weight = (extra if sample_weight is None
+                             else sample_weight * extra)
+        return sample_weight
+
+    def _new_network(self, s, layers, out_act, loss, dtype, rng,
+                     incremental):
+        """network_ for a first pass, with fresh fitted attributes: seeded
+        from random_state, initialised as init says (or from coefs_ and
+        intercepts_ assigned before a partial_fit or warm fit)."""
+        if isinstance(self.random_state, numbers.Integral):
+            seed = int(self.random_state)
+        else:
+            seed = int(rng.randint(np.iinfo(np.int32).max))
+        self.network_ = Network(
+            layers, activation=s.activation, output=out_act, loss=loss,
+            dtype=dtype, seed=seed,
+            init="xavier" if s.init == "sklearn" else s.init,
+            dropout=s.dropout, **self._network_kwargs(s))
+        if s.init == "sklearn":
+            _sklearn_init(self.network_, s.activation, seed)
+        if incremental or s.warm_start:
+            self._start_from_assigned()
+        self.__dict__.pop("_coefs_set", None)
+        self.__dict__.pop("_intercepts_set", None)
+        self._reset_fitted(s, layers, out_act)
+
+    def _start_from_assigned(self):
+        """Weights assigned before the first fit are its start, as in
+        scikit-learn (which skips initialisation then); on an error there
+        is no network_."""
+        set_w = self.__dict__.get("_coefs_set")
+        set_b = self.__dict__.get("_intercepts_set")
+        try:
+            if set_w is not None:
+                self._assign_params("coefs_", set_w, self.network_.weights)
+            if set_b is not None:
+                self._assign_params("intercepts_", set_b,
+                                    self.network_.biases)
+        except (TypeError, ValueError):
+            del self.network_
+            raise
+
+    def _reset_fitted(self, s, layers, out_act):
+        """scikit-learn's fitted attributes for a new network."""
+        self.n_outputs_ = layers[-1]
+        self.n_layers_ = len(layers)
+        self.out_activation_ = self._out_name(out_act)
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.loss_curve_ = []
+        self._no_improvement_count = 0
+        if s.early_stopping:
+            self.validation_scores_ = []
+            self.best_validation_score_ = -np.inf
+            self.best_loss_ = None
+        else:
+            self.best_loss_ = np.inf
+            self.validation_scores_ = None
+            self.best_validation_score_ = None
+
+    def _check_continuation(self, s, n_outputs, loss, incremental):
+        """warm_start and partial_fit go on with the fitted network: the
+        same hidden layers, outputs and loss."""
+        net = self.network_
+        if list(net.layers[1:-1]) != s.hidden:
+            raise ValueError(
+                f"hidden_layer_sizes={s.hidden} differs from the fitted "
+                f"network's {list(net.layers[1:-1])}; fit again without "
+                f"warm_start to change the architecture.")
+        if n_outputs != net.layers[-1]:
+            raise ValueError(f"y has {n_outputs} outputs; the fitted "
+                             f"network has {net.layers[-1]}.")
+        if net.loss != loss or self._network_kwargs(s).get(
+                "huber_delta", net.huber_delta) != net.huber_delta:
+            raise ValueError(
+                f"the loss ({loss}) differs from the fitted network's "
+                f"({net.loss}); fit again without warm_start to change "
+                f"it.")
+        if s.early_stopping and not incremental and \
+                self.validation_scores_ is None:
+            self.validation_scores_ = []
+            self.best_validation_score_ = -np.inf
+
+    def _sync_network(self, s):
+        """The network follows dtype and dropout set since it was built:
+        dropout changes, a different dtype is an error."""
         if s.dtype is not None and self.network_.dtype != s.dtype:
             raise ValueError(f"dtype={self.dtype!r} differs from the fitted "
                              f"network's {self.network_.dtype.name}; fit "
                              f"again without warm_start to change it.")
         if self.network_.dropout != s.dropout:  # set_params between fits
             self.network_._set_dropout(s.dropout)
-        if s.solver == "lbfgs":
-            self._fit_lbfgs(s, X, Y, sample_weight)
-        else:
-            self._fit_stochastic(s, X, y, Y, sample_weight, incremental, rng)
-        return self
 
     def _network_kwargs(self, s):
         return {}
@@ -612,30 +650,78 @@ class _BaseMLP(BaseEstimator):
             self._comm_labels = None
 
     def _fit_stochastic(self, s, X, y, Y, sample_weight, incremental, rng):
+        """scikit-learn's sgd and adam solvers on bpcore's fit: hold out the
+        validation rows, size the batches and the L2 term, set up the
+        optimizer, then run the epochs with scikit-learn's bookkeeping
+        after each (see _EpochEnd)."""
         net = self.network_
         comm = getattr(self, "comm", None)
         if s.early_stopping and incremental:
             raise ValueError("partial_fit does not support "
                              "early_stopping=True")
-        if s.early_stopping:
-            stratify = y if (self._stratify and y.ndim == 1) else None
-            parts = [X, Y, y] + ([] if sample_weight is None
-                                 else [sample_weight])
-            split = train_test_split(*parts, random_state=rng,
-                                     test_size=s.validation_fraction,
-                                     stratify=stratify)
-            X_tr, X_val, Y_tr, _, _, y_val = split[:6]
-            sw_tr, sw_val = (split[6:8] if sample_weight is not None
-                             else (None, None))
-            if X_val.shape[0] < 2:
-                raise ValueError("The validation set is too small. Increase "
-                                 "'validation_fraction' or the size of your "
-                                 "dataset.")
-        else:
-            X_tr, Y_tr, sw_tr = X, Y, sample_weight
-            X_val = y_val = sw_val = None
+        (X_tr, Y_tr, sw_tr), validation = self._validation_split(
+            s, X, y, Y, sample_weight, rng)
+        n, B, mean_sw = self._batches(s, X_tr.shape[0], sw_tr, comm)
+        if sw_tr is not None:
+            sw_tr = np.ascontiguousarray(sw_tr, dtype=net.dtype)
+        # scikit-learn's gradient: mean loss gradient + alpha * W / sum(sw_b)
+        weight_decay = s.alpha / (B * mean_sw)
+        n_batches = -(-n // B)
+        penalty_scale = 0.5 * s.alpha * n_batches / (n * mean_sw)
+        loss_report = self._loss_report(net, Y_tr, sw_tr)
+        opt = self._stochastic_optimizer(s, weight_decay, incremental)
+        end = _EpochEnd(self, s, opt.lr, validation, n, penalty_scale,
+                        loss_report)
+        fit_args = dict(batch_size=B, optimizer=opt, shuffle=s.shuffle,
+                        sample_weight=sw_tr, n_threads=s.n_threads)
+        if comm is not None:
+            fit_args["comm"] = comm
+        self.n_iter_ = 0
+        epochs = 1 if incremental else s.max_iter
+        try:
+            if s.early_stopping:
+                self._epochs_one_by_one(X_tr, Y_tr, epochs, fit_args, end)
+            else:
+                self._epochs_in_one_fit(X_tr, Y_tr, epochs, fit_args, end)
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user.")
+        if not incremental and self.n_iter_ == s.max_iter:
+            warnings.warn(
+                "Stochastic Optimizer: Maximum iterations (%d) reached and "
+                "the optimization hasn't converged yet." % s.max_iter,
+                ConvergenceWarning)
+        if end.best is not None:
+            net.params[...] = end.best
+            if end.diverged is not None and not np.isfinite(
+                    self.best_validation_score_):
+                # no epoch gave a finite score: nothing to fall back on
+                raise _divergence(end.at_epoch) from end.diverged
 
-        n = X_tr.shape[0]
+    def _validation_split(self, s, X, y, Y, sample_weight, rng):
+        """((X, Y, sample_weight) to train on, (X, y, sample_weight) to
+        validate on): with early_stopping, validation_fraction held out
+        (stratified for a classifier) as scikit-learn holds it out."""
+        if not s.early_stopping:
+            return (X, Y, sample_weight), (None, None, None)
+        stratify = y if (self._stratify and y.ndim == 1) else None
+        parts = [X, Y, y] + ([] if sample_weight is None
+                             else [sample_weight])
+        split = train_test_split(*parts, random_state=rng,
+                                 test_size=s.validation_fraction,
+                                 stratify=stratify)
+        X_tr, X_val, Y_tr, _, _, y_val = split[:6]
+        sw_tr, sw_val = (split[6:8] if sample_weight is not None
+                         else (None, None))
+        if X_val.shape[0] < 2:
+            raise ValueError("The validation set is too small. Increase "
+                             "'validation_fraction' or the size of your "
+                             "dataset.")
+        return (X_tr, Y_tr, sw_tr), (X_val, y_val, sw_val)
+
+    def _batches(self, s, n, sw_tr, comm):
+        """(rows n, batch size, mean sample weight) as scikit-learn counts
+        them; with comm, n and the mean are over every rank's rows."""
+        mean_sw_global = None
         if comm is not None:  # global row count and weight sum
             from bpcore._distributed import _Comm
             tot = _Comm(comm).ordered_sum(np.array(
@@ -656,122 +742,54 @@ class _BaseMLP(BaseEstimator):
         if sw_tr is not None and not mean_sw > 0:
             raise ValueError("sample_weight must have a positive sum (after "
                              "class_weight)")
-        if sw_tr is not None:
-            sw_tr = np.ascontiguousarray(sw_tr, dtype=net.dtype)
-        # scikit-learn's gradient: mean loss gradient + alpha * W / sum(sw_b)
-        weight_decay = s.alpha / (B * mean_sw)
-        n_batches = -(-n // B)
-        penalty_scale = 0.5 * s.alpha * n_batches / (n * mean_sw)
-        loss_div, loss_shift = self._loss_report(net, Y_tr, sw_tr)
+        return n, B, mean_sw
 
+    def _stochastic_optimizer(self, s, weight_decay, incremental):
+        """A fresh optimizer for every fit (warm_start included), the same
+        one across partial_fit calls, as scikit-learn does; its rate is a
+        _Rate that the schedules change between epochs."""
         opt = getattr(self, "_optimizer", None)
         if (not incremental or opt is None or
                 not isinstance(opt, SGD if s.solver == "sgd" else Adam)):
-            # a fresh optimizer for every fit (warm_start included), the
-            # same one across partial_fit calls, as scikit-learn does
             opt = self._make_optimizer(s, weight_decay)
             opt.lr = _Rate(s.learning_rate_init)
             self._optimizer = opt
         else:
             opt.weight_decay = weight_decay
-        rate = opt.lr
-        lr_mode = s.learning_rate if s.solver == "sgd" else "constant"
-        best = net.params.copy() if s.early_stopping else None
+        return opt
 
-        def sq_norm():
-            # huge weights (a diverging run) give inf, without a warning
-            with np.errstate(over="ignore", invalid="ignore"):
-                return sum(float(np.dot(w.ravel(), w.ravel()))
-                           for w in net.weights)
-
-        # the L2 term uses the weights at the start of the epoch, as
-        # scikit-learn's loss does (exactly so for one batch per epoch)
-        sq_start = [sq_norm()]
-
-        def after_epoch(data_loss, diverged=False):
-            """scikit-learn's end-of-epoch bookkeeping; False stops."""
-            self.loss_ = float(data_loss / loss_div + loss_shift
-                               + penalty_scale * sq_start[0])
-            sq_start[0] = sq_norm()
-            self.n_iter_ += 1
-            self.t_ += n
-            self.loss_curve_.append(self.loss_)
-            if s.verbose:
-                print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
-            if self._update_no_improvement(s, X_val, y_val, sw_val,
-                                           diverged):
-                best[...] = net.params
-            if lr_mode == "invscaling":
-                rate.value = s.learning_rate_init / (self.t_ + 1) ** s.power_t
-            if self._no_improvement_count > s.n_iter_no_change:
-                what = ("Validation score" if s.early_stopping
-                        else "Training loss")
-                msg = (f"{what} did not improve more than tol={s.tol:f} "
-                       f"for {s.n_iter_no_change} consecutive epochs.")
-                if lr_mode == "adaptive" and rate.value > 1e-6:
-                    rate.value /= 5.0
-                    self._no_improvement_count = 0
-                    if s.verbose:
-                        print(msg + " Setting learning rate to %f"
-                              % rate.value)
-                else:
-                    if s.verbose:
-                        print(msg + " Stopping.")
-                    return False
-            return True
-
-        epochs = 1 if incremental else s.max_iter
-        fit_args = dict(batch_size=B, optimizer=opt, shuffle=s.shuffle,
-                        sample_weight=sw_tr, n_threads=s.n_threads)
-        if comm is not None:
-            fit_args["comm"] = comm
-        self.n_iter_ = 0
-        diverged = None
+    def _epochs_in_one_fit(self, X_tr, Y_tr, epochs, fit_args, end):
+        """Without early stopping: one call, the epoch loop and the batch
+        loop both in bpcore, end() after each epoch."""
         try:
-            if s.early_stopping:
-                # the validation score needs predict between epochs
-                for _ in range(epochs):
-                    if diverged is None:
-                        try:
-                            loss = net.fit(X_tr, Y_tr, epochs=1,
-                                           **fit_args).loss[0]
-                        except DivergenceError as exc:
-                            diverged = exc
-                            at_epoch = self.n_iter_ + 1
-                    # scikit-learn goes on with NaN weights: every later
-                    # epoch's loss and validation score is NaN, the NaN
-                    # never counts as "no improvement", so training runs
-                    # to max_iter and the best weights come back at the
-                    # end.  Updates of NaN weights stay NaN, so those
-                    # epochs are only recorded, not computed.
-                    if diverged is not None:
-                        loss = np.nan
-                    if not after_epoch(loss, diverged is not None):
-                        break
-            else:
-                # one call: the epoch loop and the batch loop run in bpcore
+            self.network_.fit(X_tr, Y_tr, epochs=epochs,
+                              callbacks=[lambda e, logs: end(logs["loss"])],
+                              **fit_args)
+        except DivergenceError as exc:
+            # scikit-learn's error (a ValueError), raised at once and with
+            # the weights of the last finite epoch kept
+            raise _divergence(self.n_iter_ + 1) from exc
+
+    def _epochs_one_by_one(self, X_tr, Y_tr, epochs, fit_args, end):
+        """With early stopping: one fit call per epoch, since the
+        validation score needs predict between epochs."""
+        for _ in range(epochs):
+            if end.diverged is None:
                 try:
-                    net.fit(X_tr, Y_tr, epochs=epochs,
-                            callbacks=[lambda e, logs:
-                                       after_epoch(logs["loss"])],
-                            **fit_args)
+                    loss = self.network_.fit(X_tr, Y_tr, epochs=1,
+                                             **fit_args).loss[0]
                 except DivergenceError as exc:
-                    # scikit-learn's error (a ValueError), raised at once
-                    # and with the weights of the last finite epoch kept
-                    raise _divergence(self.n_iter_ + 1) from exc
-        except KeyboardInterrupt:
-            warnings.warn("Training interrupted by user.")
-        if not incremental and self.n_iter_ == s.max_iter:
-            warnings.warn(
-                "Stochastic Optimizer: Maximum iterations (%d) reached and "
-                "the optimization hasn't converged yet." % s.max_iter,
-                ConvergenceWarning)
-        if best is not None:
-            net.params[...] = best
-            if diverged is not None and not np.isfinite(
-                    self.best_validation_score_):
-                # no epoch gave a finite score: nothing to fall back on
-                raise _divergence(at_epoch) from diverged
+                    end.diverged = exc
+                    end.at_epoch = self.n_iter_ + 1
+            # scikit-learn goes on with NaN weights: every later epoch's
+            # loss and validation score is NaN, the NaN never counts as "no
+            # improvement", so training runs to max_iter and the best
+            # weights come back at the end.  Updates of NaN weights stay
+            # NaN, so those epochs are only recorded, not computed.
+            if end.diverged is not None:
+                loss = np.nan
+            if not end(loss, end.diverged is not None):
+                break
 
     def _update_no_improvement(self, s, X_val, y_val, sw_val,
                                diverged=False):
@@ -812,6 +830,74 @@ class _BaseMLP(BaseEstimator):
         tags.input_tags.sparse = True
         tags.non_deterministic = False
         return tags
+
+
+class _EpochEnd:
+    """scikit-learn's end-of-epoch bookkeeping for the stochastic solvers,
+    called with the epoch's data loss; False stops training.
+
+    It sets ``loss_`` (with the L2 term at the epoch's starting weights),
+    ``n_iter_``, ``t_`` and ``loss_curve_``, keeps the best weights with
+    early stopping, applies the "invscaling" and "adaptive" schedules to
+    the rate and decides when training stops.  ``diverged`` and
+    ``at_epoch`` record a divergence under early stopping.
+    """
+
+    def __init__(self, est, s, rate, validation, n, penalty_scale,
+                 loss_report):
+        self.est, self.s, self.rate = est, s, rate
+        self.validation = validation      # (X_val, y_val, sw_val)
+        self.n = n
+        self.penalty_scale = penalty_scale
+        self.loss_div, self.loss_shift = loss_report
+        self.lr_mode = s.learning_rate if s.solver == "sgd" else "constant"
+        self.best = est.network_.params.copy() if s.early_stopping else None
+        self.diverged = self.at_epoch = None
+        # the L2 term uses the weights at the start of the epoch, as
+        # scikit-learn's loss does (exactly so for one batch per epoch)
+        self.sq_start = self._sq_norm()
+
+    def _sq_norm(self):
+        """Sum of the squared weights (not biases)."""
+        # huge weights (a diverging run) give inf, without a warning
+        with np.errstate(over="ignore", invalid="ignore"):
+            return sum(float(np.dot(w.ravel(), w.ravel()))
+                       for w in self.est.network_.weights)
+
+    def __call__(self, data_loss, diverged=False):
+        est, s = self.est, self.s
+        est.loss_ = float(data_loss / self.loss_div + self.loss_shift
+                          + self.penalty_scale * self.sq_start)
+        self.sq_start = self._sq_norm()
+        est.n_iter_ += 1
+        est.t_ += self.n
+        est.loss_curve_.append(est.loss_)
+        if s.verbose:
+            print("Iteration %d, loss = %.8f" % (est.n_iter_, est.loss_))
+        if est._update_no_improvement(s, *self.validation, diverged):
+            self.best[...] = est.network_.params
+        if self.lr_mode == "invscaling":
+            self.rate.value = s.learning_rate_init / (est.t_ + 1) ** s.power_t
+        if est._no_improvement_count > s.n_iter_no_change:
+            return self._no_improvement()
+        return True
+
+    def _no_improvement(self):
+        """n_iter_no_change epochs without progress: "adaptive" divides
+        the rate by 5 (while it is above 1e-6); otherwise stop."""
+        est, s = self.est, self.s
+        what = "Validation score" if s.early_stopping else "Training loss"
+        msg = (f"{what} did not improve more than tol={s.tol:f} "
+               f"for {s.n_iter_no_change} consecutive epochs.")
+        if self.lr_mode == "adaptive" and self.rate.value > 1e-6:
+            self.rate.value /= 5.0
+            est._no_improvement_count = 0
+            if s.verbose:
+                print(msg + " Setting learning rate to %f" % self.rate.value)
+            return True
+        if s.verbose:
+            print(msg + " Stopping.")
+        return False
 
 
 def _divergence(epoch):
@@ -1333,16 +1419,65 @@ _FITTED_COPIED = ("n_iter_", "t_", "loss_", "loss_curve_", "best_loss_",
                   "_no_improvement_count")
 
 
+# the loss that goes with each output activation of scikit-learn's MLPs
+_OUTPUT_LOSS = {"sigmoid": "binary_cross_entropy",
+                "softmax": "cross_entropy", "identity": "mse"}
+
+
 def _shared_params(src, dst_cls, skip=()):
+    """src's parameters that dst_cls also has (but those in skip)."""
     names = set(dst_cls().get_params()) - set(skip)
     return {k: v for k, v in src.get_params().items() if k in names}
 
 
+def _counterpart(est, pairs, caller, kind, fitted_attr):
+    """The class est converts to (pairs: (its class, the other)); a
+    TypeError for any other object, NotFittedError if est is unfitted."""
+    cls = next((dst for src, dst in pairs if isinstance(est, src)), None)
+    if cls is None:
+        raise TypeError(f"{caller} expects {kind} MLPClassifier or "
+                        f"MLPRegressor, got {type(est).__name__}")
+    check_is_fitted(est, fitted_attr, msg=(
+        f"This {type(est).__name__} instance is not fitted yet: call fit "
+        f"before {caller}."))
+    return cls
+
+
 def _copy_fitted(src, dst):
+    """What a conversion copies besides the weights: the output layout and
+    name, the classes and their encoding, and the fitted attributes."""
     import copy
+    dst.n_outputs_ = int(src.n_outputs_)
+    dst.n_layers_ = int(src.n_layers_)
+    dst.out_activation_ = src.out_activation_
+    if is_classifier(src):
+        dst._label_binarizer = copy.deepcopy(src._label_binarizer)
+        dst.classes_ = copy.deepcopy(src.classes_)
     for name in _FITTED_COPIED:
         if hasattr(src, name):
             setattr(dst, name, copy.deepcopy(getattr(src, name)))
+
+
+def _network_from(est):
+    """A Network holding the weights of a fitted scikit-learn MLP (float32
+    when all its weights are)."""
+    out = getattr(est, "out_activation_", None)
+    if out not in _SK_TO_BP_OUT:
+        raise ValueError(f"from_sklearn: the output activation {out!r} is "
+                         f"not supported (bpcore has identity, logistic and "
+                         f"softmax outputs)")
+    coefs, intercepts = est.coefs_, est.intercepts_
+    dtype = (np.float32 if all(c.dtype == np.float32 for c in coefs)
+             else np.float64)
+    layers = [coefs[0].shape[0]] + [c.shape[1] for c in coefs]
+    bp_out = _SK_TO_BP_OUT[out]
+    net = Network(layers, activation=_map_activation(est.activation, est),
+                  output=bp_out, loss=_OUTPUT_LOSS[bp_out], dtype=dtype,
+                  seed=0)
+    for k, (W, b) in enumerate(zip(coefs, intercepts)):
+        net.weights[k][...] = W
+        net.biases[k][...] = b
+    return net
 
 
 def from_sklearn(est):
@@ -1387,61 +1522,23 @@ def from_sklearn(est):
     >>> sk = SkMLP((8,), max_iter=20, random_state=0).fit(X, y)  # doctest: +SKIP
     >>> bp = from_sklearn(sk)                                    # doctest: +SKIP
     """
-    import copy
     from sklearn import neural_network as sknn
-    if isinstance(est, sknn.MLPClassifier):
-        cls = MLPClassifier
-    elif isinstance(est, sknn.MLPRegressor):
-        cls = MLPRegressor
-    else:
-        raise TypeError(f"from_sklearn expects a scikit-learn "
-                        f"MLPClassifier or MLPRegressor, got "
-                        f"{type(est).__name__}")
-    check_is_fitted(est, "coefs_", msg=(
-        f"This {type(est).__name__} instance is not fitted yet: call fit "
-        f"before from_sklearn."))
-    out = getattr(est, "out_activation_", None)
-    if out not in _SK_TO_BP_OUT:
-        raise ValueError(f"from_sklearn: the output activation {out!r} is "
-                         f"not supported (bpcore has identity, logistic and "
-                         f"softmax outputs)")
-    hidden = _map_activation(est.activation, est)
-    coefs, intercepts = est.coefs_, est.intercepts_
-    dtype = (np.float32 if all(c.dtype == np.float32 for c in coefs)
-             else np.float64)
-    layers = [coefs[0].shape[0]] + [c.shape[1] for c in coefs]
-    bp_out = _SK_TO_BP_OUT[out]
-    loss = {"sigmoid": "binary_cross_entropy", "softmax": "cross_entropy",
-            "identity": "mse"}[bp_out]
-    params = _shared_params(est, cls)
-    new = cls(**params)
-    net = Network(layers, activation=hidden, output=bp_out, loss=loss,
-                  dtype=dtype, seed=0)
-    for k, (W, b) in enumerate(zip(coefs, intercepts)):
-        net.weights[k][...] = W
-        net.biases[k][...] = b
+    cls = _counterpart(est, [(sknn.MLPClassifier, MLPClassifier),
+                             (sknn.MLPRegressor, MLPRegressor)],
+                       "from_sklearn", "a scikit-learn", "coefs_")
+    net = _network_from(est)
+    new = cls(**_shared_params(est, cls))
     new.network_ = net
-    new.n_outputs_ = int(est.n_outputs_)
-    new.n_layers_ = int(est.n_layers_)
-    new.out_activation_ = out
-    if cls is MLPClassifier:
-        new._label_binarizer = copy.deepcopy(est._label_binarizer)
-        new.classes_ = copy.deepcopy(est.classes_)
     _copy_fitted(est, new)
     for name, default in (("n_iter_", 0), ("t_", 0), ("loss_curve_", []),
-                          ("_no_improvement_count", 0)):
+                          ("_no_improvement_count", 0),
+                          ("best_loss_", np.inf)):
         if not hasattr(new, name):
             setattr(new, name, default)
-    if not hasattr(new, "best_loss_"):
-        new.best_loss_ = np.inf
     if not hasattr(new, "validation_scores_"):
         new.validation_scores_ = None
         new.best_validation_score_ = None
     return new
-
-
-# bpcore's hidden activations that scikit-learn has, in its spelling
-_BP_TO_SK_HIDDEN = {_ACTIVATION_ALIASES.get(a, a): a for a in _SK_ACTIVATIONS}
 
 
 def to_sklearn(est):
@@ -1462,19 +1559,10 @@ def to_sklearn(est):
     ValueError
         If the network uses an activation scikit-learn does not have.
     """
-    import copy
     from sklearn import neural_network as sknn
-    if isinstance(est, MLPClassifier):
-        cls = sknn.MLPClassifier
-    elif isinstance(est, MLPRegressor):
-        cls = sknn.MLPRegressor
-    else:
-        raise TypeError(f"to_sklearn expects a bpcore.sklearn "
-                        f"MLPClassifier or MLPRegressor, got "
-                        f"{type(est).__name__}")
-    check_is_fitted(est, "network_", msg=(
-        f"This {type(est).__name__} instance is not fitted yet: call fit "
-        f"before to_sklearn."))
+    cls = _counterpart(est, [(MLPClassifier, sknn.MLPClassifier),
+                             (MLPRegressor, sknn.MLPRegressor)],
+                       "to_sklearn", "a bpcore.sklearn", "network_")
     net = est.network_
     hidden = set(net.activation[:-1])
     if len(hidden) > 1:
@@ -1488,12 +1576,6 @@ def to_sklearn(est):
     new = cls(activation=_BP_TO_SK_HIDDEN[act], **params)
     new.coefs_ = [np.array(W) for W in net.weights]
     new.intercepts_ = [np.array(b) for b in net.biases]
-    new.n_outputs_ = int(est.n_outputs_)
-    new.n_layers_ = int(est.n_layers_)
-    new.out_activation_ = est.out_activation_
-    if cls is sknn.MLPClassifier:
-        new._label_binarizer = copy.deepcopy(est._label_binarizer)
-        new.classes_ = copy.deepcopy(est.classes_)
     _copy_fitted(est, new)
     if getattr(new, "best_loss_", None) is None and not new.early_stopping:
         new.best_loss_ = np.inf
