@@ -154,19 +154,7 @@ def as_targets(Y, name, dtype, loss, n_outputs, m, labels=False):
     """
     arr = _numeric(Y, name)
     if loss == "cross_entropy" and arr.ndim == 1:
-        if arr.shape[0] != m:
-            raise ValueError(f"{name} has {arr.shape[0]} labels for {m} "
-                             f"samples")
-        if arr.dtype.kind == "f":
-            _finite(arr, name)
-            if not np.array_equal(arr, np.round(arr)):
-                raise ValueError(f"{name}: class labels must be integers")
-        if arr.dtype.kind == "b":
-            raise TypeError(f"{name}: class labels must be integers, got bool")
-        if arr.size and (arr.min() < 0 or arr.max() >= n_outputs):
-            raise ValueError(f"{name}: class labels must be in "
-                             f"[0, {n_outputs - 1}], got values from "
-                             f"{arr.min()} to {arr.max()}")
+        arr = _class_indices(arr, name, n_outputs, m)
         if labels:
             return c_array(arr, np.int64)
         return one_hot(arr, n_outputs, dtype)
@@ -180,6 +168,31 @@ def as_targets(Y, name, dtype, loss, n_outputs, m, labels=False):
                          f"got {arr.shape}")
     arr = c_array(arr, dtype)
     _finite(arr, name)
+    _check_target_range(arr, name, loss)
+    return arr
+
+
+def _class_indices(arr, name, n_outputs, m):
+    """1-D class indices checked: m of them, integers in [0, n_outputs)."""
+    if arr.shape[0] != m:
+        raise ValueError(f"{name} has {arr.shape[0]} labels for {m} "
+                         f"samples")
+    if arr.dtype.kind == "f":
+        _finite(arr, name)
+        if not np.array_equal(arr, np.round(arr)):
+            raise ValueError(f"{name}: class labels must be integers")
+    if arr.dtype.kind == "b":
+        raise TypeError(f"{name}: class labels must be integers, got bool")
+    if arr.size and (arr.min() < 0 or arr.max() >= n_outputs):
+        raise ValueError(f"{name}: class labels must be in "
+                         f"[0, {n_outputs - 1}], got values from "
+                         f"{arr.min()} to {arr.max()}")
+    return arr
+
+
+def _check_target_range(arr, name, loss):
+    """The values the loss allows: probabilities in [0, 1] for the cross
+    entropies, counts or rates >= 0 for poisson."""
     if loss in ("cross_entropy", "binary_cross_entropy") and arr.size and (
             arr.min() < 0 or arr.max() > 1):
         raise ValueError(f"{name}: {loss} targets must lie in [0, 1], got "
@@ -187,7 +200,6 @@ def as_targets(Y, name, dtype, loss, n_outputs, m, labels=False):
     if loss == "poisson" and arr.size and arr.min() < 0:
         raise ValueError(f"{name}: poisson targets are counts or rates and "
                          f"must be >= 0, got a minimum of {arr.min()}")
-    return arr
 
 
 def as_sample_weight(sw, name, dtype, m):
