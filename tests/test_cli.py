@@ -593,6 +593,20 @@ def test_header_detection(rows, expected):
     assert _looks_like_header(rows) is expected
 
 
+def test_choices_come_from_bpcore_names():
+    """--activation, --loss and --optimizer offer exactly bpcore's names
+    (in their --help order, the most used first)."""
+    from bpcore import _names
+    from bpcore.cli import build_parser
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    choices = {a.dest: a.choices for a in train._actions if a.choices}
+    assert choices["activation"] == ("relu", "tanh", "sigmoid", "leaky_relu",
+                                     "elu", "gelu", "softplus", "identity")
+    assert sorted(choices["activation"]) == sorted(_names.ACTIVATIONS)
+    assert sorted(choices["loss"]) == sorted(_names.LOSSES)
+    assert sorted(choices["optimizer"]) == sorted(_names.SOLVERS)
+
+
 def test_choose_task():
     from bpcore.cli import choose_task
     assert choose_task(np.array(["a", "b"]), None) == (

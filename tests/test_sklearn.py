@@ -40,6 +40,7 @@ from sklearn.neural_network import MLPRegressor as SkMLPRegressor  # noqa
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa
+from sklearn.utils._param_validation import InvalidParameterError  # noqa
 
 from bpcore.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
 
@@ -48,11 +49,9 @@ pytestmark = pytest.mark.filterwarnings(
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    before = bpcore.get_num_threads()
+def _one_thread(restore_threads):
+    """One thread (conftest's restore_threads puts the count back)."""
     bpcore.set_num_threads(1)
-    yield
-    bpcore.set_num_threads(before)
 
 
 def _expected_failed_checks(estimator):
@@ -534,6 +533,58 @@ def test_parameter_errors():
                           (dict(class_weight="often"), "class_weight")]:
         with pytest.raises(ValueError, match=match):
             MLPClassifier(**params).fit(X, y)
+    # each is checked by scikit-learn's _parameter_constraints, with its
+    # message naming the parameter, the estimator and the value
+    for params, name in [(dict(solver="newton"), "solver"),
+                         (dict(activation="swish"), "activation"),
+                         (dict(batch_size=0), "batch_size"),
+                         (dict(momentum=1.5), "momentum"),
+                         (dict(n_threads=0), "n_threads"),
+                         (dict(class_weight="often"), "class_weight")]:
+        with pytest.raises(InvalidParameterError,
+                           match=rf"The '{name}' parameter of MLPClassifier "
+                                 rf"must be .* Got .* instead"):
+            MLPClassifier(**params).fit(X, y)
+
+
+@pytest.mark.parametrize("cls", [MLPClassifier, MLPRegressor])
+def test_parameter_constraints_pass_sklearns_check(cls):
+    """scikit-learn's own check of _parameter_constraints: one entry per
+    parameter, and an informative error from fit and partial_fit for a
+    value of no valid type and for each out-of-range value it makes up."""
+    from sklearn.utils.estimator_checks import check_param_validation
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check_param_validation(cls.__name__, cls(max_iter=2))
+
+
+def test_parameter_names_come_from_bpcore_names():
+    """Every name bpcore has is accepted, scikit-learn's spellings too,
+    and a bool is not a number."""
+    from bpcore import _names
+    for act in _names.ACTIVATIONS + ("logistic",):
+        MLPClassifier(activation=act)._validate_params()
+    for init in _names.INITS + ("sklearn",):
+        MLPClassifier(init=init)._validate_params()
+    for solver in ("sgd", "adam", "lbfgs"):
+        MLPRegressor(solver=solver)._validate_params()
+    for loss in ("squared_error", "poisson", "absolute_error", "huber"):
+        MLPRegressor(loss=loss)._validate_params()
+    for bad in [dict(solver="adamw"), dict(activation="softmax"),
+                dict(max_iter=True), dict(alpha=np.nan),
+                dict(n_threads=bpcore._limits.MAX_THREADS + 1)]:
+        with pytest.raises(InvalidParameterError):
+            MLPClassifier(**bad)._validate_params()
+
+
+def test_partial_fit_checks_parameters_set_after_the_first_call():
+    """scikit-learn's _fit_context checks the parameters of a first
+    partial_fit only; bpcore checks them at every call."""
+    X, y = make_classification(40, 4, random_state=0)
+    clf = MLPClassifier((3,), solver="sgd").partial_fit(X, y, classes=[0, 1])
+    clf.set_params(alpha=-1.0)
+    with pytest.raises(InvalidParameterError, match="'alpha' parameter"):
+        clf.partial_fit(X, y)
     # scikit-learn's and bpcore's activation names both work
     for act in ("logistic", "sigmoid", "gelu", ["tanh", "elu"]):
         hls = (4, 3) if isinstance(act, list) else (4,)

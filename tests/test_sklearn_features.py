@@ -20,11 +20,9 @@ pytestmark = pytest.mark.filterwarnings(
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    before = bpcore.get_num_threads()
+def _one_thread(restore_threads):
+    """One thread (conftest's restore_threads puts the count back)."""
     bpcore.set_num_threads(1)
-    yield
-    bpcore.set_num_threads(before)
 
 
 def _expected_failed_checks(estimator):

@@ -61,16 +61,19 @@ from __future__ import annotations
 
 import numbers
 import warnings
+from numbers import Integral, Real
 from typing import TYPE_CHECKING
 
 try:
     from sklearn.base import (BaseEstimator, ClassifierMixin,
-                              RegressorMixin, is_classifier)
+                              RegressorMixin, _fit_context, is_classifier)
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.metrics import accuracy_score, r2_score
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import LabelBinarizer
     from sklearn.utils import check_random_state, check_X_y, column_or_1d
+    from sklearn.utils._param_validation import (Interval, Options,
+                                                 StrOptions)
     from sklearn.utils.metaestimators import available_if
     from sklearn.utils.multiclass import (_check_partial_fit_first_call,
                                           check_classification_targets,
@@ -91,77 +94,87 @@ import numpy as np
 from bpcore._errors import DivergenceError
 from bpcore._config import resolve_threads
 from bpcore import _dropout
+from bpcore._limits import MAX_THREADS
+from bpcore._names import ACTIVATIONS, INITS, SOLVERS
 from bpcore.network import Network
 from bpcore.optim import SGD, Adam
 
 __all__ = ["MLPClassifier", "MLPRegressor", "from_sklearn", "to_sklearn"]
 
-# scikit-learn's activation names -> bpcore's; bpcore's own names pass as is.
+# scikit-learn's spellings -> bpcore's names (bpcore's own pass as is)
 _ACTIVATION_ALIASES = {"logistic": "sigmoid"}
-_BPCORE_ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu",
-                       "elu", "softplus", "gelu")
-_BPCORE_INITS = ("auto", "xavier", "he", "lecun", "normal", "uniform")
-_SK_OUT_NAMES = {"sigmoid": "logistic", "softmax": "softmax",
+_SK_TO_BP_OUT = {"logistic": "sigmoid", "softmax": "softmax",
                  "identity": "identity"}
+_SK_OUT_NAMES = {bp: sk for sk, bp in _SK_TO_BP_OUT.items()}
+# MLPRegressor's loss names (scikit-learn's first) -> bpcore's
+_REG_LOSSES = {"squared_error": "mse", "poisson": "poisson",
+               "absolute_error": "mae", "huber": "huber"}
+# scikit-learn's hidden activations and solvers (it has no adamw)
+_SK_ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
+_SK_SOLVERS = set(SOLVERS) - {"adamw"}
+# bpcore's hidden activations that scikit-learn has, in its spelling
+_BP_TO_SK_HIDDEN = {_ACTIVATION_ALIASES.get(a, a): a for a in _SK_ACTIVATIONS}
 
 
 # -- parameter checks -----------------------------------------------------
 
-def _is_int(v):
-    return isinstance(v, numbers.Integral) and not isinstance(v, (bool,
-                                                                  np.bool_))
+class _Range(Interval):
+    """scikit-learn's Interval, except that a bool is not a number here
+    (``max_iter=True`` is an error, not 1)."""
+
+    def is_satisfied_by(self, val):
+        return not isinstance(val, bool) and super().is_satisfied_by(val)
 
 
-def _is_real(v):
-    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+class _FloatDtype(Options):
+    """float32 or float64, as a name, a numpy type or a dtype (an Options,
+    so that scikit-learn's validation takes it)."""
+
+    def __init__(self):
+        super().__init__(object, {"float32", "float64"})
+
+    def is_satisfied_by(self, val):
+        try:
+            return np.dtype(val) in (np.float32, np.float64)
+        except (TypeError, ValueError):
+            return False
+
+    def __str__(self):
+        return "'float32' or 'float64'"
 
 
-def _check_real(est, name, low=None, high=None, low_open=False,
-                high_open=False):
-    v = getattr(est, name)
-    if not _is_real(v) or not np.isfinite(v):
-        raise ValueError(f"The '{name}' parameter of {type(est).__name__} "
-                         f"must be a finite real number, got {v!r}.")
-    bad = ((low is not None and (v < low or (low_open and v == low))) or
-           (high is not None and (v > high or (high_open and v == high))))
-    if bad:
-        lo = "(" if low_open else "["
-        hi = ")" if high_open else "]"
-        raise ValueError(
-            f"The '{name}' parameter of {type(est).__name__} must be in "
-            f"{lo}{low if low is not None else '-inf'}, "
-            f"{high if high is not None else 'inf'}{hi}, got {v!r}.")
-    return float(v)
+def _unit(closed="left"):
+    """A float in [0, 1) (or as closed says)."""
+    return _Range(Real, 0, 1, closed=closed)
 
 
-def _check_bool(est, name):
-    v = getattr(est, name)
-    if not isinstance(v, (bool, np.bool_)):
-        raise ValueError(f"The '{name}' parameter of {type(est).__name__} "
-                         f"must be a bool, got {v!r}.")
-    return bool(v)
+def _at_least(low, kind=Real, closed="left"):
+    """A number >= low (> low with closed="neither"), finite."""
+    return _Range(kind, low, None, closed=closed)
 
 
-def _check_choice(est, name, choices):
-    v = getattr(est, name)
-    if not isinstance(v, str) or v not in choices:
-        raise ValueError(f"The '{name}' parameter of {type(est).__name__} "
-                         f"must be one of {sorted(choices)}, got {v!r}.")
-    return v
+# How a checked parameter is handed on in _Settings: numbers as Python
+# floats and ints, flags as bools; the others as given.
+_CONVERT = {
+    **dict.fromkeys(("alpha", "learning_rate_init", "power_t", "tol",
+                     "momentum", "validation_fraction", "beta_1", "beta_2",
+                     "epsilon", "huber_delta"), float),
+    **dict.fromkeys(("max_iter", "max_fun"), int),
+    **dict.fromkeys(("shuffle", "verbose", "warm_start",
+                     "nesterovs_momentum", "early_stopping"), bool),
+}
 
 
 def _map_activation(name, est):
-    if not isinstance(name, str):
-        raise ValueError(f"The 'activation' parameter of "
-                         f"{type(est).__name__} must be a string (or a list "
-                         f"of strings, one per hidden layer), got {name!r}.")
-    key = _ACTIVATION_ALIASES.get(name, name)
-    if key not in _BPCORE_ACTIVATIONS:
+    """An activation name in bpcore's spelling ('logistic' is 'sigmoid')."""
+    key = _ACTIVATION_ALIASES.get(name, name) if isinstance(name, str) \
+        else None
+    if key not in ACTIVATIONS:
         raise ValueError(
             f"The 'activation' parameter of {type(est).__name__} must be one "
-            f"of 'identity', 'logistic', 'tanh', 'relu' (scikit-learn's "
-            f"names) or bpcore's {', '.join(map(repr, _BPCORE_ACTIVATIONS))}"
-            f", got {name!r}.")
+            f"of {', '.join(map(repr, _SK_ACTIVATIONS))} (scikit-learn's "
+            f"names) or bpcore's {', '.join(map(repr, ACTIVATIONS))}, got "
+            f"{name!r}.")
     return key
 
 
@@ -194,6 +207,10 @@ class _Settings:
     """The validated hyperparameters of one fit call."""
 
 
+def _as_given(value):
+    return value
+
+
 class _Rate:
     """A learning rate the estimator changes between epochs ("invscaling",
     "adaptive"): a bpcore schedule, read by the optimizer at each epoch."""
@@ -210,151 +227,102 @@ class _Rate:
 
 # -- the shared base ------------------------------------------------------
 
+def _keep_params(est, values):
+    """Store each argument of est's __init__ (``values``: its locals())
+    under its own name, and nothing else, as scikit-learn requires."""
+    for name in est._get_param_names():
+        setattr(est, name, values[name])
+
+
 class _BaseMLP(BaseEstimator):
     """Shared logic of MLPClassifier and MLPRegressor (not for direct use)."""
 
     _loss_scale_by_outputs = False   # regressors report mse per output
 
-    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *,
-                 solver="adam", alpha=0.0001, batch_size="auto",
-                 learning_rate="constant", learning_rate_init=0.001,
-                 power_t=0.5, max_iter=200, shuffle=True, random_state=None,
-                 tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
-                 nesterovs_momentum=True, early_stopping=False,
-                 validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 init="sklearn", dtype=None, n_threads=None, dropout=0.0,
-                 comm=None):
-        self.comm = comm
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.activation = activation
-        self.solver = solver
-        self.alpha = alpha
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.learning_rate_init = learning_rate_init
-        self.power_t = power_t
-        self.max_iter = max_iter
-        self.shuffle = shuffle
-        self.random_state = random_state
-        self.tol = tol
-        self.verbose = verbose
-        self.warm_start = warm_start
-        self.momentum = momentum
-        self.nesterovs_momentum = nesterovs_momentum
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.beta_1 = beta_1
-        self.beta_2 = beta_2
-        self.epsilon = epsilon
-        self.n_iter_no_change = n_iter_no_change
-        self.max_fun = max_fun
-        self.init = init
-        self.dtype = dtype
-        self.n_threads = n_threads
-        self.dropout = dropout
+    # scikit-learn's constraints for its own parameters, widened to
+    # bpcore's names (activations, init) and narrowed where bpcore's
+    # optimizers need it (momentum and the betas below 1), plus bpcore's
+    # additions.  _settings adds the checks that span several parameters.
+    _parameter_constraints: dict = {
+        "hidden_layer_sizes": ["array-like", _at_least(1, Integral)],
+        "activation": [StrOptions(set(ACTIVATIONS) | set(_SK_ACTIVATIONS)),
+                       list, tuple],
+        "solver": [StrOptions(_SK_SOLVERS)],
+        "alpha": [_at_least(0)],
+        "batch_size": [StrOptions({"auto"}), _at_least(1, Integral)],
+        "learning_rate": [StrOptions({"constant", "invscaling",
+                                      "adaptive"})],
+        "learning_rate_init": [_at_least(0, closed="neither")],
+        "power_t": [_at_least(0)],
+        "max_iter": [_at_least(1, Integral)],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "tol": [_at_least(0)],
+        "verbose": ["boolean", _Range(Integral, None, None,
+                                      closed="neither")],
+        "warm_start": ["boolean"],
+        "momentum": [_unit()],
+        "nesterovs_momentum": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [_unit()],
+        "beta_1": [_unit()],
+        "beta_2": [_unit()],
+        "epsilon": [_at_least(0, closed="neither")],
+        "n_iter_no_change": [_at_least(1, Integral), Options(Real, {np.inf})],
+        "max_fun": [_at_least(1, Integral)],
+        "init": [StrOptions({"sklearn"} | set(INITS))],
+        "dtype": [None, _FloatDtype()],
+        "n_threads": [None, _Range(Integral, 1, MAX_THREADS, closed="both")],
+        "dropout": [_unit(), "array-like"],
+        "comm": "no_validation",
+    }
 
     # -- parameters -------------------------------------------------------
 
-    def _settings(self):
-        """Check every hyperparameter; return them in usable form."""
+    def _settings(self, incremental=False):
+        """The hyperparameters of one fit call, checked as a whole (each
+        one against ``_parameter_constraints`` first), in usable form."""
+        if incremental and hasattr(self, "network_"):
+            # _fit_context checks them for fit and a first partial_fit;
+            # set_params may have changed them since
+            self._validate_params()
         s = _Settings()
-        name = type(self).__name__
-        hls = self.hidden_layer_sizes
-        if _is_int(hls):
-            hls = [hls]
-        try:
-            hls = list(hls)
-        except TypeError:
-            raise ValueError(f"The 'hidden_layer_sizes' parameter of {name} "
-                             f"must be an int or a sequence of ints, got "
-                             f"{self.hidden_layer_sizes!r}.") from None
-        if not all(_is_int(h) for h in hls) or any(h <= 0 for h in hls):
-            raise ValueError(f"hidden_layer_sizes must be > 0, got {hls}.")
-        s.hidden = [int(h) for h in hls]
-        act = self.activation
-        if isinstance(act, (list, tuple)):
-            if len(act) != len(s.hidden):
-                raise ValueError(
-                    f"The 'activation' parameter of {name} lists {len(act)} "
-                    f"names for {len(s.hidden)} hidden layers.")
-            s.activation = [_map_activation(a, self) for a in act]
-        else:
-            s.activation = _map_activation(act, self)
-        s.solver = _check_choice(self, "solver", {"sgd", "adam", "lbfgs"})
-        s.alpha = _check_real(self, "alpha", low=0.0)
-        bs = self.batch_size
-        ok = bs == "auto" if isinstance(bs, str) else _is_int(bs) and bs >= 1
-        if not ok:
-            raise ValueError(f"The 'batch_size' parameter of {name} must be "
-                             f"'auto' or an int >= 1, got {bs!r}.")
-        s.batch_size = bs
-        s.learning_rate = _check_choice(self, "learning_rate",
-                                        {"constant", "invscaling", "adaptive"})
-        s.learning_rate_init = _check_real(self, "learning_rate_init",
-                                           low=0.0, low_open=True)
-        s.power_t = _check_real(self, "power_t", low=0.0)
-        if not _is_int(self.max_iter) or self.max_iter < 1:
-            raise ValueError(f"The 'max_iter' parameter of {name} must be an "
-                             f"int >= 1, got {self.max_iter!r}.")
-        s.max_iter = int(self.max_iter)
-        s.shuffle = _check_bool(self, "shuffle")
-        s.tol = _check_real(self, "tol", low=0.0)
-        if not (_is_int(self.verbose) or isinstance(self.verbose,
-                                                    (bool, np.bool_))):
-            raise ValueError(f"The 'verbose' parameter of {name} must be a "
-                             f"bool or an int, got {self.verbose!r}.")
-        s.verbose = bool(self.verbose)
-        s.warm_start = _check_bool(self, "warm_start")
-        s.momentum = _check_real(self, "momentum", low=0.0, high=1.0,
-                                 high_open=True)
-        s.nesterov = _check_bool(self, "nesterovs_momentum")
-        s.early_stopping = _check_bool(self, "early_stopping")
-        s.validation_fraction = _check_real(self, "validation_fraction",
-                                            low=0.0, high=1.0,
-                                            high_open=True)
+        for name, value in self.get_params(deep=False).items():
+            setattr(s, name, _CONVERT.get(name, _as_given)(value))
+        s.hidden = self._hidden_sizes()
+        s.activation = self._hidden_activations(len(s.hidden))
         if s.early_stopping and s.validation_fraction == 0:
             raise ValueError("early_stopping=True needs validation_fraction "
                              "> 0.")
-        s.beta_1 = _check_real(self, "beta_1", low=0.0, high=1.0,
-                               high_open=True)
-        s.beta_2 = _check_real(self, "beta_2", low=0.0, high=1.0,
-                               high_open=True)
-        s.epsilon = _check_real(self, "epsilon", low=0.0, low_open=True)
-        nic = self.n_iter_no_change
-        if not ((_is_int(nic) and nic >= 1) or
-                (_is_real(nic) and nic == np.inf)):
-            raise ValueError(f"The 'n_iter_no_change' parameter of {name} "
-                             f"must be an int >= 1 or numpy.inf, got {nic!r}.")
-        s.n_iter_no_change = nic
-        if not _is_int(self.max_fun) or self.max_fun < 1:
-            raise ValueError(f"The 'max_fun' parameter of {name} must be an "
-                             f"int >= 1, got {self.max_fun!r}.")
-        s.max_fun = int(self.max_fun)
-        s.init = _check_choice(self, "init",
-                               {"sklearn"} | set(_BPCORE_INITS))
         try:
             s.dropout = _dropout.check_dropout(self.dropout, len(s.hidden))
         except (TypeError, ValueError) as e:
-            raise ValueError(f"The 'dropout' parameter of {name} is "
-                             f"invalid: {e}.") from None
-        if self.dtype is None:
-            s.dtype = None
-        else:
-            try:
-                s.dtype = np.dtype(self.dtype)
-            except TypeError:
-                s.dtype = "bad"
-            if s.dtype not in (np.float32, np.float64):
-                raise ValueError(f"The 'dtype' parameter of {name} must be "
-                                 f"None, 'float32' or 'float64', got "
-                                 f"{self.dtype!r}.")
-        nt = self.n_threads
-        if nt is not None and not (_is_int(nt) and nt >= 1):
-            raise ValueError(f"The 'n_threads' parameter of {name} must be "
-                             f"None or an int >= 1, got {nt!r}.")
-        s.n_threads = nt
+            raise ValueError(f"The 'dropout' parameter of "
+                             f"{type(self).__name__} is invalid: {e}."
+                             ) from None
+        s.dtype = None if self.dtype is None else np.dtype(self.dtype)
         return s
+
+    def _hidden_sizes(self):
+        """hidden_layer_sizes as a list of ints, each > 0."""
+        hls = self.hidden_layer_sizes
+        hls = [hls] if isinstance(hls, Integral) else list(hls)
+        if not all(isinstance(h, Integral) and not isinstance(h, bool)
+                   for h in hls) or any(h <= 0 for h in hls):
+            raise ValueError(f"hidden_layer_sizes must be > 0, got {hls}.")
+        return [int(h) for h in hls]
+
+    def _hidden_activations(self, n_hidden):
+        """activation in bpcore's names: one, or a list of one per hidden
+        layer."""
+        act = self.activation
+        if isinstance(act, str):
+            return _map_activation(act, self)
+        if len(act) != n_hidden:
+            raise ValueError(
+                f"The 'activation' parameter of {type(self).__name__} lists "
+                f"{len(act)} names for {n_hidden} hidden layers.")
+        return [_map_activation(a, self) for a in act]
 
     # -- fitted attributes derived from the network -----------------------
 
@@ -444,34 +412,25 @@ class _BaseMLP(BaseEstimator):
     def _make_optimizer(self, s, weight_decay):
         if s.solver == "sgd":
             return SGD(lr=s.learning_rate_init, momentum=s.momentum,
-                       nesterov=bool(s.nesterov and s.momentum > 0),
+                       nesterov=bool(s.nesterovs_momentum and s.momentum > 0),
                        weight_decay=weight_decay)
         return Adam(lr=s.learning_rate_init, betas=(s.beta_1, s.beta_2),
                     eps=s.epsilon, weight_decay=weight_decay)
 
     def _fit(self, X, y, sample_weight=None, incremental=False):
+        """fit and partial_fit: check the data, build the network on a
+        first pass (or check that it still fits), then train."""
         if getattr(self, "comm", None) is not None and \
                 getattr(self, "_comm_labels", None) is None:
             return self._fit_comm(X, y, sample_weight, incremental)
-        s = self._settings()
+        s = self._settings(incremental)
         first_pass = not hasattr(self, "network_") or (
             not s.warm_start and not incremental)
         X, y = self._validate_X_y(X, y, incremental, reset=first_pass)
-        if s.dtype is not None:
-            dtype = s.dtype
-        elif first_pass:
-            dtype = np.dtype(np.float32 if X.dtype == np.float32
-                             else np.float64)
-        else:
-            dtype = self.network_.dtype
+        dtype = self._fit_dtype(s, X, first_pass)
         X = np.ascontiguousarray(X, dtype=dtype)
-        if sample_weight is not None:
-            sample_weight = _check_sample_weight(
-                sample_weight, X, dtype=np.float64, ensure_non_negative=True)
-        extra = self._extra_sample_weight(y, incremental)
-        if extra is not None:
-            sample_weight = (extra if sample_weight is None
-                             else sample_weight * extra)
+        sample_weight = self._fit_sample_weight(sample_weight, X, y,
+                                                incremental)
         Y, out_act, loss = self._targets(y)
         if Y.ndim == 1:  # class indices: one output unit per class
             n_outputs = len(self.classes_)
@@ -479,84 +438,129 @@ class _BaseMLP(BaseEstimator):
             Y = np.ascontiguousarray(Y, dtype=dtype)
             n_outputs = Y.shape[1]
         rng = check_random_state(self.random_state)
-
         if first_pass:
-            layers = [X.shape[1]] + s.hidden + [n_outputs]
-            if isinstance(self.random_state, numbers.Integral):
-                seed = int(self.random_state)
-            else:
-                seed = int(rng.randint(np.iinfo(np.int32).max))
-            self.network_ = Network(
-                layers, activation=s.activation, output=out_act, loss=loss,
-                dtype=dtype, seed=seed,
-                init="xavier" if s.init == "sklearn" else s.init,
-                dropout=s.dropout, **self._network_kwargs(s))
-            if s.init == "sklearn":
-                _sklearn_init(self.network_, s.activation, seed)
-            set_w = self.__dict__.get("_coefs_set")
-            set_b = self.__dict__.get("_intercepts_set")
-            if (incremental or s.warm_start) and (set_w is not None or
-                                                  set_b is not None):
-                # weights assigned before the first fit are its start, as
-                # in scikit-learn (which skips initialisation then)
-                try:
-                    if set_w is not None:
-                        self._assign_params("coefs_", set_w,
-                                            self.network_.weights)
-                    if set_b is not None:
-                        self._assign_params("intercepts_", set_b,
-                                            self.network_.biases)
-                except (TypeError, ValueError):
-                    del self.network_
-                    raise
-            self.__dict__.pop("_coefs_set", None)
-            self.__dict__.pop("_intercepts_set", None)
-            self.n_outputs_ = n_outputs
-            self.n_layers_ = len(layers)
-            self.out_activation_ = self._out_name(out_act)
-            self.n_iter_ = 0
-            self.t_ = 0
-            self.loss_curve_ = []
-            self._no_improvement_count = 0
-            if s.early_stopping:
-                self.validation_scores_ = []
-                self.best_validation_score_ = -np.inf
-                self.best_loss_ = None
-            else:
-                self.best_loss_ = np.inf
-                self.validation_scores_ = None
-                self.best_validation_score_ = None
+            self._new_network(s, [X.shape[1]] + s.hidden + [n_outputs],
+                              out_act, loss, dtype, rng, incremental)
         else:
-            net = self.network_
-            if list(net.layers[1:-1]) != s.hidden:
-                raise ValueError(
-                    f"hidden_layer_sizes={s.hidden} differs from the fitted "
-                    f"network's {list(net.layers[1:-1])}; fit again without "
-                    f"warm_start to change the architecture.")
-            if n_outputs != net.layers[-1]:
-                raise ValueError(f"y has {n_outputs} outputs; the fitted "
-                                 f"network has {net.layers[-1]}.")
-            if net.loss != loss or self._network_kwargs(s).get(
-                    "huber_delta", net.huber_delta) != net.huber_delta:
-                raise ValueError(
-                    f"the loss ({loss}) differs from the fitted network's "
-                    f"({net.loss}); fit again without warm_start to change "
-                    f"it.")
-            if s.early_stopping and not incremental and \
-                    self.validation_scores_ is None:
-                self.validation_scores_ = []
-                self.best_validation_score_ = -np.inf
+            self._check_continuation(s, n_outputs, loss, incremental)
+        self._sync_network(s)
+        if s.solver == "lbfgs":
+            self._fit_lbfgs(s, X, Y, sample_weight)
+        else:
+            self._fit_stochastic(s, X, y, Y, sample_weight, incremental, rng)
+        return self
+
+    def _fit_dtype(self, s, X, first_pass):
+        """The network's precision: dtype when set; on a first pass
+        float32 for float32 X (as scikit-learn), else float64; afterwards
+        the fitted network's."""
+        if s.dtype is not None:
+            return s.dtype
+        if first_pass:
+            return np.dtype(np.float32 if X.dtype == np.float32
+                            else np.float64)
+        return self.network_.dtype
+
+    def _fit_sample_weight(self, sample_weight, X, y, incremental):
+        """sample_weight checked, times the class weights (None if
+        neither)."""
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(
+                sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+        extra = self._extra_sample_weight(y, incremental)
+        if extra is not None:
+            sample_weight = (extra if sample_weight is None
+                             else sample_weight * extra)
+        return sample_weight
+
+    def _new_network(self, s, layers, out_act, loss, dtype, rng,
+                     incremental):
+        """network_ for a first pass, with fresh fitted attributes: seeded
+        from random_state, initialised as init says (or from coefs_ and
+        intercepts_ assigned before a partial_fit or warm fit)."""
+        if isinstance(self.random_state, numbers.Integral):
+            seed = int(self.random_state)
+        else:
+            seed = int(rng.randint(np.iinfo(np.int32).max))
+        self.network_ = Network(
+            layers, activation=s.activation, output=out_act, loss=loss,
+            dtype=dtype, seed=seed,
+            init="xavier" if s.init == "sklearn" else s.init,
+            dropout=s.dropout, **self._network_kwargs(s))
+        if s.init == "sklearn":
+            _sklearn_init(self.network_, s.activation, seed)
+        if incremental or s.warm_start:
+            self._start_from_assigned()
+        self.__dict__.pop("_coefs_set", None)
+        self.__dict__.pop("_intercepts_set", None)
+        self._reset_fitted(s, layers, out_act)
+
+    def _start_from_assigned(self):
+        """Weights assigned before the first fit are its start, as in
+        scikit-learn (which skips initialisation then); on an error there
+        is no network_."""
+        set_w = self.__dict__.get("_coefs_set")
+        set_b = self.__dict__.get("_intercepts_set")
+        try:
+            if set_w is not None:
+                self._assign_params("coefs_", set_w, self.network_.weights)
+            if set_b is not None:
+                self._assign_params("intercepts_", set_b,
+                                    self.network_.biases)
+        except (TypeError, ValueError):
+            del self.network_
+            raise
+
+    def _reset_fitted(self, s, layers, out_act):
+        """scikit-learn's fitted attributes for a new network."""
+        self.n_outputs_ = layers[-1]
+        self.n_layers_ = len(layers)
+        self.out_activation_ = self._out_name(out_act)
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.loss_curve_ = []
+        self._no_improvement_count = 0
+        if s.early_stopping:
+            self.validation_scores_ = []
+            self.best_validation_score_ = -np.inf
+            self.best_loss_ = None
+        else:
+            self.best_loss_ = np.inf
+            self.validation_scores_ = None
+            self.best_validation_score_ = None
+
+    def _check_continuation(self, s, n_outputs, loss, incremental):
+        """warm_start and partial_fit go on with the fitted network: the
+        same hidden layers, outputs and loss."""
+        net = self.network_
+        if list(net.layers[1:-1]) != s.hidden:
+            raise ValueError(
+                f"hidden_layer_sizes={s.hidden} differs from the fitted "
+                f"network's {list(net.layers[1:-1])}; fit again without "
+                f"warm_start to change the architecture.")
+        if n_outputs != net.layers[-1]:
+            raise ValueError(f"y has {n_outputs} outputs; the fitted "
+                             f"network has {net.layers[-1]}.")
+        if net.loss != loss or self._network_kwargs(s).get(
+                "huber_delta", net.huber_delta) != net.huber_delta:
+            raise ValueError(
+                f"the loss ({loss}) differs from the fitted network's "
+                f"({net.loss}); fit again without warm_start to change "
+                f"it.")
+        if s.early_stopping and not incremental and \
+                self.validation_scores_ is None:
+            self.validation_scores_ = []
+            self.best_validation_score_ = -np.inf
+
+    def _sync_network(self, s):
+        """The network follows dtype and dropout set since it was built:
+        dropout changes, a different dtype is an error."""
         if s.dtype is not None and self.network_.dtype != s.dtype:
             raise ValueError(f"dtype={self.dtype!r} differs from the fitted "
                              f"network's {self.network_.dtype.name}; fit "
                              f"again without warm_start to change it.")
         if self.network_.dropout != s.dropout:  # set_params between fits
             self.network_._set_dropout(s.dropout)
-        if s.solver == "lbfgs":
-            self._fit_lbfgs(s, X, Y, sample_weight)
-        else:
-            self._fit_stochastic(s, X, y, Y, sample_weight, incremental, rng)
-        return self
 
     def _network_kwargs(self, s):
         return {}
@@ -628,7 +632,7 @@ class _BaseMLP(BaseEstimator):
                 raise ValueError("early_stopping=True is not supported with "
                                  "comm; pass validation rows to "
                                  "Network.fit(..., comm=) instead")
-            self._settings()
+            self._settings(incremental)
             _, yc = check_X_y(X, y, multi_output=True, accept_sparse=True,
                               dtype=None, ensure_all_finite=False)
             if is_classifier(self) and yc.ndim == 1:
@@ -646,30 +650,78 @@ class _BaseMLP(BaseEstimator):
             self._comm_labels = None
 
     def _fit_stochastic(self, s, X, y, Y, sample_weight, incremental, rng):
+        """scikit-learn's sgd and adam solvers on bpcore's fit: hold out the
+        validation rows, size the batches and the L2 term, set up the
+        optimizer, then run the epochs with scikit-learn's bookkeeping
+        after each (see _EpochEnd)."""
         net = self.network_
         comm = getattr(self, "comm", None)
         if s.early_stopping and incremental:
             raise ValueError("partial_fit does not support "
                              "early_stopping=True")
-        if s.early_stopping:
-            stratify = y if (self._stratify and y.ndim == 1) else None
-            parts = [X, Y, y] + ([] if sample_weight is None
-                                 else [sample_weight])
-            split = train_test_split(*parts, random_state=rng,
-                                     test_size=s.validation_fraction,
-                                     stratify=stratify)
-            X_tr, X_val, Y_tr, _, _, y_val = split[:6]
-            sw_tr, sw_val = (split[6:8] if sample_weight is not None
-                             else (None, None))
-            if X_val.shape[0] < 2:
-                raise ValueError("The validation set is too small. Increase "
-                                 "'validation_fraction' or the size of your "
-                                 "dataset.")
-        else:
-            X_tr, Y_tr, sw_tr = X, Y, sample_weight
-            X_val = y_val = sw_val = None
+        (X_tr, Y_tr, sw_tr), validation = self._validation_split(
+            s, X, y, Y, sample_weight, rng)
+        n, B, mean_sw = self._batches(s, X_tr.shape[0], sw_tr, comm)
+        if sw_tr is not None:
+            sw_tr = np.ascontiguousarray(sw_tr, dtype=net.dtype)
+        # scikit-learn's gradient: mean loss gradient + alpha * W / sum(sw_b)
+        weight_decay = s.alpha / (B * mean_sw)
+        n_batches = -(-n // B)
+        penalty_scale = 0.5 * s.alpha * n_batches / (n * mean_sw)
+        loss_report = self._loss_report(net, Y_tr, sw_tr)
+        opt = self._stochastic_optimizer(s, weight_decay, incremental)
+        end = _EpochEnd(self, s, opt.lr, validation, n, penalty_scale,
+                        loss_report)
+        fit_args = dict(batch_size=B, optimizer=opt, shuffle=s.shuffle,
+                        sample_weight=sw_tr, n_threads=s.n_threads)
+        if comm is not None:
+            fit_args["comm"] = comm
+        self.n_iter_ = 0
+        epochs = 1 if incremental else s.max_iter
+        try:
+            if s.early_stopping:
+                self._epochs_one_by_one(X_tr, Y_tr, epochs, fit_args, end)
+            else:
+                self._epochs_in_one_fit(X_tr, Y_tr, epochs, fit_args, end)
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user.")
+        if not incremental and self.n_iter_ == s.max_iter:
+            warnings.warn(
+                "Stochastic Optimizer: Maximum iterations (%d) reached and "
+                "the optimization hasn't converged yet." % s.max_iter,
+                ConvergenceWarning)
+        if end.best is not None:
+            net.params[...] = end.best
+            if end.diverged is not None and not np.isfinite(
+                    self.best_validation_score_):
+                # no epoch gave a finite score: nothing to fall back on
+                raise _divergence(end.at_epoch) from end.diverged
 
-        n = X_tr.shape[0]
+    def _validation_split(self, s, X, y, Y, sample_weight, rng):
+        """((X, Y, sample_weight) to train on, (X, y, sample_weight) to
+        validate on): with early_stopping, validation_fraction held out
+        (stratified for a classifier) as scikit-learn holds it out."""
+        if not s.early_stopping:
+            return (X, Y, sample_weight), (None, None, None)
+        stratify = y if (self._stratify and y.ndim == 1) else None
+        parts = [X, Y, y] + ([] if sample_weight is None
+                             else [sample_weight])
+        split = train_test_split(*parts, random_state=rng,
+                                 test_size=s.validation_fraction,
+                                 stratify=stratify)
+        X_tr, X_val, Y_tr, _, _, y_val = split[:6]
+        sw_tr, sw_val = (split[6:8] if sample_weight is not None
+                         else (None, None))
+        if X_val.shape[0] < 2:
+            raise ValueError("The validation set is too small. Increase "
+                             "'validation_fraction' or the size of your "
+                             "dataset.")
+        return (X_tr, Y_tr, sw_tr), (X_val, y_val, sw_val)
+
+    def _batches(self, s, n, sw_tr, comm):
+        """(rows n, batch size, mean sample weight) as scikit-learn counts
+        them; with comm, n and the mean are over every rank's rows."""
+        mean_sw_global = None
         if comm is not None:  # global row count and weight sum
             from bpcore._distributed import _Comm
             tot = _Comm(comm).ordered_sum(np.array(
@@ -690,122 +742,54 @@ class _BaseMLP(BaseEstimator):
         if sw_tr is not None and not mean_sw > 0:
             raise ValueError("sample_weight must have a positive sum (after "
                              "class_weight)")
-        if sw_tr is not None:
-            sw_tr = np.ascontiguousarray(sw_tr, dtype=net.dtype)
-        # scikit-learn's gradient: mean loss gradient + alpha * W / sum(sw_b)
-        weight_decay = s.alpha / (B * mean_sw)
-        n_batches = -(-n // B)
-        penalty_scale = 0.5 * s.alpha * n_batches / (n * mean_sw)
-        loss_div, loss_shift = self._loss_report(net, Y_tr, sw_tr)
+        return n, B, mean_sw
 
+    def _stochastic_optimizer(self, s, weight_decay, incremental):
+        """A fresh optimizer for every fit (warm_start included), the same
+        one across partial_fit calls, as scikit-learn does; its rate is a
+        _Rate that the schedules change between epochs."""
         opt = getattr(self, "_optimizer", None)
         if (not incremental or opt is None or
                 not isinstance(opt, SGD if s.solver == "sgd" else Adam)):
-            # a fresh optimizer for every fit (warm_start included), the
-            # same one across partial_fit calls, as scikit-learn does
             opt = self._make_optimizer(s, weight_decay)
             opt.lr = _Rate(s.learning_rate_init)
             self._optimizer = opt
         else:
             opt.weight_decay = weight_decay
-        rate = opt.lr
-        lr_mode = s.learning_rate if s.solver == "sgd" else "constant"
-        best = net.params.copy() if s.early_stopping else None
+        return opt
 
-        def sq_norm():
-            # huge weights (a diverging run) give inf, without a warning
-            with np.errstate(over="ignore", invalid="ignore"):
-                return sum(float(np.dot(w.ravel(), w.ravel()))
-                           for w in net.weights)
-
-        # the L2 term uses the weights at the start of the epoch, as
-        # scikit-learn's loss does (exactly so for one batch per epoch)
-        sq_start = [sq_norm()]
-
-        def after_epoch(data_loss, diverged=False):
-            """scikit-learn's end-of-epoch bookkeeping; False stops."""
-            self.loss_ = float(data_loss / loss_div + loss_shift
-                               + penalty_scale * sq_start[0])
-            sq_start[0] = sq_norm()
-            self.n_iter_ += 1
-            self.t_ += n
-            self.loss_curve_.append(self.loss_)
-            if s.verbose:
-                print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
-            if self._update_no_improvement(s, X_val, y_val, sw_val,
-                                           diverged):
-                best[...] = net.params
-            if lr_mode == "invscaling":
-                rate.value = s.learning_rate_init / (self.t_ + 1) ** s.power_t
-            if self._no_improvement_count > s.n_iter_no_change:
-                what = ("Validation score" if s.early_stopping
-                        else "Training loss")
-                msg = (f"{what} did not improve more than tol={s.tol:f} "
-                       f"for {s.n_iter_no_change} consecutive epochs.")
-                if lr_mode == "adaptive" and rate.value > 1e-6:
-                    rate.value /= 5.0
-                    self._no_improvement_count = 0
-                    if s.verbose:
-                        print(msg + " Setting learning rate to %f"
-                              % rate.value)
-                else:
-                    if s.verbose:
-                        print(msg + " Stopping.")
-                    return False
-            return True
-
-        epochs = 1 if incremental else s.max_iter
-        fit_args = dict(batch_size=B, optimizer=opt, shuffle=s.shuffle,
-                        sample_weight=sw_tr, n_threads=s.n_threads)
-        if comm is not None:
-            fit_args["comm"] = comm
-        self.n_iter_ = 0
-        diverged = None
+    def _epochs_in_one_fit(self, X_tr, Y_tr, epochs, fit_args, end):
+        """Without early stopping: one call, the epoch loop and the batch
+        loop both in bpcore, end() after each epoch."""
         try:
-            if s.early_stopping:
-                # the validation score needs predict between epochs
-                for _ in range(epochs):
-                    if diverged is None:
-                        try:
-                            loss = net.fit(X_tr, Y_tr, epochs=1,
-                                           **fit_args).loss[0]
-                        except DivergenceError as exc:
-                            diverged = exc
-                            at_epoch = self.n_iter_ + 1
-                    # scikit-learn goes on with NaN weights: every later
-                    # epoch's loss and validation score is NaN, the NaN
-                    # never counts as "no improvement", so training runs
-                    # to max_iter and the best weights come back at the
-                    # end.  Updates of NaN weights stay NaN, so those
-                    # epochs are only recorded, not computed.
-                    if diverged is not None:
-                        loss = np.nan
-                    if not after_epoch(loss, diverged is not None):
-                        break
-            else:
-                # one call: the epoch loop and the batch loop run in bpcore
+            self.network_.fit(X_tr, Y_tr, epochs=epochs,
+                              callbacks=[lambda e, logs: end(logs["loss"])],
+                              **fit_args)
+        except DivergenceError as exc:
+            # scikit-learn's error (a ValueError), raised at once and with
+            # the weights of the last finite epoch kept
+            raise _divergence(self.n_iter_ + 1) from exc
+
+    def _epochs_one_by_one(self, X_tr, Y_tr, epochs, fit_args, end):
+        """With early stopping: one fit call per epoch, since the
+        validation score needs predict between epochs."""
+        for _ in range(epochs):
+            if end.diverged is None:
                 try:
-                    net.fit(X_tr, Y_tr, epochs=epochs,
-                            callbacks=[lambda e, logs:
-                                       after_epoch(logs["loss"])],
-                            **fit_args)
+                    loss = self.network_.fit(X_tr, Y_tr, epochs=1,
+                                             **fit_args).loss[0]
                 except DivergenceError as exc:
-                    # scikit-learn's error (a ValueError), raised at once
-                    # and with the weights of the last finite epoch kept
-                    raise _divergence(self.n_iter_ + 1) from exc
-        except KeyboardInterrupt:
-            warnings.warn("Training interrupted by user.")
-        if not incremental and self.n_iter_ == s.max_iter:
-            warnings.warn(
-                "Stochastic Optimizer: Maximum iterations (%d) reached and "
-                "the optimization hasn't converged yet." % s.max_iter,
-                ConvergenceWarning)
-        if best is not None:
-            net.params[...] = best
-            if diverged is not None and not np.isfinite(
-                    self.best_validation_score_):
-                # no epoch gave a finite score: nothing to fall back on
-                raise _divergence(at_epoch) from diverged
+                    end.diverged = exc
+                    end.at_epoch = self.n_iter_ + 1
+            # scikit-learn goes on with NaN weights: every later epoch's
+            # loss and validation score is NaN, the NaN never counts as "no
+            # improvement", so training runs to max_iter and the best
+            # weights come back at the end.  Updates of NaN weights stay
+            # NaN, so those epochs are only recorded, not computed.
+            if end.diverged is not None:
+                loss = np.nan
+            if not end(loss, end.diverged is not None):
+                break
 
     def _update_no_improvement(self, s, X_val, y_val, sw_val,
                                diverged=False):
@@ -846,6 +830,74 @@ class _BaseMLP(BaseEstimator):
         tags.input_tags.sparse = True
         tags.non_deterministic = False
         return tags
+
+
+class _EpochEnd:
+    """scikit-learn's end-of-epoch bookkeeping for the stochastic solvers,
+    called with the epoch's data loss; False stops training.
+
+    It sets ``loss_`` (with the L2 term at the epoch's starting weights),
+    ``n_iter_``, ``t_`` and ``loss_curve_``, keeps the best weights with
+    early stopping, applies the "invscaling" and "adaptive" schedules to
+    the rate and decides when training stops.  ``diverged`` and
+    ``at_epoch`` record a divergence under early stopping.
+    """
+
+    def __init__(self, est, s, rate, validation, n, penalty_scale,
+                 loss_report):
+        self.est, self.s, self.rate = est, s, rate
+        self.validation = validation      # (X_val, y_val, sw_val)
+        self.n = n
+        self.penalty_scale = penalty_scale
+        self.loss_div, self.loss_shift = loss_report
+        self.lr_mode = s.learning_rate if s.solver == "sgd" else "constant"
+        self.best = est.network_.params.copy() if s.early_stopping else None
+        self.diverged = self.at_epoch = None
+        # the L2 term uses the weights at the start of the epoch, as
+        # scikit-learn's loss does (exactly so for one batch per epoch)
+        self.sq_start = self._sq_norm()
+
+    def _sq_norm(self):
+        """Sum of the squared weights (not biases)."""
+        # huge weights (a diverging run) give inf, without a warning
+        with np.errstate(over="ignore", invalid="ignore"):
+            return sum(float(np.dot(w.ravel(), w.ravel()))
+                       for w in self.est.network_.weights)
+
+    def __call__(self, data_loss, diverged=False):
+        est, s = self.est, self.s
+        est.loss_ = float(data_loss / self.loss_div + self.loss_shift
+                          + self.penalty_scale * self.sq_start)
+        self.sq_start = self._sq_norm()
+        est.n_iter_ += 1
+        est.t_ += self.n
+        est.loss_curve_.append(est.loss_)
+        if s.verbose:
+            print("Iteration %d, loss = %.8f" % (est.n_iter_, est.loss_))
+        if est._update_no_improvement(s, *self.validation, diverged):
+            self.best[...] = est.network_.params
+        if self.lr_mode == "invscaling":
+            self.rate.value = s.learning_rate_init / (est.t_ + 1) ** s.power_t
+        if est._no_improvement_count > s.n_iter_no_change:
+            return self._no_improvement()
+        return True
+
+    def _no_improvement(self):
+        """n_iter_no_change epochs without progress: "adaptive" divides
+        the rate by 5 (while it is above 1e-6); otherwise stop."""
+        est, s = self.est, self.s
+        what = "Validation score" if s.early_stopping else "Training loss"
+        msg = (f"{what} did not improve more than tol={s.tol:f} "
+               f"for {s.n_iter_no_change} consecutive epochs.")
+        if self.lr_mode == "adaptive" and self.rate.value > 1e-6:
+            self.rate.value /= 5.0
+            est._no_improvement_count = 0
+            if s.verbose:
+                print(msg + " Setting learning rate to %f" % self.rate.value)
+            return True
+        if s.verbose:
+            print(msg + " Stopping.")
+        return False
 
 
 def _divergence(epoch):
@@ -986,6 +1038,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     """
 
     _stratify = True
+    _parameter_constraints: dict = {
+        **_BaseMLP._parameter_constraints,
+        "class_weight": [None, StrOptions({"balanced"}), dict],
+    }
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *,
                  solver="adam", alpha=0.0001, batch_size="auto",
@@ -997,20 +1053,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  init="sklearn", dtype=None, n_threads=None,
                  class_weight=None, dropout=0.0, comm=None):
-        super().__init__(
-            hidden_layer_sizes=hidden_layer_sizes, activation=activation,
-            solver=solver, alpha=alpha, batch_size=batch_size,
-            learning_rate=learning_rate,
-            learning_rate_init=learning_rate_init, power_t=power_t,
-            max_iter=max_iter, shuffle=shuffle, random_state=random_state,
-            tol=tol, verbose=verbose, warm_start=warm_start,
-            momentum=momentum, nesterovs_momentum=nesterovs_momentum,
-            early_stopping=early_stopping,
-            validation_fraction=validation_fraction, beta_1=beta_1,
-            beta_2=beta_2, epsilon=epsilon,
-            n_iter_no_change=n_iter_no_change, max_fun=max_fun, init=init,
-            dtype=dtype, n_threads=n_threads, dropout=dropout, comm=comm)
-        self.class_weight = class_weight
+        _keep_params(self, locals())
 
     def _validate_X_y(self, X, y, incremental, reset):
         X, y = validate_data(self, X, y, multi_output=True,
@@ -1055,51 +1098,60 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return lb.transform(y), "sigmoid", "binary_cross_entropy"
 
     def _extra_sample_weight(self, y, incremental):
+        """class_weight as a weight per sample (None without it)."""
         cw = self.class_weight
         if cw is None:
             return None
         if self._label_binarizer.y_type_.startswith("multilabel"):
             raise ValueError("class_weight is not supported for multilabel "
                              "targets; pass sample_weight instead.")
-        classes = self.classes_
-        if isinstance(cw, str):
-            if cw != "balanced":
-                raise ValueError(f"class_weight must be None, 'balanced' or "
-                                 f"a dict, got {cw!r}.")
-            if incremental:
-                raise ValueError(
-                    "class_weight='balanced' is not supported by "
-                    "partial_fit: the class frequencies of the whole stream "
-                    "are unknown. Compute them once, e.g. with "
-                    "sklearn.utils.class_weight.compute_class_weight, and "
-                    "pass a dict.")
-            idx = np.searchsorted(classes, y)
-            counts = np.bincount(idx, minlength=len(classes)).astype(float)
-            weights = np.zeros(len(classes))
-            present = counts > 0
-            weights[present] = len(y) / (present.sum() * counts[present])
-        elif isinstance(cw, dict):
-            weights = np.ones(len(classes))
-            for k, v in cw.items():
-                pos = np.flatnonzero(classes == k) if len(classes) else []
-                if len(pos) == 0:
-                    raise ValueError(f"class_weight: the class label {k!r} "
-                                     f"is not among the classes "
-                                     f"{list(classes)}.")
-                if not _is_real(v) or not np.isfinite(v) or v < 0:
-                    raise ValueError(f"class_weight: the weight of class "
-                                     f"{k!r} must be a finite number >= 0, "
-                                     f"got {v!r}.")
-                weights[pos[0]] = float(v)
+        if isinstance(cw, str):   # "balanced", as _parameter_constraints say
+            weights = self._balanced_weights(y, incremental)
         else:
-            raise ValueError(f"class_weight must be None, 'balanced' or a "
-                             f"dict, got {type(cw).__name__}.")
-        return weights[np.searchsorted(classes, y)]
+            weights = self._dict_weights(cw)
+        return weights[np.searchsorted(self.classes_, y)]
+
+    def _balanced_weights(self, y, incremental):
+        """n_samples / (n_classes * count) per class (0 for a class y does
+        not hold)."""
+        if incremental:
+            raise ValueError(
+                "class_weight='balanced' is not supported by "
+                "partial_fit: the class frequencies of the whole stream "
+                "are unknown. Compute them once, e.g. with "
+                "sklearn.utils.class_weight.compute_class_weight, and "
+                "pass a dict.")
+        classes = self.classes_
+        idx = np.searchsorted(classes, y)
+        counts = np.bincount(idx, minlength=len(classes)).astype(float)
+        weights = np.zeros(len(classes))
+        present = counts > 0
+        weights[present] = len(y) / (present.sum() * counts[present])
+        return weights
+
+    def _dict_weights(self, cw):
+        """The weight of each class from a {label: weight} dict (1 for a
+        class it leaves out)."""
+        classes = self.classes_
+        weights = np.ones(len(classes))
+        for k, v in cw.items():
+            pos = np.flatnonzero(classes == k) if len(classes) else []
+            if len(pos) == 0:
+                raise ValueError(f"class_weight: the class label {k!r} "
+                                 f"is not among the classes "
+                                 f"{list(classes)}.")
+            if not _at_least(0).is_satisfied_by(v):
+                raise ValueError(f"class_weight: the weight of class "
+                                 f"{k!r} must be a finite number >= 0, "
+                                 f"got {v!r}.")
+            weights[pos[0]] = float(v)
+        return weights
 
     def _score_val(self, X, y, sample_weight):
         return accuracy_score(y, self._predict_validated(X),
                               sample_weight=sample_weight)
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: ArrayLike, y: ArrayLike,
             sample_weight: ArrayLike | None = None) -> MLPClassifier:
         """Fit the model to X and y.
@@ -1119,6 +1171,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                          incremental=False)
 
     @available_if(_stochastic_solver)
+    @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X: ArrayLike, y: ArrayLike,
                     sample_weight: ArrayLike | None = None,
                     classes: ArrayLike | None = None) -> MLPClassifier:
@@ -1211,11 +1264,6 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
 # -- regressor ----------------------------------------------------------
 
-# MLPRegressor's loss names (scikit-learn's first) -> bpcore's
-_REG_LOSSES = {"squared_error": "mse", "poisson": "poisson",
-               "absolute_error": "mae", "huber": "huber"}
-
-
 class MLPRegressor(RegressorMixin, _BaseMLP):
     """Multi-layer perceptron regressor trained by bpcore's C core.
 
@@ -1254,6 +1302,11 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     _stratify = False
     _loss_scale_by_outputs = True
+    _parameter_constraints: dict = {
+        **_BaseMLP._parameter_constraints,
+        "loss": [StrOptions(set(_REG_LOSSES))],
+        "huber_delta": [_at_least(0, closed="neither")],
+    }
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *,
                  loss="squared_error", solver="adam", alpha=0.0001,
@@ -1265,32 +1318,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
                  max_fun=15000, init="sklearn", dtype=None, n_threads=None,
                  huber_delta=1.0, dropout=0.0, comm=None):
-        super().__init__(
-            hidden_layer_sizes=hidden_layer_sizes, activation=activation,
-            solver=solver, alpha=alpha, batch_size=batch_size,
-            learning_rate=learning_rate,
-            learning_rate_init=learning_rate_init, power_t=power_t,
-            max_iter=max_iter, shuffle=shuffle, random_state=random_state,
-            tol=tol, verbose=verbose, warm_start=warm_start,
-            momentum=momentum, nesterovs_momentum=nesterovs_momentum,
-            early_stopping=early_stopping,
-            validation_fraction=validation_fraction, beta_1=beta_1,
-            beta_2=beta_2, epsilon=epsilon,
-            n_iter_no_change=n_iter_no_change, max_fun=max_fun, init=init,
-            dtype=dtype, n_threads=n_threads, dropout=dropout, comm=comm)
-        self.loss = loss
-        self.huber_delta = huber_delta
-
-    def _settings(self):
-        s = super()._settings()
-        if self.loss not in _REG_LOSSES:
-            raise ValueError(
-                f"The 'loss' parameter of MLPRegressor must be one of "
-                f"{', '.join(map(repr, _REG_LOSSES))}, got {self.loss!r}.")
-        s.loss = self.loss
-        s.huber_delta = _check_real(self, "huber_delta", low=0.0,
-                                    low_open=True)
-        return s
+        _keep_params(self, locals())
 
     def _network_kwargs(self, s):
         if s.loss == "huber":
@@ -1346,6 +1374,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         with np.errstate(over="ignore", invalid="ignore"):
             return r2_score(y, p, sample_weight=sample_weight)
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: ArrayLike, y: ArrayLike,
             sample_weight: ArrayLike | None = None) -> MLPRegressor:
         """Fit the model to X and y.
@@ -1364,6 +1393,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                          incremental=False)
 
     @available_if(_stochastic_solver)
+    @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X: ArrayLike, y: ArrayLike,
                     sample_weight: ArrayLike | None = None) -> MLPRegressor:
         """One epoch over the given data, continuing the training."""
@@ -1383,24 +1413,71 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
 # -- conversion from and to scikit-learn's own MLPs -----------------------
 
-_SK_TO_BP_OUT = {"logistic": "sigmoid", "softmax": "softmax",
-                 "identity": "identity"}
 _FITTED_COPIED = ("n_iter_", "t_", "loss_", "loss_curve_", "best_loss_",
                   "validation_scores_", "best_validation_score_",
                   "n_features_in_", "feature_names_in_",
                   "_no_improvement_count")
 
 
+# the loss that goes with each output activation of scikit-learn's MLPs
+_OUTPUT_LOSS = {"sigmoid": "binary_cross_entropy",
+                "softmax": "cross_entropy", "identity": "mse"}
+
+
 def _shared_params(src, dst_cls, skip=()):
+    """src's parameters that dst_cls also has (but those in skip)."""
     names = set(dst_cls().get_params()) - set(skip)
     return {k: v for k, v in src.get_params().items() if k in names}
 
 
+def _counterpart(est, pairs, caller, kind, fitted_attr):
+    """The class est converts to (pairs: (its class, the other)); a
+    TypeError for any other object, NotFittedError if est is unfitted."""
+    cls = next((dst for src, dst in pairs if isinstance(est, src)), None)
+    if cls is None:
+        raise TypeError(f"{caller} expects {kind} MLPClassifier or "
+                        f"MLPRegressor, got {type(est).__name__}")
+    check_is_fitted(est, fitted_attr, msg=(
+        f"This {type(est).__name__} instance is not fitted yet: call fit "
+        f"before {caller}."))
+    return cls
+
+
 def _copy_fitted(src, dst):
+    """What a conversion copies besides the weights: the output layout and
+    name, the classes and their encoding, and the fitted attributes."""
     import copy
+    dst.n_outputs_ = int(src.n_outputs_)
+    dst.n_layers_ = int(src.n_layers_)
+    dst.out_activation_ = src.out_activation_
+    if is_classifier(src):
+        dst._label_binarizer = copy.deepcopy(src._label_binarizer)
+        dst.classes_ = copy.deepcopy(src.classes_)
     for name in _FITTED_COPIED:
         if hasattr(src, name):
             setattr(dst, name, copy.deepcopy(getattr(src, name)))
+
+
+def _network_from(est):
+    """A Network holding the weights of a fitted scikit-learn MLP (float32
+    when all its weights are)."""
+    out = getattr(est, "out_activation_", None)
+    if out not in _SK_TO_BP_OUT:
+        raise ValueError(f"from_sklearn: the output activation {out!r} is "
+                         f"not supported (bpcore has identity, logistic and "
+                         f"softmax outputs)")
+    coefs, intercepts = est.coefs_, est.intercepts_
+    dtype = (np.float32 if all(c.dtype == np.float32 for c in coefs)
+             else np.float64)
+    layers = [coefs[0].shape[0]] + [c.shape[1] for c in coefs]
+    bp_out = _SK_TO_BP_OUT[out]
+    net = Network(layers, activation=_map_activation(est.activation, est),
+                  output=bp_out, loss=_OUTPUT_LOSS[bp_out], dtype=dtype,
+                  seed=0)
+    for k, (W, b) in enumerate(zip(coefs, intercepts)):
+        net.weights[k][...] = W
+        net.biases[k][...] = b
+    return net
 
 
 def from_sklearn(est):
@@ -1445,61 +1522,23 @@ def from_sklearn(est):
     >>> sk = SkMLP((8,), max_iter=20, random_state=0).fit(X, y)  # doctest: +SKIP
     >>> bp = from_sklearn(sk)                                    # doctest: +SKIP
     """
-    import copy
     from sklearn import neural_network as sknn
-    if isinstance(est, sknn.MLPClassifier):
-        cls = MLPClassifier
-    elif isinstance(est, sknn.MLPRegressor):
-        cls = MLPRegressor
-    else:
-        raise TypeError(f"from_sklearn expects a scikit-learn "
-                        f"MLPClassifier or MLPRegressor, got "
-                        f"{type(est).__name__}")
-    check_is_fitted(est, "coefs_", msg=(
-        f"This {type(est).__name__} instance is not fitted yet: call fit "
-        f"before from_sklearn."))
-    out = getattr(est, "out_activation_", None)
-    if out not in _SK_TO_BP_OUT:
-        raise ValueError(f"from_sklearn: the output activation {out!r} is "
-                         f"not supported (bpcore has identity, logistic and "
-                         f"softmax outputs)")
-    hidden = _map_activation(est.activation, est)
-    coefs, intercepts = est.coefs_, est.intercepts_
-    dtype = (np.float32 if all(c.dtype == np.float32 for c in coefs)
-             else np.float64)
-    layers = [coefs[0].shape[0]] + [c.shape[1] for c in coefs]
-    bp_out = _SK_TO_BP_OUT[out]
-    loss = {"sigmoid": "binary_cross_entropy", "softmax": "cross_entropy",
-            "identity": "mse"}[bp_out]
-    params = _shared_params(est, cls)
-    new = cls(**params)
-    net = Network(layers, activation=hidden, output=bp_out, loss=loss,
-                  dtype=dtype, seed=0)
-    for k, (W, b) in enumerate(zip(coefs, intercepts)):
-        net.weights[k][...] = W
-        net.biases[k][...] = b
+    cls = _counterpart(est, [(sknn.MLPClassifier, MLPClassifier),
+                             (sknn.MLPRegressor, MLPRegressor)],
+                       "from_sklearn", "a scikit-learn", "coefs_")
+    net = _network_from(est)
+    new = cls(**_shared_params(est, cls))
     new.network_ = net
-    new.n_outputs_ = int(est.n_outputs_)
-    new.n_layers_ = int(est.n_layers_)
-    new.out_activation_ = out
-    if cls is MLPClassifier:
-        new._label_binarizer = copy.deepcopy(est._label_binarizer)
-        new.classes_ = copy.deepcopy(est.classes_)
     _copy_fitted(est, new)
     for name, default in (("n_iter_", 0), ("t_", 0), ("loss_curve_", []),
-                          ("_no_improvement_count", 0)):
+                          ("_no_improvement_count", 0),
+                          ("best_loss_", np.inf)):
         if not hasattr(new, name):
             setattr(new, name, default)
-    if not hasattr(new, "best_loss_"):
-        new.best_loss_ = np.inf
     if not hasattr(new, "validation_scores_"):
         new.validation_scores_ = None
         new.best_validation_score_ = None
     return new
-
-
-_BP_TO_SK_HIDDEN = {"identity": "identity", "sigmoid": "logistic",
-                    "tanh": "tanh", "relu": "relu"}
 
 
 def to_sklearn(est):
@@ -1520,19 +1559,10 @@ def to_sklearn(est):
     ValueError
         If the network uses an activation scikit-learn does not have.
     """
-    import copy
     from sklearn import neural_network as sknn
-    if isinstance(est, MLPClassifier):
-        cls = sknn.MLPClassifier
-    elif isinstance(est, MLPRegressor):
-        cls = sknn.MLPRegressor
-    else:
-        raise TypeError(f"to_sklearn expects a bpcore.sklearn "
-                        f"MLPClassifier or MLPRegressor, got "
-                        f"{type(est).__name__}")
-    check_is_fitted(est, "network_", msg=(
-        f"This {type(est).__name__} instance is not fitted yet: call fit "
-        f"before to_sklearn."))
+    cls = _counterpart(est, [(MLPClassifier, sknn.MLPClassifier),
+                             (MLPRegressor, sknn.MLPRegressor)],
+                       "to_sklearn", "a bpcore.sklearn", "network_")
     net = est.network_
     hidden = set(net.activation[:-1])
     if len(hidden) > 1:
@@ -1541,18 +1571,11 @@ def to_sklearn(est):
     act = hidden.pop() if hidden else "relu"
     if act not in _BP_TO_SK_HIDDEN:
         raise ValueError(f"to_sklearn: scikit-learn has no {act!r} "
-                         f"activation (it has identity, logistic, tanh, "
-                         f"relu)")
+                         f"activation (it has {', '.join(_SK_ACTIVATIONS)})")
     params = _shared_params(est, cls, skip=("activation",))
     new = cls(activation=_BP_TO_SK_HIDDEN[act], **params)
     new.coefs_ = [np.array(W) for W in net.weights]
     new.intercepts_ = [np.array(b) for b in net.biases]
-    new.n_outputs_ = int(est.n_outputs_)
-    new.n_layers_ = int(est.n_layers_)
-    new.out_activation_ = est.out_activation_
-    if cls is sknn.MLPClassifier:
-        new._label_binarizer = copy.deepcopy(est._label_binarizer)
-        new.classes_ = copy.deepcopy(est.classes_)
     _copy_fitted(est, new)
     if getattr(new, "best_loss_", None) is None and not new.early_stopping:
         new.best_loss_ = np.inf
