@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import bpcore
+import reference
 
 VALUE_OR_TYPE = (ValueError, TypeError)
 N_IN = 3
@@ -67,13 +68,68 @@ ALL_METHODS = ["predict", "forward", "backward", "evaluate", "step"]
 TARGET_METHODS = ["backward", "evaluate", "step"]
 
 
+def oracle(net):
+    """The float64 NumPy reference network holding net's parameters."""
+    return reference.MLP([w.copy() for w in net.weights],
+                         [b.copy() for b in net.biases],
+                         list(net.activation), net.loss)
+
+
+def check_array(a, shape, dtype):
+    """a is a finite ndarray of the given shape and dtype."""
+    assert isinstance(a, np.ndarray)
+    assert a.shape == shape and a.dtype == dtype
+    assert np.isfinite(a).all()
+
+
 @pytest.mark.parametrize("method", ALL_METHODS)
 @pytest.mark.parametrize("loss", NETS)
-def test_good_data_is_accepted(loss, method):
-    # The baseline that every case below breaks in exactly one way.
+def test_good_data_is_accepted(loss, method, tol):
+    # The baseline that every case below breaks in exactly one way: it is
+    # accepted, and what it returns is what the NumPy oracle computes.
     net = network(loss)
     X, Y = good_data(loss)
-    call(net, method, X, Y, sample_weight=np.ones(len(X)))
+    sw = np.ones(len(X))
+    ref = oracle(net)
+    before = net.params.copy()
+    result = call(net, method, X, Y, sample_weight=sw)
+    m, layers = len(X), net.layers
+    if method == "predict":
+        check_array(result, (m, layers[-1]), net.dtype)
+        np.testing.assert_allclose(result, ref.predict(X), **tol(net.dtype))
+    elif method == "forward":
+        ref_net, ref_out = ref.forward(X)
+        assert len(result.net) == len(result.out) == len(layers)
+        for k, n_k in enumerate(layers):
+            check_array(result.net[k], (m, n_k), net.dtype)
+            check_array(result.out[k], (m, n_k), net.dtype)
+            np.testing.assert_allclose(result.net[k], ref_net[k],
+                                       **tol(net.dtype))
+            np.testing.assert_allclose(result.out[k], ref_out[k],
+                                       **tol(net.dtype))
+    elif method == "backward":
+        want = ref.backward(X, Y, sample_weight=sw)
+        assert result.loss == pytest.approx(want["loss"], rel=1e-10)
+        check_array(result.params, before.shape, net.dtype)
+        np.testing.assert_allclose(result.params, want["params"],
+                                   **tol(net.dtype))
+        assert len(result.delta) == len(layers)
+        for k, n_k in enumerate(layers):
+            check_array(result.delta[k], (m, n_k), net.dtype)
+            np.testing.assert_allclose(result.delta[k], want["delta"][k],
+                                       **tol(net.dtype))
+    elif method == "evaluate":
+        assert isinstance(result, float)
+        assert result == pytest.approx(ref.loss(X, Y, sw), rel=1e-10)
+    else:  # step: the loss before the update, then SGD(lr=0.1)'s update
+        assert isinstance(result, float)
+        assert result == pytest.approx(ref.loss(X, Y, sw), rel=1e-10)
+        reference.step(ref, X, Y, reference.SGD(lr=0.1), sample_weight=sw)
+        check_array(net.params, before.shape, net.dtype)
+        np.testing.assert_allclose(net.params, ref.params, **tol(net.dtype))
+        assert net.evaluate(X, Y, sample_weight=sw) < result
+    if method != "step":
+        assert np.array_equal(net.params, before)
 
 
 # ---------------------------------------------------------------------------
