@@ -23,7 +23,8 @@ REPO = os.path.dirname(HERE)
 # Configurations (BENCHMARKS.md).  "n_full" and "n_quick" are the number of
 # training samples actually used per repetition (the same for every peer);
 # "epochs" is how many passes over those samples make one repetition.  Both
-# are chosen so that one repetition of the slowest peer stays around 1-3 s.
+# are chosen so that one repetition of the slowest peer lasts seconds, not
+# minutes.
 # n is always a multiple of the batch size so that every peer (including
 # JAX's lax.scan, which needs equal batches) does exactly the same updates.
 # --------------------------------------------------------------------------
@@ -220,8 +221,9 @@ def one_blas_thread():
     """Context in which numpy's BLAS runs on the calling thread only.
 
     For correctness checks inside a timed worker: a multi-threaded OpenBLAS
-    call leaves its threads spinning for about 0.1 s, and a 2-thread bpcore
-    predict timed in that window measured 2-3x slower.
+    call leaves its threads spinning for a while after it returns, and a
+    2-thread bpcore predict timed in that window competes with them for the
+    cores.
     """
     import contextlib
     try:

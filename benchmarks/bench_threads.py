@@ -81,7 +81,7 @@ DEEP = dict(layers=(32, 64, 64, 64, 64, 64, 64, 10), act="relu",
 FIT_CONFIGS = {"C2": C.CONFIGS["C2"], "C3": C.CONFIGS["C3"],
                "C4": C.CONFIGS["C4"], "Deep": DEEP}
 # Samples per timed repetition, (full, quick): multiples of the batch size,
-# about 20-500 ms of training each on one core.
+# a fraction of a second of training each on one core.
 FIT_N = {"C2": (16_000, 4_000), "C3": (12_800, 3_840), "C4": (4_096, 1_024),
          "Deep": (16_000, 4_000)}
 # The contention section: at most these many samples per repetition.

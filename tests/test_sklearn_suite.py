@@ -15,8 +15,8 @@ features landed, 2
 read private attributes, 2 depend on scikit-learn's random numbers or its
 label encoding).
 
-The default run leaves out the slowest of scikit-learn's tests (about 20
-of its 30 s here); the ``slow`` run has all of them.
+The default run leaves out the four slowest of scikit-learn's tests (most
+of the file's run time); the ``slow`` run has all of them.
 """
 import os
 import subprocess
@@ -71,8 +71,8 @@ DEPENDS_ON_SKLEARN_INTERNALS = {
 EXPECTED_TO_FAIL = {**NEEDS_TRAINING_FEATURES, **READS_PRIVATE_STATE,
                     **DEPENDS_ON_SKLEARN_INTERNALS}
 
-# Left out of the default run for time (about 20 s of 30 s here); they
-# pass, and the slow run includes them.
+# Left out of the default run for time (they take most of the file's run
+# time); they pass, and the slow run includes them.
 SLOW_TESTS = ["test_n_iter_no_change_inf", "test_partial_fit_classification",
               "test_partial_fit_regression", "test_n_iter_no_change"]
 
