@@ -20,7 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 
 # --------------------------------------------------------------------------
-# Configurations (BENCHMARKS.md).  "n_full" and "n_quick" are the number of
+# Configurations (benchmarks/README.md).  "n_full" and "n_quick" are the number of
 # training samples actually used per repetition (the same for every peer);
 # "epochs" is how many passes over those samples make one repetition.  Both
 # are chosen so that one repetition of the slowest peer lasts seconds, not
@@ -54,7 +54,7 @@ LR = 0.01
 
 
 def flops_per_sample(layers):
-    """Training FLOPs per sample as BENCHMARKS.md counts them.
+    """Training FLOPs per sample as benchmarks/README.md counts them.
 
     2 per weight for the forward product, 2 for the weight gradient, 2 for the
     input delta except at the first layer (dE/dX is not needed in training).
@@ -291,7 +291,7 @@ def worker_env(peer, threads):
         env[k] = t
     if peer in ("numpy", "sklearn"):
         # These pessimise OpenBLAS on some machines; unset for these peers only
-        # (BENCHMARKS.md). The kernel that runs is recorded via threadpoolctl.
+        # (benchmarks/README.md). The kernel that runs is recorded via threadpoolctl.
         env.pop("OPENBLAS_CORETYPE", None)
         env.pop("OPENBLAS_L2_SIZE", None)
     if peer == "jax" and threads == 1:

@@ -72,9 +72,9 @@ PRODUCT_SHAPES = (("C3", 128, 784, 256), ("C3", 128, 256, 128),
 PRODUCTS = ("forward", "wgrad", "dinput")
 PRODUCT_NAMES = {"forward": "X W", "wgrad": "X^T delta", "dinput": "delta W^T"}
 
-# The fit configurations: C2, C3, C4 of BENCHMARKS.md and a deep narrow
-# network at batch 16 (the "deep, narrow network" that lost 40%
-# with a second thread).
+# The fit configurations: C2, C3, C4 of benchmarks/README.md and a deep
+# narrow network at batch 16 (the case where a second thread used to cost
+# more than it saved).
 DEEP = dict(layers=(32, 64, 64, 64, 64, 64, 64, 10), act="relu",
             out="softmax", loss="cross_entropy", batch=16,
             dtypes=("float32",))
