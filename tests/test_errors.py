@@ -82,6 +82,53 @@ def check_array(a, shape, dtype):
     assert np.isfinite(a).all()
 
 
+def check_layers(got, want, m, net, tol):
+    """got: one (m, n_k) array per layer, each close to want[k]."""
+    assert len(got) == len(want) == len(net.layers)
+    for k, n_k in enumerate(net.layers):
+        check_array(got[k], (m, n_k), net.dtype)
+        np.testing.assert_allclose(got[k], want[k], **tol(net.dtype))
+
+
+def check_predict(net, ref, result, X, Y, sw, tol):
+    check_array(result, (len(X), net.layers[-1]), net.dtype)
+    np.testing.assert_allclose(result, ref.predict(X), **tol(net.dtype))
+
+
+def check_forward(net, ref, result, X, Y, sw, tol):
+    ref_net, ref_out = ref.forward(X)
+    check_layers(result.net, ref_net, len(X), net, tol)
+    check_layers(result.out, ref_out, len(X), net, tol)
+
+
+def check_backward(net, ref, result, X, Y, sw, tol):
+    want = ref.backward(X, Y, sample_weight=sw)
+    assert result.loss == pytest.approx(want["loss"], rel=1e-10)
+    check_array(result.params, net.params.shape, net.dtype)
+    np.testing.assert_allclose(result.params, want["params"],
+                               **tol(net.dtype))
+    check_layers(result.delta, want["delta"], len(X), net, tol)
+
+
+def check_evaluate(net, ref, result, X, Y, sw, tol):
+    assert isinstance(result, float)
+    assert result == pytest.approx(ref.loss(X, Y, sw), rel=1e-10)
+
+
+def check_step(net, ref, result, X, Y, sw, tol):
+    # the loss before the update, then SGD(lr=0.1)'s update, which lowers it
+    check_evaluate(net, ref, result, X, Y, sw, tol)
+    reference.step(ref, X, Y, reference.SGD(lr=0.1), sample_weight=sw)
+    check_array(net.params, ref.params.shape, net.dtype)
+    np.testing.assert_allclose(net.params, ref.params, **tol(net.dtype))
+    assert net.evaluate(X, Y, sample_weight=sw) < result
+
+
+CHECKS = {"predict": check_predict, "forward": check_forward,
+          "backward": check_backward, "evaluate": check_evaluate,
+          "step": check_step}
+
+
 @pytest.mark.parametrize("method", ALL_METHODS)
 @pytest.mark.parametrize("loss", NETS)
 def test_good_data_is_accepted(loss, method, tol):
@@ -93,42 +140,8 @@ def test_good_data_is_accepted(loss, method, tol):
     ref = oracle(net)
     before = net.params.copy()
     result = call(net, method, X, Y, sample_weight=sw)
-    m, layers = len(X), net.layers
-    if method == "predict":
-        check_array(result, (m, layers[-1]), net.dtype)
-        np.testing.assert_allclose(result, ref.predict(X), **tol(net.dtype))
-    elif method == "forward":
-        ref_net, ref_out = ref.forward(X)
-        assert len(result.net) == len(result.out) == len(layers)
-        for k, n_k in enumerate(layers):
-            check_array(result.net[k], (m, n_k), net.dtype)
-            check_array(result.out[k], (m, n_k), net.dtype)
-            np.testing.assert_allclose(result.net[k], ref_net[k],
-                                       **tol(net.dtype))
-            np.testing.assert_allclose(result.out[k], ref_out[k],
-                                       **tol(net.dtype))
-    elif method == "backward":
-        want = ref.backward(X, Y, sample_weight=sw)
-        assert result.loss == pytest.approx(want["loss"], rel=1e-10)
-        check_array(result.params, before.shape, net.dtype)
-        np.testing.assert_allclose(result.params, want["params"],
-                                   **tol(net.dtype))
-        assert len(result.delta) == len(layers)
-        for k, n_k in enumerate(layers):
-            check_array(result.delta[k], (m, n_k), net.dtype)
-            np.testing.assert_allclose(result.delta[k], want["delta"][k],
-                                       **tol(net.dtype))
-    elif method == "evaluate":
-        assert isinstance(result, float)
-        assert result == pytest.approx(ref.loss(X, Y, sw), rel=1e-10)
-    else:  # step: the loss before the update, then SGD(lr=0.1)'s update
-        assert isinstance(result, float)
-        assert result == pytest.approx(ref.loss(X, Y, sw), rel=1e-10)
-        reference.step(ref, X, Y, reference.SGD(lr=0.1), sample_weight=sw)
-        check_array(net.params, before.shape, net.dtype)
-        np.testing.assert_allclose(net.params, ref.params, **tol(net.dtype))
-        assert net.evaluate(X, Y, sample_weight=sw) < result
-    if method != "step":
+    CHECKS[method](net, ref, result, X, Y, sw, tol)
+    if method != "step":  # the other calls leave the parameters alone
         assert np.array_equal(net.params, before)
 
 
