@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sanitizer job: AddressSanitizer + UBSan on the C core and on the _core
 # extension, each run on the portable ref kernel and on the host's best SIMD
-# kernel.  A few minutes on 2 cores.  Called by .ci/run after the test suite;
+# kernel.  Called by .ci/run after the test suite;
 # runs on its own too:  bash .ci/sanitize.sh
 #
 #   the package built once with -C cmake.define.BPCORE_SANITIZE=ON (and
@@ -71,8 +71,8 @@ done
 # Small networks reaching every C entry point: forward and every activation,
 # gradients against float64 finite differences, every optimizer, files
 # (round trips, malformed files), fit, and the reliability tests (Ctrl-C
-# storms, fork, limits).  About 1 minute per kernel under ASan; the medium
-# and large cases stay out (the ref kernel under ASan takes minutes there).
+# storms, fork, limits).  The medium and large cases stay out: the ref
+# kernel under ASan is too slow for them in a CI job.
 TESTS=(
     tests/test_forward.py tests/test_gradients.py tests/test_optim.py
     tests/test_io.py tests/test_fit.py tests/test_reliability.py

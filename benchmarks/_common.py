@@ -20,10 +20,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 
 # --------------------------------------------------------------------------
-# Configurations (BENCHMARKS.md).  "n_full" and "n_quick" are the number of
+# Configurations (benchmarks/README.md).  "n_full" and "n_quick" are the number of
 # training samples actually used per repetition (the same for every peer);
 # "epochs" is how many passes over those samples make one repetition.  Both
-# are chosen so that one repetition of the slowest peer stays around 1-3 s.
+# are chosen so that one repetition of the slowest peer lasts seconds, not
+# minutes.
 # n is always a multiple of the batch size so that every peer (including
 # JAX's lax.scan, which needs equal batches) does exactly the same updates.
 # --------------------------------------------------------------------------
@@ -53,7 +54,7 @@ LR = 0.01
 
 
 def flops_per_sample(layers):
-    """Training FLOPs per sample as BENCHMARKS.md counts them.
+    """Training FLOPs per sample as benchmarks/README.md counts them.
 
     2 per weight for the forward product, 2 for the weight gradient, 2 for the
     input delta except at the first layer (dE/dX is not needed in training).
@@ -220,8 +221,9 @@ def one_blas_thread():
     """Context in which numpy's BLAS runs on the calling thread only.
 
     For correctness checks inside a timed worker: a multi-threaded OpenBLAS
-    call leaves its threads spinning for about 0.1 s, and a 2-thread bpcore
-    predict timed in that window measured 2-3x slower.
+    call leaves its threads spinning for a while after it returns, and a
+    2-thread bpcore predict timed in that window competes with them for the
+    cores.
     """
     import contextlib
     try:
@@ -289,7 +291,7 @@ def worker_env(peer, threads):
         env[k] = t
     if peer in ("numpy", "sklearn"):
         # These pessimise OpenBLAS on some machines; unset for these peers only
-        # (BENCHMARKS.md). The kernel that runs is recorded via threadpoolctl.
+        # (benchmarks/README.md). The kernel that runs is recorded via threadpoolctl.
         env.pop("OPENBLAS_CORETYPE", None)
         env.pop("OPENBLAS_L2_SIZE", None)
     if peer == "jax" and threads == 1:

@@ -1,7 +1,7 @@
 """Training throughput (samples/s) of bpcore and its peers.
 
-Configurations C1a, C1b, C1c (float32 and float64), C2, C3, C4 from
-BENCHMARKS.md; peers: bpcore, PyTorch eager, JAX (jitted step per batch, and
+Configurations C1a, C1b, C1c (float32 and float64), C2, C3, C4 of
+benchmarks/README.md; peers: bpcore, PyTorch eager, JAX (jitted step per batch, and
 one jitted ``lax.scan`` per epoch), scikit-learn's MLP, and a plain numpy
 implementation.  Every (peer, config, dtype, threads) case runs in a fresh
 subprocess whose thread environment is set before any library loads; the

@@ -1,6 +1,6 @@
 """Data-parallel training over MPI: measured step times and a projection.
 
-Measures, for C2, C3 and C4 (configurations of BENCHMARKS.md, float32):
+Measures, for C2, C3 and C4 (configurations of benchmarks/README.md, float32):
 
 - ``mpiexec -n 2`` x 1 thread each: time per global batch of ``fit(...,
   comm=)`` and the part of it spent in the gradient exchange (bpcore's

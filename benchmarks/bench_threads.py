@@ -72,16 +72,16 @@ PRODUCT_SHAPES = (("C3", 128, 784, 256), ("C3", 128, 256, 128),
 PRODUCTS = ("forward", "wgrad", "dinput")
 PRODUCT_NAMES = {"forward": "X W", "wgrad": "X^T delta", "dinput": "delta W^T"}
 
-# The fit configurations: C2, C3, C4 of BENCHMARKS.md and a deep narrow
-# network at batch 16 (the "deep, narrow network" that lost 40%
-# with a second thread).
+# The fit configurations: C2, C3, C4 of benchmarks/README.md and a deep
+# narrow network at batch 16 (the case where a second thread used to cost
+# more than it saved).
 DEEP = dict(layers=(32, 64, 64, 64, 64, 64, 64, 10), act="relu",
             out="softmax", loss="cross_entropy", batch=16,
             dtypes=("float32",))
 FIT_CONFIGS = {"C2": C.CONFIGS["C2"], "C3": C.CONFIGS["C3"],
                "C4": C.CONFIGS["C4"], "Deep": DEEP}
 # Samples per timed repetition, (full, quick): multiples of the batch size,
-# about 20-500 ms of training each on one core.
+# a fraction of a second of training each on one core.
 FIT_N = {"C2": (16_000, 4_000), "C3": (12_800, 3_840), "C4": (4_096, 1_024),
          "Deep": (16_000, 4_000)}
 # The contention section: at most these many samples per repetition.

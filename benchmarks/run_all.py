@@ -10,11 +10,11 @@ JSON line per case (with machine facts) to ``--out``.
 
 Usage::
 
-    python benchmarks/run_all.py                 # everything, ~20-35 min on 2 cores
-    python benchmarks/run_all.py --quick         # smoke run, ~5-10 min
+    python benchmarks/run_all.py                 # everything
+    python benchmarks/run_all.py --quick         # smoke run: fewer samples and reps
     python benchmarks/run_all.py --only C3       # one config (+ GEMM ceiling)
     python benchmarks/run_all.py --only C1a,predict --peers bpcore,jax
-    python benchmarks/run_all.py --only memory   # fit's peak memory, < 1 min
+    python benchmarks/run_all.py --only memory   # fit's peak memory alone
 
 ``--only`` takes configuration names (C1a C1b C1c C2 C3 C4) and/or the words
 ``fit``, ``predict``, ``gemm`` and ``memory``.  The GEMM ceiling is always

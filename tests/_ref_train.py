@@ -1,7 +1,7 @@
 """A small float64 NumPy MLP for the dropout, clipping and out-of-core
 tests: forward and backward with optional dropout masks, gradient-norm
 clipping as torch.nn.utils.clip_grad_norm_, and PyTorch's SGD / Adam /
-AdamW rules.  Written from API.md and the issue's formulas; it shares no
+AdamW rules.  Written from the documented formulas; it shares no
 code with bpcore.  Also a pure-Python twin of the documented dropout hash.
 """
 import numpy as np

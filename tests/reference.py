@@ -1,7 +1,8 @@
 """Plain NumPy reference MLP: the test oracle for bpcore.
 
-Written from the formulas in API.md only; it shares no code with bpcore and
-always computes in float64. Conventions (the same as bpcore's):
+Written from the documented formulas only (the README and the docstrings of
+bpcore.Network); it shares no code with bpcore and always computes in
+float64. Conventions (the same as bpcore's):
 
 - samples are rows: X (m, n_0); layer k computes
   net_{k+1} = out_k @ W_k + b_k with W_k (n_k, n_{k+1}), b_k (n_{k+1},),
@@ -33,7 +34,7 @@ ACTIVATION_NAMES = (
 OUTPUT_NAMES = ACTIVATION_NAMES + ("softmax",)
 LOSS_NAMES = ("mse", "cross_entropy", "binary_cross_entropy")
 
-# (output, loss) pairs that API.md allows: mse with any output,
+# (output, loss) pairs that the public API allows: mse with any output,
 # cross_entropy only with softmax, binary_cross_entropy only with sigmoid.
 VALID_OUTPUT_LOSS = tuple(
     [(name, "mse") for name in OUTPUT_NAMES]

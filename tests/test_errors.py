@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import bpcore
+import reference
 
 VALUE_OR_TYPE = (ValueError, TypeError)
 N_IN = 3
@@ -67,13 +68,81 @@ ALL_METHODS = ["predict", "forward", "backward", "evaluate", "step"]
 TARGET_METHODS = ["backward", "evaluate", "step"]
 
 
+def oracle(net):
+    """The float64 NumPy reference network holding net's parameters."""
+    return reference.MLP([w.copy() for w in net.weights],
+                         [b.copy() for b in net.biases],
+                         list(net.activation), net.loss)
+
+
+def check_array(a, shape, dtype):
+    """a is a finite ndarray of the given shape and dtype."""
+    assert isinstance(a, np.ndarray)
+    assert a.shape == shape and a.dtype == dtype
+    assert np.isfinite(a).all()
+
+
+def check_layers(got, want, m, net, tol):
+    """got: one (m, n_k) array per layer, each close to want[k]."""
+    assert len(got) == len(want) == len(net.layers)
+    for k, n_k in enumerate(net.layers):
+        check_array(got[k], (m, n_k), net.dtype)
+        np.testing.assert_allclose(got[k], want[k], **tol(net.dtype))
+
+
+def check_predict(net, ref, result, X, Y, sw, tol):
+    check_array(result, (len(X), net.layers[-1]), net.dtype)
+    np.testing.assert_allclose(result, ref.predict(X), **tol(net.dtype))
+
+
+def check_forward(net, ref, result, X, Y, sw, tol):
+    ref_net, ref_out = ref.forward(X)
+    check_layers(result.net, ref_net, len(X), net, tol)
+    check_layers(result.out, ref_out, len(X), net, tol)
+
+
+def check_backward(net, ref, result, X, Y, sw, tol):
+    want = ref.backward(X, Y, sample_weight=sw)
+    assert result.loss == pytest.approx(want["loss"], rel=1e-10)
+    check_array(result.params, net.params.shape, net.dtype)
+    np.testing.assert_allclose(result.params, want["params"],
+                               **tol(net.dtype))
+    check_layers(result.delta, want["delta"], len(X), net, tol)
+
+
+def check_evaluate(net, ref, result, X, Y, sw, tol):
+    assert isinstance(result, float)
+    assert result == pytest.approx(ref.loss(X, Y, sw), rel=1e-10)
+
+
+def check_step(net, ref, result, X, Y, sw, tol):
+    # the loss before the update, then SGD(lr=0.1)'s update, which lowers it
+    check_evaluate(net, ref, result, X, Y, sw, tol)
+    reference.step(ref, X, Y, reference.SGD(lr=0.1), sample_weight=sw)
+    check_array(net.params, ref.params.shape, net.dtype)
+    np.testing.assert_allclose(net.params, ref.params, **tol(net.dtype))
+    assert net.evaluate(X, Y, sample_weight=sw) < result
+
+
+CHECKS = {"predict": check_predict, "forward": check_forward,
+          "backward": check_backward, "evaluate": check_evaluate,
+          "step": check_step}
+
+
 @pytest.mark.parametrize("method", ALL_METHODS)
 @pytest.mark.parametrize("loss", NETS)
-def test_good_data_is_accepted(loss, method):
-    # The baseline that every case below breaks in exactly one way.
+def test_good_data_is_accepted(loss, method, tol):
+    # The baseline that every case below breaks in exactly one way: it is
+    # accepted, and what it returns is what the NumPy oracle computes.
     net = network(loss)
     X, Y = good_data(loss)
-    call(net, method, X, Y, sample_weight=np.ones(len(X)))
+    sw = np.ones(len(X))
+    ref = oracle(net)
+    before = net.params.copy()
+    result = call(net, method, X, Y, sample_weight=sw)
+    CHECKS[method](net, ref, result, X, Y, sw, tol)
+    if method != "step":  # the other calls leave the parameters alone
+        assert np.array_equal(net.params, before)
 
 
 # ---------------------------------------------------------------------------

@@ -418,8 +418,9 @@ def test_long_batches_on_copies_give_the_same_bits(make_opt, batch_size,
 
 
 def test_ctrl_c_during_a_long_full_batch_is_prompt():
-    # One full-batch update here takes about a second or more; Ctrl-C must
-    # not wait for it, and the network keeps the last completed update.
+    # One full-batch update of this network is long (its forward pass alone
+    # is about 26 billion multiply-adds): Ctrl-C must not wait for it, and
+    # the network keeps the last completed update.
     code = """
         import sys, time, numpy as np, bpcore
         rng = np.random.default_rng(0)

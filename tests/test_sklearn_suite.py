@@ -9,14 +9,13 @@ also in the wheel).  Nothing of scikit-learn's is stored in this repository.
 
 Every test must pass except those listed below, each with the reason.  A
 listed test that passes is reported (a warning), not a failure, so that
-the lists can shrink as features land.  The lists were made with
-scikit-learn 1.9.1 (59 tests: 53 pass; 2 listed as still differing after the training
-features landed, 2
-read private attributes, 2 depend on scikit-learn's random numbers or its
-label encoding).
+the lists can shrink.  The lists were made with scikit-learn 1.9.1 (59
+tests: 53 pass; 2 differ in bpcore's L-BFGS results or read private
+functions, 2 read private attributes, 2 depend on scikit-learn's random
+numbers or its label encoding).
 
-The default run leaves out the four slowest of scikit-learn's tests (about
-two thirds of the file's run time); the ``slow`` run has all of them.
+The default run leaves out the four slowest of scikit-learn's tests (most
+of the file's run time); the ``slow`` run has all of them.
 """
 import os
 import subprocess
@@ -33,10 +32,9 @@ SKLEARN_IMPORT = ("from sklearn.neural_network import MLPClassifier, "
                   "MLPRegressor")
 BPCORE_IMPORT = "from bpcore.sklearn import MLPClassifier, MLPRegressor"
 
-# (a) Need solver="lbfgs", max_fun or loss="poisson": the training-features
-# issue builds them.  Shrink this list once they are merged.
+# (a) Use solver="lbfgs", max_fun or loss="poisson", which bpcore has
+# (issue 19); what still differs:
 NEEDS_TRAINING_FEATURES = {
-    # lbfgs, max_fun and poisson are built (issue 19); what still differs:
     "test_gradient": "reads the private _loss_grad_lbfgs and _backprop",
     "test_lbfgs_regression": "some data sets: iterates part from "
                              "scikit-learn's by rounding over many steps",
@@ -71,8 +69,8 @@ DEPENDS_ON_SKLEARN_INTERNALS = {
 EXPECTED_TO_FAIL = {**NEEDS_TRAINING_FEATURES, **READS_PRIVATE_STATE,
                     **DEPENDS_ON_SKLEARN_INTERNALS}
 
-# Left out of the default run for time (about two thirds of the file's);
-# they pass, and the slow run includes them.
+# Left out of the default run for time (they take most of the file's run
+# time); they pass, and the slow run includes them.
 SLOW_TESTS = ["test_n_iter_no_change_inf", "test_partial_fit_classification",
               "test_partial_fit_regression", "test_n_iter_no_change"]
 

@@ -81,7 +81,7 @@ def _gomp_spincount(**env_vars):
 
 
 def test_idle_spin_is_short_and_user_settings_win():
-    # libgomp's default (300,000 rounds, ~10 ms) would hold a core after
+    # libgomp's default (300,000 rounds) would hold a core after
     # every parallel call; bpcore loads it with 10,000 and cleans up
     spin, left = _gomp_spincount()
     assert spin == "10000"
@@ -487,7 +487,7 @@ def test_training_workspace_is_what_the_batch_needs():
     # One plan sizes and carves the workspace: the batch's activations at
     # the network's element size, the tiny path's sums per chunk of 1024
     # samples (not per sample), and packing buffers only for layers that
-    # use the packed product.  (It was 1,549 MB and 353 MB below.)
+    # use the packed product.
     def mib(layers, dtype, batch, nt=2):
         net = bpcore.Network(layers, dtype=dtype)
         return net._arch.train_workspace(batch, nt).nbytes / 2 ** 20
