@@ -5,7 +5,7 @@
  * A team pays at each synchronisation: the barrier, and the cache lines
  * that one core wrote and the other must now read.  Both depend on the
  * host (core-to-core latency, the hypervisor, how the cores are shared),
- * so they are measured, not assumed: the calibration chain (net_impl.h) is
+ * so they are measured, not assumed: the calibration chain (net/team.h) is
  * a run of small products, each reading the whole output of the one
  * before, shared by a team exactly as training shares a layer.  Its step
  * on one thread gives the kernel's rate on small products; on a team, the
