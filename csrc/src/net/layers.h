@@ -1,8 +1,15 @@
 /*
- * net/layers.h - the layers, forward and backward side by side (a
- * fragment of net_impl.h): activations, the per-sample loss, the dense
- * layer's row pieces, and dropout.
+ * net/layers.h - the layers, each forward beside its backward, in the
+ * order of the derivation (a fragment of net_impl.h):
+ *   activation   out = f(net)              d *= f'(net)
+ *   dropout      out *= mask / (1 - rate)  d *= mask / (1 - rate)
+ *   dense        net = x W + b             dW = x^T d, db = sum_i d_i,
+ *                                          dx = d W^T
+ *   loss         l(out, y)                 dl/dnet of the output layer
+ * Arrays are row-major, one row per sample; (m, n) is m rows of n.
  */
+
+/* ---- activation ------------------------------------------------------ */
 
 /* 1 / (1 + e^-x) without overflow, branch-free so loops vectorise. */
 static inline T
@@ -138,101 +145,80 @@ FN(act_grad_row)(T *d, const T *net, const T *out, int64_t n, int act)
 }
 
 /*
- * Loss of one sample and its output delta.
- *   delta (n) out: dl/dnet times scale
- *   net, out, y (n) in
- *   lp: the loss's parameter (huber's delta)
- * Returns the sample's loss l (unweighted).
+ * d = J^T d through softmax for one sample (the backward of act_row's
+ * softmax): d_j = s_j (d_j - sum_k d_k s_k), the dot in double.
+ *   d (n) inout, s (n) in: softmax's output; both with stride st
  */
-static double
-FN(loss_row)(T *delta, const T *net, const T *out, const T *y, int64_t n,
-             int act, int loss, double lp, T scale)
+static INLINE void
+FN(softmax_grad)(T *d, const T *s, int64_t n, int64_t st)
 {
-    double l = 0.0;
-
-    switch (loss) {
-    case BP_LOSS_CE: {
-        /* l = -sum_j y_j log softmax_j = sum_j y_j (lse - net_j);
-         * dl/dnet_j = softmax_j sum_k y_k - y_j */
-        double mx = (double)net[0], sum = 0.0, sy = 0.0, lse;
-        for (int64_t j = 1; j < n; j++) {
-            mx = (double)net[j] > mx ? (double)net[j] : mx;
-        }
-        for (int64_t j = 0; j < n; j++) {
-            sum += VEXP64((double)net[j] - mx);
-            sy += (double)y[j];
-        }
-        lse = mx + log(sum);
-        for (int64_t j = 0; j < n; j++) {
-            if (y[j] != 0) {
-                l = MULADD64((double)y[j], lse - (double)net[j], l);
-            }
-            delta[j] = MULADD(out[j], (T)sy, -y[j]) * scale;
-        }
-        break;
+    double dot = 0.0;
+    for (int64_t j = 0; j < n; j++) {
+        dot = MULADD64((double)d[j * st], (double)s[j * st], dot);
     }
-    case BP_LOSS_BCE:
-        /* l = max(z, 0) - z y + log1p(e^-|z|); dl/dz = sigmoid(z) - y */
-        for (int64_t j = 0; j < n; j++) {
-            double z = (double)net[j];
-            l += MULADD64(-z, (double)y[j], z > 0 ? z : 0.0) +
-                 log1p(exp(-fabs(z)));
-            delta[j] = (out[j] - y[j]) * scale;
-        }
-        break;
-    case BP_LOSS_POISSON:
-        /* identity output read as the log rate r = out:
-         * l = sum_j e^r_j - y_j r_j; dl/dr_j = e^r_j - y_j */
-        for (int64_t j = 0; j < n; j++) {
-            double e = exp((double)out[j]);
-            l += MULADD64(-(double)y[j], (double)out[j], e);
-            delta[j] = (T)(e - (double)y[j]) * scale;
-        }
-        break;
-    default: /* elementwise in g = out - y, then the output's Jacobian */
-        if (loss == BP_LOSS_MAE) {
-            /* l = sum_j |g_j|; dl/dout_j = sign(g_j) (0 at 0, as torch) */
-            for (int64_t j = 0; j < n; j++) {
-                T g = out[j] - y[j];
-                l += fabs((double)g);
-                delta[j] = g > 0 ? (T)1 : (g < 0 ? (T)-1 : (T)0);
-            }
-        } else if (loss == BP_LOSS_HUBER) {
-            /* torch.nn.HuberLoss: |g| < d ? g^2 / 2 : d (|g| - d / 2);
-             * dl/dout = g clamped to [-d, d] */
-            T hd = (T)lp;
-            for (int64_t j = 0; j < n; j++) {
-                T g = out[j] - y[j];
-                double a = fabs((double)g);
-                l += a < lp ? 0.5 * a * a : lp * (a - 0.5 * lp);
-                delta[j] = g <= -hd ? -hd : (g >= hd ? hd : g);
-            }
-        } else { /* BP_LOSS_MSE: l = 1/2 sum_j (out_j - y_j)^2 */
-            for (int64_t j = 0; j < n; j++) {
-                T g = out[j] - y[j];
-                l = MULADD64(0.5 * (double)g, (double)g, l);
-                delta[j] = g;
-            }
-        }
-        if (act == BP_ACT_SOFTMAX) {
-            /* Jacobian of softmax: delta_j = s_j (g_j - sum_k g_k s_k) */
-            double dot = 0.0;
-            for (int64_t j = 0; j < n; j++) {
-                dot = MULADD64((double)delta[j], (double)out[j], dot);
-            }
-            for (int64_t j = 0; j < n; j++) {
-                delta[j] = out[j] * (delta[j] - (T)dot);
-            }
-        } else {
-            FN(act_grad_row)(delta, net, out, n, act);
-        }
-        for (int64_t j = 0; j < n; j++) {
-            delta[j] *= scale;
-        }
-        break;
+    for (int64_t j = 0; j < n; j++) {
+        d[j * st] = s[j * st] * (d[j * st] - (T)dot);
     }
-    return l;
 }
+
+/* ---- dropout (after a hidden layer's activation) -------------------- */
+
+/*
+ * Inverted dropout (see bp_arch): rows [r0, r0 + rows) of hidden layer
+ * k + 1's outputs out (rows, n) are kept and scaled by 1 / (1 - rate), or
+ * zeroed.  No-op without dropout or at rate 0.
+ */
+static void
+FN(drop_rows)(T *out, int64_t r0, int64_t rows, int64_t n,
+              const bp_arch *arch, int64_t k)
+{
+    double rate = arch->dropout != NULL ? arch->dropout[k] : 0.0;
+    T inv;
+    if (rate == 0.0) {
+        return;
+    }
+    inv = (T)(1.0 / (1.0 - rate));
+    for (int64_t i = 0; i < rows; i++) {
+        uint64_t hr = bp_dropout_row(arch->drop_seed, r0 + i);
+        T *o_i = out + i * n;
+        for (int64_t j = 0; j < n; j++) {
+            o_i[j] = bp_dropout_keep_h(hr, k, j, rate) ? o_i[j] * inv : (T)0;
+        }
+    }
+}
+
+/*
+ * d *= f'(net) for row i of hidden layer k + 1 (as act_grad_row), and,
+ * with dropout there, by the row's mask times 1 / (1 - rate).  out then
+ * holds the dropped outputs, so f(net) is computed again from net (by
+ * act_row, the same bits as the forward pass) in pieces of 64 units.
+ */
+#define DROP_PIECE 64
+static void
+FN(act_grad_drop_row)(T *d, const T *net, const T *out, int64_t n, int act,
+                      const bp_arch *arch, int64_t k, int64_t i)
+{
+    double rate = arch->dropout != NULL ? arch->dropout[k] : 0.0;
+    uint64_t hr;
+    T inv, f[DROP_PIECE];
+    if (rate == 0.0) {
+        FN(act_grad_row)(d, net, out, n, act);
+        return;
+    }
+    hr = bp_dropout_row(arch->drop_seed, i);
+    inv = (T)(1.0 / (1.0 - rate));
+    for (int64_t j0 = 0; j0 < n; j0 += DROP_PIECE) {
+        int64_t nj = n - j0 < DROP_PIECE ? n - j0 : DROP_PIECE;
+        FN(act_row)(f, net + j0, nj, act);
+        FN(act_grad_row)(d + j0, net + j0, f, nj, act);
+        for (int64_t j = 0; j < nj; j++) {
+            d[j0 + j] = bp_dropout_keep_h(hr, k, j0 + j, rate)
+                            ? d[j0 + j] * inv : (T)0;
+        }
+    }
+}
+
+/* ---- dense ------------------------------------------------------------ */
 
 /*
  * net = x W + b for a block of rows (serial).
@@ -316,56 +302,327 @@ FN(dot)(const T *restrict u, const T *restrict v, int64_t n)
 }
 
 /*
- * Inverted dropout (see bp_arch): rows [r0, r0 + rows) of hidden layer
- * k + 1's outputs out (rows, n) are kept and scaled by 1 / (1 - rate), or
- * zeroed.  No-op without dropout or at rate 0.
+ * Layer k forward for m rows, shared by the team: net = x W + b, then
+ * out = f(net), then the dropout of a hidden layer.  Big layers take the
+ * product from the kernel (product_par), small ones the direct rows.
+ *   net, out (m, n_out) out;  x (m, n_in) in
+ *   W (n_in, n_out) in;  b (n_out) in
+ * Ends with a barrier.
  */
 static void
-FN(drop_rows)(T *out, int64_t r0, int64_t rows, int64_t n,
-              const bp_arch *arch, int64_t k)
+FN(dense_forward)(T *net, T *out, const T *x, const T *W, const T *b,
+                  const bp_arch *arch, int64_t k, int64_t m, T *scratch)
 {
-    double rate = arch->dropout != NULL ? arch->dropout[k] : 0.0;
-    T inv;
-    if (rate == 0.0) {
-        return;
+    int64_t n_in = arch->sizes[k], n_out = arch->sizes[k + 1];
+    int64_t n_blocks = (m + ROW_BLOCK - 1) / ROW_BLOCK;
+    int act = arch->acts[k], hidden = k + 2 < arch->n_layers;
+    int big = layer_uses_gemm(n_in, n_out);
+
+    if (big) {
+        FN(product_par)(net, n_out, x, n_in, 1, W, n_out, 1, m, n_out, n_in,
+                        scratch);
     }
-    inv = (T)(1.0 / (1.0 - rate));
-    for (int64_t i = 0; i < rows; i++) {
-        uint64_t hr = bp_dropout_row(arch->drop_seed, r0 + i);
-        T *o_i = out + i * n;
-        for (int64_t j = 0; j < n; j++) {
-            o_i[j] = bp_dropout_keep_h(hr, k, j, rate) ? o_i[j] * inv : (T)0;
+#pragma omp for schedule(static)
+    for (int64_t blk = 0; blk < n_blocks; blk++) {
+        int64_t r0 = blk * ROW_BLOCK;
+        int64_t rows = m - r0 < ROW_BLOCK ? m - r0 : ROW_BLOCK;
+        if (big) {
+            FN(bias_rows)(net + r0 * n_out, b, rows, n_out);
+        } else {
+            FN(dense_rows)(net + r0 * n_out, x + r0 * n_in, rows, n_in, W, b,
+                           n_out);
+        }
+        for (int64_t i = r0; i < r0 + rows; i++) {
+            FN(act_row)(out + i * n_out, net + i * n_out, n_out, act);
+        }
+        if (hidden) {
+            FN(drop_rows)(out + r0 * n_out, r0, rows, n_out, arch, k);
         }
     }
 }
 
 /*
- * d *= f'(net) for row i of hidden layer k + 1 (as act_grad_row), and,
- * with dropout there, by the row's mask times 1 / (1 - rate).  out then
- * holds the dropped outputs, so f(net) is computed again from net (by
- * act_row, the same bits as the forward pass) in pieces of 64 units.
+ * dW = x^T d (overwritten), shared by the team: each thread owns whole
+ * blocks of rows of dW and sums over samples in order (or product_par
+ * splits it, each entry summed by one thread in the kernel's order).
+ *   dW (n_in, n_out) out;  x (m, n_in) in;  d (m, n_out) in
+ * No barrier after the direct loop; product_par ends with one.
  */
-#define DROP_PIECE 64
 static void
-FN(act_grad_drop_row)(T *d, const T *net, const T *out, int64_t n, int act,
-                      const bp_arch *arch, int64_t k, int64_t i)
+FN(dense_backward_dw)(T *dW, const T *x, const T *d, int64_t m, int64_t n_in,
+                      int64_t n_out, T *scratch)
 {
-    double rate = arch->dropout != NULL ? arch->dropout[k] : 0.0;
-    uint64_t hr;
-    T inv, f[DROP_PIECE];
-    if (rate == 0.0) {
-        FN(act_grad_row)(d, net, out, n, act);
+    int64_t n_dw = (n_in + DW_BLOCK - 1) / DW_BLOCK;
+
+    if (layer_uses_gemm(n_in, n_out)) {
+        FN(product_par)(dW, n_out, x, 1, n_in, d, n_out, 1, n_in, n_out, m,
+                        scratch);
         return;
     }
-    hr = bp_dropout_row(arch->drop_seed, i);
-    inv = (T)(1.0 / (1.0 - rate));
-    for (int64_t j0 = 0; j0 < n; j0 += DROP_PIECE) {
-        int64_t nj = n - j0 < DROP_PIECE ? n - j0 : DROP_PIECE;
-        FN(act_row)(f, net + j0, nj, act);
-        FN(act_grad_row)(d + j0, net + j0, f, nj, act);
-        for (int64_t j = 0; j < nj; j++) {
-            d[j0 + j] = bp_dropout_keep_h(hr, k, j0 + j, rate)
-                            ? d[j0 + j] * inv : (T)0;
+#pragma omp for schedule(static) nowait
+    for (int64_t blk = 0; blk < n_dw; blk++) {
+        int64_t a0 = blk * DW_BLOCK;
+        int64_t a1 = a0 + DW_BLOCK < n_in ? a0 + DW_BLOCK : n_in;
+        memset(dW + a0 * n_out, 0, (size_t)((a1 - a0) * n_out) * sizeof(T));
+        for (int64_t i = 0; i < m; i++) {
+            const T *x_i = x + i * n_in, *d_i = d + i * n_out;
+            for (int64_t a = a0; a < a1; a++) {
+                T v = x_i[a];
+                T *dw_a = dW + a * n_out;
+                for (int64_t j = 0; j < n_out; j++) {
+                    dw_a[j] += v * d_i[j];
+                }
+            }
         }
     }
+}
+
+/*
+ * db = sum over samples of d (overwritten), accumulated in double in
+ * sample order, work-shared over blocks of entries.  No barrier.
+ *   db (n_out) out;  d (m, n_out) in
+ */
+static void
+FN(dense_backward_db)(T *db, const T *d, int64_t m, int64_t n_out)
+{
+    int64_t n_db = (n_out + DB_BLOCK - 1) / DB_BLOCK;
+
+#pragma omp for schedule(static) nowait
+    for (int64_t blk = 0; blk < n_db; blk++) {
+        double acc[DB_BLOCK];
+        int64_t j0 = blk * DB_BLOCK;
+        int64_t nj = n_out - j0 < DB_BLOCK ? n_out - j0 : DB_BLOCK;
+        for (int64_t j = 0; j < nj; j++) {
+            acc[j] = 0.0;
+        }
+        for (int64_t i = 0; i < m; i++) {
+            const T *d_i = d + i * n_out + j0;
+            for (int64_t j = 0; j < nj; j++) {
+                acc[j] += (double)d_i[j];
+            }
+        }
+        for (int64_t j = 0; j < nj; j++) {
+            db[j0 + j] = (T)acc[j];
+        }
+    }
+}
+
+/*
+ * The delta of layer k's input, shared by the team: dx = d W^T; for a
+ * hidden input (k > 0) then times f'(net_k) and its dropout mask, so that
+ * dx is layer k's delta: delta_k = f'(net_k) * (delta_{k+1} W_k^T).  At
+ * k = 0 it is dE/dX.
+ *   dx (m, n_in) out;  d (m, n_out) in;  W (n_in, n_out) in
+ *   net, out (m, n_in) in: layer k's (unused at k = 0)
+ * Ends with a barrier.
+ */
+static void
+FN(dense_backward_dx)(T *dx, const T *d, const T *W, const T *net,
+                      const T *out, const bp_arch *arch, int64_t k, int64_t m,
+                      T *scratch)
+{
+    int64_t n_in = arch->sizes[k], n_out = arch->sizes[k + 1];
+    int64_t n_blocks = (m + ROW_BLOCK - 1) / ROW_BLOCK;
+    int big = layer_uses_gemm(n_in, n_out);
+
+    if (big) {
+        FN(product_par)(dx, n_in, d, n_out, 1, W, 1, n_out, m, n_in, n_out,
+                        scratch);
+    }
+#pragma omp for schedule(static)
+    for (int64_t blk = 0; blk < n_blocks; blk++) {
+        int64_t r0 = blk * ROW_BLOCK;
+        int64_t r1 = r0 + ROW_BLOCK < m ? r0 + ROW_BLOCK : m;
+        for (int64_t i = r0; i < r1; i++) {
+            T *dx_i = dx + i * n_in;
+            const T *d_i = d + i * n_out;
+            for (int64_t a = 0; a < n_in && !big; a++) {
+                dx_i[a] = FN(dot)(d_i, W + a * n_out, n_out);
+            }
+            if (k > 0) {
+                FN(act_grad_drop_row)(dx_i, net + i * n_in, out + i * n_in,
+                                      n_in, arch->acts[k - 1], arch, k - 1,
+                                      i);
+            }
+        }
+    }
+}
+
+/* ---- loss ------------------------------------------------------------ */
+
+/*
+ * One output's share of a loss elementwise in g = out - y: adds it to *l
+ * and returns its dl/dout.  LOSS is a constant after inlining.
+ *   mse    1/2 g^2             g
+ *   mae    |g|                 sign(g) (0 at 0, as torch)
+ *   huber  torch.nn.HuberLoss: |g| < d ? g^2 / 2 : d (|g| - d / 2);
+ *          dl/dout = g clamped to [-d, d], d = lp
+ */
+static INLINE T
+FN(loss_elem)(double *l, T g, double lp, const int LOSS)
+{
+    if (LOSS == BP_LOSS_MAE) {
+        *l += fabs((double)g);
+        return g > 0 ? (T)1 : (g < 0 ? (T)-1 : (T)0);
+    }
+    if (LOSS == BP_LOSS_HUBER) {
+        T hd = (T)lp;
+        double a = fabs((double)g);
+        *l += a < lp ? 0.5 * a * a : lp * (a - 0.5 * lp);
+        return g <= -hd ? -hd : (g >= hd ? hd : g);
+    }
+    *l = MULADD64(0.5 * (double)g, (double)g, *l);
+    return g;
+}
+
+/*
+ * An elementwise loss (LOSS: mse, mae, huber) of LN samples side by side:
+ * li[ln] = sum_j e(g_j) in order of j, d = de/dout.  Lanes nl.. are
+ * padding, with target 0.
+ *   li (LN) out;  d (n, LN) out, unit j of lane ln at d[j * st + ln]
+ *   h (n, LN) in, as d: the outputs;  y (nl, n) in: the lanes' targets
+ */
+static INLINE void
+FN(loss_elementwise)(double *li, T *d, const T *h, int64_t st, const T *y,
+                     int64_t n, int nl, double lp, const int LN,
+                     const int LOSS)
+{
+    for (int ln = 0; ln < LN; ln++) {
+        li[ln] = 0.0;
+    }
+    for (int64_t j = 0; j < n; j++) {
+        for (int ln = 0; ln < LN; ln++) {
+            T g = h[j * st + ln] - (ln < nl ? y[ln * n + j] : (T)0);
+            d[j * st + ln] = FN(loss_elem)(&li[ln], g, lp, LOSS);
+        }
+    }
+}
+
+/*
+ * The losses taken with respect to net (their output activation folded
+ * in) for one sample, outputs st apart; returns l, and d = dl/dnet times
+ * scale.
+ *   cross-entropy (softmax): l = -sum_j y_j log softmax_j
+ *       = sum_j y_j (lse - net_j);  dl/dnet_j = softmax_j sum_k y_k - y_j
+ *   binary cross-entropy (sigmoid): l = max(z, 0) - z y + log1p(e^-|z|);
+ *       dl/dz = sigmoid(z) - y
+ *   poisson (identity, out read as the log rate r):
+ *       l = sum_j e^r_j - y_j r_j;  dl/dr_j = e^r_j - y_j
+ */
+static INLINE double
+FN(loss_on_net)(T *d, const T *z, const T *h, int64_t st, const T *y,
+                int64_t n, int loss, T scale)
+{
+    double l = 0.0;
+
+    if (loss == BP_LOSS_CE) {
+        double mx = (double)z[0], sum = 0.0, sy = 0.0, lse;
+        for (int64_t j = 1; j < n; j++) {
+            mx = (double)z[j * st] > mx ? (double)z[j * st] : mx;
+        }
+        for (int64_t j = 0; j < n; j++) {
+            sum += VEXP64((double)z[j * st] - mx);
+            sy += (double)y[j];
+        }
+        lse = mx + log(sum);
+        for (int64_t j = 0; j < n; j++) {
+            if (y[j] != 0) {
+                l = MULADD64((double)y[j], lse - (double)z[j * st], l);
+            }
+            d[j * st] = MULADD(h[j * st], (T)sy, -y[j]) * scale;
+        }
+    } else if (loss == BP_LOSS_BCE) {
+        for (int64_t j = 0; j < n; j++) {
+            double zz = (double)z[j * st];
+            l += MULADD64(-zz, (double)y[j], zz > 0 ? zz : 0.0) +
+                 log1p(exp(-fabs(zz)));
+            d[j * st] = (h[j * st] - y[j]) * scale;
+        }
+    } else { /* BP_LOSS_POISSON */
+        for (int64_t j = 0; j < n; j++) {
+            double e = exp((double)h[j * st]);
+            l += MULADD64(-(double)y[j], (double)h[j * st], e);
+            d[j * st] = (T)(e - (double)y[j]) * scale;
+        }
+    }
+    return l;
+}
+
+/*
+ * The loss of LN samples side by side and their output deltas: the one
+ * place the loss maths lives, for the rows of the batch path (LN = 1,
+ * through loss_row) and the lanes of the tiny path.  LN is a constant
+ * after inlining.
+ *   li (LN) out: each sample's loss l (unweighted)
+ *   d (n, LN) out: dl/dnet times scale[ln]; unit j of lane ln at
+ *       d[j * st + ln], and so for z and h
+ *   z, h (n, LN) in: the output layer's net and out
+ *   y (nl, n) in: the samples' targets;  scale (LN) in
+ * Lanes nl.. are padding: their d ends at 0 (through a zero scale for the
+ * elementwise losses) and their li is not to be read.
+ */
+static INLINE void
+FN(loss_lanes)(double *li, T *d, const T *z, const T *h, int64_t st,
+               const T *y, int64_t n, int nl, const T *scale,
+               const bp_arch *arch, const int LN)
+{
+    int act = arch->acts[arch->n_layers - 2], loss = arch->loss;
+    double lp = arch->loss_param;
+
+    switch (loss) {
+    case BP_LOSS_CE:
+    case BP_LOSS_BCE:
+    case BP_LOSS_POISSON:
+        for (int ln = 0; ln < nl; ln++) {
+            li[ln] = FN(loss_on_net)(d + ln, z + ln, h + ln, st, y + ln * n,
+                                     n, loss, scale[ln]);
+        }
+        for (int64_t j = 0; j < n; j++) {
+            for (int ln = nl; ln < LN; ln++) {
+                d[j * st + ln] = 0;
+            }
+        }
+        return;
+    case BP_LOSS_MAE:
+        FN(loss_elementwise)(li, d, h, st, y, n, nl, lp, LN, BP_LOSS_MAE);
+        break;
+    case BP_LOSS_HUBER:
+        FN(loss_elementwise)(li, d, h, st, y, n, nl, lp, LN, BP_LOSS_HUBER);
+        break;
+    default:
+        FN(loss_elementwise)(li, d, h, st, y, n, nl, lp, LN, BP_LOSS_MSE);
+        break;
+    }
+    /* dl/dout to dl/dnet through the output activation, then the scale */
+    if (act == BP_ACT_SOFTMAX) {
+        for (int ln = 0; ln < LN; ln++) {
+            FN(softmax_grad)(d + ln, h + ln, n, st);
+        }
+    } else if (st == 1) {
+        FN(act_grad_row)(d, z, h, n, act);
+    } else {
+        for (int64_t j = 0; j < n; j++) {
+            FN(act_grad_row)(d + j * st, z + j * st, h + j * st, LN, act);
+        }
+    }
+    for (int64_t j = 0; j < n; j++) {
+        for (int ln = 0; ln < LN; ln++) {
+            d[j * st + ln] *= scale[ln];
+        }
+    }
+}
+
+/*
+ * The loss of one sample and its output delta.
+ *   delta (n) out: dl/dnet times scale
+ *   net, out, y (n) in
+ * Returns the sample's loss l (unweighted).
+ */
+static double
+FN(loss_row)(T *delta, const T *net, const T *out, const T *y, int64_t n,
+             const bp_arch *arch, T scale)
+{
+    double l;
+    FN(loss_lanes)(&l, delta, net, out, 1, y, n, 1, &scale, arch, 1);
+    return l;
 }

@@ -96,7 +96,6 @@ FN(online_tiny)(FN(train_ctx) *c)
     const int64_t *order = c->order, *sz = arch->sizes;
     const int64_t *w_off = c->w_off, *b_off = c->b_off;
     int64_t L = arch->n_layers - 1, n_in = c->n_in, n_L = c->n_L;
-    int act_L = arch->acts[L - 1], loss_kind = arch->loss;
     T z[TINY_MAXL + 1][TINY_MAXW], h[TINY_MAXL + 1][TINY_MAXW];
     T dbuf[2][TINY_MAXW], y1[TINY_MAXW], *d, *dp;
     double lsum = c->lsum, wsum = c->wsum;
@@ -148,8 +147,7 @@ FN(online_tiny)(FN(train_ctx) *c)
         /* d: the delta of the layer above, dp: the one being computed */
         d = dbuf[0];
         dp = dbuf[1];
-        li = FN(loss_row)(d, z[L], h[L], y, n_L, act_L, loss_kind,
-                          arch->loss_param, scale);
+        li = FN(loss_row)(d, z[L], h[L], y, n_L, arch, scale);
         loss = (sw != NULL ? MULADD64((double)sw[i], li, 0.0) : 0.0 + li) / S;
         if (!isfinite(loss)) {
             c->diverged = 1;

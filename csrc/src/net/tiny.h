@@ -12,102 +12,20 @@
  */
 typedef T FN(lanes)[TINY_LANES];
 
-/* Loss and output delta for one group; returns the weighted loss sum.
- * z, h: output net and out [n][lanes]; y rows; scale[l] = s_l / S. */
+/* Loss and output delta for one group (loss_lanes); returns the
+ * weighted loss sum of its nl samples, in lane order.
+ * z, h: output net and out [n][lanes]; Y rows; scale[l] = s_l / S. */
 static INLINE double
 FN(tiny_loss)(FN(lanes) *d, FN(lanes) *z, FN(lanes) *h, const T *Y,
-              const T *sw, int64_t i0, int nl, int64_t n, int act, int loss,
-              double lp, const T *scale, const int LN)
+              const T *sw, int64_t i0, int nl, int64_t n,
+              const bp_arch *arch, const T *scale, const int LN)
 {
-    double total = 0.0;
-    if (loss == BP_LOSS_MSE && act != BP_ACT_SOFTMAX) {
-        /* the common case, lanes side by side (per lane the sums of
-         * loss_row, in its order); unused lanes end at zero through their
-         * zero scale */
-        double li[TINY_LANES];
-        for (int l = 0; l < LN; l++) {
-            li[l] = 0.0;
-        }
-        for (int64_t j = 0; j < n; j++) {
-            for (int l = 0; l < LN; l++) {
-                T g = h[j][l] - (l < nl ? Y[(i0 + l) * n + j] : (T)0);
-                li[l] = MULADD64(0.5 * (double)g, (double)g, li[l]);
-                d[j][l] = g;
-            }
-        }
-        for (int l = 0; l < nl; l++) {
-            total = sw != NULL ? MULADD64((double)sw[i0 + l], li[l], total)
-                               : total + li[l];
-        }
-        for (int64_t j = 0; j < n; j++) {
-            FN(act_grad_row)(d[j], z[j], h[j], LN, act);
-            for (int l = 0; l < LN; l++) {
-                d[j][l] *= scale[l];
-            }
-        }
-        return total;
-    }
+    double li[TINY_LANES], total = 0.0;
+    FN(loss_lanes)(li, d[0], z[0], h[0], TINY_LANES, Y + i0 * n, n, nl,
+                   scale, arch, LN);
     for (int l = 0; l < nl; l++) {
-        const T *y = Y + (i0 + l) * n;
-        double li = 0.0;
-        if (loss >= BP_LOSS_MAE) {
-            /* mae, huber, poisson: loss_row on this lane's values */
-            T zr[TINY_MAXW], hr[TINY_MAXW], dr[TINY_MAXW];
-            for (int64_t j = 0; j < n; j++) {
-                zr[j] = z[j][l];
-                hr[j] = h[j][l];
-            }
-            li = FN(loss_row)(dr, zr, hr, y, n, act, loss, lp, scale[l]);
-            for (int64_t j = 0; j < n; j++) {
-                d[j][l] = dr[j];
-            }
-        } else if (loss == BP_LOSS_CE) {
-            double mx = (double)z[0][l], sum = 0.0, sy = 0.0, lse;
-            for (int64_t j = 1; j < n; j++) {
-                mx = (double)z[j][l] > mx ? (double)z[j][l] : mx;
-            }
-            for (int64_t j = 0; j < n; j++) {
-                sum += VEXP64((double)z[j][l] - mx);
-                sy += (double)y[j];
-            }
-            lse = mx + log(sum);
-            for (int64_t j = 0; j < n; j++) {
-                if (y[j] != 0) {
-                    li = MULADD64((double)y[j], lse - (double)z[j][l], li);
-                }
-                d[j][l] = MULADD(h[j][l], (T)sy, -y[j]) * scale[l];
-            }
-        } else if (loss == BP_LOSS_BCE) {
-            for (int64_t j = 0; j < n; j++) {
-                double zz = (double)z[j][l];
-                li += MULADD64(-zz, (double)y[j], zz > 0 ? zz : 0.0) +
-                      log1p(exp(-fabs(zz)));
-                d[j][l] = (h[j][l] - y[j]) * scale[l];
-            }
-        } else {
-            /* mse with a softmax output (elementwise ones returned above):
-             * delta_j = s_j (g_j - sum_k g_k s_k) */
-            double dot = 0.0;
-            for (int64_t j = 0; j < n; j++) {
-                T g = h[j][l] - y[j];
-                li = MULADD64(0.5 * (double)g, (double)g, li);
-                d[j][l] = g;
-            }
-            for (int64_t j = 0; j < n; j++) {
-                dot = MULADD64((double)d[j][l], (double)h[j][l], dot);
-            }
-            for (int64_t j = 0; j < n; j++) {
-                d[j][l] = h[j][l] * (d[j][l] - (T)dot);
-                d[j][l] *= scale[l];
-            }
-        }
-        total = sw != NULL ? MULADD64((double)sw[i0 + l], li, total)
-                           : total + li;
-    }
-    for (int l = nl; l < LN; l++) {
-        for (int64_t j = 0; j < n; j++) {
-            d[j][l] = 0;
-        }
+        total = sw != NULL ? MULADD64((double)sw[i0 + l], li[l], total)
+                           : total + li[l];
     }
     return total;
 }
@@ -192,9 +110,8 @@ FN(tiny_chunk_lanes)(double *part, const T *X, const T *Y, const T *sw,
                 }
             }
         }
-        lsum += FN(tiny_loss)(d, z[L], h[L], Y, sw, i0, nl, sz[L],
-                              arch->acts[L - 1], arch->loss,
-                              arch->loss_param, scale, LN);
+        lsum += FN(tiny_loss)(d, z[L], h[L], Y, sw, i0, nl, sz[L], arch,
+                              scale, LN);
         for (int64_t k = L - 1; k >= 0; k--) {
             int64_t n_in = sz[k], n_out = sz[k + 1];
             const T *W = params + w_off[k];
