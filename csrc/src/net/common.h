@@ -1,7 +1,8 @@
 /*
- * net/common.h - macros shared by every inclusion of net_impl.h: name
- * building (FN), work-sharing block sizes, running a team (RUN_TEAM), the
- * rounding of a * b + c (MULADD), and the inlining attributes.
+ * net/common.h - what every inclusion of net_impl.h shares: name building
+ * (FN, ARGS), the parameter layout, work-sharing block sizes, running a
+ * team (RUN_TEAM), the rounding of a * b + c (MULADD), and the inlining
+ * attributes.
  */
 #ifndef BPCORE_NET_COMMON_H
 #define BPCORE_NET_COMMON_H
@@ -9,6 +10,15 @@
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
 #define FN(name) CAT(name, SFX)
+/* The argument struct of an entry point for this element type (kernels.h),
+ * e.g. ARGS(train) is train_args_f32 in a float build. */
+#define ARGS(name) CAT(name, CAT(_args, TSFX))
+
+/* The flat parameter layout of one architecture (bp_layout). */
+typedef struct {
+    int64_t w_off[MAX_LAYERS], b_off[MAX_LAYERS];  /* per layer */
+    int64_t n_w, n_p;  /* weights, then all parameters */
+} net_layout;
 
 /* Rows per work-sharing block in the forward and delta passes. */
 #define ROW_BLOCK 16

@@ -154,6 +154,39 @@ typedef struct {
     T *s1, *s2;
 } FN(upd);
 
+/* Fill u with opt's constants (step and bc2_sqrt: upd_step); returns
+ * whether the update is plain SGD (no momentum buffer, no decay). */
+static INLINE int
+FN(upd_init)(FN(upd) *u, const bp_optim *opt)
+{
+    double b1 = opt->beta1, b2 = opt->beta2;
+    u->sgd = opt->kind == BP_OPT_SGD;
+    u->nesterov = opt->nesterov;
+    u->decoupled = opt->kind == BP_OPT_ADAMW;
+    u->lr = (T)opt->lr;
+    u->wd = (T)opt->weight_decay;
+    u->mu = (T)opt->momentum;
+    u->omb1 = (T)(1.0 - b1);
+    u->tb2 = (T)b2;
+    u->omb2 = (T)(1.0 - b2);
+    u->eps = (T)opt->eps;
+    u->s1 = (T *)opt->state1;
+    u->s2 = (T *)opt->state2;
+    u->step = u->bc2_sqrt = 0;
+    return u->sgd && u->s1 == NULL && u->wd == 0;
+}
+
+/* The constants of update number t (from 1) that depend on t (Adam's bias
+ * corrections, as update_body computes them). */
+static INLINE void
+FN(upd_step)(FN(upd) *u, const bp_optim *opt, int64_t t)
+{
+    if (!u->sgd) {
+        u->step = (T)(opt->lr / (1.0 - pow(opt->beta1, (double)t)));
+        u->bc2_sqrt = (T)sqrt(1.0 - pow(opt->beta2, (double)t));
+    }
+}
+
 /* Gradient g of parameter p (weight decay wd: 0 for biases): stores it in
  * grad[p], updates params[p] as update_body would. */
 static INLINE void

@@ -31,9 +31,149 @@ FN(tiny_loss)(FN(lanes) *d, FN(lanes) *z, FN(lanes) *h, const T *Y,
 }
 
 /*
+ * A group's inputs and scales: h0 = the rows of samples i0.. in lanes
+ * (padding lanes 0), scale[l] = s_l / S (padding lanes 0).
+ *   h0 [n_0][lanes] out;  scale [lanes] out;  X (m, n_0), sw (m) in
+ */
+static INLINE void
+FN(tiny_load)(FN(lanes) *h0, T *scale, const T *X, const T *sw, int64_t n0,
+              int64_t i0, int nl, double S, const int LN)
+{
+    for (int64_t a = 0; a < n0; a++) {
+        for (int l = 0; l < LN; l++) {
+            h0[a][l] = l < nl ? X[(i0 + l) * n0 + a] : (T)0;
+        }
+    }
+    if (sw == NULL) {
+        T s1 = (T)(1.0 / S); /* (double)1 / S, as below */
+        for (int l = 0; l < LN; l++) {
+            scale[l] = l < nl ? s1 : (T)0;
+        }
+    } else {
+        for (int l = 0; l < LN; l++) {
+            T s_l = l < nl ? sw[i0 + l] : (T)0;
+            scale[l] = (T)((double)s_l / S);
+        }
+    }
+}
+
+/*
+ * A dense layer forward for a group: z = x W + b (b + sum over inputs in
+ * order, as dense_rows), then h = f(z), lanes side by side.
+ *   z, h [n_out][lanes] out;  x [n_in][lanes] in
+ *   W (n_in, n_out), b (n_out) in
+ */
+static INLINE void
+FN(tiny_dense_forward)(FN(lanes) *restrict z, FN(lanes) *restrict h,
+                       const FN(lanes) *restrict x,
+                       const T *W, const T *b, int64_t n_in, int64_t n_out,
+                       int act, const int LN)
+{
+    for (int64_t j = 0; j < n_out; j++) {
+        for (int l = 0; l < LN; l++) {
+            z[j][l] = b[j];
+        }
+        for (int64_t a = 0; a < n_in; a++) {
+            T w = W[a * n_out + j];
+            for (int l = 0; l < LN; l++) {
+                z[j][l] = MULADD(x[a][l], w, z[j][l]);
+            }
+        }
+    }
+    if (act == BP_ACT_SOFTMAX) {
+        /* softmax needs a sample's whole row */
+        for (int l = 0; l < LN; l++) {
+            T row[TINY_MAXW];
+            for (int64_t j = 0; j < n_out; j++) {
+                row[j] = z[j][l];
+            }
+            FN(act_row)(row, row, n_out, BP_ACT_SOFTMAX);
+            for (int64_t j = 0; j < n_out; j++) {
+                h[j][l] = row[j];
+            }
+        }
+    } else {
+        for (int64_t j = 0; j < n_out; j++) {
+            FN(act_row)(h[j], z[j], LN, act);
+        }
+    }
+}
+
+/*
+ * A dense layer backward for a group: the lane sums aw += x^T d and
+ * ab += d; then, when the input is a hidden layer (act_in >= 0), its delta
+ * dx = f'(z_in) * (d W^T).
+ *   aw [n_in * n_out][lanes], ab [n_out][lanes] inout
+ *   dx [n_in][lanes] out;  d [n_out][lanes] in
+ *   x, z_in [n_in][lanes] in: the layer's input (h below) and its net
+ */
+static INLINE void
+FN(tiny_dense_backward)(FN(lanes) *restrict aw,
+                        double (*restrict ab)[TINY_LANES],
+                        FN(lanes) *restrict dx, const FN(lanes) *restrict d,
+                        const FN(lanes) *restrict x,
+                        const FN(lanes) *restrict z_in, const T *W, int64_t n_in,
+                        int64_t n_out, int act_in, const int LN)
+{
+    for (int64_t a = 0; a < n_in; a++) {
+        for (int64_t j = 0; j < n_out; j++) {
+            for (int l = 0; l < LN; l++) {
+                aw[a * n_out + j][l] = MULADD(x[a][l], d[j][l],
+                                              aw[a * n_out + j][l]);
+            }
+        }
+    }
+    for (int64_t j = 0; j < n_out; j++) {
+        for (int l = 0; l < LN; l++) {
+            ab[j][l] += (double)d[j][l];
+        }
+    }
+    if (act_in < 0) {
+        return;
+    }
+    for (int64_t a = 0; a < n_in; a++) {
+        for (int l = 0; l < LN; l++) {
+            dx[a][l] = 0;
+        }
+        for (int64_t j = 0; j < n_out; j++) {
+            T w = W[a * n_out + j];
+            for (int l = 0; l < LN; l++) {
+                dx[a][l] = MULADD(d[j][l], w, dx[a][l]);
+            }
+        }
+        FN(act_grad_row)(dx[a], z_in[a], x[a], LN, act_in);
+    }
+}
+
+/* part[p] = the sum over lanes of accumulator p, in lane order: the n_wt
+ * weights (accw), then the biases (accb) up to n_p. */
+static INLINE void
+FN(tiny_lane_sums)(double *part, const FN(lanes) *accw,
+                   double (*accb)[TINY_LANES], int64_t n_wt, int64_t n_p,
+                   const int LN)
+{
+    for (int64_t p = 0; p < n_wt; p++) {
+        double s = 0.0;
+        for (int l = 0; l < LN; l++) {
+            s += (double)accw[p][l];
+        }
+        part[p] = s;
+    }
+    for (int64_t p = n_wt; p < n_p; p++) {
+        double s = 0.0;
+        for (int l = 0; l < LN; l++) {
+            s += accb[p - n_wt][l];
+        }
+        part[p] = s;
+    }
+}
+
+/*
  * Gradient sums of samples [r0, r1) (at most TINY_CHUNK) into part: the
  * n_p parameter sums, then the weighted loss sum.  LN lanes per group (a
- * constant after inlining: 16, or 1 for online learning).
+ * constant after inlining: 16, or 1 for short chunks).  Groups of LN
+ * samples go forward, through the loss and backward; each lane keeps its
+ * own sums, added up at the end.
  */
 static INLINE void
 FN(tiny_chunk_lanes)(double *part, const T *X, const T *Y, const T *sw,
@@ -62,111 +202,27 @@ FN(tiny_chunk_lanes)(double *part, const T *X, const T *Y, const T *sw,
     }
     for (int64_t i0 = r0; i0 < r1; i0 += LN) {
         int nl = r1 - i0 < LN ? (int)(r1 - i0) : LN;
-        for (int64_t a = 0; a < sz[0]; a++) {
-            for (int l = 0; l < LN; l++) {
-                h[0][a][l] = l < nl ? X[(i0 + l) * sz[0] + a] : (T)0;
-            }
-        }
-        if (sw == NULL) {
-            T s1 = (T)(1.0 / S); /* (double)1 / S, as below */
-            for (int l = 0; l < LN; l++) {
-                scale[l] = l < nl ? s1 : (T)0;
-            }
-        } else {
-            for (int l = 0; l < LN; l++) {
-                T s_l = l < nl ? sw[i0 + l] : (T)0;
-                scale[l] = (T)((double)s_l / S);
-            }
-        }
+        FN(tiny_load)(h[0], scale, X, sw, sz[0], i0, nl, S, LN);
         for (int64_t k = 0; k < L; k++) {
-            const T *W = params + w_off[k], *b = params + b_off[k];
-            int64_t n_in = sz[k], n_out = sz[k + 1];
-            for (int64_t j = 0; j < n_out; j++) {
-                for (int l = 0; l < LN; l++) {
-                    z[k + 1][j][l] = b[j];
-                }
-                for (int64_t a = 0; a < n_in; a++) {
-                    T w = W[a * n_out + j];
-                    for (int l = 0; l < LN; l++) {
-                        z[k + 1][j][l] = MULADD(h[k][a][l], w, z[k + 1][j][l]);
-                    }
-                }
-            }
-            if (arch->acts[k] == BP_ACT_SOFTMAX) {
-                for (int l = 0; l < LN; l++) {
-                    T row[TINY_MAXW];
-                    for (int64_t j = 0; j < n_out; j++) {
-                        row[j] = z[k + 1][j][l];
-                    }
-                    FN(act_row)(row, row, n_out, BP_ACT_SOFTMAX);
-                    for (int64_t j = 0; j < n_out; j++) {
-                        h[k + 1][j][l] = row[j];
-                    }
-                }
-            } else {
-                for (int64_t j = 0; j < n_out; j++) {
-                    FN(act_row)(h[k + 1][j], z[k + 1][j], LN,
-                                arch->acts[k]);
-                }
-            }
+            FN(tiny_dense_forward)(z[k + 1], h[k + 1], h[k], params + w_off[k],
+                                   params + b_off[k], sz[k], sz[k + 1],
+                                   arch->acts[k], LN);
         }
         lsum += FN(tiny_loss)(d, z[L], h[L], Y, sw, i0, nl, sz[L], arch,
                               scale, LN);
         for (int64_t k = L - 1; k >= 0; k--) {
-            int64_t n_in = sz[k], n_out = sz[k + 1];
-            const T *W = params + w_off[k];
-            FN(lanes) *aw = accw + w_off[k];
-            double (*ab)[TINY_LANES] = accb + (b_off[k] - n_wt);
-            for (int64_t a = 0; a < n_in; a++) {
-                for (int64_t j = 0; j < n_out; j++) {
-                    for (int l = 0; l < LN; l++) {
-                        aw[a * n_out + j][l] = MULADD(h[k][a][l], d[j][l],
-                                                      aw[a * n_out + j][l]);
-                    }
-                }
-            }
-            for (int64_t j = 0; j < n_out; j++) {
-                for (int l = 0; l < LN; l++) {
-                    ab[j][l] += (double)d[j][l];
-                }
-            }
-            if (k == 0) {
-                break;
-            }
-            for (int64_t a = 0; a < n_in; a++) {
-                for (int l = 0; l < LN; l++) {
-                    dp[a][l] = 0;
-                }
-                for (int64_t j = 0; j < n_out; j++) {
-                    T w = W[a * n_out + j];
-                    for (int l = 0; l < LN; l++) {
-                        dp[a][l] = MULADD(d[j][l], w, dp[a][l]);
-                    }
-                }
-                FN(act_grad_row)(dp[a], z[k][a], h[k][a], LN,
-                                 arch->acts[k - 1]);
-            }
-            for (int64_t a = 0; a < n_in; a++) {
+            FN(tiny_dense_backward)(accw + w_off[k], accb + (b_off[k] - n_wt),
+                                    dp, d, h[k], z[k], params + w_off[k],
+                                    sz[k], sz[k + 1],
+                                    k > 0 ? arch->acts[k - 1] : -1, LN);
+            for (int64_t a = 0; k > 0 && a < sz[k]; a++) {
                 for (int l = 0; l < LN; l++) {
                     d[a][l] = dp[a][l];
                 }
             }
         }
     }
-    for (int64_t p = 0; p < n_wt; p++) {
-        double s = 0.0;
-        for (int l = 0; l < LN; l++) {
-            s += (double)accw[p][l];
-        }
-        part[p] = s;
-    }
-    for (int64_t p = n_wt; p < n_p; p++) {
-        double s = 0.0;
-        for (int l = 0; l < LN; l++) {
-            s += accb[p - n_wt][l];
-        }
-        part[p] = s;
-    }
+    FN(tiny_lane_sums)(part, accw, accb, n_wt, n_p, LN);
     part[n_p] = lsum;
 }
 

@@ -43,117 +43,146 @@ FN(carve)(FN(train_ws) *ws, const train_plan *pl, const bp_arch *arch,
 #undef AT
 }
 
+/* What the batch loop shares (filled by FN(train), entry.h). */
 typedef struct {
-    T *params, *grad;
-    const bp_optim *opt;
-    const T *X, *Y, *sw;
-    const int64_t *labels, *order;
-    int64_t m, batch, first_batch, n_batches;
-    const bp_arch *arch;
+    const ARGS(train) *a;
     const int64_t *w_off, *b_off;
     int64_t n_w, n_p;
-    const FN(train_ws) *ws;
-    int64_t n_in, n_L, t0;
+    FN(train_ws) ws;
+    int64_t t0;         /* the optimizer's step count before this call */
     double lsum, wsum;  /* in: running sums; out: with this call's batches */
     int64_t done;       /* out */
     int diverged;       /* out */
 } FN(train_ctx);
 
-/* The batch loop of train, run by every thread of the team. */
+/*
+ * Whether batch [start, start + mb) has no weight (all zero): it teaches
+ * nothing and is skipped.  The decision changes the team's path, so every
+ * thread must reach the same one: it is read from the caller's read-only
+ * arrays, never from the shared batch buffer, which a thread that skipped
+ * would already be refilling with the next batch while another still read
+ * it.
+ */
+static int
+FN(batch_weightless)(const ARGS(train) *a, int64_t start, int64_t mb)
+{
+    if (a->sw == NULL) {
+        return 0;
+    }
+    return (a->order != NULL ? FN(weight_sum_at)(a->sw, a->order + start, mb)
+                             : FN(weight_sum)(a->sw + start, mb)) <= 0.0;
+}
+
+/* The rows of one batch: X (mb, n_0), Y (mb, n_L), sw (mb) or NULL. */
+typedef struct {
+    const T *X, *Y, *sw;
+} FN(batch_rows);
+
+/*
+ * Batch [start, start + mb) (shared by the team): the caller's rows in
+ * place, or gathered into the workspace when shuffled (order), with class
+ * labels written as one-hot rows.  Rows gathered by one thread are read by
+ * another only after a barrier.
+ */
+static FN(batch_rows)
+FN(batch_gather)(const ARGS(train) *a, const FN(train_ws) *ws, int64_t start,
+                 int64_t mb, int tiny)
+{
+    int64_t n_in = a->arch->sizes[0];
+    int64_t n_L = a->arch->sizes[a->arch->n_layers - 1];
+    const int64_t *labels = a->labels;
+    FN(batch_rows) r;
+
+    if (a->order != NULL) {
+        const int64_t *idx = a->order + start;
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < mb; i++) {
+            memcpy(ws->Xb + i * n_in, a->X + idx[i] * n_in,
+                   (size_t)n_in * sizeof(T));
+            if (labels != NULL) {
+                FN(onehot_row)(ws->Yb + i * n_L, n_L, labels[idx[i]]);
+            } else {
+                memcpy(ws->Yb + i * n_L, a->Y + idx[i] * n_L,
+                       (size_t)n_L * sizeof(T));
+            }
+            if (a->sw != NULL) {
+                ws->swb[i] = a->sw[idx[i]];
+            }
+        }
+        r.X = ws->Xb;
+        r.Y = ws->Yb;
+        r.sw = a->sw != NULL ? ws->swb : NULL;
+        return r;
+    }
+    r.X = a->X + start * n_in;
+    r.Y = labels != NULL ? ws->Yb : a->Y + start * n_L;
+    r.sw = a->sw != NULL ? a->sw + start : NULL;
+    if (labels != NULL && tiny) {
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < mb; i++) {
+            FN(onehot_row)(ws->Yb + i * n_L, n_L, labels[start + i]);
+        }
+    } else if (labels != NULL) {
+        /* no barrier needed: backward_body's forward pass has one before
+         * its loss loop reads Y */
+#pragma omp for schedule(static) nowait
+        for (int64_t i = 0; i < mb; i++) {
+            FN(onehot_row)(ws->Yb + i * n_L, n_L, labels[start + i]);
+        }
+    }
+    return r;
+}
+
+/*
+ * The batch loop of train, run by every thread of the team: per batch,
+ * gather its rows, the loss and gradient (tiny or general path), then the
+ * update.  Every thread runs the same loop and takes the same branches:
+ * the loss and weight sums are computed identically on each.
+ */
 static void
 FN(train_region)(FN(train_ctx) *c)
 {
-    T *params = c->params, *grad = c->grad;
-    const bp_optim *opt = c->opt;
-    const T *X = c->X, *Y = c->Y, *sw = c->sw;
-    const int64_t *labels = c->labels, *order = c->order;
-    int64_t m = c->m, batch = c->batch, first_batch = c->first_batch;
-    int64_t n_batches = c->n_batches, n_w = c->n_w, n_p = c->n_p;
-    const bp_arch *arch = c->arch;
+    const ARGS(train) *a = c->a;
+    const FN(train_ws) ws = c->ws;
+    const bp_arch *arch = a->arch;
     bp_arch arch_b;
-    const int64_t *w_off = c->w_off, *b_off = c->b_off;
-    const FN(train_ws) ws = *c->ws;
-    int64_t n_in = c->n_in, n_L = c->n_L, t0 = c->t0;
     int tiny = arch_is_tiny(arch);
-    /* Every thread runs the same batch loop and takes the same branches:
-     * the loss and weight sums are computed identically on each. */
     double my_lsum = c->lsum, my_wsum = c->wsum;
     int64_t my_done = 0;
     int my_diverged = 0;
-    for (int64_t b = first_batch; b < first_batch + n_batches; b++) {
-        int64_t start = b * batch;
-        int64_t mb = m - start < batch ? m - start : batch;
-        const T *Xb, *Yb, *swb;
+
+    for (int64_t b = a->first_batch; b < a->first_batch + a->n_batches; b++) {
+        int64_t start = b * a->batch;
+        int64_t mb = a->m - start < a->batch ? a->m - start : a->batch;
+        FN(batch_rows) r;
         double loss, wsum;
-        /*
-         * A batch whose weights are all zero teaches nothing.  The decision
-         * changes the team's path, so every thread must reach the same one:
-         * it is read from the caller's read-only arrays, never from the
-         * shared batch buffer, which a thread that skipped would already be
-         * refilling with the next batch while another still read it.
-         */
-        if (sw != NULL &&
-                (order != NULL ? FN(weight_sum_at)(sw, order + start, mb)
-                               : FN(weight_sum)(sw + start, mb)) <= 0.0) {
+        if (FN(batch_weightless)(a, start, mb)) {
             continue;
         }
-        if (order != NULL) {
-            const int64_t *idx = order + start;
-#pragma omp for schedule(static)
-            for (int64_t r = 0; r < mb; r++) {
-                memcpy(ws.Xb + r * n_in, X + idx[r] * n_in,
-                       (size_t)n_in * sizeof(T));
-                if (labels != NULL) {
-                    FN(onehot_row)(ws.Yb + r * n_L, n_L, labels[idx[r]]);
-                } else {
-                    memcpy(ws.Yb + r * n_L, Y + idx[r] * n_L,
-                           (size_t)n_L * sizeof(T));
-                }
-                if (sw != NULL) {
-                    ws.swb[r] = sw[idx[r]];
-                }
-            }
-            Xb = ws.Xb;
-            Yb = ws.Yb;
-            swb = sw != NULL ? ws.swb : NULL;
-        } else {
-            Xb = X + start * n_in;
-            Yb = labels != NULL ? ws.Yb : Y + start * n_L;
-            swb = sw != NULL ? sw + start : NULL;
-            if (labels != NULL && tiny) {
-#pragma omp for schedule(static)
-                for (int64_t r = 0; r < mb; r++) {
-                    FN(onehot_row)(ws.Yb + r * n_L, n_L, labels[start + r]);
-                }
-            } else if (labels != NULL) {
-                /* no barrier needed: backward_body's forward pass has one
-                 * before its loss loop reads Yb */
-#pragma omp for schedule(static) nowait
-                for (int64_t r = 0; r < mb; r++) {
-                    FN(onehot_row)(ws.Yb + r * n_L, n_L, labels[start + r]);
-                }
-            }
-        }
+        r = FN(batch_gather)(a, &ws, start, mb, tiny);
         if (arch->dropout != NULL) {
             /* this batch's masks: a copy of the architecture with its seed
              * (arch_b, this thread's; every thread makes the same) */
-            arch_b = *c->arch;
-            arch_b.drop_seed = bp_dropout_batch_seed(c->arch->drop_seed, b);
+            arch_b = *a->arch;
+            arch_b.drop_seed = bp_dropout_batch_seed(a->arch->drop_seed, b);
             arch = &arch_b;
         }
         if (tiny) {
-            loss = FN(tiny_backward_body)(grad, ws.lbuf, &wsum, Xb, Yb, swb,
-                                          params, arch, w_off, b_off, mb);
+            loss = FN(tiny_backward_body)(a->grad, ws.lbuf, &wsum, r.X, r.Y,
+                                          r.sw, a->params, arch, c->w_off,
+                                          c->b_off, mb);
         } else {
-            loss = FN(backward_body)(grad, ws.delta, ws.net, ws.out, ws.lbuf,
-                                     &wsum, Xb, Yb, swb, params, arch, w_off,
-                                     b_off, mb, ws.scratch);
+            loss = FN(backward_body)(a->grad, ws.delta, ws.net, ws.out,
+                                     ws.lbuf, &wsum, r.X, r.Y, r.sw,
+                                     a->params, arch, c->w_off, c->b_off, mb,
+                                     ws.scratch);
         }
         if (!isfinite(loss)) {
             my_diverged = 1;
             break;
         }
-        FN(update_body)(params, grad, opt, t0 + my_done + 1, n_p, n_w);
+        FN(update_body)(a->params, a->grad, a->opt, c->t0 + my_done + 1,
+                        c->n_p, c->n_w);
         my_lsum = MULADD64(loss, wsum, my_lsum);
         my_wsum += wsum;
         my_done++;
