@@ -10,8 +10,8 @@
  * before, shared by a team exactly as training shares a layer.  Its step
  * on one thread gives the kernel's rate on small products; on a team, the
  * excess over a perfect split is the cost of the step's two
- * synchronisations.  A few milliseconds at the first call that could use a
- * team; cached for the process.
+ * synchronisations.  Measured at the first call that could use a team
+ * (a few hundred small products), then cached for the process.
  *
  * BPCORE_TEAM=always (read at the first choice) turns the choice off: any work
  * above BP_PARALLEL_MIN_FLOPS runs on the threads asked for.  The tests use

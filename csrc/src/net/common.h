@@ -66,8 +66,8 @@ typedef struct {
 /*
  * For a loop over one sample of a tiny network: every call in the body is
  * inlined and (GCC) nothing is vectorised, since vector code for loops of
- * two or three iterations is mostly set-up.  A third fewer instructions in
- * the online loop; the arithmetic, and so the bits, are the same.
+ * two or three iterations is mostly set-up.  The arithmetic, and so the
+ * bits, are the same either way; only the instruction count falls.
  */
 #if defined(__GNUC__) && !defined(__clang__)
 #define SCALAR_LOOP __attribute__((flatten, optimize("no-tree-vectorize")))
