@@ -13,30 +13,23 @@
 #define FINITE_BLOCK 4096
 #define FINITE_PARALLEL_MIN ((int64_t)1 << 21)
 
-static int
-block_bad_f32(const float *x, int64_t n)
-{
-    uint32_t bad = 0;
-    for (int64_t i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, x + i, sizeof u);
-        bad |= (uint32_t)((u & 0x7f800000u) == 0x7f800000u);
+/* Whether any of x[0..n) is NaN or infinite: its exponent bits (MASK) all
+ * ones, tested on the bits (UINT, the float's width) of every value. */
+#define BLOCK_BAD(NAME, FLOAT, UINT, MASK)                                   \
+    static int                                                               \
+    NAME(const FLOAT *x, int64_t n)                                          \
+    {                                                                        \
+        UINT bad = 0;                                                        \
+        for (int64_t i = 0; i < n; i++) {                                    \
+            UINT u;                                                          \
+            memcpy(&u, x + i, sizeof u);                                     \
+            bad |= (UINT)((u & (MASK)) == (MASK));                           \
+        }                                                                    \
+        return bad != 0;                                                     \
     }
-    return bad != 0;
-}
 
-static int
-block_bad_f64(const double *x, int64_t n)
-{
-    uint64_t bad = 0;
-    for (int64_t i = 0; i < n; i++) {
-        uint64_t u;
-        memcpy(&u, x + i, sizeof u);
-        bad |= (uint64_t)((u & 0x7ff0000000000000u) ==
-                          0x7ff0000000000000u);
-    }
-    return bad != 0;
-}
+BLOCK_BAD(block_bad_f32, float, uint32_t, UINT32_C(0x7f800000))
+BLOCK_BAD(block_bad_f64, double, uint64_t, UINT64_C(0x7ff0000000000000))
 
 #define ALL_FINITE_BODY(BLOCK_BAD)                                           \
     int64_t n_blocks = (n + FINITE_BLOCK - 1) / FINITE_BLOCK;                \

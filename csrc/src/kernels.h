@@ -74,22 +74,21 @@
 KERNEL_ARGS(float, _f32)
 KERNEL_ARGS(double, _f64)
 
+/* An entry point of the table for both types: name_f32 and name_f64. */
+#define KERNEL_ENTRY(name)                                                   \
+    bp_status (*name##_f32)(const name##_args_f32 *);                        \
+    bp_status (*name##_f64)(const name##_args_f64 *);
+
 typedef struct {
     const char *name;
     gemm_f32_fn gemm_f32;
     gemm_f64_fn gemm_f64;
-    bp_status (*predict_f32)(const predict_args_f32 *);
-    bp_status (*predict_f64)(const predict_args_f64 *);
-    bp_status (*forward_f32)(const forward_args_f32 *);
-    bp_status (*forward_f64)(const forward_args_f64 *);
-    bp_status (*backward_f32)(const backward_args_f32 *);
-    bp_status (*backward_f64)(const backward_args_f64 *);
-    bp_status (*update_f32)(const update_args_f32 *);
-    bp_status (*update_f64)(const update_args_f64 *);
-    bp_status (*train_f32)(const train_args_f32 *);
-    bp_status (*train_f64)(const train_args_f64 *);
-    bp_status (*matmul_f32)(const matmul_args_f32 *);
-    bp_status (*matmul_f64)(const matmul_args_f64 *);
+    KERNEL_ENTRY(predict)
+    KERNEL_ENTRY(forward)
+    KERNEL_ENTRY(backward)
+    KERNEL_ENTRY(update)
+    KERNEL_ENTRY(train)
+    KERNEL_ENTRY(matmul)
     double (*cal_chain_f32)(int, int64_t, int);
     double (*cal_chain_f64)(int, int64_t, int);
 } kernel_table;
