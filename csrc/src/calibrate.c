@@ -5,13 +5,13 @@
  * A team pays at each synchronisation: the barrier, and the cache lines
  * that one core wrote and the other must now read.  Both depend on the
  * host (core-to-core latency, the hypervisor, how the cores are shared),
- * so they are measured, not assumed: the calibration chain (net_impl.h) is
+ * so they are measured, not assumed: the calibration chain (net/team.h) is
  * a run of small products, each reading the whole output of the one
  * before, shared by a team exactly as training shares a layer.  Its step
  * on one thread gives the kernel's rate on small products; on a team, the
  * excess over a perfect split is the cost of the step's two
- * synchronisations.  A few milliseconds at the first call that could use a
- * team; cached for the process.
+ * synchronisations.  Measured at the first call that could use a team
+ * (a few hundred small products), then cached for the process.
  *
  * BPCORE_TEAM=always (read at the first choice) turns the choice off: any work
  * above BP_PARALLEL_MIN_FLOPS runs on the threads asked for.  The tests use

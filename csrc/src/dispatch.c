@@ -37,52 +37,55 @@ cpu_has(const char *isa)
     return 0;
 }
 
-
-
 /* What became of BPCORE_KERNEL (bp_kernel_request). */
 static int request = BP_KERNEL_DEFAULT;
+
+/* The kernels by name, best last; a table this build lacks is NULL. */
+static const struct {
+    const char *name;
+    const kernel_table *table;
+} known[] = {
+    {"ref", &kernel_table_ref},
+#ifdef BPCORE_HAVE_AVX2
+    {"avx2", &kernel_table_avx2},
+#else
+    {"avx2", NULL},
+#endif
+#ifdef BPCORE_HAVE_AVX512
+    {"avx512", &kernel_table_avx512},
+#else
+    {"avx512", NULL},
+#endif
+};
+#define N_KNOWN (sizeof known / sizeof known[0])
+
+/* Whether kernel i is built and runs on this CPU. */
+static int
+usable(size_t i)
+{
+    return known[i].table != NULL && (i == 0 || cpu_has(known[i].name));
+}
 
 void
 kernels_choose(void)
 {
     const char *want = getenv("BPCORE_KERNEL");
-    const kernel_table *best = &kernel_table_ref;
-#ifdef BPCORE_HAVE_AVX2
-    if (cpu_has("avx2")) {
-        best = &kernel_table_avx2;
+
+    for (size_t i = 0; i < N_KNOWN; i++) {
+        if (usable(i)) {
+            chosen = known[i].table;  /* the best usable one */
+        }
     }
-#endif
-#ifdef BPCORE_HAVE_AVX512
-    if (cpu_has("avx512")) {
-        best = &kernel_table_avx512;
-    }
-#endif
-    chosen = best;
     request = BP_KERNEL_DEFAULT;
     if (want == NULL || want[0] == '\0') {
         return;
     }
-    if (strcmp(want, "ref") == 0) {
-        chosen = &kernel_table_ref;
-        request = BP_KERNEL_AS_ASKED;
-    } else if (strcmp(want, "avx2") == 0) {
-        request = BP_KERNEL_UNAVAILABLE;
-#ifdef BPCORE_HAVE_AVX2
-        if (cpu_has("avx2")) {
-            chosen = &kernel_table_avx2;
-            request = BP_KERNEL_AS_ASKED;
+    request = BP_KERNEL_UNKNOWN;
+    for (size_t i = 0; i < N_KNOWN; i++) {
+        if (strcmp(want, known[i].name) == 0) {
+            request = usable(i) ? BP_KERNEL_AS_ASKED : BP_KERNEL_UNAVAILABLE;
+            chosen = usable(i) ? known[i].table : chosen;
         }
-#endif
-    } else if (strcmp(want, "avx512") == 0) {
-        request = BP_KERNEL_UNAVAILABLE;
-#ifdef BPCORE_HAVE_AVX512
-        if (cpu_has("avx512")) {
-            chosen = &kernel_table_avx512;
-            request = BP_KERNEL_AS_ASKED;
-        }
-#endif
-    } else {
-        request = BP_KERNEL_UNKNOWN;
     }
 }
 

@@ -30,26 +30,11 @@
 #undef NR
 #undef NAME
 
-#define VEXP64 vexp_f64
-#define PRODUCT_KC GEMM_KC
-
-#include "math_f32.h"
-#define SFX _avx512_f32
-#define VEXP vexp_f32
-#define VTANH vtanh_f32
-#define VERFC verfc_f32
-#define GEMM_FN gemm_avx512_8x32_f32
-#include "net_impl.h"
-#include "math_undef.h"
-
-#include "math_f64.h"
-#define SFX _avx512_f64
-#define VEXP vexp_f64
-#define VTANH vtanh_f64
-#define VERFC verfc_f64
-#define GEMM_FN gemm_avx512_8x16_f64
-#include "net_impl.h"
-#include "math_undef.h"
+#define SFX_F32 _avx512_f32
+#define SFX_F64 _avx512_f64
+#define GEMM_F32 gemm_avx512_8x32_f32
+#define GEMM_F64 gemm_avx512_8x16_f64
+#include "kern_simd.h"
 
 const kernel_table kernel_table_avx512 = {
     "avx512", gemm_avx512_8x32_f32, gemm_avx512_8x16_f64,

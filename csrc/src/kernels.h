@@ -2,7 +2,8 @@
  * kernels.h - one table of entry points per instruction set.  Each
  * kern_*.c file compiles the whole network code (net_impl.h) and its packed
  * product (gemm/) with that ISA's flags and exports one table; bp_init picks
- * a table once and the public functions in api.c call through it.
+ * a table once and the public functions in api.c call through it, each
+ * passing its arguments as one struct.
  */
 #ifndef BPCORE_KERNELS_H
 #define BPCORE_KERNELS_H
@@ -10,47 +11,84 @@
 #include "bpcore/bpcore.h"
 #include "gemm/gemm.h"
 
+/*
+ * The arguments of the entry points, one struct per entry point and
+ * element type (T and its suffix S), in the order of the public functions
+ * of bpcore.h that fill them (api.c); bpcore.h documents each argument.
+ */
+#define KERNEL_ARGS(T, S)                                                    \
+    typedef struct {                                                         \
+        T *Y;                    /* (m, n_L) out */                          \
+        const T *X, *params;     /* (m, n_0), (n_params) in */               \
+        const bp_arch *arch;                                                 \
+        int64_t m;                                                           \
+        void *work;                                                          \
+        int64_t work_bytes;                                                  \
+        int n_threads;                                                       \
+    } predict_args##S;                                                       \
+    typedef struct {                                                         \
+        T *const *net, *const *out;  /* [k] (m, n_k) out, k = 1..L */        \
+        const T *X, *params;                                                 \
+        const bp_arch *arch;                                                 \
+        int64_t m;                                                           \
+        int n_threads;                                                       \
+    } forward_args##S;                                                       \
+    typedef struct {                                                         \
+        T *grad;                     /* (n_params) out */                    \
+        T *const *delta, *const *net, *const *out;  /* [k] (m, n_k) out */   \
+        double *loss;                                                        \
+        const T *X, *Y, *sw, *params;  /* sw (m) or NULL */                  \
+        const bp_arch *arch;                                                 \
+        int64_t m;                                                           \
+        int n_threads;                                                       \
+    } backward_args##S;                                                      \
+    typedef struct {                                                         \
+        T *params;                   /* (n) inout */                         \
+        const T *grad;               /* (n) in */                            \
+        bp_optim *opt;                                                       \
+        int64_t n, n_weights;                                                \
+        int n_threads;                                                       \
+    } update_args##S;                                                        \
+    typedef struct {                                                         \
+        T *params, *grad;                                                    \
+        bp_optim *opt;                                                       \
+        double *loss_sum, *weight_sum;  /* inout: running sums */            \
+        int64_t *batches_done;                                               \
+        const T *X, *Y;              /* (m, n_0), (m, n_L) or NULL */        \
+        const int64_t *labels;       /* (m) or NULL */                       \
+        const T *sw;                 /* (m) or NULL */                       \
+        const int64_t *order;        /* (m) or NULL */                       \
+        int64_t m, batch, first_batch, n_batches;                            \
+        const bp_arch *arch;                                                 \
+        void *work;                                                          \
+        int64_t work_bytes;                                                  \
+        int n_threads;                                                       \
+    } train_args##S;                                                         \
+    typedef struct {                                                         \
+        T *C;                        /* (m, n) out */                        \
+        const T *A, *B;              /* op(A) (m, k), op(B) (k, n) in */     \
+        int64_t m, n, k;                                                     \
+        int trans_a, trans_b, n_threads;                                     \
+    } matmul_args##S;
+
+KERNEL_ARGS(float, _f32)
+KERNEL_ARGS(double, _f64)
+
+/* An entry point of the table for both types: name_f32 and name_f64. */
+#define KERNEL_ENTRY(name)                                                   \
+    bp_status (*name##_f32)(const name##_args_f32 *);                        \
+    bp_status (*name##_f64)(const name##_args_f64 *);
+
 typedef struct {
     const char *name;
     gemm_f32_fn gemm_f32;
     gemm_f64_fn gemm_f64;
-    bp_status (*predict_f32)(float *, const float *, const float *,
-                             const bp_arch *, int64_t, void *, int64_t, int);
-    bp_status (*predict_f64)(double *, const double *, const double *,
-                             const bp_arch *, int64_t, void *, int64_t, int);
-    bp_status (*forward_f32)(float *const *, float *const *, const float *,
-                             const float *, const bp_arch *, int64_t, int);
-    bp_status (*forward_f64)(double *const *, double *const *,
-                             const double *, const double *, const bp_arch *,
-                             int64_t, int);
-    bp_status (*backward_f32)(float *, float *const *, float *const *,
-                              float *const *, double *, const float *,
-                              const float *, const float *, const float *,
-                              const bp_arch *, int64_t, int);
-    bp_status (*backward_f64)(double *, double *const *, double *const *,
-                              double *const *, double *, const double *,
-                              const double *, const double *, const double *,
-                              const bp_arch *, int64_t, int);
-    bp_status (*update_f32)(float *, const float *, bp_optim *, int64_t,
-                            int64_t, int);
-    bp_status (*update_f64)(double *, const double *, bp_optim *, int64_t,
-                            int64_t, int);
-    bp_status (*train_f32)(float *, float *, bp_optim *, double *, double *,
-                           int64_t *, const float *, const float *,
-                           const int64_t *, const float *, const int64_t *,
-                           int64_t, int64_t,
-                           int64_t, int64_t, const bp_arch *, void *, int64_t,
-                           int);
-    bp_status (*train_f64)(double *, double *, bp_optim *, double *, double *,
-                           int64_t *, const double *, const double *,
-                           const int64_t *, const double *, const int64_t *,
-                           int64_t, int64_t,
-                           int64_t, int64_t, const bp_arch *, void *, int64_t,
-                           int);
-    bp_status (*matmul_f32)(float *, const float *, const float *, int64_t,
-                            int64_t, int64_t, int, int, int);
-    bp_status (*matmul_f64)(double *, const double *, const double *,
-                            int64_t, int64_t, int64_t, int, int, int);
+    KERNEL_ENTRY(predict)
+    KERNEL_ENTRY(forward)
+    KERNEL_ENTRY(backward)
+    KERNEL_ENTRY(update)
+    KERNEL_ENTRY(train)
+    KERNEL_ENTRY(matmul)
     double (*cal_chain_f32)(int, int64_t, int);
     double (*cal_chain_f64)(int, int64_t, int);
 } kernel_table;

@@ -1,4 +1,5 @@
 /* math_f32.h - libm names for float, for net_impl.h. */
+#define TSFX _f32
 #define T float
 #define EXP expf
 #define EXPM1 expm1f

@@ -1,4 +1,5 @@
 /* math_f64.h - libm names for double, for net_impl.h. */
+#define TSFX _f64
 #define T double
 #define EXP exp
 #define EXPM1 expm1

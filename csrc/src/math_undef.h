@@ -1,5 +1,6 @@
 /* math_undef.h - forget the per-type names set before net_impl.h. */
 #undef T
+#undef TSFX
 #undef SFX
 #undef EXP
 #undef EXPM1

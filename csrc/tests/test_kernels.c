@@ -146,114 +146,183 @@ check_kernel(const kernel_table *t)
     }
 }
 
-static void
-check_training(void)
-{
-    int64_t sizes[4] = {13, 17, 9, 3};
-    int32_t acts[3] = {BP_ACT_TANH, BP_ACT_RELU, BP_ACT_SOFTMAX};
-    bp_arch arch = {4, sizes, acts, BP_LOSS_CE};
-    int64_t w_off[3], b_off[3], n_w, n_p, m = 101, bytes = 0, done = 0;
-    float *params, *grad, *X, *Y, *out, *out2, *s1, *p1, *p2;
+/* A small training problem for the public API: 13-17-9-3 (tanh, relu,
+ * softmax, cross-entropy), 101 samples, SGD with momentum, batches of 10. */
+typedef struct {
+    int64_t sizes[4];
+    int32_t acts[3];
+    bp_arch arch;
+    int64_t n_p, m, bytes;
+    float *params, *grad, *X, *Y, *s1;
     int64_t *order, *labels;
-    double lsum = 0.0, wsum = 0.0;
-    bp_optim opt = {BP_OPT_SGD, 1, 0.05, 0.9, 0.01, 0.9, 0.999, 1e-8, 0,
-                    NULL, NULL};
+    bp_optim opt;
     void *work;
+} problem;
 
-    CHECK(bp_layout(w_off, b_off, &n_w, &n_p, sizes, 4) == BP_OK);
-    params = calloc((size_t)n_p, sizeof(float));
-    grad = calloc((size_t)n_p, sizeof(float));
-    s1 = calloc((size_t)n_p, sizeof(float));
-    X = malloc(sizeof(float) * (size_t)(m * 13));
-    Y = calloc((size_t)(m * 3), sizeof(float));
-    out = malloc(sizeof(float) * (size_t)(m * 3));
-    out2 = malloc(sizeof(float) * (size_t)(m * 3));
-    order = malloc(sizeof(int64_t) * (size_t)m);
-    labels = malloc(sizeof(int64_t) * (size_t)m);
-    p1 = malloc(sizeof(float) * (size_t)n_p);
-    p2 = malloc(sizeof(float) * (size_t)n_p);
+static void
+problem_make(problem *P)
+{
+    int64_t w_off[3], b_off[3], n_w;
+    const int64_t sizes[4] = {13, 17, 9, 3};
+    const int32_t acts[3] = {BP_ACT_TANH, BP_ACT_RELU, BP_ACT_SOFTMAX};
+    const bp_optim opt = {BP_OPT_SGD, 1, 0.05, 0.9, 0.01, 0.9, 0.999, 1e-8,
+                          0, NULL, NULL};
+    int64_t m = 101;
+
+    memcpy(P->sizes, sizes, sizeof sizes);
+    memcpy(P->acts, acts, sizeof acts);
+    P->arch = (bp_arch){4, P->sizes, P->acts, BP_LOSS_CE};
+    P->m = m;
+    P->opt = opt;
+    CHECK(bp_layout(w_off, b_off, &n_w, &P->n_p, P->sizes, 4) == BP_OK);
+    P->params = calloc((size_t)P->n_p, sizeof(float));
+    P->grad = calloc((size_t)P->n_p, sizeof(float));
+    P->s1 = calloc((size_t)P->n_p, sizeof(float));
+    P->X = malloc(sizeof(float) * (size_t)(m * 13));
+    P->Y = calloc((size_t)(m * 3), sizeof(float));
+    P->order = malloc(sizeof(int64_t) * (size_t)m);
+    P->labels = malloc(sizeof(int64_t) * (size_t)m);
     for (int64_t i = 0; i < n_w; i++) {
-        params[i] = (float)(0.3 * uniform());
+        P->params[i] = (float)(0.3 * uniform());
     }
     for (int64_t i = 0; i < m * 13; i++) {
-        X[i] = (float)uniform();
+        P->X[i] = (float)uniform();
     }
     for (int64_t i = 0; i < m; i++) {
-        Y[i * 3 + (i % 3)] = 1.0f;
-        labels[i] = i % 3;
-        order[i] = (i * 37) % m; /* a permutation: 37 is prime to 101 */
+        P->Y[i * 3 + (i % 3)] = 1.0f;
+        P->labels[i] = i % 3;
+        P->order[i] = (i * 37) % m; /* a permutation: 37 is prime to 101 */
     }
-    opt.state1 = s1;
-    CHECK(bp_train_workspace_size(&bytes, &arch, 10, 2) == BP_OK);
-    work = malloc((size_t)bytes);
-    CHECK(bp_train_f32(params, grad, &opt, &lsum, &wsum, &done, X, Y, NULL,
-                       NULL, order, m, 10, 0, 11, &arch, work, bytes,
-                       2) == BP_OK);
-    CHECK(done == 11 && opt.t == 11 && isfinite(lsum) && wsum == 101.0);
+    P->opt.state1 = P->s1;
+    CHECK(bp_train_workspace_size(&P->bytes, &P->arch, 10, 2) == BP_OK);
+    P->work = malloc((size_t)P->bytes);
+}
+
+static void
+problem_free(problem *P)
+{
+    free(P->params);
+    free(P->grad);
+    free(P->s1);
+    free(P->X);
+    free(P->Y);
+    free(P->order);
+    free(P->labels);
+    free(P->work);
+}
+
+/* A run over every batch; too little workspace and batches past the end
+ * are refused. */
+static void
+check_train_runs(problem *P)
+{
+    double lsum = 0.0, wsum = 0.0;
+    int64_t done = 0, m = P->m;
+
+    CHECK(bp_train_f32(P->params, P->grad, &P->opt, &lsum, &wsum, &done,
+                       P->X, P->Y, NULL, NULL, P->order, m, 10, 0, 11,
+                       &P->arch, P->work, P->bytes, 2) == BP_OK);
+    CHECK(done == 11 && P->opt.t == 11 && isfinite(lsum) && wsum == 101.0);
     /* too little workspace is refused, not overrun */
-    CHECK(bp_train_f32(params, grad, &opt, &lsum, &wsum, &done, X, Y, NULL,
-                       NULL, order, m, 10, 0, 1, &arch, work, 100, 2) ==
-          BP_ENOMEM);
+    CHECK(bp_train_f32(P->params, P->grad, &P->opt, &lsum, &wsum, &done,
+                       P->X, P->Y, NULL, NULL, P->order, m, 10, 0, 1,
+                       &P->arch, P->work, 100, 2) == BP_ENOMEM);
     /* batches past the end are refused */
-    CHECK(bp_train_f32(params, grad, &opt, &lsum, &wsum, &done, X, Y, NULL,
-                       NULL, order, m, 10, 5, 7, &arch, work, bytes, 2) ==
-          BP_ESHAPE);
-    /* class indices train exactly as their one-hot rows, shuffled or not,
-     * on 1 and 2 threads; exactly one of Y and labels; labels in range */
+    CHECK(bp_train_f32(P->params, P->grad, &P->opt, &lsum, &wsum, &done,
+                       P->X, P->Y, NULL, NULL, P->order, m, 10, 5, 7,
+                       &P->arch, P->work, P->bytes, 2) == BP_ESHAPE);
+}
+
+/* Class indices train exactly as their one-hot rows, shuffled or not, on
+ * 1 and 2 threads. */
+static void
+check_labels_as_onehot(problem *P)
+{
+    size_t pbytes = sizeof(float) * (size_t)P->n_p;
+    float *p1 = malloc(pbytes), *p2 = malloc(pbytes);
+    int64_t done = 0;
+
     for (int shuffled = 0; shuffled < 2; shuffled++) {
         for (int nt = 1; nt <= 2; nt++) {
-            int64_t *ord = shuffled ? order : NULL;
+            int64_t *ord = shuffled ? P->order : NULL;
             double l1 = 0.0, w1 = 0.0, l2 = 0.0, w2 = 0.0;
-            memcpy(p1, params, sizeof(float) * (size_t)n_p);
-            memcpy(p2, params, sizeof(float) * (size_t)n_p);
-            memset(s1, 0, sizeof(float) * (size_t)n_p);
-            opt.t = 0;
-            CHECK(bp_train_f32(p1, grad, &opt, &l1, &w1, &done, X, Y, NULL,
-                               NULL, ord, m, 10, 0, 11, &arch, work, bytes,
-                               nt) == BP_OK);
-            memset(s1, 0, sizeof(float) * (size_t)n_p);
-            opt.t = 0;
-            CHECK(bp_train_f32(p2, grad, &opt, &l2, &w2, &done, X, NULL,
-                               labels, NULL, ord, m, 10, 0, 11, &arch, work,
-                               bytes, nt) == BP_OK);
-            CHECK(memcmp(p1, p2, sizeof(float) * (size_t)n_p) == 0);
+            memcpy(p1, P->params, pbytes);
+            memcpy(p2, P->params, pbytes);
+            memset(P->s1, 0, pbytes);
+            P->opt.t = 0;
+            CHECK(bp_train_f32(p1, P->grad, &P->opt, &l1, &w1, &done, P->X,
+                               P->Y, NULL, NULL, ord, P->m, 10, 0, 11,
+                               &P->arch, P->work, P->bytes, nt) == BP_OK);
+            memset(P->s1, 0, pbytes);
+            P->opt.t = 0;
+            CHECK(bp_train_f32(p2, P->grad, &P->opt, &l2, &w2, &done, P->X,
+                               NULL, P->labels, NULL, ord, P->m, 10, 0, 11,
+                               &P->arch, P->work, P->bytes, nt) == BP_OK);
+            CHECK(memcmp(p1, p2, pbytes) == 0);
             CHECK(l1 == l2 && w1 == w2 && done == 11);
         }
     }
-    CHECK(bp_train_f32(params, grad, &opt, &lsum, &wsum, &done, X, Y,
-                       labels, NULL, NULL, m, 10, 0, 1, &arch, work, bytes,
-                       1) == BP_EARG);
-    CHECK(bp_train_f32(params, grad, &opt, &lsum, &wsum, &done, X, NULL,
-                       NULL, NULL, NULL, m, 10, 0, 1, &arch, work, bytes,
-                       1) == BP_EARG);
-    labels[50] = 3;
-    CHECK(bp_train_f32(params, grad, &opt, &lsum, &wsum, &done, X, NULL,
-                       labels, NULL, NULL, m, 10, 0, 1, &arch, work, bytes,
-                       1) == BP_EARG);
-    labels[50] = -1;
-    CHECK(bp_train_f32(params, grad, &opt, &lsum, &wsum, &done, X, NULL,
-                       labels, NULL, NULL, m, 10, 0, 1, &arch, work, bytes,
-                       1) == BP_EARG);
-    free(work);
-
-    CHECK(bp_predict_workspace_size(&bytes, &arch, 101, 2) == BP_OK);
-    work = malloc((size_t)bytes);
-    CHECK(bp_predict_f32(out, X, params, &arch, m, work, bytes, 2) == BP_OK);
-    CHECK(bp_predict_f32(out2, X, params, &arch, m, work, bytes, 1) == BP_OK);
-    CHECK(memcmp(out, out2, sizeof(float) * (size_t)(m * 3)) == 0);
-    free(work);
-
-    free(params);
-    free(grad);
-    free(s1);
-    free(X);
-    free(Y);
-    free(out);
-    free(out2);
-    free(order);
-    free(labels);
     free(p1);
     free(p2);
+}
+
+/* Exactly one of Y and labels; labels in range. */
+static void
+check_train_refusals(problem *P)
+{
+    double lsum = 0.0, wsum = 0.0;
+    int64_t done = 0, m = P->m;
+
+    CHECK(bp_train_f32(P->params, P->grad, &P->opt, &lsum, &wsum, &done,
+                       P->X, P->Y, P->labels, NULL, NULL, m, 10, 0, 1,
+                       &P->arch, P->work, P->bytes, 1) == BP_EARG);
+    CHECK(bp_train_f32(P->params, P->grad, &P->opt, &lsum, &wsum, &done,
+                       P->X, NULL, NULL, NULL, NULL, m, 10, 0, 1, &P->arch,
+                       P->work, P->bytes, 1) == BP_EARG);
+    P->labels[50] = 3;
+    CHECK(bp_train_f32(P->params, P->grad, &P->opt, &lsum, &wsum, &done,
+                       P->X, NULL, P->labels, NULL, NULL, m, 10, 0, 1,
+                       &P->arch, P->work, P->bytes, 1) == BP_EARG);
+    P->labels[50] = -1;
+    CHECK(bp_train_f32(P->params, P->grad, &P->opt, &lsum, &wsum, &done,
+                       P->X, NULL, P->labels, NULL, NULL, m, 10, 0, 1,
+                       &P->arch, P->work, P->bytes, 1) == BP_EARG);
+    P->labels[50] = 50 % 3;
+}
+
+/* predict gives the same bits on 1 and 2 threads. */
+static void
+check_predict_threads(const problem *P)
+{
+    int64_t bytes = 0, m = P->m;
+    float *out = malloc(sizeof(float) * (size_t)(m * 3));
+    float *out2 = malloc(sizeof(float) * (size_t)(m * 3));
+    void *work;
+
+    CHECK(bp_predict_workspace_size(&bytes, &P->arch, 101, 2) == BP_OK);
+    work = malloc((size_t)bytes);
+    CHECK(bp_predict_f32(out, P->X, P->params, &P->arch, m, work, bytes, 2) ==
+          BP_OK);
+    CHECK(bp_predict_f32(out2, P->X, P->params, &P->arch, m, work, bytes, 1) ==
+          BP_OK);
+    CHECK(memcmp(out, out2, sizeof(float) * (size_t)(m * 3)) == 0);
+    free(work);
+    free(out);
+    free(out2);
+}
+
+/* One small training run through the public API, for the sanitizers'
+ * sake, with its refusals. */
+static void
+check_training(void)
+{
+    problem P;
+    problem_make(&P);
+    check_train_runs(&P);
+    check_labels_as_onehot(&P);
+    check_train_refusals(&P);
+    check_predict_threads(&P);
+    problem_free(&P);
 }
 
 int

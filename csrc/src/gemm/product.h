@@ -1,0 +1,147 @@
+/*
+ * gemm/product.h - the layer product: the kernel table's GEMM for this
+ * element type (product), the direct products of a few rows that sum as
+ * the kernel does (product_small), and the product shared by a team
+ * (product_par).  A fragment of net_impl.h (T, SFX, GEMM_FN and
+ * PRODUCT_KC defined by the including kern_*.c file).
+ */
+
+/* The kernel table's product for this element type. */
+static inline void
+FN(product)(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa, const T *B,
+         int64_t rsb, int64_t csb, int64_t m, int64_t n, int64_t k,
+         T *scratch)
+{
+    GEMM_FN(C, ldc, A, rsa, csa, B, rsb, csb, m, n, k, 0, scratch);
+}
+
+/*
+ * C = x W for a few rows without packing, summing each entry exactly as
+ * the kernel does: over the depth in blocks of PRODUCT_KC (the kernel's
+ * GEMM_KC, or all of it in the reference build), a = x w + a per step (one
+ * FMA where the build has it, as in the kernel), block sums added in
+ * order.  So predict on one sample gives forward's bits, and how the
+ * columns are cut into passes changes nothing.  Each row of W is read once
+ * per pass for all the rows of x (R of them, a constant after inlining).
+ * A pass keeps JB columns of each row's sums in registers (JB a constant):
+ * wide passes keep enough FMA chains in flight and read W in long runs,
+ * which is what one sample's predict is limited by.
+ *   C (R, n) out, columns [j0, j0 + nj) with nj <= JB;
+ *   x (R, k) in;  W (k, n) in
+ */
+#define SMALL_JB 32              /* columns per block when threads share */
+#define SMALL_SUMS (512 / (int)sizeof(T))  /* sums per pass: 16 AVX2 regs */
+#define SMALL_ACC (SMALL_SUMS > SMALL_JB ? SMALL_SUMS : SMALL_JB)
+static INLINE void
+FN(product_small_cols)(T *restrict C, const T *restrict x,
+                       const T *restrict W, int64_t k, int64_t n, int64_t j0,
+                       int64_t nj, const int R, const int JB)
+{
+    for (int64_t p0 = 0; p0 < k; p0 += PRODUCT_KC) {
+        int64_t p1 = k - p0 < PRODUCT_KC ? k : p0 + PRODUCT_KC;
+        T acc[BP_PREDICT_SMALL][SMALL_ACC];
+        for (int r = 0; r < R; r++) {
+            for (int64_t j = 0; j < JB; j++) {
+                acc[r][j] = 0;
+            }
+        }
+        if (nj == JB) {
+            for (int64_t p = p0; p < p1; p++) {
+                const T *w_p = W + p * n + j0;
+                for (int r = 0; r < R; r++) {
+                    T v = x[r * k + p];
+                    for (int64_t j = 0; j < JB; j++) {
+                        acc[r][j] = MULADD(v, w_p[j], acc[r][j]);
+                    }
+                }
+            }
+        } else {
+            for (int64_t p = p0; p < p1; p++) {
+                const T *w_p = W + p * n + j0;
+                for (int r = 0; r < R; r++) {
+                    T v = x[r * k + p];
+                    for (int64_t j = 0; j < nj; j++) {
+                        acc[r][j] = MULADD(v, w_p[j], acc[r][j]);
+                    }
+                }
+            }
+        }
+        for (int r = 0; r < R; r++) {
+            T *c_r = C + r * n + j0;
+            for (int64_t j = 0; j < nj; j++) {
+                c_r[j] = p0 == 0 ? acc[r][j] : c_r[j] + acc[r][j];
+            }
+        }
+    }
+}
+
+/* Columns [j0, j1) for R rows: passes of JB columns, then of SMALL_JB. */
+static INLINE void
+FN(product_small_range)(T *restrict C, const T *restrict x,
+                        const T *restrict W, int64_t k, int64_t n, int64_t j0,
+                        int64_t j1, const int R, const int JB)
+{
+    int64_t j = j0;
+    for (; j1 - j >= JB; j += JB) {
+        FN(product_small_cols)(C, x, W, k, n, j, JB, R, JB);
+    }
+    for (; j < j1; j += SMALL_JB) {
+        int64_t nj = j1 - j < SMALL_JB ? j1 - j : SMALL_JB;
+        FN(product_small_cols)(C, x, W, k, n, j, nj, R, SMALL_JB);
+    }
+}
+
+/* product_small_cols for columns [j0, j1), rows of x at most
+ * BP_PREDICT_SMALL.  One row takes the widest passes, four the narrowest:
+ * the sums of a pass fill about the same registers. */
+static void
+FN(product_small)(T *restrict C, const T *restrict x, const T *restrict W,
+                  int64_t rows, int64_t k, int64_t n, int64_t j0, int64_t j1)
+{
+    switch (rows) {
+    case 1:
+        FN(product_small_range)(C, x, W, k, n, j0, j1, 1, SMALL_SUMS);
+        break;
+    case 2:
+        FN(product_small_range)(C, x, W, k, n, j0, j1, 2, SMALL_SUMS / 2);
+        break;
+    case 3:
+        FN(product_small_range)(C, x, W, k, n, j0, j1, 3, SMALL_SUMS / 4);
+        break;
+    default:
+        FN(product_small_range)(C, x, W, k, n, j0, j1, BP_PREDICT_SMALL,
+                                SMALL_SUMS / 4);
+        break;
+    }
+}
+
+/*
+ * C = A B shared by the threads of the enclosing region: the larger of the
+ * two output dimensions is cut into one slice per thread (whole blocks of
+ * 16).  Each entry is computed by one thread in the kernel's fixed order.
+ * scratch holds GEMM_SCRATCH_ELEMS per thread.  Ends with a barrier.
+ */
+static void
+FN(product_par)(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa,
+             const T *B, int64_t rsb, int64_t csb, int64_t m, int64_t n,
+             int64_t k, T *scratch)
+{
+    int nt = team_size(), tid = thread_id();
+    T *mine = scratch + (int64_t)tid * GEMM_SCRATCH_ELEMS;
+    int split_cols = n >= m;
+    int64_t len = split_cols ? n : m;
+    int64_t per = ((len + 15) / 16 + nt - 1) / nt * 16;
+    int64_t lo = (int64_t)tid * per;
+    int64_t hi = lo + per < len ? lo + per : len;
+
+    if (lo < hi) {
+        if (split_cols) {
+            FN(product)(C + lo, ldc, A, rsa, csa, B + lo * csb, rsb, csb, m,
+                     hi - lo, k, mine);
+        } else {
+            FN(product)(C + lo * ldc, ldc, A + lo * rsa, rsa, csa, B, rsb, csb,
+                     hi - lo, n, k, mine);
+        }
+    }
+#pragma omp barrier
+}

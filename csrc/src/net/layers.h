@@ -1,0 +1,628 @@
+/*
+ * net/layers.h - the layers, each forward beside its backward, in the
+ * order of the derivation (a fragment of net_impl.h):
+ *   activation   out = f(net)              d *= f'(net)
+ *   dropout      out *= mask / (1 - rate)  d *= mask / (1 - rate)
+ *   dense        net = x W + b             dW = x^T d, db = sum_i d_i,
+ *                                          dx = d W^T
+ *   loss         l(out, y)                 dl/dnet of the output layer
+ * Arrays are row-major, one row per sample; (m, n) is m rows of n.
+ */
+
+/* ---- activation ------------------------------------------------------ */
+
+/* 1 / (1 + e^-x) without overflow, branch-free so loops vectorise. */
+static inline T
+FN(sigmoid)(T x)
+{
+    T e = VEXP(-FABS(x));
+    /* numerator 1 for x >= 0, e below: with t = +-1 from the sign bit,
+     * (1 - t) / 2 * e + (1 + t) / 2 is exactly one or the other, without
+     * a data-dependent branch in scalar code (mispredicted half the time) */
+    T t = COPYSIGN((T)1, x);
+    T r = MULADD((T)0.5 * ((T)1 - t), e, (T)0.5 * ((T)1 + t)) / ((T)1 + e);
+    return r;
+}
+
+/* out = f(net) for one row of n values; out may alias net. */
+static void
+FN(act_row)(T *out, const T *net, int64_t n, int act)
+{
+    switch (act) {
+    case BP_ACT_IDENTITY:
+        if (out != net) {
+            memcpy(out, net, (size_t)n * sizeof(T));
+        }
+        break;
+    case BP_ACT_SIGMOID:
+        for (int64_t j = 0; j < n; j++) {
+            out[j] = FN(sigmoid)(net[j]);
+        }
+        break;
+    case BP_ACT_TANH:
+        for (int64_t j = 0; j < n; j++) {
+            out[j] = VTANH(net[j]);
+        }
+        break;
+    case BP_ACT_RELU:
+        for (int64_t j = 0; j < n; j++) {
+            out[j] = net[j] > 0 ? net[j] : (T)0;
+        }
+        break;
+    case BP_ACT_LEAKY_RELU:
+        for (int64_t j = 0; j < n; j++) {
+            out[j] = net[j] > 0 ? net[j] : (T)0.01 * net[j];
+        }
+        break;
+    case BP_ACT_ELU:
+        for (int64_t j = 0; j < n; j++) {
+            out[j] = net[j] > 0 ? net[j] : EXPM1(net[j]);
+        }
+        break;
+    case BP_ACT_SOFTPLUS:
+        /* log(1 + e^x) = max(x, 0) + log1p(e^-|x|), never overflows */
+        for (int64_t j = 0; j < n; j++) {
+            T x = net[j];
+            out[j] = (x > 0 ? x : (T)0) + LOG1P(EXP(-FABS(x)));
+        }
+        break;
+    case BP_ACT_GELU:
+        for (int64_t j = 0; j < n; j++) {
+            T x = net[j];
+            /* Phi(x) = erfc(-x / sqrt 2) / 2: no cancellation for x < 0 */
+            out[j] = (T)0.5 * x * VERFC(-x * (T)0.70710678118654752440);
+        }
+        break;
+    case BP_ACT_SOFTMAX: {
+        T mx = net[0];
+        double sum = 0.0;
+        for (int64_t j = 1; j < n; j++) {
+            mx = net[j] > mx ? net[j] : mx;
+        }
+        for (int64_t j = 0; j < n; j++) {
+            out[j] = VEXP(net[j] - mx);
+            sum += (double)out[j];
+        }
+        T inv = (T)(1.0 / sum);
+        for (int64_t j = 0; j < n; j++) {
+            out[j] *= inv;
+        }
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+/* d *= f'(net) for one row, with out = f(net) at hand.  Not for softmax. */
+static void
+FN(act_grad_row)(T *d, const T *net, const T *out, int64_t n, int act)
+{
+    switch (act) {
+    case BP_ACT_SIGMOID:
+        for (int64_t j = 0; j < n; j++) {
+            d[j] *= out[j] * ((T)1 - out[j]);
+        }
+        break;
+    case BP_ACT_TANH:
+        for (int64_t j = 0; j < n; j++) {
+            d[j] *= (T)1 - out[j] * out[j];
+        }
+        break;
+    case BP_ACT_RELU:
+        for (int64_t j = 0; j < n; j++) {
+            d[j] = net[j] > 0 ? d[j] : (T)0;
+        }
+        break;
+    case BP_ACT_LEAKY_RELU:
+        for (int64_t j = 0; j < n; j++) {
+            d[j] = net[j] > 0 ? d[j] : (T)0.01 * d[j];
+        }
+        break;
+    case BP_ACT_ELU:
+        /* for x <= 0, f(x) = e^x - 1, so f'(x) = f(x) + 1 */
+        for (int64_t j = 0; j < n; j++) {
+            d[j] = net[j] > 0 ? d[j] : d[j] * (out[j] + (T)1);
+        }
+        break;
+    case BP_ACT_SOFTPLUS:
+        for (int64_t j = 0; j < n; j++) {
+            d[j] *= FN(sigmoid)(net[j]);
+        }
+        break;
+    case BP_ACT_GELU:
+        /* d/dx x Phi(x) = Phi(x) + x phi(x) */
+        for (int64_t j = 0; j < n; j++) {
+            T x = net[j];
+            T cdf = (T)0.5 * VERFC(-x * (T)0.70710678118654752440);
+            T pdf = (T)0.39894228040143267794 * VEXP((T)-0.5 * x * x);
+            d[j] *= MULADD(x, pdf, cdf);
+        }
+        break;
+    default: /* identity */
+        break;
+    }
+}
+
+/*
+ * d = J^T d through softmax for one sample (the backward of act_row's
+ * softmax): d_j = s_j (d_j - sum_k d_k s_k), the dot in double.
+ *   d (n) inout, s (n) in: softmax's output; both with stride st
+ */
+static INLINE void
+FN(softmax_grad)(T *d, const T *s, int64_t n, int64_t st)
+{
+    double dot = 0.0;
+    for (int64_t j = 0; j < n; j++) {
+        dot = MULADD64((double)d[j * st], (double)s[j * st], dot);
+    }
+    for (int64_t j = 0; j < n; j++) {
+        d[j * st] = s[j * st] * (d[j * st] - (T)dot);
+    }
+}
+
+/* ---- dropout (after a hidden layer's activation) -------------------- */
+
+/*
+ * Inverted dropout (see bp_arch): rows [r0, r0 + rows) of hidden layer
+ * k + 1's outputs out (rows, n) are kept and scaled by 1 / (1 - rate), or
+ * zeroed.  No-op without dropout or at rate 0.
+ */
+static void
+FN(drop_rows)(T *out, int64_t r0, int64_t rows, int64_t n,
+              const bp_arch *arch, int64_t k)
+{
+    double rate = arch->dropout != NULL ? arch->dropout[k] : 0.0;
+    T inv;
+    if (rate == 0.0) {
+        return;
+    }
+    inv = (T)(1.0 / (1.0 - rate));
+    for (int64_t i = 0; i < rows; i++) {
+        uint64_t hr = bp_dropout_row(arch->drop_seed, r0 + i);
+        T *o_i = out + i * n;
+        for (int64_t j = 0; j < n; j++) {
+            o_i[j] = bp_dropout_keep_h(hr, k, j, rate) ? o_i[j] * inv : (T)0;
+        }
+    }
+}
+
+/*
+ * d *= f'(net) for row i of hidden layer k + 1 (as act_grad_row), and,
+ * with dropout there, by the row's mask times 1 / (1 - rate).  out then
+ * holds the dropped outputs, so f(net) is computed again from net (by
+ * act_row, the same bits as the forward pass) in pieces of 64 units.
+ */
+#define DROP_PIECE 64
+static void
+FN(act_grad_drop_row)(T *d, const T *net, const T *out, int64_t n, int act,
+                      const bp_arch *arch, int64_t k, int64_t i)
+{
+    double rate = arch->dropout != NULL ? arch->dropout[k] : 0.0;
+    uint64_t hr;
+    T inv, f[DROP_PIECE];
+    if (rate == 0.0) {
+        FN(act_grad_row)(d, net, out, n, act);
+        return;
+    }
+    hr = bp_dropout_row(arch->drop_seed, i);
+    inv = (T)(1.0 / (1.0 - rate));
+    for (int64_t j0 = 0; j0 < n; j0 += DROP_PIECE) {
+        int64_t nj = n - j0 < DROP_PIECE ? n - j0 : DROP_PIECE;
+        FN(act_row)(f, net + j0, nj, act);
+        FN(act_grad_row)(d + j0, net + j0, f, nj, act);
+        for (int64_t j = 0; j < nj; j++) {
+            d[j0 + j] = bp_dropout_keep_h(hr, k, j0 + j, rate)
+                            ? d[j0 + j] * inv : (T)0;
+        }
+    }
+}
+
+/* ---- dense ------------------------------------------------------------ */
+
+/*
+ * net = x W + b for a block of rows (serial).
+ *   net (rows, n_out) out;  x (rows, n_in) in
+ *   W (n_in, n_out) in;  b (n_out) in
+ * Every entry is b_j + sum_a x_a W_aj summed in order of a, whatever the
+ * blocking, so bits do not depend on how rows are split.
+ */
+static void
+FN(dense_rows)(T *restrict net, const T *restrict x, int64_t rows,
+               int64_t n_in, const T *restrict W, const T *restrict b,
+               int64_t n_out)
+{
+    int64_t i = 0;
+    for (; i + 4 <= rows; i += 4) {
+        T *n0 = net + i * n_out, *n1 = n0 + n_out;
+        T *n2 = n1 + n_out, *n3 = n2 + n_out;
+        const T *x0 = x + i * n_in, *x1 = x0 + n_in;
+        const T *x2 = x1 + n_in, *x3 = x2 + n_in;
+        for (int64_t j = 0; j < n_out; j++) {
+            n0[j] = b[j];
+            n1[j] = b[j];
+            n2[j] = b[j];
+            n3[j] = b[j];
+        }
+        for (int64_t a = 0; a < n_in; a++) {
+            const T *w_a = W + a * n_out;
+            T v0 = x0[a], v1 = x1[a], v2 = x2[a], v3 = x3[a];
+            for (int64_t j = 0; j < n_out; j++) {
+                n0[j] += v0 * w_a[j];
+                n1[j] += v1 * w_a[j];
+                n2[j] += v2 * w_a[j];
+                n3[j] += v3 * w_a[j];
+            }
+        }
+    }
+    for (; i < rows; i++) {
+        T *n_i = net + i * n_out;
+        const T *x_i = x + i * n_in;
+        for (int64_t j = 0; j < n_out; j++) {
+            n_i[j] = b[j];
+        }
+        for (int64_t a = 0; a < n_in; a++) {
+            const T *w_a = W + a * n_out;
+            T v = x_i[a];
+            for (int64_t j = 0; j < n_out; j++) {
+                n_i[j] += v * w_a[j];
+            }
+        }
+    }
+}
+
+/* net += b for a block of rows (after a product from the kernel). */
+static void
+FN(bias_rows)(T *restrict net, const T *restrict b, int64_t rows,
+              int64_t n_out)
+{
+    for (int64_t i = 0; i < rows; i++) {
+        T *n_i = net + i * n_out;
+        for (int64_t j = 0; j < n_out; j++) {
+            n_i[j] += b[j];
+        }
+    }
+}
+
+/* Dot product in a fixed order (eight interleaved partial sums). */
+static inline T
+FN(dot)(const T *restrict u, const T *restrict v, int64_t n)
+{
+    T s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        for (int r = 0; r < 8; r++) {
+            s[r] += u[j + r] * v[j + r];
+        }
+    }
+    for (int r = 0; j < n; j++, r++) {
+        s[r] += u[j] * v[j];
+    }
+    return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+}
+
+/*
+ * Layer k forward for m rows, shared by the team: net = x W + b, then
+ * out = f(net), then the dropout of a hidden layer.  Big layers take the
+ * product from the kernel (product_par), small ones the direct rows.
+ *   net, out (m, n_out) out;  x (m, n_in) in
+ *   W (n_in, n_out) in;  b (n_out) in
+ * Ends with a barrier.
+ */
+static void
+FN(dense_forward)(T *net, T *out, const T *x, const T *W, const T *b,
+                  const bp_arch *arch, int64_t k, int64_t m, T *scratch)
+{
+    int64_t n_in = arch->sizes[k], n_out = arch->sizes[k + 1];
+    int64_t n_blocks = (m + ROW_BLOCK - 1) / ROW_BLOCK;
+    int act = arch->acts[k], hidden = k + 2 < arch->n_layers;
+    int big = layer_uses_gemm(n_in, n_out);
+
+    if (big) {
+        FN(product_par)(net, n_out, x, n_in, 1, W, n_out, 1, m, n_out, n_in,
+                        scratch);
+    }
+#pragma omp for schedule(static)
+    for (int64_t blk = 0; blk < n_blocks; blk++) {
+        int64_t r0 = blk * ROW_BLOCK;
+        int64_t rows = m - r0 < ROW_BLOCK ? m - r0 : ROW_BLOCK;
+        if (big) {
+            FN(bias_rows)(net + r0 * n_out, b, rows, n_out);
+        } else {
+            FN(dense_rows)(net + r0 * n_out, x + r0 * n_in, rows, n_in, W, b,
+                           n_out);
+        }
+        for (int64_t i = r0; i < r0 + rows; i++) {
+            FN(act_row)(out + i * n_out, net + i * n_out, n_out, act);
+        }
+        if (hidden) {
+            FN(drop_rows)(out + r0 * n_out, r0, rows, n_out, arch, k);
+        }
+    }
+}
+
+/*
+ * dW = x^T d (overwritten), shared by the team: each thread owns whole
+ * blocks of rows of dW and sums over samples in order (or product_par
+ * splits it, each entry summed by one thread in the kernel's order).
+ *   dW (n_in, n_out) out;  x (m, n_in) in;  d (m, n_out) in
+ * No barrier after the direct loop; product_par ends with one.
+ */
+static void
+FN(dense_backward_dw)(T *dW, const T *x, const T *d, int64_t m, int64_t n_in,
+                      int64_t n_out, T *scratch)
+{
+    int64_t n_dw = (n_in + DW_BLOCK - 1) / DW_BLOCK;
+
+    if (layer_uses_gemm(n_in, n_out)) {
+        FN(product_par)(dW, n_out, x, 1, n_in, d, n_out, 1, n_in, n_out, m,
+                        scratch);
+        return;
+    }
+#pragma omp for schedule(static) nowait
+    for (int64_t blk = 0; blk < n_dw; blk++) {
+        int64_t a0 = blk * DW_BLOCK;
+        int64_t a1 = a0 + DW_BLOCK < n_in ? a0 + DW_BLOCK : n_in;
+        memset(dW + a0 * n_out, 0, (size_t)((a1 - a0) * n_out) * sizeof(T));
+        for (int64_t i = 0; i < m; i++) {
+            const T *x_i = x + i * n_in, *d_i = d + i * n_out;
+            for (int64_t a = a0; a < a1; a++) {
+                T v = x_i[a];
+                T *dw_a = dW + a * n_out;
+                for (int64_t j = 0; j < n_out; j++) {
+                    dw_a[j] += v * d_i[j];
+                }
+            }
+        }
+    }
+}
+
+/*
+ * db = sum over samples of d (overwritten), accumulated in double in
+ * sample order, work-shared over blocks of entries.  No barrier.
+ *   db (n_out) out;  d (m, n_out) in
+ */
+static void
+FN(dense_backward_db)(T *db, const T *d, int64_t m, int64_t n_out)
+{
+    int64_t n_db = (n_out + DB_BLOCK - 1) / DB_BLOCK;
+
+#pragma omp for schedule(static) nowait
+    for (int64_t blk = 0; blk < n_db; blk++) {
+        double acc[DB_BLOCK];
+        int64_t j0 = blk * DB_BLOCK;
+        int64_t nj = n_out - j0 < DB_BLOCK ? n_out - j0 : DB_BLOCK;
+        for (int64_t j = 0; j < nj; j++) {
+            acc[j] = 0.0;
+        }
+        for (int64_t i = 0; i < m; i++) {
+            const T *d_i = d + i * n_out + j0;
+            for (int64_t j = 0; j < nj; j++) {
+                acc[j] += (double)d_i[j];
+            }
+        }
+        for (int64_t j = 0; j < nj; j++) {
+            db[j0 + j] = (T)acc[j];
+        }
+    }
+}
+
+/*
+ * The delta of layer k's input, shared by the team: dx = d W^T; for a
+ * hidden input (k > 0) then times f'(net_k) and its dropout mask, so that
+ * dx is layer k's delta: delta_k = f'(net_k) * (delta_{k+1} W_k^T).  At
+ * k = 0 it is dE/dX.
+ *   dx (m, n_in) out;  d (m, n_out) in;  W (n_in, n_out) in
+ *   net, out (m, n_in) in: layer k's (unused at k = 0)
+ * Ends with a barrier.
+ */
+static void
+FN(dense_backward_dx)(T *dx, const T *d, const T *W, const T *net,
+                      const T *out, const bp_arch *arch, int64_t k, int64_t m,
+                      T *scratch)
+{
+    int64_t n_in = arch->sizes[k], n_out = arch->sizes[k + 1];
+    int64_t n_blocks = (m + ROW_BLOCK - 1) / ROW_BLOCK;
+    int big = layer_uses_gemm(n_in, n_out);
+
+    if (big) {
+        FN(product_par)(dx, n_in, d, n_out, 1, W, 1, n_out, m, n_in, n_out,
+                        scratch);
+    }
+#pragma omp for schedule(static)
+    for (int64_t blk = 0; blk < n_blocks; blk++) {
+        int64_t r0 = blk * ROW_BLOCK;
+        int64_t r1 = r0 + ROW_BLOCK < m ? r0 + ROW_BLOCK : m;
+        for (int64_t i = r0; i < r1; i++) {
+            T *dx_i = dx + i * n_in;
+            const T *d_i = d + i * n_out;
+            for (int64_t a = 0; a < n_in && !big; a++) {
+                dx_i[a] = FN(dot)(d_i, W + a * n_out, n_out);
+            }
+            if (k > 0) {
+                FN(act_grad_drop_row)(dx_i, net + i * n_in, out + i * n_in,
+                                      n_in, arch->acts[k - 1], arch, k - 1,
+                                      i);
+            }
+        }
+    }
+}
+
+/* ---- loss ------------------------------------------------------------ */
+
+/*
+ * One output's share of a loss elementwise in g = out - y: adds it to *l
+ * and returns its dl/dout.  LOSS is a constant after inlining.
+ *   mse    1/2 g^2             g
+ *   mae    |g|                 sign(g) (0 at 0, as torch)
+ *   huber  torch.nn.HuberLoss: |g| < d ? g^2 / 2 : d (|g| - d / 2);
+ *          dl/dout = g clamped to [-d, d], d = lp
+ */
+static INLINE T
+FN(loss_elem)(double *l, T g, double lp, const int LOSS)
+{
+    if (LOSS == BP_LOSS_MAE) {
+        *l += fabs((double)g);
+        return g > 0 ? (T)1 : (g < 0 ? (T)-1 : (T)0);
+    }
+    if (LOSS == BP_LOSS_HUBER) {
+        T hd = (T)lp;
+        double a = fabs((double)g);
+        *l += a < lp ? 0.5 * a * a : lp * (a - 0.5 * lp);
+        return g <= -hd ? -hd : (g >= hd ? hd : g);
+    }
+    *l = MULADD64(0.5 * (double)g, (double)g, *l);
+    return g;
+}
+
+/*
+ * An elementwise loss (LOSS: mse, mae, huber) of LN samples side by side:
+ * li[ln] = sum_j e(g_j) in order of j, d = de/dout.  Lanes nl.. are
+ * padding, with target 0.
+ *   li (LN) out;  d (n, LN) out, unit j of lane ln at d[j * st + ln]
+ *   h (n, LN) in, as d: the outputs;  y (nl, n) in: the lanes' targets
+ */
+static INLINE void
+FN(loss_elementwise)(double *li, T *d, const T *h, int64_t st, const T *y,
+                     int64_t n, int nl, double lp, const int LN,
+                     const int LOSS)
+{
+    for (int ln = 0; ln < LN; ln++) {
+        li[ln] = 0.0;
+    }
+    for (int64_t j = 0; j < n; j++) {
+        for (int ln = 0; ln < LN; ln++) {
+            T g = h[j * st + ln] - (ln < nl ? y[ln * n + j] : (T)0);
+            d[j * st + ln] = FN(loss_elem)(&li[ln], g, lp, LOSS);
+        }
+    }
+}
+
+/*
+ * The losses taken with respect to net (their output activation folded
+ * in) for one sample, outputs st apart; returns l, and d = dl/dnet times
+ * scale.
+ *   cross-entropy (softmax): l = -sum_j y_j log softmax_j
+ *       = sum_j y_j (lse - net_j);  dl/dnet_j = softmax_j sum_k y_k - y_j
+ *   binary cross-entropy (sigmoid): l = max(z, 0) - z y + log1p(e^-|z|);
+ *       dl/dz = sigmoid(z) - y
+ *   poisson (identity, out read as the log rate r):
+ *       l = sum_j e^r_j - y_j r_j;  dl/dr_j = e^r_j - y_j
+ */
+static INLINE double
+FN(loss_on_net)(T *d, const T *z, const T *h, int64_t st, const T *y,
+                int64_t n, int loss, T scale)
+{
+    double l = 0.0;
+
+    if (loss == BP_LOSS_CE) {
+        double mx = (double)z[0], sum = 0.0, sy = 0.0, lse;
+        for (int64_t j = 1; j < n; j++) {
+            mx = (double)z[j * st] > mx ? (double)z[j * st] : mx;
+        }
+        for (int64_t j = 0; j < n; j++) {
+            sum += VEXP64((double)z[j * st] - mx);
+            sy += (double)y[j];
+        }
+        lse = mx + log(sum);
+        for (int64_t j = 0; j < n; j++) {
+            if (y[j] != 0) {
+                l = MULADD64((double)y[j], lse - (double)z[j * st], l);
+            }
+            d[j * st] = MULADD(h[j * st], (T)sy, -y[j]) * scale;
+        }
+    } else if (loss == BP_LOSS_BCE) {
+        for (int64_t j = 0; j < n; j++) {
+            double zz = (double)z[j * st];
+            l += MULADD64(-zz, (double)y[j], zz > 0 ? zz : 0.0) +
+                 log1p(exp(-fabs(zz)));
+            d[j * st] = (h[j * st] - y[j]) * scale;
+        }
+    } else { /* BP_LOSS_POISSON */
+        for (int64_t j = 0; j < n; j++) {
+            double e = exp((double)h[j * st]);
+            l += MULADD64(-(double)y[j], (double)h[j * st], e);
+            d[j * st] = (T)(e - (double)y[j]) * scale;
+        }
+    }
+    return l;
+}
+
+/*
+ * The loss of LN samples side by side and their output deltas: the one
+ * place the loss maths lives, for the rows of the batch path (LN = 1,
+ * through loss_row) and the lanes of the tiny path.  LN is a constant
+ * after inlining.
+ *   li (LN) out: each sample's loss l (unweighted)
+ *   d (n, LN) out: dl/dnet times scale[ln]; unit j of lane ln at
+ *       d[j * st + ln], and so for z and h
+ *   z, h (n, LN) in: the output layer's net and out
+ *   y (nl, n) in: the samples' targets;  scale (LN) in
+ * Lanes nl.. are padding: their d ends at 0 (through a zero scale for the
+ * elementwise losses) and their li is not to be read.
+ */
+static INLINE void
+FN(loss_lanes)(double *li, T *d, const T *z, const T *h, int64_t st,
+               const T *y, int64_t n, int nl, const T *scale,
+               const bp_arch *arch, const int LN)
+{
+    int act = arch->acts[arch->n_layers - 2], loss = arch->loss;
+    double lp = arch->loss_param;
+
+    switch (loss) {
+    case BP_LOSS_CE:
+    case BP_LOSS_BCE:
+    case BP_LOSS_POISSON:
+        for (int ln = 0; ln < nl; ln++) {
+            li[ln] = FN(loss_on_net)(d + ln, z + ln, h + ln, st, y + ln * n,
+                                     n, loss, scale[ln]);
+        }
+        for (int64_t j = 0; j < n; j++) {
+            for (int ln = nl; ln < LN; ln++) {
+                d[j * st + ln] = 0;
+            }
+        }
+        return;
+    case BP_LOSS_MAE:
+        FN(loss_elementwise)(li, d, h, st, y, n, nl, lp, LN, BP_LOSS_MAE);
+        break;
+    case BP_LOSS_HUBER:
+        FN(loss_elementwise)(li, d, h, st, y, n, nl, lp, LN, BP_LOSS_HUBER);
+        break;
+    default:
+        FN(loss_elementwise)(li, d, h, st, y, n, nl, lp, LN, BP_LOSS_MSE);
+        break;
+    }
+    /* dl/dout to dl/dnet through the output activation, then the scale */
+    if (act == BP_ACT_SOFTMAX) {
+        for (int ln = 0; ln < LN; ln++) {
+            FN(softmax_grad)(d + ln, h + ln, n, st);
+        }
+    } else if (st == 1) {
+        FN(act_grad_row)(d, z, h, n, act);
+    } else {
+        for (int64_t j = 0; j < n; j++) {
+            FN(act_grad_row)(d + j * st, z + j * st, h + j * st, LN, act);
+        }
+    }
+    for (int64_t j = 0; j < n; j++) {
+        for (int ln = 0; ln < LN; ln++) {
+            d[j * st + ln] *= scale[ln];
+        }
+    }
+}
+
+/*
+ * The loss of one sample and its output delta.
+ *   delta (n) out: dl/dnet times scale
+ *   net, out, y (n) in
+ * Returns the sample's loss l (unweighted).
+ */
+static double
+FN(loss_row)(T *delta, const T *net, const T *out, const T *y, int64_t n,
+             const bp_arch *arch, T scale)
+{
+    double l;
+    FN(loss_lanes)(&l, delta, net, out, 1, y, n, 1, &scale, arch, 1);
+    return l;
+}
