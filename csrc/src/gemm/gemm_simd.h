@@ -25,6 +25,16 @@ SIMD_CAT(pack_a_, NAME)(T *restrict pa, const T *A, int64_t rsa, int64_t csa,
 {
     for (int64_t i0 = 0; i0 < mc; i0 += MR) {
         int64_t mr = mc - i0 < MR ? mc - i0 : MR;
+        if (rsa == 1 && mr == MR) {
+            /* A stored transposed (x^T delta): a panel row is MR
+             * contiguous elements, one fixed-size copy (left to the
+             * compiler, it would call memmove for every row) */
+            for (int64_t p = 0; p < kc; p++) {
+                memcpy(pa + p * MR, A + i0 + p * csa, MR * sizeof(T));
+            }
+            pa += MR * kc;
+            continue;
+        }
         for (int64_t p = 0; p < kc; p++) {
             for (int64_t i = 0; i < mr; i++) {
                 pa[p * MR + i] = A[(i0 + i) * rsa + p * csa];
