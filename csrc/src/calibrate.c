@@ -17,7 +17,9 @@
  * above BP_PARALLEL_MIN_FLOPS runs on the threads asked for.  The tests use
  * it to run the team code paths on small problems.
  */
+#define _GNU_SOURCE  /* sched_getcpu, sched_getaffinity */
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -35,6 +37,15 @@
  * than this (seconds): conditions change (another process takes a core,
  * then leaves), and a stale cost keeps the wrong choice. */
 #define CAL_MAX_AGE 30.0
+/* A new team's threads can start on the CPU of the thread that made them
+ * and be moved by the scheduler only later; timed then, the chain measures
+ * two threads taking turns on one CPU, a cost many times a real team's.
+ * The calibration waits (CAL_SPREAD_WAIT_NS per try, at most
+ * CAL_SPREAD_TRIES tries) for the team to be on distinct CPUs, and a cost
+ * measured while it was not is measured again after CAL_RETRY_AGE s. */
+#define CAL_SPREAD_TRIES 50
+#define CAL_SPREAD_WAIT_NS 1000000L
+#define CAL_RETRY_AGE 1.0
 /* A team must beat one thread by this factor to be chosen. */
 #define CAL_MARGIN 0.9
 
@@ -62,6 +73,55 @@ always_team(void)
     return team_always;
 }
 
+/* Whether the t threads of a team are on t distinct CPUs (or on as many
+ * as the process may use, if fewer).  True where that cannot be known. */
+static int
+team_spread(int t)
+{
+#if defined(_OPENMP) && defined(__linux__)
+    int cpu[CAL_MAX_TEAM], distinct = 0, avail = t;
+    cpu_set_t mask;
+    if (sched_getaffinity(0, sizeof mask, &mask) == 0) {
+        avail = CPU_COUNT(&mask);
+    }
+    for (int i = 0; i < t; i++) {
+        cpu[i] = -1;
+    }
+#pragma omp parallel num_threads(t)
+    {
+        int id = omp_get_thread_num();
+        if (id < t) {
+            cpu[id] = sched_getcpu();
+        }
+    }
+    for (int i = 0; i < t; i++) {
+        int seen = cpu[i] < 0;
+        for (int j = 0; j < i && !seen; j++) {
+            seen = cpu[j] == cpu[i];
+        }
+        distinct += !seen;
+    }
+    return distinct >= (t < avail ? t : avail);
+#else
+    (void)t;
+    return 1;
+#endif
+}
+
+/* Wait, a try at a time, for a team of t to be spread; whether it is. */
+static int
+await_spread(int t)
+{
+    struct timespec wait = {0, CAL_SPREAD_WAIT_NS};
+    for (int i = 0; i < CAL_SPREAD_TRIES; i++) {
+        if (team_spread(t)) {
+            return 1;
+        }
+        nanosleep(&wait, NULL);
+    }
+    return team_spread(t);
+}
+
 /* Measure what is missing for a team of t; 0 on success. */
 static int
 measure(int t)
@@ -76,14 +136,19 @@ measure(int t)
         }
     }
     if (sync_cost[t] <= 0.0 || cal_now() - sync_when[t] > CAL_MAX_AGE) {
+        int spread = await_spread(t);
         double step_t = k->cal_chain_f32(t, CAL_REPS, CAL_TRIALS);
         double excess = step_t - step_one[0] / t;
         if (step_t <= 0.0) {
             return -1;
         }
+        spread = spread && team_spread(t);
         /* two synchronisations per step; never zero, so it stays measured */
         sync_cost[t] = excess > 2e-9 ? excess / 2.0 : 1e-9;
         sync_when[t] = cal_now();
+        if (!spread) {
+            sync_when[t] -= CAL_MAX_AGE - CAL_RETRY_AGE;
+        }
     }
     return 0;
 }
