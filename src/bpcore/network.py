@@ -1,6 +1,6 @@
 """The Network class: construction, inference, gradients, one step, fit.
 
-Notation (API.md): layer k of the arrays is tutorial layer k + 1.
+Notation: layer k of the arrays is tutorial layer k + 1.
 ``weights[k]`` has shape (n_k, n_{k+1}) and ``biases[k]`` (n_{k+1},); both
 are views into the flat ``params`` buffer, which holds every weight matrix
 in layer order, then every bias vector in layer order.
