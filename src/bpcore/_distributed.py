@@ -38,6 +38,7 @@ import threading
 
 import numpy as np
 
+from bpcore import _aligned
 from bpcore import _core
 from bpcore import _training
 from bpcore import _validation as V
@@ -174,7 +175,7 @@ class _Grad:
     def __init__(self, net, rows):
         self.net = net
         self.rows = max(1, rows)
-        self.grad = np.empty_like(net._params)
+        self.grad = _aligned.empty_like(net._params)
         self.trn = [np.empty((self.rows, n), dtype=net._dtype)
                     for n in net._layers]
         self.tro = [np.empty((self.rows, n), dtype=net._dtype)
@@ -236,7 +237,7 @@ def _apply(net, opt, args, g, W, nt, P):
     if P == 1:
         gd = g
     else:
-        gd = np.empty_like(net._params)
+        gd = _aligned.empty_like(net._params)
         np.divide(g, W, out=gd, casting="unsafe")
     net._arch.update(net._params, gd, args, nt)
     opt.t = args["t"]

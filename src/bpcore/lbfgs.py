@@ -12,6 +12,7 @@ import warnings
 
 import numpy as np
 
+from bpcore import _aligned
 from bpcore import _training
 from bpcore import _validation as V
 from bpcore._errors import ConvergenceWarning, DivergenceError
@@ -174,7 +175,7 @@ class _Objective:
         self.trace = (net._trace_arrays(rows), net._trace_arrays(rows),
                       [None] + [np.empty((rows, n), dtype=net.dtype)
                                 for n in net.layers[1:]])
-        self.gbuf = np.empty_like(net.params)
+        self.gbuf = _aligned.empty_like(net.params)
         self.n_weights = net._n_weights
         self.n_eval = 0
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bpcore import _aligned
 from bpcore import _atomic
 from bpcore import _core
 from bpcore import _data
@@ -321,7 +322,7 @@ class Network:
         self._dropout = dropout
         self._arch.set_dropout(dropout)
         w_off, b_off, self._n_weights, n_params = _core.layout(layers)
-        self._params = np.zeros(n_params, dtype=dtype)
+        self._params = _aligned.zeros(n_params, dtype)
         self._guard = _core.Guard()
         self._weights, self._biases = self._views(self._params, w_off, b_off)
         self._weights._guard = self._biases._guard = self._guard
@@ -576,7 +577,7 @@ class Network:
         sw = V.as_sample_weight(sample_weight, "sample_weight", self._dtype, m)
         nt = resolve_threads(n_threads)
         seed = self._check_training(training, dropout_seed)
-        grad = np.empty_like(self._params)
+        grad = _aligned.empty_like(self._params)
         net, out = self._trace_arrays(m), self._trace_arrays(m)
         delta = [np.empty((m, n), dtype=self._dtype) for n in self._layers]
         with self._guard.read():
@@ -594,7 +595,7 @@ class Network:
         time.
         """
         m = X.shape[0]
-        grad = np.empty_like(self._params)
+        grad = _aligned.empty_like(self._params)
         total, wtotal = 0.0, 0.0
         for r0 in range(0, m, _EVAL_ROWS):
             r1 = min(m, r0 + _EVAL_ROWS)
@@ -641,7 +642,7 @@ class Network:
         if Yb.ndim == 1:
             Yb = V.one_hot(Yb, self._layers[-1], self._dtype)
         return self._arch.backward(self._params, Xb, Yb, swb,
-                                   np.empty_like(self._params), delta, net,
+                                   _aligned.empty_like(self._params), delta, net,
                                    out, nt)
 
     def evaluate(self, X: ArrayLike, Y: ArrayLike,
@@ -721,7 +722,7 @@ class Network:
         opt._bind(self.n_params, self._dtype)
         m = X.shape[0]
         work = self._arch.train_workspace(m, nt)
-        grad = np.empty_like(self._params)
+        grad = _aligned.empty_like(self._params)
         # kept to undo an update that makes the parameters non-finite
         saved = opt._checkpoint(self._params).take()
         args = opt._c_args()
@@ -1207,7 +1208,7 @@ class _FitLoop:
         race (with several threads and enough work per batch)."""
         net = self.net
         self.work = net._arch.train_workspace(self.B, self.nt)
-        self.grad = np.empty_like(net._params)
+        self.grad = _aligned.empty_like(net._params)
         flops = 6.0 * self.B * max(1, net._n_weights)
         self.chunk = max(1, int(self.CHUNK_SECONDS * 1e9 / flops))
         self.isolate = flops / self.SLOW_FLOPS > self.START_ISOLATED_SECONDS

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bpcore import _aligned
 from bpcore import _core
 from bpcore._names import OPT_CODES
 from bpcore._validation import check_float
@@ -96,7 +97,7 @@ class Optimizer:
         key = (int(n_params), np.dtype(dtype))
         if self._owner is None:
             self._owner = key
-            self._state = [np.zeros(key[0], dtype=key[1])
+            self._state = [_aligned.zeros(key[0], key[1])
                            for _ in range(self._n_states)]
         elif self._owner != key:
             raise ValueError(
@@ -177,7 +178,8 @@ class Optimizer:
                 f"keeps {self._n_states} state buffer(s), got "
                 f"{len(bufs) if isinstance(bufs, (list, tuple)) else bufs!r}"
                 f" (a state from another kind of optimizer?)")
-        new = [None if b is None else np.array(b, copy=True) for b in bufs]
+        new = [None if b is None else _aligned.copy(np.asarray(b))
+               for b in bufs]
         if all(b is None for b in new):
             return new
         _check_alike(new)

@@ -207,29 +207,33 @@ SIMD_CAT(tile_rows_, NAME)(T *restrict c, int64_t ldc, const T *restrict a,
 #define TILE_R(r)                                                            \
     SIMD_CAT(tile_, NAME)(c, ldc, a, ars, acs, b, brs, kc, r, nr, accumulate)
     switch (mr) {
-    case 1:
-        TILE_R(1);
+#define TILE_CASE(r)                                                         \
+    case r:                                                                  \
+        TILE_R(r);                                                           \
         break;
-    case 2:
-        TILE_R(2);
-        break;
-    case 3:
-        TILE_R(3);
-        break;
-    case 4:
-        TILE_R(4);
-        break;
-    case 5:
-        TILE_R(5);
-        break;
+        TILE_CASE(1)
+        TILE_CASE(2)
+        TILE_CASE(3)
+        TILE_CASE(4)
+        TILE_CASE(5)
 #if MR > 6
-    case 6:
-        TILE_R(6);
-        break;
-    case 7:
-        TILE_R(7);
-        break;
+        TILE_CASE(6)
+        TILE_CASE(7)
 #endif
+#if MR > 8
+        TILE_CASE(8)
+        TILE_CASE(9)
+        TILE_CASE(10)
+        TILE_CASE(11)
+#endif
+#if MR > 12
+        TILE_CASE(12)
+        TILE_CASE(13)
+#endif
+#if MR > 14
+#error "tile_rows_ covers MR <= 14"
+#endif
+#undef TILE_CASE
     default:
         TILE_R(MR);
         break;
