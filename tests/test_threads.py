@@ -350,6 +350,22 @@ def test_predict_few_rows_equals_forward_any_threads(dtype, output, rng):
                               net.forward(X[2:3]).out[-1][0])
 
 
+@pytest.mark.parametrize("layers", [[64, 16, 600, 300], [300, 700, 400],
+                                    [500, 300, 8, 400, 9]])
+def test_predict_few_rows_shares_only_leading_large_layers(layers, rng):
+    # A few rows share a layer's columns among the team only while the
+    # layers are large; from the first small one thread 0 goes on alone,
+    # even past a large layer further on (the others have left, so a
+    # barrier there would never be met).  The bits are forward's.
+    net = bpcore.Network(layers, activation="relu", output="sigmoid",
+                         loss="mse", dtype="float32", seed=4)
+    X = rng.normal(size=(4, layers[0])).astype(np.float32)
+    for m in range(1, 5):
+        want = net.forward(X[:m], n_threads=1).out[-1]
+        for nt in (1, 2, 4):
+            assert np.array_equal(net.predict(X[:m], n_threads=nt), want)
+
+
 @pytest.mark.parametrize("m", [1000, 2000, 4099])  # 128, 256, 512
 def test_predict_row_blocks_equal_forward_any_threads(m, rng):
     # Many rows go in blocks of 128, 256 or 512 rows by the row count (the

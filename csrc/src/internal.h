@@ -128,6 +128,19 @@ layer_uses_gemm(int64_t n_in, int64_t n_out)
     return n_in >= 8 && n_out >= 8;
 }
 
+/* Whether predict of a few rows shares a layer's columns across its team:
+ * a wide layer (whole blocks of 32 columns for two threads), not softmax,
+ * with enough weights that reading half of them takes clearly longer than
+ * the barrier that follows (a few rows are limited by reading W).  Below
+ * that, thread 0 computes the rest of the network alone. */
+#define BP_PREDICT_SHARE_MIN 65536
+static inline int
+predict_layer_shared(int64_t n_in, int64_t n_out, int act)
+{
+    return layer_uses_gemm(n_in, n_out) && act != BP_ACT_SOFTMAX &&
+           n_out >= 64 && n_in * n_out >= BP_PREDICT_SHARE_MIN;
+}
+
 /*
  * Tiny networks (every layer at most TINY_MAXW wide, at most TINY_MAXL
  * layers) train on a path that puts TINY_LANES samples side by side in

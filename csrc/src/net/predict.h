@@ -72,17 +72,23 @@ FN(predict_region)(const FN(predict_ctx) *c)
 }
 
 /*
- * predict of at most BP_PREDICT_SMALL rows by a team: each layer's columns
- * are shared out in runs of whole SMALL_JB blocks, one run per thread (each
- * thread reads only its slice of W, which can then stay in its core's cache
- * from call to call), with a barrier between layers.  Entries are computed
- * as on one thread.
+ * predict of at most BP_PREDICT_SMALL rows by a team.  A few rows are
+ * limited by reading the weights, so the large leading layers have their
+ * columns shared out in runs of whole SMALL_JB blocks, one run per thread
+ * (each thread reads only its slice of W, which can then stay in its core's
+ * cache from call to call), with a barrier after each.  From the first
+ * layer that is small, narrow or softmax (which needs whole rows), thread 0
+ * goes on alone and the others leave: such a layer costs less than the
+ * barrier that sharing it would need.  Entries are computed as on one
+ * thread.
  */
 static void
 FN(predict_small_region)(const FN(predict_ctx) *c)
 {
     const bp_arch *arch = c->a->arch;
     int64_t m = c->a->m, L = c->L;
+    int nt = team_size(), tid = thread_id();
+    int shared = 1;  /* 0 once thread 0 goes on alone */
     T *buf[2];
     const T *x = c->a->X;
     buf[0] = (T *)align64(c->a->work);
@@ -93,11 +99,10 @@ FN(predict_small_region)(const FN(predict_ctx) *c)
         const T *b = c->a->params + c->b_off[k];
         T *dst = k == L - 1 ? c->a->Y : buf[k & 1];
         int act = arch->acts[k];
-        /* every thread takes the same branch */
-        if (layer_uses_gemm(n_in, n_out) && act != BP_ACT_SOFTMAX) {
+        /* every thread reaches the same decision (it reads arch only) */
+        if (shared && predict_layer_shared(n_in, n_out, act)) {
             /* one run of whole SMALL_JB blocks of columns per thread */
             int64_t n_blk = (n_out + SMALL_JB - 1) / SMALL_JB;
-            int nt = team_size(), tid = thread_id();
             int64_t j0 = n_blk * tid / nt * SMALL_JB;
             int64_t j1 = n_blk * (tid + 1) / nt * SMALL_JB;
             j1 = j1 < n_out ? j1 : n_out;
@@ -110,20 +115,23 @@ FN(predict_small_region)(const FN(predict_ctx) *c)
                 }
             }
 #pragma omp barrier
-        } else {
-            /* a narrow layer, or softmax (needs whole rows): by rows */
-#pragma omp for schedule(static)
-            for (int64_t i = 0; i < m; i++) {
-                T *d_i = dst + i * n_out;
-                if (layer_uses_gemm(n_in, n_out)) {
-                    FN(product_small)(d_i, x + i * n_in, W, 1, n_in, n_out,
-                                      0, n_out);
-                    FN(bias_rows)(d_i, b, 1, n_out);
-                } else {
-                    FN(dense_rows)(d_i, x + i * n_in, 1, n_in, W, b, n_out);
-                }
-                FN(act_row)(d_i, d_i, n_out, act);
+            x = dst;
+            continue;
+        }
+        if (tid != 0) {
+            return;  /* thread 0 finishes: no barrier from here on */
+        }
+        shared = 0;
+        for (int64_t i = 0; i < m; i++) {
+            T *d_i = dst + i * n_out;
+            if (layer_uses_gemm(n_in, n_out)) {
+                FN(product_small)(d_i, x + i * n_in, W, 1, n_in, n_out, 0,
+                                  n_out);
+                FN(bias_rows)(d_i, b, 1, n_out);
+            } else {
+                FN(dense_rows)(d_i, x + i * n_in, 1, n_in, W, b, n_out);
             }
+            FN(act_row)(d_i, d_i, n_out, act);
         }
         x = dst;
     }
