@@ -18,7 +18,7 @@ SRC = ROOT / "csrc" / "tests" / "gemm_pack_check.c"
 TILES = [
     ("-mavx2", "avx2", "-DVL=8 -DMR=6 -DNR=16"),
     ("-mavx2", "avx2", "-DTT=double -DVL=4 -DMR=6 -DNR=8"),
-    ("-mavx512f", "avx512f", "-DVL=16 -DMR=8 -DNR=32"),
+    ("-mavx512f", "avx512f", "-DVL=16 -DMR=14 -DNR=32"),
     ("-mavx512f", "avx512f", "-DTT=double -DVL=8 -DMR=8 -DNR=16"),
 ]
 

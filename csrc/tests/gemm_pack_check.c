@@ -4,7 +4,7 @@
  * training), over shapes around the tile and block sizes: the packing
  * paths must build the same panels.  Built and run by
  * tests/test_gemm_pack.py for each tile the host can run:
- *   cc -O2 -mavx512f -mfma -ffp-contract=fast -DVL=16 -DMR=8 -DNR=32 \
+ *   cc -O2 -mavx512f -mfma -ffp-contract=fast -DVL=16 -DMR=14 -DNR=32 \
  *      -Icsrc/src csrc/tests/gemm_pack_check.c
  * (-DTT=double for the double tiles).  Exits 1 on a difference.
  */

@@ -126,9 +126,9 @@ check_kernel(const kernel_table *t)
             check_rows_independent(t, ta, tb);
         }
     }
-    /* 1, tile edges (MR 6/8, NR 8/16/32 +-1), primes, k = 1, KC + 1,
-     * MC + 1 */
-    const int64_t dims[] = {1, 5, 7, 9, 17, 33, 61, 121};
+    /* 1, tile edges (MR 6/8/14, NR 8/16/32 +-1), primes, k = 1, KC + 1,
+     * MC + 1, the AVX-512 float row block (112) + 1 */
+    const int64_t dims[] = {1, 5, 7, 9, 13, 15, 17, 29, 33, 61, 113, 121};
     const int64_t ks[] = {1, 3, 16, 257};
     for (size_t a = 0; a < sizeof dims / sizeof dims[0]; a++) {
         for (size_t b = 0; b < sizeof dims / sizeof dims[0]; b += 2) {
@@ -142,6 +142,7 @@ check_kernel(const kernel_table *t)
      * vector length, with B stored either way */
     for (int tb = 0; tb < 2; tb++) {
         check_shape(t, 130, 1030, 300, 0, tb);
+        check_shape(t, 241, 47, 300, 1, tb);
         check_shape(t, 13, 35, 64, 1, tb);
     }
 }

@@ -6,7 +6,8 @@
  *   MR     rows of the C tile    NR  columns of the C tile (multiple of VL)
  *   NAME   the function's name
  * Loops: columns of B in blocks of GEMM_NC, depth in blocks of GEMM_KC
- * (packed B panel, zero-padded to NR), rows in blocks of GEMM_MC (packed A
+ * (packed B panel, zero-padded to NR), rows in blocks of MC_ROWS (GEMM_MC
+ * rounded down to whole MR-row panels, so the packed A block fits; packed A
  * panel, zero-padded to MR), then MR x NR tiles held in registers.
  */
 #include <string.h>
@@ -15,6 +16,7 @@
 #define SIMD_CAT(a, b) SIMD_CAT_(a, b)
 #define VT SIMD_CAT(vec_, NAME)
 #define NV (NR / VL)
+#define MC_ROWS (GEMM_MC / MR * MR)
 
 typedef T VT __attribute__((vector_size(VL * sizeof(T))));
 
@@ -281,8 +283,8 @@ NAME(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa, const T *B,
             int acc = accumulate || pc > 0;
             SIMD_CAT(pack_b_, NAME)(pb, B + pc * rsb + jc * csb, rsb, csb, kc,
                                     nc);
-            for (int64_t ic = 0; ic < m; ic += GEMM_MC) {
-                int64_t mc = m - ic < GEMM_MC ? m - ic : GEMM_MC;
+            for (int64_t ic = 0; ic < m; ic += MC_ROWS) {
+                int64_t mc = m - ic < MC_ROWS ? m - ic : MC_ROWS;
                 SIMD_CAT(pack_a_, NAME)(pa, A + ic * rsa + pc * csa, rsa, csa,
                                         mc, kc);
                 for (int64_t jr = 0; jr < nc; jr += NR) {
@@ -301,3 +303,4 @@ NAME(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa, const T *B,
 
 #undef VT
 #undef NV
+#undef MC_ROWS
