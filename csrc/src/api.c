@@ -11,7 +11,17 @@ bp_predict_f32(float *Y, const float *X, const float *params,
                int n_threads)
 {
     const predict_args_f32 a = {Y, X, params, arch, m, work, work_bytes,
-                                n_threads};
+                                n_threads, 0};
+    return kernels()->predict_f32(&a);
+}
+
+bp_status
+bp_predict_checked_f32(float *Y, const float *X, const float *params,
+                       const bp_arch *arch, int64_t m, void *work,
+                       int64_t work_bytes, int n_threads)
+{
+    const predict_args_f32 a = {Y, X, params, arch, m, work, work_bytes,
+                                n_threads, 1};
     return kernels()->predict_f32(&a);
 }
 
@@ -21,7 +31,17 @@ bp_predict_f64(double *Y, const double *X, const double *params,
                int n_threads)
 {
     const predict_args_f64 a = {Y, X, params, arch, m, work, work_bytes,
-                                n_threads};
+                                n_threads, 0};
+    return kernels()->predict_f64(&a);
+}
+
+bp_status
+bp_predict_checked_f64(double *Y, const double *X, const double *params,
+                       const bp_arch *arch, int64_t m, void *work,
+                       int64_t work_bytes, int n_threads)
+{
+    const predict_args_f64 a = {Y, X, params, arch, m, work, work_bytes,
+                                n_threads, 1};
     return kernels()->predict_f64(&a);
 }
 

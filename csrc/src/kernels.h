@@ -25,6 +25,7 @@
         void *work;                                                          \
         int64_t work_bytes;                                                  \
         int n_threads;                                                       \
+        int check_finite;        /* 1: X checked block by block */           \
     } predict_args##S;                                                       \
     typedef struct {                                                         \
         T *const *net, *const *out;  /* [k] (m, n_k) out, k = 1..L */        \

@@ -307,6 +307,25 @@ check_predict_threads(const problem *P)
     CHECK(bp_predict_f32(out2, P->X, P->params, &P->arch, m, work, bytes, 1) ==
           BP_OK);
     CHECK(memcmp(out, out2, sizeof(float) * (size_t)(m * 3)) == 0);
+    /* the checked call gives the same bits on finite input, and
+     * BP_ENONFINITE for a NaN or an infinity in the last row */
+    for (int nt = 1; nt <= 2; nt++) {
+        float *X = malloc(sizeof(float) * (size_t)(m * P->arch.sizes[0]));
+        int64_t last = (m - 1) * P->arch.sizes[0];
+        memcpy(X, P->X, sizeof(float) * (size_t)(m * P->arch.sizes[0]));
+        CHECK(bp_predict_checked_f32(out2, X, P->params, &P->arch, m, work,
+                                     bytes, nt) == BP_OK);
+        CHECK(memcmp(out, out2, sizeof(float) * (size_t)(m * 3)) == 0);
+        X[last + 1] = NAN;
+        CHECK(bp_predict_checked_f32(out2, X, P->params, &P->arch, m, work,
+                                     bytes, nt) == BP_ENONFINITE);
+        X[last + 1] = -INFINITY;
+        CHECK(bp_predict_checked_f32(out2, X, P->params, &P->arch, 1, work,
+                                     bytes, nt) == BP_OK);
+        CHECK(bp_predict_checked_f32(out2, X + last, P->params, &P->arch, 1,
+                                     work, bytes, nt) == BP_ENONFINITE);
+        free(X);
+    }
     free(work);
     free(out);
     free(out2);

@@ -87,6 +87,15 @@ cdef extern from "bpcore/bpcore.h" nogil:
     bp_status bp_predict_f64(double *Y, const double *X, const double *params,
                              const bp_arch *arch, int64_t m, void *work,
                              int64_t work_bytes, int n_threads)
+    bp_status bp_predict_checked_f32(float *Y, const float *X,
+                                     const float *params, const bp_arch *arch,
+                                     int64_t m, void *work,
+                                     int64_t work_bytes, int n_threads)
+    bp_status bp_predict_checked_f64(double *Y, const double *X,
+                                     const double *params,
+                                     const bp_arch *arch, int64_t m,
+                                     void *work, int64_t work_bytes,
+                                     int n_threads)
     bp_status bp_forward_f32(float **net, float **out, const float *X,
                              const float *params, const bp_arch *arch,
                              int64_t m, int n_threads)

@@ -543,7 +543,8 @@ cdef class Arch:
         2-D, finite; n_threads None or an int >= 1.  Holds guard as a
         reader around the C call.  Returns the output, or None when an
         argument is anything else (the caller then validates it fully and
-        reports what is wrong)."""
+        reports what is wrong).  X is checked for NaN and infinity by the
+        C call itself, block by block as it is used."""
         cdef cnp.ndarray x
         cdef int ndim
         cdef long token
@@ -565,8 +566,6 @@ cdef class Arch:
             m = cnp.PyArray_DIMS(x)[0]
         else:
             return None
-        if not _all_finite(x):
-            return None
         if (cnp.PyArray_TYPE(params) != typenum or cnp.PyArray_NDIM(params) != 1
                 or cnp.PyArray_DIMS(params)[0] != self.n_params
                 or not cnp.PyArray_IS_C_CONTIGUOUS(params)):
@@ -580,7 +579,8 @@ cdef class Arch:
             Y = cnp.PyArray_SimpleNew(2, dims, cnp.PyArray_TYPE(x))
         token = guard.enter_read()
         try:
-            self._predict(params, x, Y, m, nt)
+            if not self._predict(params, x, Y, m, nt, True):
+                return None  # X holds NaN or inf
         finally:
             guard.exit_read(token)
         return Y
@@ -593,13 +593,14 @@ cdef class Arch:
         _need(params, self.dtype, (self.n_params,), "params")
         _need(X, self.dtype, (m, self.size(0)), "X")
         _need(Y, self.dtype, (m, self.size(L)), "Y")
-        self._predict(params, X, Y, m, n_threads)
+        self._predict(params, X, Y, m, n_threads, False)
 
     cdef int _predict(self, cnp.ndarray params, cnp.ndarray X, cnp.ndarray Y,
-                      int64_t m, int n_threads) except -1:
+                      int64_t m, int n_threads, bint checked) except -1:
         """The C call(s) of predict, on arrays already checked: one call, or
         for much work calls of whole 512-row blocks with a check for Ctrl-C
-        between them."""
+        between them.  With checked, the C calls also check X and 0 is
+        returned if it holds NaN or inf (1 otherwise)."""
         cdef int64_t need = 0
         cdef bp_status st = BP_OK
         cdef char small[_SMALL_WORK]
@@ -621,13 +622,14 @@ cdef class Arch:
         try:
             if m * self.n_weights < _KEEP_GIL_BELOW:
                 # too little work to be worth releasing the GIL
-                st = self._predict_c(py, px, pp, m, w, need, n_threads)
+                st = self._predict_c(py, px, pp, m, w, need, n_threads,
+                                     checked)
             while r0 < m and m * self.n_weights >= _KEEP_GIL_BELOW:
                 r = min(rows, m - r0)
                 with nogil:
                     st = self._predict_c(py + r0 * n_out * isz,
                                          px + r0 * n_in * isz, pp, r, w,
-                                         need, n_threads)
+                                         need, n_threads, checked)
                 if st != BP_OK:
                     break
                 r0 += r
@@ -636,16 +638,26 @@ cdef class Arch:
         finally:
             if w != <void *>small:
                 free(w)
+        if checked and st == BP_ENONFINITE:
+            return 0
         _check(st, "predict")
-        return 0
+        return 1
 
     cdef bp_status _predict_c(self, void *py, const void *px, const void *pp,
                               int64_t m, void *w, int64_t need,
-                              int n_threads) noexcept nogil:
+                              int n_threads, bint checked) noexcept nogil:
+        if self.f64 and checked:
+            return bp_predict_checked_f64(<double *>py, <const double *>px,
+                                          <const double *>pp, &self.arch, m,
+                                          w, need, n_threads)
         if self.f64:
             return bp_predict_f64(<double *>py, <const double *>px,
                                   <const double *>pp, &self.arch, m, w, need,
                                   n_threads)
+        if checked:
+            return bp_predict_checked_f32(<float *>py, <const float *>px,
+                                          <const float *>pp, &self.arch, m,
+                                          w, need, n_threads)
         return bp_predict_f32(<float *>py, <const float *>px,
                               <const float *>pp, &self.arch, m, w, need,
                               n_threads)

@@ -26,7 +26,8 @@ typedef enum {
     BP_ESHAPE = -2,      /* negative or zero size where one is needed */
     BP_ENOMEM = -3,      /* workspace too small */
     BP_EOVERFLOW = -4,   /* a size computation overflowed int64 */
-    BP_ENONFINITE = -5,  /* the loss became NaN or infinite */
+    BP_ENONFINITE = -5,  /* the loss became NaN or infinite (or, for
+                            bp_predict_checked_*, X holds NaN or inf) */
     BP_EINTERNAL = -6
 } bp_status;
 
@@ -209,6 +210,21 @@ bp_status bp_predict_f32(float *Y, const float *X, const float *params,
 bp_status bp_predict_f64(double *Y, const double *X, const double *params,
                          const bp_arch *arch, int64_t m, void *work,
                          int64_t work_bytes, int n_threads);
+
+/*
+ * bp_predict_* that also checks X: each block of rows is checked for NaN
+ * and infinity just before it is used (one pass over X instead of a
+ * separate scan first).  Returns BP_ENONFINITE when X holds such a value;
+ * Y is then unspecified.
+ */
+bp_status bp_predict_checked_f32(float *Y, const float *X,
+                                 const float *params, const bp_arch *arch,
+                                 int64_t m, void *work, int64_t work_bytes,
+                                 int n_threads);
+bp_status bp_predict_checked_f64(double *Y, const double *X,
+                                 const double *params, const bp_arch *arch,
+                                 int64_t m, void *work, int64_t work_bytes,
+                                 int n_threads);
 
 /*
  * Forward pass keeping every layer.

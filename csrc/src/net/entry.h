@@ -56,7 +56,7 @@ FN(predict)(const ARGS(predict) *a)
     net_layout lay;
     FN(predict_ctx) c;
     int64_t need, m = a->m, brows;
-    int nt;
+    int nt, bad = 0;
     bp_status s;
 
     if ((s = FN(prepare)(&lay, a->arch)) != BP_OK) {
@@ -87,12 +87,18 @@ FN(predict)(const ARGS(predict) *a)
     c.width = arch_max_width(a->arch);
     c.n_blocks = (m + brows - 1) / brows;
     c.L = a->arch->n_layers - 1;
+    c.bad = &bad;
     if (m <= BP_PREDICT_SMALL && nt > 1) {
+        /* a few rows: checked whole, before the team starts */
+        if (a->check_finite &&
+            !FN(finite_run)(a->X, m * a->arch->sizes[0])) {
+            return BP_ENONFINITE;
+        }
         RUN_TEAM(nt, FN(predict_small_region)(&c));
     } else {
         RUN_TEAM(nt, FN(predict_region)(&c));
     }
-    return BP_OK;
+    return bad ? BP_ENONFINITE : BP_OK;
 }
 
 /*

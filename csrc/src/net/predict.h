@@ -9,7 +9,33 @@ typedef struct {
     const ARGS(predict) *a;
     const int64_t *w_off, *b_off;
     int64_t per_thread, width, n_blocks, L;
+    int *bad;  /* set when a checked block of X holds NaN or inf */
 } FN(predict_ctx);
+
+/* Whether x[0..n) is all finite: a value is NaN or infinite exactly when
+ * its exponent bits are all ones, tested on the bits (vectorises). */
+static int
+FN(finite_run)(const T *x, int64_t n)
+{
+    if (sizeof(T) == 4) {
+        uint32_t bad = 0;
+        for (int64_t i = 0; i < n; i++) {
+            uint32_t u;
+            memcpy(&u, (const char *)x + 4 * i, 4);
+            bad |= (uint32_t)((u & 0x7f800000u) == 0x7f800000u);
+        }
+        return bad == 0;
+    } else {
+        uint64_t bad = 0;
+        for (int64_t i = 0; i < n; i++) {
+            uint64_t u;
+            memcpy(&u, (const char *)x + 8 * i, 8);
+            bad |= (uint64_t)((u & UINT64_C(0x7ff0000000000000)) ==
+                              UINT64_C(0x7ff0000000000000));
+        }
+        return bad == 0;
+    }
+}
 
 /*
  * One block of rows through every layer: out = f(x W + b), layer after
@@ -65,8 +91,16 @@ FN(predict_region)(const FN(predict_ctx) *c)
     for (int64_t blk = 0; blk < c->n_blocks; blk++) {
         int64_t r0 = blk * brows;
         int64_t rows = m - r0 < brows ? m - r0 : brows;
-        FN(predict_block)(a->Y + r0 * a->arch->sizes[c->L],
-                          a->X + r0 * a->arch->sizes[0], rows, c, buf,
+        const T *x = a->X + r0 * a->arch->sizes[0];
+        /* checked just before use: the rows are then read from cache by
+         * the first layer rather than from memory a second time */
+        if (a->check_finite &&
+            !FN(finite_run)(x, rows * a->arch->sizes[0])) {
+#pragma omp atomic write
+            *c->bad = 1;
+            continue;
+        }
+        FN(predict_block)(a->Y + r0 * a->arch->sizes[c->L], x, rows, c, buf,
                           scratch);
     }
 }
