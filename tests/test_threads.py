@@ -465,6 +465,7 @@ def test_thread_race_keeps_the_faster_choice(monkeypatch):
     clock = [0.0]
     monkeypatch.setattr(_race.time, "perf_counter", lambda: clock[0])
     monkeypatch.setattr(_race, "_CHOSEN", {})
+    monkeypatch.setattr(_race, "_SCHEDULE", {})
     speed = {1: 1e-3, 2: 0.4e-3}        # seconds per batch
 
     def run(race, calls):
@@ -497,6 +498,23 @@ def test_thread_race_keeps_the_faster_choice(monkeypatch):
     assert _race._CHOSEN["k"] == 1
     # probes become rarer while they confirm the choice
     assert race.interval == race.MAX_INTERVAL
+
+    # the next fit on the same problem starts from that choice and keeps
+    # the schedule: no probe until the time the last fit set
+    due = _race._SCHEDULE["k"][1]
+    again = _race.ThreadRace(2, 1e7, 20, False, "k")
+    assert again.current == 1
+    clock[0] = due - 1.0                  # a second before the probe is due
+    log = run(again, 5)
+    assert clock[0] < due and not any(p for t, n, p in log)
+    assert again.next_probe == due
+    clock[0] = due
+    log = run(again, 2)
+    assert log[0][2] and log[0][0] == 2
+    # another problem (a new key) probes at once, as before
+    other = _race.ThreadRace(2, 1e7, 20, False, "k2")
+    log = run(other, 3)
+    assert log[2][2]
 
 
 def test_training_workspace_is_what_the_batch_needs():

@@ -17,8 +17,11 @@ chosen, so more threads never cost more than noise.  Probes come
 FIRST_INTERVAL seconds apart, and the interval doubles (up to
 MAX_INTERVAL) each time a probe confirms the choice, so on a steady host
 they cost well under one per cent; a change of choice starts the interval
-again.  Decisions are kept for the process, per network shape, batch size
-and thread count, so the next fit starts from the last one.
+again.  Decisions and the probe schedule are kept for the process, per
+network shape, batch size and thread count, so the next fit starts from the
+last choice and probes when the last fit's schedule says, not at once: a
+short fit called again and again (tens of milliseconds each) would
+otherwise spend a probe on the slower choice in every call.
 """
 import time
 
@@ -26,6 +29,8 @@ from bpcore import _core
 
 # (layer sizes, dtype, batch, threads) -> the thread count last chosen
 _CHOSEN = {}
+# the same key -> (probe interval, perf_counter() time of the next probe)
+_SCHEDULE = {}
 
 # Work per batch (flops) below which the C core uses one thread whatever it
 # is asked (BP_PARALLEL_MIN_FLOPS): nothing to choose.
@@ -56,7 +61,8 @@ class ThreadRace:
         self.current = _CHOSEN.get(key, predicted)
         self.per_batch = {}      # threads -> seconds per batch, last seen
         self.seen = set()        # candidates whose first chunk has run
-        self.interval = self.FIRST_INTERVAL
+        self.interval, self.resume = _SCHEDULE.get(
+            key, (self.FIRST_INTERVAL, None))
         self.next_probe = None   # perf_counter() time of the next probe
         self.probing = None      # the candidate of the probe in flight
 
@@ -90,8 +96,10 @@ class ThreadRace:
         if t not in self.seen:
             self.seen.add(t)
             if self.probing is None:
-                # warm-up of the choice: not measured; probe soon
-                self.next_probe = time.perf_counter()
+                # warm-up of the choice: not measured; probe soon, or when
+                # an earlier fit's schedule says
+                self.next_probe = (time.perf_counter() if self.resume is None
+                                   else self.resume)
                 return
         self.per_batch[t] = dt / n
         if self.probing is None:
@@ -111,3 +119,4 @@ class ThreadRace:
             self.interval = self.FIRST_INTERVAL
         _CHOSEN[self.key] = best
         self.next_probe = time.perf_counter() + self.interval
+        _SCHEDULE[self.key] = (self.interval, self.next_probe)
