@@ -6,7 +6,7 @@
 #define T float
 #ifndef VL
 #define VL 16
-#define MR 8
+#define MR 14
 #define NR 32
 #endif
 
