@@ -13,24 +13,6 @@
 #define FINITE_BLOCK 4096
 #define FINITE_PARALLEL_MIN ((int64_t)1 << 21)
 
-/* Whether any of x[0..n) is NaN or infinite: its exponent bits (MASK) all
- * ones, tested on the bits (UINT, the float's width) of every value. */
-#define BLOCK_BAD(NAME, FLOAT, UINT, MASK)                                   \
-    static int                                                               \
-    NAME(const FLOAT *x, int64_t n)                                          \
-    {                                                                        \
-        UINT bad = 0;                                                        \
-        for (int64_t i = 0; i < n; i++) {                                    \
-            UINT u;                                                          \
-            memcpy(&u, x + i, sizeof u);                                     \
-            bad |= (UINT)((u & (MASK)) == (MASK));                           \
-        }                                                                    \
-        return bad != 0;                                                     \
-    }
-
-BLOCK_BAD(block_bad_f32, float, uint32_t, UINT32_C(0x7f800000))
-BLOCK_BAD(block_bad_f64, double, uint64_t, UINT64_C(0x7ff0000000000000))
-
 #define ALL_FINITE_BODY(BLOCK_BAD)                                           \
     int64_t n_blocks = (n + FINITE_BLOCK - 1) / FINITE_BLOCK;                \
     int bad = 0;                                                             \
@@ -57,11 +39,11 @@ BLOCK_BAD(block_bad_f64, double, uint64_t, UINT64_C(0x7ff0000000000000))
 int
 bp_all_finite_f32(const float *x, int64_t n, int n_threads)
 {
-    ALL_FINITE_BODY(block_bad_f32)
+    ALL_FINITE_BODY(any_nonfinite_f32)
 }
 
 int
 bp_all_finite_f64(const double *x, int64_t n, int n_threads)
 {
-    ALL_FINITE_BODY(block_bad_f64)
+    ALL_FINITE_BODY(any_nonfinite_f64)
 }

@@ -7,6 +7,7 @@
 #define BPCORE_INTERNAL_H
 
 #include <stdint.h>
+#include <string.h>
 
 #include "bpcore/bpcore.h"
 
@@ -127,6 +128,28 @@ layer_uses_gemm(int64_t n_in, int64_t n_out)
 {
     return n_in >= 8 && n_out >= 8;
 }
+
+/* Whether any of x[0..n) is NaN or infinite: its exponent bits (MASK) all
+ * ones, tested on the bits (UINT, the float's width) of every value, with
+ * no branch in the loop (it vectorises).  Static inline, so each kernel
+ * file compiles it with its ISA (predict checks its input block by block;
+ * finite.c scans whole arrays). */
+#define ANY_NONFINITE(NAME, FLOAT, UINT, MASK)                               \
+    static inline int                                                        \
+    NAME(const FLOAT *x, int64_t n)                                          \
+    {                                                                        \
+        UINT bad = 0;                                                        \
+        for (int64_t i = 0; i < n; i++) {                                    \
+            UINT u;                                                          \
+            memcpy(&u, x + i, sizeof u);                                     \
+            bad |= (UINT)((u & (MASK)) == (MASK));                           \
+        }                                                                    \
+        return bad != 0;                                                     \
+    }
+ANY_NONFINITE(any_nonfinite_f32, float, uint32_t, UINT32_C(0x7f800000))
+ANY_NONFINITE(any_nonfinite_f64, double, uint64_t,
+              UINT64_C(0x7ff0000000000000))
+#undef ANY_NONFINITE
 
 /* Whether predict of a few rows shares a layer's columns across its team:
  * a wide layer (whole blocks of 32 columns for two threads), not softmax,

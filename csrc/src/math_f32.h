@@ -12,3 +12,4 @@
 #define FABS fabsf
 #define FMA fmaf
 #define COPYSIGN copysignf
+#define ANY_NONFINITE_T any_nonfinite_f32

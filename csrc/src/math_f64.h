@@ -12,3 +12,4 @@
 #define FABS fabs
 #define FMA fma
 #define COPYSIGN copysign
+#define ANY_NONFINITE_T any_nonfinite_f64

@@ -12,6 +12,7 @@
 #undef FABS
 #undef FMA
 #undef COPYSIGN
+#undef ANY_NONFINITE_T
 #undef VEXP
 #undef VTANH
 #undef VERFC

@@ -642,8 +642,8 @@ class Network:
         if Yb.ndim == 1:
             Yb = V.one_hot(Yb, self._layers[-1], self._dtype)
         return self._arch.backward(self._params, Xb, Yb, swb,
-                                   _aligned.empty_like(self._params), delta, net,
-                                   out, nt)
+                                   _aligned.empty_like(self._params), delta,
+                                   net, out, nt)
 
     def evaluate(self, X: ArrayLike, Y: ArrayLike,
                  sample_weight: ArrayLike | None = None,

@@ -91,7 +91,7 @@ FN(predict)(const ARGS(predict) *a)
     if (m <= BP_PREDICT_SMALL && nt > 1) {
         /* a few rows: checked whole, before the team starts */
         if (a->check_finite &&
-            !FN(finite_run)(a->X, m * a->arch->sizes[0])) {
+            ANY_NONFINITE_T(a->X, m * a->arch->sizes[0])) {
             return BP_ENONFINITE;
         }
         RUN_TEAM(nt, FN(predict_small_region)(&c));

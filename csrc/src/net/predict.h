@@ -12,31 +12,6 @@ typedef struct {
     int *bad;  /* set when a checked block of X holds NaN or inf */
 } FN(predict_ctx);
 
-/* Whether x[0..n) is all finite: a value is NaN or infinite exactly when
- * its exponent bits are all ones, tested on the bits (vectorises). */
-static int
-FN(finite_run)(const T *x, int64_t n)
-{
-    if (sizeof(T) == 4) {
-        uint32_t bad = 0;
-        for (int64_t i = 0; i < n; i++) {
-            uint32_t u;
-            memcpy(&u, (const char *)x + 4 * i, 4);
-            bad |= (uint32_t)((u & 0x7f800000u) == 0x7f800000u);
-        }
-        return bad == 0;
-    } else {
-        uint64_t bad = 0;
-        for (int64_t i = 0; i < n; i++) {
-            uint64_t u;
-            memcpy(&u, (const char *)x + 8 * i, 8);
-            bad |= (uint64_t)((u & UINT64_C(0x7ff0000000000000)) ==
-                              UINT64_C(0x7ff0000000000000));
-        }
-        return bad == 0;
-    }
-}
-
 /*
  * One block of rows through every layer: out = f(x W + b), layer after
  * layer, in the ping-pong buffers buf[0], buf[1], the last into Y.
@@ -95,7 +70,7 @@ FN(predict_region)(const FN(predict_ctx) *c)
         /* checked just before use: the rows are then read from cache by
          * the first layer rather than from memory a second time */
         if (a->check_finite &&
-            !FN(finite_run)(x, rows * a->arch->sizes[0])) {
+            ANY_NONFINITE_T(x, rows * a->arch->sizes[0])) {
 #pragma omp atomic write
             *c->bad = 1;
             continue;
