@@ -9,8 +9,7 @@
  * a run of small products, each reading the whole output of the one
  * before, shared by a team exactly as training shares a layer.  Its step
  * on one thread gives the kernel's rate on small products; on a team, the
- * excess over a perfect split is the cost of the step's two
- * synchronisations.  Measured at the first call that could use a team
+ * excess over a perfect split is the cost of the step's synchronisation.  Measured at the first call that could use a team
  * (a few hundred small products), then cached for the process.
  *
  * BPCORE_TEAM=always (read at the first choice) turns the choice off: any work
@@ -143,8 +142,8 @@ measure(int t)
             return -1;
         }
         spread = spread && team_spread(t);
-        /* two synchronisations per step; never zero, so it stays measured */
-        sync_cost[t] = excess > 2e-9 ? excess / 2.0 : 1e-9;
+        /* one synchronisation per step; never zero, so it stays measured */
+        sync_cost[t] = excess > 1e-9 ? excess : 1e-9;
         sync_when[t] = cal_now();
         if (!spread) {
             sync_when[t] -= CAL_MAX_AGE - CAL_RETRY_AGE;

@@ -18,10 +18,10 @@
  * The pieces, in the order a reader (and the compiler) meets them:
  *   net/common.h    macros shared by every inclusion (FN, RUN_TEAM, MULADD)
  *   gemm/product.h  the layer product: the kernel's GEMM, alone or by a team
+ *   net/optim.h     the optimizer updates over the flat buffers
  *   net/layers.h    each layer's forward and backward side by side:
  *                   activation, loss, dense, dropout
  *   net/batch.h     the general batch path: forward and backward passes
- *   net/optim.h     the optimizer updates over the flat buffers
  *   net/predict.h   predict's bodies (row blocks; a few rows by columns)
  *   net/team.h      what the team choice measures (calibrate.c)
  *   net/tiny.h      the tiny-network path: samples side by side in lanes
@@ -47,9 +47,9 @@
 #endif
 
 #include "gemm/product.h"
+#include "net/optim.h"
 #include "net/layers.h"
 #include "net/batch.h"
-#include "net/optim.h"
 #include "net/predict.h"
 #include "net/team.h"
 #include "net/tiny.h"

@@ -116,15 +116,33 @@ FN(product_small)(T *restrict C, const T *restrict x, const T *restrict W,
 }
 
 /*
+ * What a thread of a team product does to its own part of the output
+ * right after computing it, while that part is still in its core's cache:
+ * add the bias and apply the activation, multiply by the activation's
+ * derivative, or apply the optimizer's update.  fn works on rows [r0, r1)
+ * and columns [c0, c1) of C, elementwise, so how the team cuts C changes
+ * no bits.  whole_rows: fn needs whole rows (softmax); when the team cuts
+ * the columns, it then runs after a barrier, over rows shared out.
+ */
+typedef struct {
+    void (*fn)(const void *ctx, int64_t r0, int64_t r1, int64_t c0,
+               int64_t c1);
+    const void *ctx;
+    int whole_rows;
+} FN(epilogue);
+
+/*
  * C = A B shared by the threads of the enclosing region: the larger of the
  * two output dimensions is cut into one slice per thread (whole blocks of
- * 16).  Each entry is computed by one thread in the kernel's fixed order.
- * scratch holds GEMM_SCRATCH_ELEMS per thread.  Ends with a barrier.
+ * 16).  Each entry is computed by one thread in the kernel's fixed order,
+ * then passed through epi (NULL: none) by the same thread.  scratch holds
+ * GEMM_SCRATCH_ELEMS per thread.  Ends with a barrier when sync is set;
+ * without it, another thread may still be writing its slice of C.
  */
 static void
-FN(product_par)(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa,
-             const T *B, int64_t rsb, int64_t csb, int64_t m, int64_t n,
-             int64_t k, T *scratch)
+FN(product_team)(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa,
+                 const T *B, int64_t rsb, int64_t csb, int64_t m, int64_t n,
+                 int64_t k, T *scratch, const FN(epilogue) *epi, int sync)
 {
     int nt = team_size(), tid = thread_id();
     T *mine = scratch + (int64_t)tid * GEMM_SCRATCH_ELEMS;
@@ -133,15 +151,43 @@ FN(product_par)(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa,
     int64_t per = ((len + 15) / 16 + nt - 1) / nt * 16;
     int64_t lo = (int64_t)tid * per;
     int64_t hi = lo + per < len ? lo + per : len;
+    int late = epi != NULL && epi->whole_rows && split_cols && per < len;
 
     if (lo < hi) {
         if (split_cols) {
             FN(product)(C + lo, ldc, A, rsa, csa, B + lo * csb, rsb, csb, m,
-                     hi - lo, k, mine);
+                        hi - lo, k, mine);
         } else {
-            FN(product)(C + lo * ldc, ldc, A + lo * rsa, rsa, csa, B, rsb, csb,
-                     hi - lo, n, k, mine);
+            FN(product)(C + lo * ldc, ldc, A + lo * rsa, rsa, csa, B, rsb,
+                        csb, hi - lo, n, k, mine);
+        }
+        if (epi != NULL && !late) {
+            if (split_cols) {
+                epi->fn(epi->ctx, 0, m, lo, hi);
+            } else {
+                epi->fn(epi->ctx, lo, hi, 0, n);
+            }
         }
     }
+    if (late) {
 #pragma omp barrier
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < m; i++) {
+            epi->fn(epi->ctx, i, i + 1, 0, n);
+        }
+        return;  /* the loop's barrier */
+    }
+    if (sync) {
+#pragma omp barrier
+    }
+}
+
+/* C = A B shared by the team, no epilogue; ends with a barrier. */
+static void
+FN(product_par)(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa,
+             const T *B, int64_t rsb, int64_t csb, int64_t m, int64_t n,
+             int64_t k, T *scratch)
+{
+    FN(product_team)(C, ldc, A, rsa, csa, B, rsb, csb, m, n, k, scratch,
+                     NULL, 1);
 }

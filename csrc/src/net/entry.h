@@ -158,7 +158,8 @@ FN(forward)(const ARGS(forward) *a)
         return BP_ENOMEM;
     }
     RUN_TEAM(nt, FN(forward_body)(a->net, a->out, a->X, a->params, a->arch,
-                                  lay.w_off, lay.b_off, a->m, scratch));
+                                  lay.w_off, lay.b_off, a->m, scratch,
+                                  NULL));
     free(scratch);
     return BP_OK;
 }
@@ -180,7 +181,7 @@ FN(backward_region)(FN(backward_ctx) *c)
     double l = FN(backward_body)(a->grad, a->delta, a->net, a->out, c->lbuf,
                                  &wsum, a->X, a->Y, a->sw, a->params,
                                  a->arch, c->w_off, c->b_off, a->m,
-                                 c->scratch);
+                                 c->scratch, NULL, NULL);
     if (thread_id() == 0) {
         c->loss = l;
     }
@@ -211,7 +212,7 @@ FN(backward)(const ARGS(backward) *a)
     }
     nt = team_for(resolve_threads(a->n_threads),
                   (double)a->m * arch_weights(a->arch) * 6.0,
-                  FN(train_syncs)(a->arch) - 2.0, sizeof(T) == 8);
+                  FN(train_syncs)(a->arch), sizeof(T) == 8);
     /* Scratch: the per-sample losses and the kernel's packing buffers. */
     c.a = a;
     c.w_off = lay.w_off;

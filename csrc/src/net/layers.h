@@ -164,51 +164,52 @@ FN(softmax_grad)(T *d, const T *s, int64_t n, int64_t st)
 /* ---- dropout (after a hidden layer's activation) -------------------- */
 
 /*
- * Inverted dropout (see bp_arch): rows [r0, r0 + rows) of hidden layer
- * k + 1's outputs out (rows, n) are kept and scaled by 1 / (1 - rate), or
- * zeroed.  No-op without dropout or at rate 0.
+ * Inverted dropout (see bp_arch) of columns [c0, c1) of row i of hidden
+ * layer k + 1's outputs, o_i (the row): kept and scaled by 1 / (1 - rate),
+ * or zeroed.  No-op without dropout or at rate 0.
  */
 static void
-FN(drop_rows)(T *out, int64_t r0, int64_t rows, int64_t n,
-              const bp_arch *arch, int64_t k)
+FN(drop_cols)(T *o_i, int64_t i, int64_t c0, int64_t c1, const bp_arch *arch,
+              int64_t k)
 {
     double rate = arch->dropout != NULL ? arch->dropout[k] : 0.0;
+    uint64_t hr;
     T inv;
     if (rate == 0.0) {
         return;
     }
+    hr = bp_dropout_row(arch->drop_seed, i);
     inv = (T)(1.0 / (1.0 - rate));
-    for (int64_t i = 0; i < rows; i++) {
-        uint64_t hr = bp_dropout_row(arch->drop_seed, r0 + i);
-        T *o_i = out + i * n;
-        for (int64_t j = 0; j < n; j++) {
-            o_i[j] = bp_dropout_keep_h(hr, k, j, rate) ? o_i[j] * inv : (T)0;
-        }
+    for (int64_t j = c0; j < c1; j++) {
+        o_i[j] = bp_dropout_keep_h(hr, k, j, rate) ? o_i[j] * inv : (T)0;
     }
 }
 
 /*
- * d *= f'(net) for row i of hidden layer k + 1 (as act_grad_row), and,
- * with dropout there, by the row's mask times 1 / (1 - rate).  out then
- * holds the dropped outputs, so f(net) is computed again from net (by
- * act_row, the same bits as the forward pass) in pieces of 64 units.
+ * d *= f'(net) for columns [c0, c1) of row i of hidden layer k + 1 (as
+ * act_grad_row), and, with dropout there, by the row's mask times
+ * 1 / (1 - rate).  out then holds the dropped outputs, so f(net) is
+ * computed again from net (by act_row, the same bits as the forward pass)
+ * in pieces of 64 units.
+ *   d, net, out: the whole row (n values)
  */
 #define DROP_PIECE 64
 static void
-FN(act_grad_drop_row)(T *d, const T *net, const T *out, int64_t n, int act,
-                      const bp_arch *arch, int64_t k, int64_t i)
+FN(act_grad_drop_cols)(T *d, const T *net, const T *out, int64_t c0,
+                       int64_t c1, int act, const bp_arch *arch, int64_t k,
+                       int64_t i)
 {
     double rate = arch->dropout != NULL ? arch->dropout[k] : 0.0;
     uint64_t hr;
     T inv, f[DROP_PIECE];
     if (rate == 0.0) {
-        FN(act_grad_row)(d, net, out, n, act);
+        FN(act_grad_row)(d + c0, net + c0, out + c0, c1 - c0, act);
         return;
     }
     hr = bp_dropout_row(arch->drop_seed, i);
     inv = (T)(1.0 / (1.0 - rate));
-    for (int64_t j0 = 0; j0 < n; j0 += DROP_PIECE) {
-        int64_t nj = n - j0 < DROP_PIECE ? n - j0 : DROP_PIECE;
+    for (int64_t j0 = c0; j0 < c1; j0 += DROP_PIECE) {
+        int64_t nj = c1 - j0 < DROP_PIECE ? c1 - j0 : DROP_PIECE;
         FN(act_row)(f, net + j0, nj, act);
         FN(act_grad_row)(d + j0, net + j0, f, nj, act);
         for (int64_t j = 0; j < nj; j++) {
@@ -217,6 +218,22 @@ FN(act_grad_drop_row)(T *d, const T *net, const T *out, int64_t n, int act,
         }
     }
 }
+
+/*
+ * The loss of a batch's rows, taken as the output layer's forward pass
+ * finishes them (loss_rows, with the loss below).
+ */
+typedef struct {
+    T *delta;      /* (m, n_L) out: the output layer's delta */
+    double *lbuf;  /* (m) out: each row's loss, times its weight if any */
+    const T *Y;    /* (m, n_L) in: the targets */
+    const T *sw;   /* (m) in, or NULL: the sample weights */
+    double S;      /* the batch's weight sum */
+} FN(loss_args);
+
+static void FN(loss_rows)(const FN(loss_args) *la, const T *net,
+                          const T *out, const bp_arch *arch, int64_t r0,
+                          int64_t r1);
 
 /* ---- dense ------------------------------------------------------------ */
 
@@ -302,61 +319,142 @@ FN(dot)(const T *restrict u, const T *restrict v, int64_t n)
 }
 
 /*
+ * What follows a layer's product, for the block of rows [r0, r1) and
+ * columns [c0, c1) that one thread has just computed (an epilogue, see
+ * product_team; the direct loops call them on whole rows).
+ */
+typedef struct {
+    T *net, *out;
+    const T *b;  /* NULL: already added */
+    const bp_arch *arch;
+    int64_t k, n;  /* the layer, and the width of its rows */
+    const FN(loss_args) *loss;  /* the output layer's, or NULL */
+} FN(fwd_epi);
+
+typedef struct {
+    T *dx;
+    const T *net, *out;
+    const bp_arch *arch;
+    int64_t k, n;
+} FN(dx_epi);
+
+/* Forward: net += b, out = f(net), then a hidden layer's dropout, or the
+ * output layer's loss (whole rows). */
+static void
+FN(forward_fin)(const void *ctx, int64_t r0, int64_t r1, int64_t c0,
+                int64_t c1)
+{
+    const FN(fwd_epi) *e = (const FN(fwd_epi) *)ctx;
+    int64_t n = e->n, k = e->k;
+    int act = e->arch->acts[k], hidden = k + 2 < e->arch->n_layers;
+    for (int64_t i = r0; i < r1; i++) {
+        T *z = e->net + i * n, *h = e->out + i * n;
+        if (e->b != NULL) {
+            FN(bias_rows)(z + c0, e->b + c0, 1, c1 - c0);
+        }
+        FN(act_row)(h + c0, z + c0, c1 - c0, act);
+        if (hidden) {
+            FN(drop_cols)(h, i, c0, c1, e->arch, k);
+        }
+    }
+    if (e->loss != NULL) {
+        FN(loss_rows)(e->loss, e->net, e->out, e->arch, r0, r1);
+    }
+}
+
+/* Backward to a hidden input (layer k > 0): dx *= f'(net_k) and its
+ * dropout mask; net, out and dx are layer k's (width n). */
+static void
+FN(dx_fin)(const void *ctx, int64_t r0, int64_t r1, int64_t c0, int64_t c1)
+{
+    const FN(dx_epi) *e = (const FN(dx_epi) *)ctx;
+    int64_t n = e->n, k = e->k;
+    for (int64_t i = r0; i < r1; i++) {
+        FN(act_grad_drop_cols)(e->dx + i * n, e->net + i * n, e->out + i * n,
+                               c0, c1, e->arch->acts[k - 1], e->arch, k - 1,
+                               i);
+    }
+}
+
+/*
  * Layer k forward for m rows, shared by the team: net = x W + b, then
- * out = f(net), then the dropout of a hidden layer.  Big layers take the
- * product from the kernel (product_par), small ones the direct rows.
+ * out = f(net), then the dropout of a hidden layer, or with loss (the
+ * output layer's), the loss of each row.  Big layers take the product
+ * from the kernel (product_team, each thread finishing its own slice),
+ * small ones the direct rows.
  *   net, out (m, n_out) out;  x (m, n_in) in
  *   W (n_in, n_out) in;  b (n_out) in
  * Ends with a barrier.
  */
 static void
 FN(dense_forward)(T *net, T *out, const T *x, const T *W, const T *b,
-                  const bp_arch *arch, int64_t k, int64_t m, T *scratch)
+                  const bp_arch *arch, int64_t k, int64_t m, T *scratch,
+                  const FN(loss_args) *loss)
 {
     int64_t n_in = arch->sizes[k], n_out = arch->sizes[k + 1];
     int64_t n_blocks = (m + ROW_BLOCK - 1) / ROW_BLOCK;
-    int act = arch->acts[k], hidden = k + 2 < arch->n_layers;
-    int big = layer_uses_gemm(n_in, n_out);
+    FN(fwd_epi) e = {net, out, b, arch, k, n_out, loss};
+    FN(epilogue) epi = {FN(forward_fin), &e, 0};
 
-    if (big) {
-        FN(product_par)(net, n_out, x, n_in, 1, W, n_out, 1, m, n_out, n_in,
-                        scratch);
+    if (layer_uses_gemm(n_in, n_out)) {
+        epi.whole_rows = arch->acts[k] == BP_ACT_SOFTMAX || loss != NULL;
+        FN(product_team)(net, n_out, x, n_in, 1, W, n_out, 1, m, n_out, n_in,
+                         scratch, &epi, 1);
+        return;
     }
+    e.b = NULL;  /* dense_rows adds it */
 #pragma omp for schedule(static)
     for (int64_t blk = 0; blk < n_blocks; blk++) {
         int64_t r0 = blk * ROW_BLOCK;
         int64_t rows = m - r0 < ROW_BLOCK ? m - r0 : ROW_BLOCK;
-        if (big) {
-            FN(bias_rows)(net + r0 * n_out, b, rows, n_out);
-        } else {
-            FN(dense_rows)(net + r0 * n_out, x + r0 * n_in, rows, n_in, W, b,
-                           n_out);
-        }
-        for (int64_t i = r0; i < r0 + rows; i++) {
-            FN(act_row)(out + i * n_out, net + i * n_out, n_out, act);
-        }
-        if (hidden) {
-            FN(drop_rows)(out + r0 * n_out, r0, rows, n_out, arch, k);
-        }
+        FN(dense_rows)(net + r0 * n_out, x + r0 * n_in, rows, n_in, W, b,
+                       n_out);
+        FN(forward_fin)(&e, r0, r0 + rows, 0, n_out);
+    }
+}
+
+/* The optimizer's update of the entries of a weight gradient that a
+ * thread has just computed (an epilogue, see product_team). */
+typedef struct {
+    const FN(upd) *u;
+    T *params;
+    const T *grad;
+    int64_t off, n;  /* the layer's offset in the flat buffers, its width */
+} FN(dw_epi);
+
+static void
+FN(dw_fin)(const void *ctx, int64_t r0, int64_t r1, int64_t c0, int64_t c1)
+{
+    const FN(dw_epi) *e = (const FN(dw_epi) *)ctx;
+    for (int64_t a = r0; a < r1; a++) {
+        int64_t p = e->off + a * e->n;
+        FN(upd_span)(e->u, e->params, e->grad, p + c0, p + c1, e->u->wd);
     }
 }
 
 /*
  * dW = x^T d (overwritten), shared by the team: each thread owns whole
- * blocks of rows of dW and sums over samples in order (or product_par
+ * blocks of rows of dW and sums over samples in order (or product_team
  * splits it, each entry summed by one thread in the kernel's order).
- *   dW (n_in, n_out) out;  x (m, n_in) in;  d (m, n_out) in
- * No barrier after the direct loop; product_par ends with one.
+ * With u, the thread then updates the weights of the entries it computed
+ * (params + w_off: the layer's W), so nothing may read W meanwhile.
+ *   grad (n_in, n_out) out: the layer's dW, at grad + w_off
+ *   x (m, n_in) in;  d (m, n_out) in
+ * No barrier: another thread may still be writing its part.
  */
 static void
-FN(dense_backward_dw)(T *dW, const T *x, const T *d, int64_t m, int64_t n_in,
-                      int64_t n_out, T *scratch)
+FN(dense_backward_dw)(T *grad, int64_t w_off, const T *x, const T *d,
+                      int64_t m, int64_t n_in, int64_t n_out, T *scratch,
+                      const FN(upd) *u, T *params)
 {
     int64_t n_dw = (n_in + DW_BLOCK - 1) / DW_BLOCK;
+    T *dW = grad + w_off;
+    FN(dw_epi) e = {u, params, grad, w_off, n_out};
+    FN(epilogue) epi = {FN(dw_fin), &e, 0};
 
     if (layer_uses_gemm(n_in, n_out)) {
-        FN(product_par)(dW, n_out, x, 1, n_in, d, n_out, 1, n_in, n_out, m,
-                        scratch);
+        FN(product_team)(dW, n_out, x, 1, n_in, d, n_out, 1, n_in, n_out, m,
+                         scratch, u != NULL ? &epi : NULL, 0);
         return;
     }
 #pragma omp for schedule(static) nowait
@@ -374,18 +472,25 @@ FN(dense_backward_dw)(T *dW, const T *x, const T *d, int64_t m, int64_t n_in,
                 }
             }
         }
+        if (u != NULL) {
+            FN(dw_fin)(&e, a0, a1, 0, n_out);
+        }
     }
 }
 
 /*
  * db = sum over samples of d (overwritten), accumulated in double in
- * sample order, work-shared over blocks of entries.  No barrier.
- *   db (n_out) out;  d (m, n_out) in
+ * sample order, work-shared over blocks of entries; with u, each block's
+ * biases (params + b_off) are then updated by the thread that summed it.
+ *   grad (n_out) out: the layer's db, at grad + b_off;  d (m, n_out) in
+ * No barrier.
  */
 static void
-FN(dense_backward_db)(T *db, const T *d, int64_t m, int64_t n_out)
+FN(dense_backward_db)(T *grad, int64_t b_off, const T *d, int64_t m,
+                      int64_t n_out, const FN(upd) *u, T *params)
 {
     int64_t n_db = (n_out + DB_BLOCK - 1) / DB_BLOCK;
+    T *db = grad + b_off;
 
 #pragma omp for schedule(static) nowait
     for (int64_t blk = 0; blk < n_db; blk++) {
@@ -403,6 +508,9 @@ FN(dense_backward_db)(T *db, const T *d, int64_t m, int64_t n_out)
         }
         for (int64_t j = 0; j < nj; j++) {
             db[j0 + j] = (T)acc[j];
+        }
+        if (u != NULL) {
+            FN(upd_span)(u, params, grad, b_off + j0, b_off + j0 + nj, 0);
         }
     }
 }
@@ -423,27 +531,26 @@ FN(dense_backward_dx)(T *dx, const T *d, const T *W, const T *net,
 {
     int64_t n_in = arch->sizes[k], n_out = arch->sizes[k + 1];
     int64_t n_blocks = (m + ROW_BLOCK - 1) / ROW_BLOCK;
-    int big = layer_uses_gemm(n_in, n_out);
+    FN(dx_epi) e = {dx, net, out, arch, k, n_in};
+    FN(epilogue) epi = {FN(dx_fin), &e, 0};
 
-    if (big) {
-        FN(product_par)(dx, n_in, d, n_out, 1, W, 1, n_out, m, n_in, n_out,
-                        scratch);
+    if (layer_uses_gemm(n_in, n_out)) {
+        FN(product_team)(dx, n_in, d, n_out, 1, W, 1, n_out, m, n_in, n_out,
+                         scratch, k > 0 ? &epi : NULL, 1);
+        return;
     }
 #pragma omp for schedule(static)
     for (int64_t blk = 0; blk < n_blocks; blk++) {
         int64_t r0 = blk * ROW_BLOCK;
         int64_t r1 = r0 + ROW_BLOCK < m ? r0 + ROW_BLOCK : m;
         for (int64_t i = r0; i < r1; i++) {
-            T *dx_i = dx + i * n_in;
-            const T *d_i = d + i * n_out;
-            for (int64_t a = 0; a < n_in && !big; a++) {
-                dx_i[a] = FN(dot)(d_i, W + a * n_out, n_out);
+            for (int64_t a = 0; a < n_in; a++) {
+                dx[i * n_in + a] = FN(dot)(d + i * n_out, W + a * n_out,
+                                           n_out);
             }
-            if (k > 0) {
-                FN(act_grad_drop_row)(dx_i, net + i * n_in, out + i * n_in,
-                                      n_in, arch->acts[k - 1], arch, k - 1,
-                                      i);
-            }
+        }
+        if (k > 0) {
+            FN(dx_fin)(&e, r0, r1, 0, n_in);
         }
     }
 }
@@ -625,4 +732,24 @@ FN(loss_row)(T *delta, const T *net, const T *out, const T *y, int64_t n,
     double l;
     FN(loss_lanes)(&l, delta, net, out, 1, y, n, 1, &scale, arch, 1);
     return l;
+}
+
+/*
+ * Rows [r0, r1) of a batch through the loss: each row's output delta,
+ * scaled by its weight over the batch's (s_i / S), and its loss, times
+ * s_i when weighted, in lbuf.
+ *   net, out (m, n_L) in: the output layer's
+ */
+static void
+FN(loss_rows)(const FN(loss_args) *la, const T *net, const T *out,
+              const bp_arch *arch, int64_t r0, int64_t r1)
+{
+    int64_t n_L = arch->sizes[arch->n_layers - 1];
+    for (int64_t i = r0; i < r1; i++) {
+        T s_i = la->sw != NULL ? la->sw[i] : (T)1;
+        double l = FN(loss_row)(la->delta + i * n_L, net + i * n_L,
+                                out + i * n_L, la->Y + i * n_L, n_L, arch,
+                                (T)((double)s_i / la->S));
+        la->lbuf[i] = la->sw != NULL ? (double)s_i * l : l;
+    }
 }

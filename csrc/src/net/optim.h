@@ -187,6 +187,27 @@ FN(upd_step)(FN(upd) *u, const bp_optim *opt, int64_t t)
     }
 }
 
+/* The update of entries [lo, hi) from their gradients in grad, as
+ * update_body makes it without clipping (weight decay wd: 0 for biases),
+ * by the thread that has just computed those gradients. */
+static void
+FN(upd_span)(const FN(upd) *u, T *restrict params, const T *restrict grad,
+             int64_t lo, int64_t hi, T wd)
+{
+    if (u->sgd) {
+        for (int64_t i = lo; i < hi; i++) {
+            params[i] = FN(sgd_one)(params[i], grad[i], u->s1, i, u->lr, wd,
+                                    u->mu, u->nesterov);
+        }
+        return;
+    }
+    for (int64_t i = lo; i < hi; i++) {
+        params[i] = FN(adam_one)(params[i], grad[i], u->s1, u->s2, i, u->lr,
+                                 wd, u->decoupled, u->omb1, u->tb2, u->omb2,
+                                 u->step, u->bc2_sqrt, u->eps);
+    }
+}
+
 /* Gradient g of parameter p (weight decay wd: 0 for biases): stores it in
  * grad[p], updates params[p] as update_body would. */
 static INLINE void

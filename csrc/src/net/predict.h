@@ -31,17 +31,20 @@ FN(predict_block)(T *Y, const T *x, int64_t rows, const FN(predict_ctx) *c,
         T *dst = k == c->L - 1 ? Y : buf[k & 1];
         if (layer_uses_gemm(n_in, n_out) && rows <= BP_PREDICT_SMALL) {
             FN(product_small)(dst, x, W, rows, n_in, n_out, 0, n_out);
-            FN(bias_rows)(dst, b, rows, n_out);
         } else if (layer_uses_gemm(n_in, n_out)) {
             FN(product)(dst, n_out, x, n_in, 1, W, n_out, 1, rows, n_out,
                         n_in, scratch);
-            FN(bias_rows)(dst, b, rows, n_out);
         } else {
             FN(dense_rows)(dst, x, rows, n_in, W, b, n_out);
+            b = NULL;
         }
+        /* the bias and the activation in one pass, a row at a time */
         for (int64_t i = 0; i < rows; i++) {
-            FN(act_row)(dst + i * n_out, dst + i * n_out, n_out,
-                        arch->acts[k]);
+            T *d_i = dst + i * n_out;
+            if (b != NULL) {
+                FN(bias_rows)(d_i, b, 1, n_out);
+            }
+            FN(act_row)(d_i, d_i, n_out, arch->acts[k]);
         }
         x = dst;
     }

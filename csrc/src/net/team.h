@@ -4,21 +4,38 @@
  * the calibration chain that calibrate.c times.
  */
 
-/* Team synchronisations in one training batch: per layer two in the
- * forward pass and three in the backward one, then the loss, the last
- * barrier and the update (the tiny path: its two passes and the update). */
+/* Team synchronisations in one training batch: per layer one in the
+ * forward pass (the output layer's with the loss) and one in the backward
+ * pass (the input delta, but for the first layer), then the last barrier
+ * and, with clipping, the update (the tiny path: its two passes and the
+ * update). */
 static double
 FN(train_syncs)(const bp_arch *arch)
 {
-    return arch_is_tiny(arch) ? 5.0 : 5.0 * (double)(arch->n_layers - 1) + 3.0;
+    return arch_is_tiny(arch) ? 5.0 : 2.0 * (double)(arch->n_layers - 1) + 1.0;
+}
+
+/* The calibration chain's activation, x <- max(x, 0) / 2 on a slice of
+ * a step's output (CAL_N wide), as a layer's epilogue. */
+static void
+FN(cal_fin)(const void *ctx, int64_t r0, int64_t r1, int64_t c0, int64_t c1)
+{
+    T *dst = (T *)ctx;
+    for (int64_t i = r0; i < r1; i++) {
+        for (int64_t j = c0; j < c1; j++) {
+            T v = dst[i * CAL_N + j];
+            dst[i * CAL_N + j] = v > 0 ? v * (T)0.5 : (T)0;
+        }
+    }
 }
 
 /*
  * The calibration chain (see calibrate.c): reps steps of x <- x W with x
  * (CAL_M, CAL_N) and W (CAL_N, CAL_N), each step reading the whole output
  * of the one before, shared by the team as training shares a layer's
- * products (product_par, its barrier, then a row loop with its barrier).
- * work holds 2 CAL_M x CAL_N buffers, W, and the team's kernel scratch.
+ * products (product_team: each thread's slice, its epilogue, then one
+ * barrier).  work holds 2 CAL_M x CAL_N buffers, W, and the team's kernel
+ * scratch.
  */
 static void
 FN(cal_chain_region)(T *work, int64_t reps)
@@ -29,15 +46,9 @@ FN(cal_chain_region)(T *work, int64_t reps)
     x[1] = work + CAL_M * CAL_N;
     for (int64_t r = 0; r < reps; r++) {
         T *src = x[r & 1], *dst = x[(r + 1) & 1];
-        FN(product_par)(dst, CAL_N, src, CAL_N, 1, W, CAL_N, 1, CAL_M, CAL_N,
-                        CAL_N, scratch);
-#pragma omp for schedule(static)
-        for (int64_t i = 0; i < CAL_M; i++) {
-            for (int64_t j = 0; j < CAL_N; j++) {
-                T v = dst[i * CAL_N + j];
-                dst[i * CAL_N + j] = v > 0 ? v * (T)0.5 : (T)0;
-            }
-        }
+        FN(epilogue) epi = {FN(cal_fin), dst, 0};
+        FN(product_team)(dst, CAL_N, src, CAL_N, 1, W, CAL_N, 1, CAL_M,
+                         CAL_N, CAL_N, scratch, &epi, 1);
     }
 }
 

@@ -117,14 +117,14 @@ FN(batch_gather)(const ARGS(train) *a, const FN(train_ws) *ws, int64_t start,
     r.X = a->X + start * n_in;
     r.Y = labels != NULL ? ws->Yb : a->Y + start * n_L;
     r.sw = a->sw != NULL ? a->sw + start : NULL;
-    if (labels != NULL && tiny) {
+    if (labels != NULL && (tiny || a->arch->n_layers == 2)) {
 #pragma omp for schedule(static)
         for (int64_t i = 0; i < mb; i++) {
             FN(onehot_row)(ws->Yb + i * n_L, n_L, labels[start + i]);
         }
     } else if (labels != NULL) {
-        /* no barrier needed: backward_body's forward pass has one before
-         * its loss loop reads Y */
+        /* no barrier needed: backward_body's forward pass has one (after
+         * its first layer) before the output layer's loss reads Y */
 #pragma omp for schedule(static) nowait
         for (int64_t i = 0; i < mb; i++) {
             FN(onehot_row)(ws->Yb + i * n_L, n_L, labels[start + i]);
@@ -150,6 +150,11 @@ FN(train_region)(FN(train_ctx) *c)
     double my_lsum = c->lsum, my_wsum = c->wsum;
     int64_t my_done = 0;
     int my_diverged = 0;
+    /* the general path updates each layer as its gradient is computed,
+     * unless clipping needs the whole gradient first */
+    FN(upd) u;
+    int fused = !tiny && a->opt->clip_norm == 0.0;
+    FN(upd_init)(&u, a->opt);
 
     for (int64_t b = a->first_batch; b < a->first_batch + a->n_batches; b++) {
         int64_t start = b * a->batch;
@@ -167,6 +172,7 @@ FN(train_region)(FN(train_ctx) *c)
             arch_b.drop_seed = bp_dropout_batch_seed(a->arch->drop_seed, b);
             arch = &arch_b;
         }
+        FN(upd_step)(&u, a->opt, c->t0 + my_done + 1);
         if (tiny) {
             loss = FN(tiny_backward_body)(a->grad, ws.lbuf, &wsum, r.X, r.Y,
                                           r.sw, a->params, arch, c->w_off,
@@ -175,14 +181,17 @@ FN(train_region)(FN(train_ctx) *c)
             loss = FN(backward_body)(a->grad, ws.delta, ws.net, ws.out,
                                      ws.lbuf, &wsum, r.X, r.Y, r.sw,
                                      a->params, arch, c->w_off, c->b_off, mb,
-                                     ws.scratch);
+                                     ws.scratch, fused ? &u : NULL,
+                                     a->params);
         }
         if (!isfinite(loss)) {
             my_diverged = 1;
             break;
         }
-        FN(update_body)(a->params, a->grad, a->opt, c->t0 + my_done + 1,
-                        c->n_p, c->n_w);
+        if (!fused) {
+            FN(update_body)(a->params, a->grad, a->opt, c->t0 + my_done + 1,
+                            c->n_p, c->n_w);
+        }
         my_lsum = MULADD64(loss, wsum, my_lsum);
         my_wsum += wsum;
         my_done++;
