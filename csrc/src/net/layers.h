@@ -79,8 +79,12 @@ FN(act_row)(T *out, const T *net, int64_t n, int act)
         for (int64_t j = 1; j < n; j++) {
             mx = net[j] > mx ? net[j] : mx;
         }
+        /* the exponentials in a loop of their own (it vectorises), then
+         * their sum in order */
         for (int64_t j = 0; j < n; j++) {
             out[j] = VEXP(net[j] - mx);
+        }
+        for (int64_t j = 0; j < n; j++) {
             sum += (double)out[j];
         }
         T inv = (T)(1.0 / sum);
@@ -426,6 +430,11 @@ static void
 FN(dw_fin)(const void *ctx, int64_t r0, int64_t r1, int64_t c0, int64_t c1)
 {
     const FN(dw_epi) *e = (const FN(dw_epi) *)ctx;
+    if (c0 == 0 && c1 == e->n) {  /* whole rows: one run of entries */
+        FN(upd_span)(e->u, e->params, e->grad, e->off + r0 * e->n,
+                     e->off + r1 * e->n, e->u->wd);
+        return;
+    }
     for (int64_t a = r0; a < r1; a++) {
         int64_t p = e->off + a * e->n;
         FN(upd_span)(e->u, e->params, e->grad, p + c0, p + c1, e->u->wd);
@@ -616,6 +625,7 @@ FN(loss_elementwise)(double *li, T *d, const T *h, int64_t st, const T *y,
  *   poisson (identity, out read as the log rate r):
  *       l = sum_j e^r_j - y_j r_j;  dl/dr_j = e^r_j - y_j
  */
+#define LOSS_PIECE 64
 static INLINE double
 FN(loss_on_net)(T *d, const T *z, const T *h, int64_t st, const T *y,
                 int64_t n, int loss, T scale)
@@ -623,13 +633,21 @@ FN(loss_on_net)(T *d, const T *z, const T *h, int64_t st, const T *y,
     double l = 0.0;
 
     if (loss == BP_LOSS_CE) {
-        double mx = (double)z[0], sum = 0.0, sy = 0.0, lse;
+        double mx = (double)z[0], sum = 0.0, sy = 0.0, lse, e[LOSS_PIECE];
         for (int64_t j = 1; j < n; j++) {
             mx = (double)z[j * st] > mx ? (double)z[j * st] : mx;
         }
-        for (int64_t j = 0; j < n; j++) {
-            sum += VEXP64((double)z[j * st] - mx);
-            sy += (double)y[j];
+        /* the exponentials a piece at a time in a loop of their own (it
+         * vectorises), then their sum in order */
+        for (int64_t j0 = 0; j0 < n; j0 += LOSS_PIECE) {
+            int64_t nj = n - j0 < LOSS_PIECE ? n - j0 : LOSS_PIECE;
+            for (int64_t j = 0; j < nj; j++) {
+                e[j] = VEXP64((double)z[(j0 + j) * st] - mx);
+            }
+            for (int64_t j = 0; j < nj; j++) {
+                sum += e[j];
+                sy += (double)y[j0 + j];
+            }
         }
         lse = mx + log(sum);
         for (int64_t j = 0; j < n; j++) {
