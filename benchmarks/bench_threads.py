@@ -28,7 +28,7 @@ another, so that the libraries and thread counts are interleaved in time.
     and fit's thread race told to always choose the team); compute share
     t1 / T; synchronisation + imbalance t2 - t1 / T, next to the host's
     calibrated cost of one team synchronisation times the synchronisations
-    per batch (5 per layer + 3).  Also fit with ``n_threads=T`` and the
+    per batch (2 per layer + 1).  Also fit with ``n_threads=T`` and the
     automatic choice, as a ratio to the 1-thread rate.
 ``busy``
     Contention: a busy loop (a Python ``while`` loop, nothing else) pinned
@@ -101,8 +101,8 @@ PRODUCT_MIN_REP_S = {False: 0.005, True: 0.002}
 
 def syncs_per_batch(layers):
     """Team synchronisations of one training batch (fit's cost model):
-    5 per layer + 3."""
-    return 5.0 * (len(layers) - 1) + 3.0
+    2 per layer + 1 (train_syncs in csrc/src/net/team.h)."""
+    return 2.0 * (len(layers) - 1) + 1.0
 
 
 def _layer_desc(cfg):
