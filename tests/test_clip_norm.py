@@ -120,12 +120,21 @@ def test_step_clips(rng):
                                rtol=1e-10, atol=1e-15)
 
 
-def test_inactive_clip_changes_no_bit(rng):
-    net, X, Y = _problem(rng, [6, 10, 2], m=30)
+@pytest.mark.parametrize("layers,n_threads", [([6, 10, 2], 1),
+                                               ([12, 40, 24, 3], 1),
+                                               ([12, 40, 24, 3], 2)])
+@pytest.mark.parametrize("name", sorted(OPTS))
+def test_inactive_clip_changes_no_bit(rng, name, layers, n_threads):
+    # Without clipping the general path updates each layer inside the
+    # backward pass; with a clip that never binds (factor 1) it makes the
+    # update a separate pass after the batch: the same bits.
+    cls, kw, _ = OPTS[name]
+    net, X, Y = _problem(rng, layers, m=30)
     other = copy.deepcopy(net)
-    net.fit(X, Y, epochs=2, batch_size=4, optimizer=bpcore.Adam(lr=0.01))
+    net.fit(X, Y, epochs=2, batch_size=4, optimizer=cls(**kw),
+            n_threads=n_threads)
     other.fit(X, Y, epochs=2, batch_size=4,
-              optimizer=bpcore.Adam(lr=0.01, clip_norm=1e6))
+              optimizer=cls(clip_norm=1e6, **kw), n_threads=n_threads)
     np.testing.assert_array_equal(net.params, other.params)
 
 
