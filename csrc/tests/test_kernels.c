@@ -118,9 +118,81 @@ check_rows_independent(const kernel_table *t, int trans_a, int trans_b)
     free(s);
 }
 
+/* A narrow C (a few columns, many rows) may be computed transposed, as
+ * C^T = B^T A^T; it must give the bits of the direct product.  The direct
+ * product is what accumulating onto zeros computes (the kernel never
+ * flips when accumulating, and 0 + x == x), on every layout, across the
+ * depth blocking (k > GEMM_KC) and the flipped pass length (m > 512). */
+static void
+check_narrow_same_bits(const kernel_table *t)
+{
+    const int64_t ms[] = {5, 16, 40, 130, 600};
+    const int64_t ns[] = {1, 4, 7, 8, 10, 13, 15};
+    const int64_t ks[] = {7, 100, 300};
+    int ok = 1;
+    for (size_t a = 0; a < sizeof ms / sizeof ms[0]; a++) {
+        for (size_t b = 0; b < sizeof ns / sizeof ns[0]; b++) {
+            for (size_t c = 0; c < sizeof ks / sizeof ks[0]; c++) {
+                int64_t m = ms[a], n = ns[b], k = ks[c];
+                int ta = (int)((a + b) & 1), tb = (int)((b + c) & 1);
+                int64_t rsa = ta ? 1 : k, csa = ta ? m : 1;
+                int64_t rsb = tb ? 1 : n, csb = tb ? k : 1;
+                size_t la = (size_t)(m * k), lb = (size_t)(k * n);
+                size_t lc = (size_t)(m * n);
+                float *A = malloc(sizeof(float) * la);
+                float *B = malloc(sizeof(float) * lb);
+                float *C = malloc(sizeof(float) * lc);
+                float *C0 = calloc(lc, sizeof(float));
+                double *Ad = malloc(sizeof(double) * la);
+                double *Bd = malloc(sizeof(double) * lb);
+                double *Cd = malloc(sizeof(double) * lc);
+                double *Cd0 = calloc(lc, sizeof(double));
+                float *sf = malloc(sizeof(float) * (size_t)GEMM_SCRATCH_ELEMS);
+                double *sd =
+                    malloc(sizeof(double) * (size_t)GEMM_SCRATCH_ELEMS);
+                for (size_t i = 0; i < la; i++) {
+                    Ad[i] = A[i] = (float)uniform();
+                }
+                for (size_t i = 0; i < lb; i++) {
+                    Bd[i] = B[i] = (float)uniform();
+                }
+                t->gemm_f32(C, n, A, rsa, csa, B, rsb, csb, m, n, k, 0, sf);
+                t->gemm_f32(C0, n, A, rsa, csa, B, rsb, csb, m, n, k, 1, sf);
+                t->gemm_f64(Cd, n, Ad, rsa, csa, Bd, rsb, csb, m, n, k, 0,
+                            sd);
+                t->gemm_f64(Cd0, n, Ad, rsa, csa, Bd, rsb, csb, m, n, k, 1,
+                            sd);
+                for (size_t i = 0; i < lc; i++) {
+                    if (!(C[i] == C0[i]) || !(Cd[i] == Cd0[i])) {
+                        fprintf(stderr,
+                                "kernel %s narrow m=%lld n=%lld k=%lld: "
+                                "bits differ at %zu\n",
+                                t->name, (long long)m, (long long)n,
+                                (long long)k, i);
+                        ok = 0;
+                        break;
+                    }
+                }
+                free(A);
+                free(B);
+                free(C);
+                free(C0);
+                free(Ad);
+                free(Bd);
+                free(Cd);
+                free(Cd0);
+                free(sf);
+                free(sd);
+            }
+        }
+    }
+    CHECK(ok);
+}
+
 static void
 check_kernel(const kernel_table *t)
 {
+    check_narrow_same_bits(t);
     for (int ta = 0; ta < 2; ta++) {
         for (int tb = 0; tb < 2; tb++) {
             check_rows_independent(t, ta, tb);

@@ -243,6 +243,60 @@ SIMD_CAT(tile_rows_, NAME)(T *restrict c, int64_t ldc, const T *restrict a,
 #undef TILE_R
 }
 
+/* Multiples of r at least x. */
+#define SIMD_ROUND_UP(x, r) (((x) + (r) - 1) / (r) * (r))
+
+/*
+ * Whether C = A B is better computed as C^T = B^T A^T: a narrow C (a
+ * layer of a few outputs) fills few of a tile's NR columns, while its
+ * transpose has few rows, which fill most of an MR-row tile.  Chosen for
+ * C narrower than a tile when the tiles, padding included, then cover at
+ * least a quarter less.
+ */
+static inline int
+SIMD_CAT(narrow_, NAME)(int64_t m, int64_t n)
+{
+    int64_t direct = SIMD_ROUND_UP(m, MR) * SIMD_ROUND_UP(n, NR);
+    int64_t flipped = SIMD_ROUND_UP(n, MR) * SIMD_ROUND_UP(m, NR);
+    return n < NR && 4 * flipped <= 3 * direct;
+}
+
+/* Rows of C per transposed pass: the pass's packed B' panel stays within
+ * the first half of the B area of the scratch, and its C^T (n x this)
+ * goes in the second half. */
+#define NARROW_ROWS (GEMM_NC / 2)
+
+static void NAME(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa,
+                 const T *B, int64_t rsb, int64_t csb, int64_t m, int64_t n,
+                 int64_t k, int accumulate, T *scratch);
+
+/* C = A B for a narrow C through C^T = B^T A^T, NARROW_ROWS rows of C at
+ * a time into the scratch, then transposed into place.  Entry (i, j) is
+ * the same sum in the same order as in the direct product (an FMA does
+ * not care which factor is broadcast), so the bits are those of C = A B. */
+static void
+SIMD_CAT(product_flipped_, NAME)(T *C, int64_t ldc, const T *A, int64_t rsa,
+                                 int64_t csa, const T *B, int64_t rsb,
+                                 int64_t csb, int64_t m, int64_t n,
+                                 int64_t k, T *scratch)
+{
+    T *pa = (T *)(((uintptr_t)scratch + 63u) & ~(uintptr_t)63u);
+    T *ct = pa + (int64_t)GEMM_MC * GEMM_KC +
+            (int64_t)GEMM_KC * (GEMM_NC / 2);
+    for (int64_t i0 = 0; i0 < m; i0 += NARROW_ROWS) {
+        int64_t mc = m - i0 < NARROW_ROWS ? m - i0 : NARROW_ROWS;
+        /* C^T (n, mc) = B^T (n, k) A^T (k, mc), row stride mc */
+        NAME(ct, mc, B, csb, rsb, A + i0 * rsa, csa, rsa, n, mc, k, 0,
+             scratch);
+        for (int64_t i = 0; i < mc; i++) {
+            T *c_i = C + (i0 + i) * ldc;
+            for (int64_t j = 0; j < n; j++) {
+                c_i[j] = ct[j * mc + i];
+            }
+        }
+    }
+}
+
 static void
 NAME(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa, const T *B,
      int64_t rsb, int64_t csb, int64_t m, int64_t n, int64_t k,
@@ -251,6 +305,12 @@ NAME(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa, const T *B,
     /* scratch: packed A (GEMM_MC x GEMM_KC), then packed B, 64-aligned */
     T *pa = (T *)(((uintptr_t)scratch + 63u) & ~(uintptr_t)63u);
     T *pb = pa + (int64_t)GEMM_MC * GEMM_KC;
+
+    if (!accumulate && SIMD_CAT(narrow_, NAME)(m, n)) {
+        SIMD_CAT(product_flipped_, NAME)(C, ldc, A, rsa, csa, B, rsb, csb, m,
+                                         n, k, scratch);
+        return;
+    }
 
     if (k <= GEMM_KC && m * k <= 32768) {
         /* Depth within one block and A small: operands stay in cache as
@@ -304,3 +364,5 @@ NAME(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa, const T *B,
 #undef VT
 #undef NV
 #undef MC_ROWS
+#undef SIMD_ROUND_UP
+#undef NARROW_ROWS

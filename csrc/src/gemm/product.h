@@ -133,8 +133,10 @@ typedef struct {
 
 /*
  * C = A B shared by the threads of the enclosing region: the larger of the
- * two output dimensions is cut into one slice per thread (whole blocks of
- * 16).  Each entry is computed by one thread in the kernel's fixed order,
+ * two output dimensions is cut into one slice per thread, as evenly as
+ * whole blocks allow (columns in blocks of 16, rows one by one; the
+ * leftover blocks go to the last threads, thread 0 having the serial work
+ * of the region).  Each entry is computed by one thread in the kernel's fixed order,
  * then passed through epi (NULL: none) by the same thread.  scratch holds
  * GEMM_SCRATCH_ELEMS per thread.  Ends with a barrier when sync is set;
  * without it, another thread may still be writing its slice of C.
@@ -148,10 +150,14 @@ FN(product_team)(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa,
     T *mine = scratch + (int64_t)tid * GEMM_SCRATCH_ELEMS;
     int split_cols = n >= m;
     int64_t len = split_cols ? n : m;
-    int64_t per = ((len + 15) / 16 + nt - 1) / nt * 16;
-    int64_t lo = (int64_t)tid * per;
-    int64_t hi = lo + per < len ? lo + per : len;
-    int late = epi != NULL && epi->whole_rows && split_cols && per < len;
+    int64_t unit = split_cols ? 16 : 1;
+    int64_t nb = (len + unit - 1) / unit;
+    int64_t lo = nb * tid / nt * unit;
+    int64_t hi = nb * (tid + 1) / nt * unit;
+    int late = epi != NULL && epi->whole_rows && split_cols && nt > 1 &&
+               nb > 1;
+
+    hi = hi < len ? hi : len;
 
     if (lo < hi) {
         if (split_cols) {
