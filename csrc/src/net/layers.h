@@ -98,6 +98,41 @@ FN(act_row)(T *out, const T *net, int64_t n, int act)
     }
 }
 
+/*
+ * out = softmax(net) for rows [0, rows) of width n (out may be net): the
+ * arithmetic of act_row's softmax, row by row, but with the exponentials
+ * of all the rows in one loop, which vectorises where a row alone is
+ * shorter than a vector (10 classes).  Same bits as act_row.
+ */
+static void
+FN(softmax_rows)(T *out, const T *net, int64_t rows, int64_t n)
+{
+    for (int64_t i = 0; i < rows; i++) {
+        const T *z = net + i * n;
+        T *h = out + i * n, mx = z[0];
+        for (int64_t j = 1; j < n; j++) {
+            mx = z[j] > mx ? z[j] : mx;
+        }
+        for (int64_t j = 0; j < n; j++) {
+            h[j] = z[j] - mx;
+        }
+    }
+    for (int64_t t = 0; t < rows * n; t++) {
+        out[t] = VEXP(out[t]);
+    }
+    for (int64_t i = 0; i < rows; i++) {
+        T *h = out + i * n, inv;
+        double sum = 0.0;
+        for (int64_t j = 0; j < n; j++) {
+            sum += (double)h[j];
+        }
+        inv = (T)(1.0 / sum);
+        for (int64_t j = 0; j < n; j++) {
+            h[j] *= inv;
+        }
+    }
+}
+
 /* d *= f'(net) for one row, with out = f(net) at hand.  Not for softmax. */
 static void
 FN(act_grad_row)(T *d, const T *net, const T *out, int64_t n, int act)
@@ -351,14 +386,21 @@ FN(forward_fin)(const void *ctx, int64_t r0, int64_t r1, int64_t c0,
     const FN(fwd_epi) *e = (const FN(fwd_epi) *)ctx;
     int64_t n = e->n, k = e->k;
     int act = e->arch->acts[k], hidden = k + 2 < e->arch->n_layers;
-    for (int64_t i = r0; i < r1; i++) {
-        T *z = e->net + i * n, *h = e->out + i * n;
+    if (act == BP_ACT_SOFTMAX) {  /* whole rows (the epilogue's whole_rows) */
         if (e->b != NULL) {
-            FN(bias_rows)(z + c0, e->b + c0, 1, c1 - c0);
+            FN(bias_rows)(e->net + r0 * n, e->b, r1 - r0, n);
         }
-        FN(act_row)(h + c0, z + c0, c1 - c0, act);
-        if (hidden) {
-            FN(drop_cols)(h, i, c0, c1, e->arch, k);
+        FN(softmax_rows)(e->out + r0 * n, e->net + r0 * n, r1 - r0, n);
+    } else {
+        for (int64_t i = r0; i < r1; i++) {
+            T *z = e->net + i * n, *h = e->out + i * n;
+            if (e->b != NULL) {
+                FN(bias_rows)(z + c0, e->b + c0, 1, c1 - c0);
+            }
+            FN(act_row)(h + c0, z + c0, c1 - c0, act);
+            if (hidden) {
+                FN(drop_cols)(h, i, c0, c1, e->arch, k);
+            }
         }
     }
     if (e->loss != NULL) {
@@ -626,6 +668,23 @@ FN(loss_elementwise)(double *li, T *d, const T *h, int64_t st, const T *y,
  *       l = sum_j e^r_j - y_j r_j;  dl/dr_j = e^r_j - y_j
  */
 #define LOSS_PIECE 64
+
+/* The cross-entropy's loss and delta of one sample from the maximum mx of
+ * its net, the sum of e^(net_j - mx) and the sum of its targets sy. */
+static INLINE double
+FN(ce_finish)(T *d, const T *z, const T *h, int64_t st, const T *y,
+              int64_t n, double mx, double sum, double sy, T scale)
+{
+    double l = 0.0, lse = mx + log(sum);
+    for (int64_t j = 0; j < n; j++) {
+        if (y[j] != 0) {
+            l = MULADD64((double)y[j], lse - (double)z[j * st], l);
+        }
+        d[j * st] = MULADD(h[j * st], (T)sy, -y[j]) * scale;
+    }
+    return l;
+}
+
 static INLINE double
 FN(loss_on_net)(T *d, const T *z, const T *h, int64_t st, const T *y,
                 int64_t n, int loss, T scale)
@@ -633,7 +692,7 @@ FN(loss_on_net)(T *d, const T *z, const T *h, int64_t st, const T *y,
     double l = 0.0;
 
     if (loss == BP_LOSS_CE) {
-        double mx = (double)z[0], sum = 0.0, sy = 0.0, lse, e[LOSS_PIECE];
+        double mx = (double)z[0], sum = 0.0, sy = 0.0, e[LOSS_PIECE];
         for (int64_t j = 1; j < n; j++) {
             mx = (double)z[j * st] > mx ? (double)z[j * st] : mx;
         }
@@ -649,13 +708,7 @@ FN(loss_on_net)(T *d, const T *z, const T *h, int64_t st, const T *y,
                 sy += (double)y[j0 + j];
             }
         }
-        lse = mx + log(sum);
-        for (int64_t j = 0; j < n; j++) {
-            if (y[j] != 0) {
-                l = MULADD64((double)y[j], lse - (double)z[j * st], l);
-            }
-            d[j * st] = MULADD(h[j * st], (T)sy, -y[j]) * scale;
-        }
+        l = FN(ce_finish)(d, z, h, st, y, n, mx, sum, sy, scale);
     } else if (loss == BP_LOSS_BCE) {
         for (int64_t j = 0; j < n; j++) {
             double zz = (double)z[j * st];
@@ -753,6 +806,50 @@ FN(loss_row)(T *delta, const T *net, const T *out, const T *y, int64_t n,
 }
 
 /*
+ * loss_rows for the cross-entropy of narrow outputs (n <= LOSS_PIECE):
+ * the exponentials of several rows in one loop, which vectorises where a
+ * row alone is shorter than a vector (10 classes), then each row's sums in
+ * order and ce_finish.  The same arithmetic as loss_on_net row by row.
+ */
+static void
+FN(ce_rows)(const FN(loss_args) *la, const T *net, const T *out, int64_t n,
+            int64_t r0, int64_t r1)
+{
+    double e[4 * LOSS_PIECE], mx[4 * LOSS_PIECE];
+    int64_t g = 4 * LOSS_PIECE / n;  /* rows per group */
+    for (int64_t i0 = r0; i0 < r1; i0 += g) {
+        int64_t i1 = r1 - i0 < g ? r1 : i0 + g;
+        for (int64_t i = i0; i < i1; i++) {
+            const T *z = net + i * n;
+            double m = (double)z[0];
+            for (int64_t j = 1; j < n; j++) {
+                m = (double)z[j] > m ? (double)z[j] : m;
+            }
+            mx[i - i0] = m;
+            for (int64_t j = 0; j < n; j++) {
+                e[(i - i0) * n + j] = (double)z[j] - m;
+            }
+        }
+        for (int64_t t = 0; t < (i1 - i0) * n; t++) {
+            e[t] = VEXP64(e[t]);
+        }
+        for (int64_t i = i0; i < i1; i++) {
+            const T *y = la->Y + i * n;
+            T s_i = la->sw != NULL ? la->sw[i] : (T)1;
+            double sum = 0.0, sy = 0.0, l;
+            for (int64_t j = 0; j < n; j++) {
+                sum += e[(i - i0) * n + j];
+                sy += (double)y[j];
+            }
+            l = FN(ce_finish)(la->delta + i * n, net + i * n, out + i * n, 1,
+                              y, n, mx[i - i0], sum, sy,
+                              (T)((double)s_i / la->S));
+            la->lbuf[i] = la->sw != NULL ? (double)s_i * l : l;
+        }
+    }
+}
+
+/*
  * Rows [r0, r1) of a batch through the loss: each row's output delta,
  * scaled by its weight over the batch's (s_i / S), and its loss, times
  * s_i when weighted, in lbuf.
@@ -763,6 +860,10 @@ FN(loss_rows)(const FN(loss_args) *la, const T *net, const T *out,
               const bp_arch *arch, int64_t r0, int64_t r1)
 {
     int64_t n_L = arch->sizes[arch->n_layers - 1];
+    if (arch->loss == BP_LOSS_CE && n_L <= LOSS_PIECE) {
+        FN(ce_rows)(la, net, out, n_L, r0, r1);
+        return;
+    }
     for (int64_t i = r0; i < r1; i++) {
         T s_i = la->sw != NULL ? la->sw[i] : (T)1;
         double l = FN(loss_row)(la->delta + i * n_L, net + i * n_L,

@@ -38,6 +38,14 @@ FN(predict_block)(T *Y, const T *x, int64_t rows, const FN(predict_ctx) *c,
             FN(dense_rows)(dst, x, rows, n_in, W, b, n_out);
             b = NULL;
         }
+        if (arch->acts[k] == BP_ACT_SOFTMAX) {
+            if (b != NULL) {
+                FN(bias_rows)(dst, b, rows, n_out);
+            }
+            FN(softmax_rows)(dst, dst, rows, n_out);
+            x = dst;
+            continue;
+        }
         /* the bias and the activation in one pass, a row at a time */
         for (int64_t i = 0; i < rows; i++) {
             T *d_i = dst + i * n_out;
