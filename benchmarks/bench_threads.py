@@ -99,10 +99,12 @@ PRODUCT_MIN_TOTAL_S = {False: 0.3, True: 0.1}
 PRODUCT_MIN_REP_S = {False: 0.005, True: 0.002}
 
 
-def syncs_per_batch(layers):
+def syncs_per_batch(layers, batch):
     """Team synchronisations of one training batch (fit's cost model):
-    2 per layer + 1 (train_syncs in csrc/src/net/team.h)."""
-    return 2.0 * (len(layers) - 1) + 1.0
+    2 per layer + 1, less 1 when the output layer is narrower than the
+    batch (train_syncs in csrc/src/net/team.h, bpcore._race.train_syncs)."""
+    from bpcore import _race
+    return _race.train_syncs(list(layers), batch)
 
 
 def _layer_desc(cfg):
@@ -345,7 +347,7 @@ def worker_c2(a):
            "samples_per_s_max": m / s["min_s"],
            "samples_per_s_median": m / s["median_s"],
            "bpcore_team_env": os.environ.get("BPCORE_TEAM"),
-           "syncs_per_batch": syncs_per_batch(cfg["layers"]),
+           "syncs_per_batch": syncs_per_batch(cfg["layers"], cfg["batch"]),
            "flops_per_batch_model": 6.0 * cfg["batch"] * net._n_weights,
            "kernel": C.bpcore_config(bpcore)[0],
            "fit_chosen_threads": _chosen(_race, cfg, t)}

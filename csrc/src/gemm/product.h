@@ -133,22 +133,24 @@ typedef struct {
 
 /*
  * C = A B shared by the threads of the enclosing region: the larger of the
- * two output dimensions is cut into one slice per thread, as evenly as
- * whole blocks allow (columns in blocks of 16, rows one by one; the
- * leftover blocks go to the last threads, thread 0 having the serial work
- * of the region).  Each entry is computed by one thread in the kernel's fixed order,
- * then passed through epi (NULL: none) by the same thread.  scratch holds
- * GEMM_SCRATCH_ELEMS per thread.  Ends with a barrier when sync is set;
- * without it, another thread may still be writing its slice of C.
+ * two output dimensions (the rows, with by_rows) is cut into one slice per
+ * thread, as evenly as whole blocks allow (columns in blocks of 16, rows
+ * one by one; leftover blocks go to the last threads, thread 0 having the
+ * serial work of the region).  Each entry is computed by one thread in the
+ * kernel's fixed order, then passed through epi (NULL: none) by the same
+ * thread.  scratch holds GEMM_SCRATCH_ELEMS per thread.  Ends with a
+ * barrier when sync is set; without it, another thread may still be
+ * writing its slice of C.
  */
 static void
-FN(product_team)(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa,
-                 const T *B, int64_t rsb, int64_t csb, int64_t m, int64_t n,
-                 int64_t k, T *scratch, const FN(epilogue) *epi, int sync)
+FN(product_team_cut)(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa,
+                     const T *B, int64_t rsb, int64_t csb, int64_t m,
+                     int64_t n, int64_t k, T *scratch,
+                     const FN(epilogue) *epi, int sync, int by_rows)
 {
     int nt = team_size(), tid = thread_id();
     T *mine = scratch + (int64_t)tid * GEMM_SCRATCH_ELEMS;
-    int split_cols = n >= m;
+    int split_cols = !by_rows && n >= m;
     int64_t len = split_cols ? n : m;
     int64_t unit = split_cols ? 16 : 1;
     int64_t nb = (len + unit - 1) / unit;
@@ -186,6 +188,18 @@ FN(product_team)(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa,
     if (sync) {
 #pragma omp barrier
     }
+}
+
+/* product_team_cut choosing the cut: the rows when C has more rows than
+ * columns, else the columns.  A thread's rows are then rows
+ * [m t / nt, m (t + 1) / nt), whatever the product. */
+static void
+FN(product_team)(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa,
+                 const T *B, int64_t rsb, int64_t csb, int64_t m, int64_t n,
+                 int64_t k, T *scratch, const FN(epilogue) *epi, int sync)
+{
+    FN(product_team_cut)(C, ldc, A, rsa, csa, B, rsb, csb, m, n, k, scratch,
+                         epi, sync, 0);
 }
 
 /* C = A B shared by the team, no epilogue; ends with a barrier. */

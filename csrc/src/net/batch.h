@@ -10,19 +10,37 @@
  * Forward pass through every layer, keeping net and out; with loss, the
  * output layer's rows then go through the loss as they are finished.
  *   net[k], out[k] (m, n_k) out, k = 1..L;  X (m, n_0) in
- * Ends with a barrier.
+ * Ends with a barrier, but for the output layer's own rows without last_sync
+ * (see out_rows_own).
  */
 static void
 FN(forward_body)(T *const *net, T *const *out, const T *X, const T *params,
                  const bp_arch *arch, const int64_t *w_off,
                  const int64_t *b_off, int64_t m, T *scratch,
-                 const FN(loss_args) *loss)
+                 const FN(loss_args) *loss, int last_sync)
 {
     for (int64_t k = 0; k + 1 < arch->n_layers; k++) {
+        int last = k + 2 == arch->n_layers;
         FN(dense_forward)(net[k + 1], out[k + 1], k == 0 ? X : out[k],
                           params + w_off[k], params + b_off[k], arch, k, m,
-                          scratch, k + 2 == arch->n_layers ? loss : NULL);
+                          scratch, last ? loss : NULL, !last || last_sync);
     }
+}
+
+/*
+ * Whether the output layer's forward product and the input delta below it
+ * (layer L - 1's, in the backward pass) are both cut by rows, the same
+ * rows to each thread: then the delta needs only the output rows its own
+ * thread has just finished, and no barrier is needed between the two.  So
+ * with two layers or more whose top one is a kernel product narrower than
+ * the batch (a classifier's few outputs).
+ */
+static int
+FN(out_rows_own)(const bp_arch *arch, int64_t m)
+{
+    int64_t L = arch->n_layers - 1;
+    return L >= 2 && layer_uses_gemm(arch->sizes[L - 1], arch->sizes[L]) &&
+           arch->sizes[L] < m;
 }
 
 /* Sum of the sample weights in sample order (m without weights). */
@@ -85,16 +103,14 @@ FN(backward_body)(T *grad, T *const *delta, T *const *net, T *const *out,
 {
     int64_t L = arch->n_layers - 1;
     FN(loss_args) la = {delta[L], lbuf, Y, sw, 0.0};
+    int own = FN(out_rows_own)(arch, m);  /* then: L >= 2, so k = L - 1 > 0 */
     double loss;
 
     /* Every thread computes the same S, in the same order. */
     la.S = *wsum = FN(weight_sum)(sw, m);
     FN(forward_body)(net, out, X, params, arch, w_off, b_off, m, scratch,
-                     &la);
-    loss = FN(loss_mean)(lbuf, m, la.S);
-    if (!isfinite(loss)) {
-        u = NULL;  /* a diverged batch teaches nothing (every thread agrees) */
-    }
+                     &la, !own);
+    loss = own ? 0.0 : FN(loss_mean)(lbuf, m, la.S);
 
     for (int64_t k = L - 1; k >= 0; k--) {
         int64_t n_in = arch->sizes[k], n_out = arch->sizes[k + 1];
@@ -102,7 +118,17 @@ FN(backward_body)(T *grad, T *const *delta, T *const *net, T *const *out,
         /* at k = 0, dE/dX only when asked for */
         if (k > 0 || delta[0] != NULL) {
             FN(dense_backward_dx)(delta[k], delta[k + 1], params + w_off[k],
-                                  net[k], out[k], arch, k, m, scratch);
+                                  net[k], out[k], arch, k, m, scratch,
+                                  own && k == L - 1);
+        }
+        if (k == L - 1) {
+            /* every row's loss is in lbuf: one barrier has passed since
+             * the output layer (its own, or the delta's just above) */
+            loss = own ? FN(loss_mean)(lbuf, m, la.S) : loss;
+            if (!isfinite(loss)) {
+                u = NULL;  /* a diverged batch teaches nothing (every thread
+                            * agrees) */
+            }
         }
         FN(dense_backward_dw)(grad, w_off[k], x, delta[k + 1], m, n_in,
                               n_out, scratch, u, upd_params);

@@ -159,7 +159,7 @@ FN(forward)(const ARGS(forward) *a)
     }
     RUN_TEAM(nt, FN(forward_body)(a->net, a->out, a->X, a->params, a->arch,
                                   lay.w_off, lay.b_off, a->m, scratch,
-                                  NULL));
+                                  NULL, 1));
     free(scratch);
     return BP_OK;
 }
@@ -212,7 +212,7 @@ FN(backward)(const ARGS(backward) *a)
     }
     nt = team_for(resolve_threads(a->n_threads),
                   (double)a->m * arch_weights(a->arch) * 6.0,
-                  FN(train_syncs)(a->arch), sizeof(T) == 8);
+                  FN(train_syncs)(a->arch, a->m), sizeof(T) == 8);
     /* Scratch: the per-sample losses and the kernel's packing buffers. */
     c.a = a;
     c.w_off = lay.w_off;
@@ -311,7 +311,7 @@ FN(train_team)(const ARGS(train) *a)
         return FN(worth_sharing)(resolve_threads(-a->n_threads), flops);
     }
     return team_for(resolve_threads(a->n_threads), flops,
-                    FN(train_syncs)(a->arch), sizeof(T) == 8);
+                    FN(train_syncs)(a->arch, a->batch), sizeof(T) == 8);
 }
 
 static bp_status

@@ -430,12 +430,13 @@ FN(dx_fin)(const void *ctx, int64_t r0, int64_t r1, int64_t c0, int64_t c1)
  * small ones the direct rows.
  *   net, out (m, n_out) out;  x (m, n_in) in
  *   W (n_in, n_out) in;  b (n_out) in
- * Ends with a barrier.
+ * Ends with a barrier, unless sync is 0 and the layer takes the kernel's
+ * product (then each thread has finished its own slice only).
  */
 static void
 FN(dense_forward)(T *net, T *out, const T *x, const T *W, const T *b,
                   const bp_arch *arch, int64_t k, int64_t m, T *scratch,
-                  const FN(loss_args) *loss)
+                  const FN(loss_args) *loss, int sync)
 {
     int64_t n_in = arch->sizes[k], n_out = arch->sizes[k + 1];
     int64_t n_blocks = (m + ROW_BLOCK - 1) / ROW_BLOCK;
@@ -445,7 +446,7 @@ FN(dense_forward)(T *net, T *out, const T *x, const T *W, const T *b,
     if (layer_uses_gemm(n_in, n_out)) {
         epi.whole_rows = arch->acts[k] == BP_ACT_SOFTMAX || loss != NULL;
         FN(product_team)(net, n_out, x, n_in, 1, W, n_out, 1, m, n_out, n_in,
-                         scratch, &epi, 1);
+                         scratch, &epi, sync);
         return;
     }
     e.b = NULL;  /* dense_rows adds it */
@@ -573,12 +574,13 @@ FN(dense_backward_db)(T *grad, int64_t b_off, const T *d, int64_t m,
  * k = 0 it is dE/dX.
  *   dx (m, n_in) out;  d (m, n_out) in;  W (n_in, n_out) in
  *   net, out (m, n_in) in: layer k's (unused at k = 0)
+ * With by_rows, a kernel product is cut by rows (see product_team_cut).
  * Ends with a barrier.
  */
 static void
 FN(dense_backward_dx)(T *dx, const T *d, const T *W, const T *net,
                       const T *out, const bp_arch *arch, int64_t k, int64_t m,
-                      T *scratch)
+                      T *scratch, int by_rows)
 {
     int64_t n_in = arch->sizes[k], n_out = arch->sizes[k + 1];
     int64_t n_blocks = (m + ROW_BLOCK - 1) / ROW_BLOCK;
@@ -586,8 +588,8 @@ FN(dense_backward_dx)(T *dx, const T *d, const T *W, const T *net,
     FN(epilogue) epi = {FN(dx_fin), &e, 0};
 
     if (layer_uses_gemm(n_in, n_out)) {
-        FN(product_team)(dx, n_in, d, n_out, 1, W, 1, n_out, m, n_in, n_out,
-                         scratch, k > 0 ? &epi : NULL, 1);
+        FN(product_team_cut)(dx, n_in, d, n_out, 1, W, 1, n_out, m, n_in,
+                             n_out, scratch, k > 0 ? &epi : NULL, 1, by_rows);
         return;
     }
 #pragma omp for schedule(static)
