@@ -250,6 +250,34 @@ def test_fit_any_thread_count(config, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch", [10, 13, 64])
+@pytest.mark.parametrize("config", ["tanh-softmax-ce", "relu-identity-mse"])
+def test_fit_any_thread_count_wide_output(config, batch, dtype):
+    # an output layer of 12 takes the kernel's product; narrower than the
+    # batch (13, 64), the output layer and the input delta below it are
+    # cut by rows with no barrier between them (out_rows_own in
+    # csrc/src/net/batch.h); at batch 10 they are not
+    layers = [37, 64, 33, 12]
+    cfg = CONFIGS[config]
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(300, layers[0]))
+    Y = (rng.integers(0, 12, size=300) if cfg["loss"] == "cross_entropy"
+         else rng.normal(size=(300, 12)))
+    sw = rng.uniform(0.5, 2.0, size=300)
+    params, losses = {}, {}
+    for n in THREADS:
+        net = bpcore.Network(layers=layers, dtype=dtype, seed=3,
+                             dropout=0.2, **cfg)
+        hist = net.fit(X, Y, epochs=2, batch_size=batch, shuffle=True,
+                       sample_weight=sw, n_threads=n,
+                       optimizer=bpcore.Adam(lr=1e-3))
+        params[n], losses[n] = net.params.copy(), list(hist.loss)
+    for n in THREADS[1:]:
+        assert losses[n] == losses[1], n
+        assert np.array_equal(params[n], params[1]), n
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_fit_n_threads_argument(dtype):
     config = CONFIGS["tanh-softmax-ce"]
     X, Y, _ = data(config)
