@@ -52,6 +52,11 @@ predict_block_rows(int64_t m)
  * where each array lies, as byte offsets from the 64-aligned start (-1:
  * not needed).  Each array is rounded up to 64 bytes.
  *   xb, yb, swb   the batch's gathered rows, targets, weights (T)
+ *   xb2, yb2, swb2  a second set, where the three are small (at most
+ *                 TRAIN_DOUBLE_BYTES): shuffled batches are then gathered
+ *                 into the two sets in turn, so that the next batch can be
+ *                 gathered while a slower thread still reads this one
+ *                 (train_region: no barrier at the end of a batch)
  *   lbuf          doubles: the per-sample losses (general path), or the
  *                 tiny path's partial sums, TINY_MAXP + 1 per chunk of
  *                 TINY_CHUNK samples
@@ -59,10 +64,12 @@ predict_block_rows(int64_t m)
  *   scratch       the kernel's packing buffers, one set per thread (T)
  */
 typedef struct {
-    int64_t xb, yb, swb, lbuf, scratch;
+    int64_t xb, yb, swb, xb2, yb2, swb2, lbuf, scratch;
     int64_t net[MAX_LAYERS], out[MAX_LAYERS], delta[MAX_LAYERS];
     int64_t total;  /* bytes to allocate, alignment slack included */
 } train_plan;
+
+#define TRAIN_DOUBLE_BYTES (4 << 20)
 
 /* The plan for batches of at most `batch` rows, elements of esize bytes
  * (4 or 8) and nt threads; BP_EOVERFLOW when it does not fit in int64. */

@@ -267,6 +267,13 @@ train_plan_make(train_plan *pl, const bp_arch *arch, int64_t batch,
                            tiny ? TINY_MAXP + 1 : 1, 8))) {
         return s;
     }
+    pl->xb2 = pl->yb2 = pl->swb2 = -1;
+    if (!tiny && pl->lbuf - pl->xb <= TRAIN_DOUBLE_BYTES &&
+            ((s = plan_take(&pl->xb2, &off, batch, arch->sizes[0], esize)) ||
+             (s = plan_take(&pl->yb2, &off, batch, arch->sizes[L], esize)) ||
+             (s = plan_take(&pl->swb2, &off, batch, 1, esize)))) {
+        return s;
+    }
     for (int64_t k = 1; k <= L && !tiny; k++) {
         int64_t n = arch->sizes[k];
         if ((s = plan_take(&pl->net[k], &off, batch, n, esize)) ||

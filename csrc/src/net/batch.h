@@ -92,14 +92,15 @@ FN(loss_mean)(const double *lbuf, int64_t m, double S)
  * (params itself; NULL without u): a layer's W is read by its input delta
  * before that, and by nothing after it in this batch.
  * lbuf (m) is scratch for the per-sample losses.  Returns the loss on
- * every thread and the weight sum through *wsum.  Ends with a barrier.
+ * every thread and the weight sum through *wsum.  Ends with a barrier when
+ * last_sync is set (without it, other threads may still be computing).
  */
 static double
 FN(backward_body)(T *grad, T *const *delta, T *const *net, T *const *out,
                   double *lbuf, double *wsum, const T *X, const T *Y,
                   const T *sw, const T *params, const bp_arch *arch,
                   const int64_t *w_off, const int64_t *b_off, int64_t m,
-                  T *scratch, const FN(upd) *u, T *upd_params)
+                  T *scratch, const FN(upd) *u, T *upd_params, int last_sync)
 {
     int64_t L = arch->n_layers - 1;
     FN(loss_args) la = {delta[L], lbuf, Y, sw, 0.0};
@@ -135,6 +136,8 @@ FN(backward_body)(T *grad, T *const *delta, T *const *net, T *const *out,
         FN(dense_backward_db)(grad, b_off[k], delta[k + 1], m, n_out, u,
                               upd_params);
     }
+    if (last_sync) {
 #pragma omp barrier
+    }
     return loss;
 }

@@ -181,7 +181,7 @@ FN(backward_region)(FN(backward_ctx) *c)
     double l = FN(backward_body)(a->grad, a->delta, a->net, a->out, c->lbuf,
                                  &wsum, a->X, a->Y, a->sw, a->params,
                                  a->arch, c->w_off, c->b_off, a->m,
-                                 c->scratch, NULL, NULL);
+                                 c->scratch, NULL, NULL, 1);
     if (thread_id() == 0) {
         c->loss = l;
     }

@@ -16,7 +16,7 @@ FN(onehot_row)(T *y, int64_t n, int64_t c)
 
 /* The training workspace's arrays (see train_plan in internal.h). */
 typedef struct {
-    T *Xb, *Yb, *swb;
+    T *Xb[2], *Yb[2], *swb[2];  /* [1]: NULL, or the plan's second set */
     T *net[MAX_LAYERS], *out[MAX_LAYERS], *delta[MAX_LAYERS];
     double *lbuf;
     T *scratch;
@@ -29,9 +29,12 @@ FN(carve)(FN(train_ws) *ws, const train_plan *pl, const bp_arch *arch,
 {
     char *base = (char *)align64(work);
 #define AT(type, off) ((off) >= 0 ? (type *)(base + (off)) : NULL)
-    ws->Xb = AT(T, pl->xb);
-    ws->Yb = AT(T, pl->yb);
-    ws->swb = AT(T, pl->swb);
+    ws->Xb[0] = AT(T, pl->xb);
+    ws->Yb[0] = AT(T, pl->yb);
+    ws->swb[0] = AT(T, pl->swb);
+    ws->Xb[1] = AT(T, pl->xb2);
+    ws->Yb[1] = AT(T, pl->yb2);
+    ws->swb[1] = AT(T, pl->swb2);
     ws->lbuf = AT(double, pl->lbuf);
     ws->scratch = AT(T, pl->scratch);
     ws->net[0] = ws->out[0] = ws->delta[0] = NULL;
@@ -80,54 +83,56 @@ typedef struct {
 
 /*
  * Batch [start, start + mb) (shared by the team): the caller's rows in
- * place, or gathered into the workspace when shuffled (order), with class
- * labels written as one-hot rows.  Rows gathered by one thread are read by
- * another only after a barrier.
+ * place, or gathered into the workspace's set `set` of batch arrays when
+ * shuffled (order), with class labels written as one-hot rows.  Rows
+ * gathered by one thread are read by another only after a barrier (a
+ * shuffled batch's gather ends with one).
  */
 static FN(batch_rows)
 FN(batch_gather)(const ARGS(train) *a, const FN(train_ws) *ws, int64_t start,
-                 int64_t mb, int tiny)
+                 int64_t mb, int tiny, int set)
 {
     int64_t n_in = a->arch->sizes[0];
     int64_t n_L = a->arch->sizes[a->arch->n_layers - 1];
     const int64_t *labels = a->labels;
+    T *Xb = ws->Xb[set], *Yb = ws->Yb[set], *swb = ws->swb[set];
     FN(batch_rows) r;
 
     if (a->order != NULL) {
         const int64_t *idx = a->order + start;
 #pragma omp for schedule(static)
         for (int64_t i = 0; i < mb; i++) {
-            memcpy(ws->Xb + i * n_in, a->X + idx[i] * n_in,
+            memcpy(Xb + i * n_in, a->X + idx[i] * n_in,
                    (size_t)n_in * sizeof(T));
             if (labels != NULL) {
-                FN(onehot_row)(ws->Yb + i * n_L, n_L, labels[idx[i]]);
+                FN(onehot_row)(Yb + i * n_L, n_L, labels[idx[i]]);
             } else {
-                memcpy(ws->Yb + i * n_L, a->Y + idx[i] * n_L,
+                memcpy(Yb + i * n_L, a->Y + idx[i] * n_L,
                        (size_t)n_L * sizeof(T));
             }
             if (a->sw != NULL) {
-                ws->swb[i] = a->sw[idx[i]];
+                swb[i] = a->sw[idx[i]];
             }
         }
-        r.X = ws->Xb;
-        r.Y = ws->Yb;
-        r.sw = a->sw != NULL ? ws->swb : NULL;
+        r.X = Xb;
+        r.Y = Yb;
+        r.sw = a->sw != NULL ? swb : NULL;
         return r;
     }
     r.X = a->X + start * n_in;
-    r.Y = labels != NULL ? ws->Yb : a->Y + start * n_L;
+    r.Y = labels != NULL ? Yb : a->Y + start * n_L;
     r.sw = a->sw != NULL ? a->sw + start : NULL;
     if (labels != NULL && (tiny || a->arch->n_layers == 2)) {
 #pragma omp for schedule(static)
         for (int64_t i = 0; i < mb; i++) {
-            FN(onehot_row)(ws->Yb + i * n_L, n_L, labels[start + i]);
+            FN(onehot_row)(Yb + i * n_L, n_L, labels[start + i]);
         }
     } else if (labels != NULL) {
         /* no barrier needed: backward_body's forward pass has one (after
          * its first layer) before the output layer's loss reads Y */
 #pragma omp for schedule(static) nowait
         for (int64_t i = 0; i < mb; i++) {
-            FN(onehot_row)(ws->Yb + i * n_L, n_L, labels[start + i]);
+            FN(onehot_row)(Yb + i * n_L, n_L, labels[start + i]);
         }
     }
     return r;
@@ -154,6 +159,12 @@ FN(train_region)(FN(train_ctx) *c)
      * unless clipping needs the whole gradient first */
     FN(upd) u;
     int fused = !tiny && a->opt->clip_norm == 0.0;
+    /* Shuffled batches gathered into the two sets of batch arrays in turn
+     * end with no barrier: the next batch's gather ends with one, which
+     * every thread reaches only once done with this batch, and writes only
+     * the other set meanwhile.  (The last batch has the region's end.) */
+    int overlap = fused && a->order != NULL && ws.Xb[1] != NULL;
+    int set = 0;
     FN(upd_init)(&u, a->opt);
 
     for (int64_t b = a->first_batch; b < a->first_batch + a->n_batches; b++) {
@@ -164,7 +175,8 @@ FN(train_region)(FN(train_ctx) *c)
         if (FN(batch_weightless)(a, start, mb)) {
             continue;
         }
-        r = FN(batch_gather)(a, &ws, start, mb, tiny);
+        r = FN(batch_gather)(a, &ws, start, mb, tiny, set);
+        set = overlap ? !set : 0;
         if (arch->dropout != NULL) {
             /* this batch's masks: a copy of the architecture with its seed
              * (arch_b, this thread's; every thread makes the same) */
@@ -182,7 +194,7 @@ FN(train_region)(FN(train_ctx) *c)
                                      ws.lbuf, &wsum, r.X, r.Y, r.sw,
                                      a->params, arch, c->w_off, c->b_off, mb,
                                      ws.scratch, fused ? &u : NULL,
-                                     a->params);
+                                     a->params, !overlap);
         }
         if (!isfinite(loss)) {
             my_diverged = 1;
