@@ -10,8 +10,8 @@
  * Forward pass through every layer, keeping net and out; with loss, the
  * output layer's rows then go through the loss as they are finished.
  *   net[k], out[k] (m, n_k) out, k = 1..L;  X (m, n_0) in
- * Ends with a barrier, but for the output layer's own rows without last_sync
- * (see out_rows_own).
+ * Ends with a barrier, unless last_sync is 0: then each thread has only
+ * finished its own rows of the output layer (cut by rows: out_rows_own).
  */
 static void
 FN(forward_body)(T *const *net, T *const *out, const T *X, const T *params,
