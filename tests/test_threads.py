@@ -63,6 +63,32 @@ def test_omp_num_threads_is_the_default():
     assert r.stdout.strip() == "3", r.stderr
 
 
+def _cpus_seen(**env_vars):
+    """bpcore's CPU cap (show_config's `cpus`) in a fresh process with
+    env_vars set."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("OMP_PROC_BIND", "OMP_PLACES"))}
+    env.update(env_vars)
+    code = ("import bpcore, os; "
+            "print(bpcore.show_config(file=open(os.devnull, 'w'))['cpus'])")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                       text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return int(r.stdout.split()[-1])
+
+
+def test_omp_proc_bind_keeps_every_cpu():
+    # With OMP_PROC_BIND, libgomp binds the importing thread to its first
+    # place as it loads, so that thread's affinity mask holds one CPU; the
+    # cap counts the places instead and the team still gets every CPU.
+    plain = _cpus_seen()
+    assert _cpus_seen(OMP_PROC_BIND="true") == plain
+    assert _cpus_seen(OMP_PROC_BIND="spread", OMP_PLACES="threads") == plain
+    # places that the user narrows still narrow the cap
+    first = min(os.sched_getaffinity(0))
+    assert _cpus_seen(OMP_PLACES="{%d}" % first) == 1
+
+
 def _gomp_spincount(**env_vars):
     """The spin count libgomp reports in a fresh `import bpcore`, and
     whether the import left GOMP_SPINCOUNT in os.environ."""

@@ -109,6 +109,16 @@ bp_default_threads(void)
 }
 
 int
+bp_omp_places(void)
+{
+#if defined(_OPENMP) && _OPENMP >= 201511
+    return omp_get_num_places();
+#else
+    return 0;
+#endif
+}
+
+int
 resolve_threads(int n_threads)
 {
 #ifdef _OPENMP

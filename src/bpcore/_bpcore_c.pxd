@@ -71,6 +71,7 @@ cdef extern from "bpcore/bpcore.h" nogil:
     const char *bp_config_compiler()
     int bp_config_openmp()
     int bp_default_threads()
+    int bp_omp_places()
     int bp_all_finite_f32(const float *x, int64_t n, int n_threads) nogil
     int bp_all_finite_f64(const double *x, int64_t n, int n_threads) nogil
 

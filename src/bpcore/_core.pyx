@@ -101,8 +101,11 @@ from bpcore import _limits
 # The most threads worth asking libgomp for: the CPUs of the affinity mask,
 # capped by a cgroup CPU quota and MAX_THREADS; found once, at import.
 # Asking for more only costs per-thread workspace, and where the OS refuses
-# threads (a pids limit, an address-space cap) libgomp would exit(1).
-cdef int _cpu_max = _limits.cpu_limit()
+# threads (a pids limit, an address-space cap) libgomp would exit(1).  With
+# OMP_PROC_BIND, libgomp binds this thread to its first place when it
+# loads (before this line), so the mask then holds that place only: its
+# places, made from the mask it found, count instead.
+cdef int _cpu_max = _limits.cpu_limit(bp_omp_places())
 # the most threads a call may ask for (the fast path's bound)
 cdef int _max_threads = _limits.MAX_THREADS
 

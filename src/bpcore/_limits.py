@@ -111,13 +111,16 @@ def _v1_quota(folder):
         return None
 
 
-def cpu_limit():
-    """The most threads worth running: CPUs in the affinity mask, capped by
-    a cgroup CPU quota and by MAX_THREADS (at least 1)."""
+def cpu_limit(places=0):
+    """The most threads worth running: CPUs in the affinity mask, or the
+    OpenMP places (`places`) where there are more of those (the mask of a
+    thread that libgomp bound to its first place), capped by a cgroup CPU
+    quota and by MAX_THREADS (at least 1)."""
     try:
         n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         n = os.cpu_count() or 1
+    n = max(n, places)
     q = cgroup_cpus()
     if q is not None:
         n = min(n, q)

@@ -171,6 +171,10 @@ int bp_config_openmp(void);
 /* omp_get_max_threads() (1 without OpenMP); 1 in a forked child. */
 int bp_default_threads(void);
 
+/* omp_get_num_places(): the places of OMP_PLACES or, with OMP_PROC_BIND,
+ * libgomp's default ones (0: none; OpenMP older than 4.5: 0). */
+int bp_omp_places(void);
+
 /* 1 when none of the n values is NaN or infinite, else 0 (large arrays
  * are scanned by up to n_threads threads). */
 int bp_all_finite_f32(const float *x, int64_t n, int n_threads);
