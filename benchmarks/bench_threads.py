@@ -28,7 +28,8 @@ another, so that the libraries and thread counts are interleaved in time.
     and fit's thread race told to always choose the team); compute share
     t1 / T; synchronisation + imbalance t2 - t1 / T, next to the host's
     calibrated cost of one team synchronisation times the synchronisations
-    per batch (2 per layer + 1).  Also fit with ``n_threads=T`` and the
+    per batch (2 per layer + 1, less 1 when the output layer is narrower
+    than the batch: the C core's count).  Also fit with ``n_threads=T`` and the
     automatic choice, as a ratio to the 1-thread rate.
 ``busy``
     Contention: a busy loop (a Python ``while`` loop, nothing else) pinned
@@ -97,14 +98,6 @@ WARM_S = 0.1
 # Minimum measured seconds per product (each is timed as a run of calls).
 PRODUCT_MIN_TOTAL_S = {False: 0.3, True: 0.1}
 PRODUCT_MIN_REP_S = {False: 0.005, True: 0.002}
-
-
-def syncs_per_batch(layers, batch):
-    """Team synchronisations of one training batch (fit's cost model):
-    2 per layer + 1, less 1 when the output layer is narrower than the
-    batch (train_syncs in csrc/src/net/team.h, bpcore._race.train_syncs)."""
-    from bpcore import _race
-    return _race.train_syncs(list(layers), batch)
 
 
 def _layer_desc(cfg):
@@ -347,7 +340,7 @@ def worker_c2(a):
            "samples_per_s_max": m / s["min_s"],
            "samples_per_s_median": m / s["median_s"],
            "bpcore_team_env": os.environ.get("BPCORE_TEAM"),
-           "syncs_per_batch": syncs_per_batch(cfg["layers"], cfg["batch"]),
+           "syncs_per_batch": net._arch.train_syncs(cfg["batch"]),
            "flops_per_batch_model": 6.0 * cfg["batch"] * net._n_weights,
            "kernel": C.bpcore_config(bpcore)[0],
            "fit_chosen_threads": _chosen(_race, cfg, t)}

@@ -256,7 +256,7 @@ def test_fit_any_thread_count_wide_output(config, batch, dtype):
     # an output layer of 12 takes the kernel's product; narrower than the
     # batch (13, 64), the output layer and the input delta below it are
     # cut by rows with no barrier between them (out_rows_own in
-    # csrc/src/net/batch.h); at batch 10 they are not
+    # csrc/src/internal.h); at batch 10 they are not
     layers = [37, 64, 33, 12]
     cfg = CONFIGS[config]
     rng = np.random.default_rng(11)

@@ -483,6 +483,20 @@ print("done")
     assert "done" in r.stdout
 
 
+def test_train_syncs_counts_the_batch_barriers():
+    # the count fit's race and the C core's team choice use: 2 per layer
+    # + 1, less 1 when the output layer is a kernel product narrower than
+    # the batch (no barrier before the delta below it); the tiny path's 5
+    def syncs(layers, batch, **kw):
+        return bpcore.Network(layers, **kw)._arch.train_syncs(batch)
+    assert syncs([64, 128, 64, 10], 32) == 6
+    assert syncs([64, 128, 64, 10], 10) == 7
+    assert syncs([64, 10], 32) == 3
+    assert syncs([64, 128, 4], 32) == 5
+    assert syncs([2, 3, 2, 2], 32) == 5
+    assert syncs([2, 3, 2, 2], 32, dropout=0.5) == 7
+
+
 def test_thread_race_keeps_the_faster_choice(monkeypatch):
     """fit's chooser (bpcore._race) with made-up timings: it probes the
     other choice, keeps the faster per batch, wants the team clearly

@@ -192,3 +192,9 @@ bp_team_size(int n_threads, double flops, double syncs, int f64)
 {
     return team_for(resolve_threads(n_threads), flops, syncs, f64);
 }
+
+double
+bp_train_syncs(const bp_arch *arch, int64_t batch)
+{
+    return train_syncs(arch, batch);
+}

@@ -201,6 +201,38 @@ arch_is_tiny(const bp_arch *arch)
     return 1;
 }
 
+/*
+ * Whether the output layer's forward product and the input delta below it
+ * (layer L - 1's, in the backward pass) are both cut by rows, the same
+ * rows to each thread: then the delta needs only the output rows its own
+ * thread has just finished, and no barrier is needed between the two.  So
+ * with two layers or more whose top one is a kernel product narrower than
+ * the batch of m rows (a classifier's few outputs).
+ */
+static inline int
+out_rows_own(const bp_arch *arch, int64_t m)
+{
+    int64_t L = arch->n_layers - 1;
+    return L >= 2 && layer_uses_gemm(arch->sizes[L - 1], arch->sizes[L]) &&
+           arch->sizes[L] < m;
+}
+
+/* Team synchronisations in one training batch of m rows: per layer one in
+ * the forward pass (the output layer's with the loss, but none when the
+ * input delta below it takes the same rows, out_rows_own) and one in the
+ * backward pass (the input delta, but for the first layer), then the last
+ * barrier and, with clipping, the update (the tiny path: its two passes
+ * and the update).  bp_train_syncs exports it. */
+static inline double
+train_syncs(const bp_arch *arch, int64_t m)
+{
+    if (arch_is_tiny(arch)) {
+        return 5.0;
+    }
+    return 2.0 * (double)(arch->n_layers - 1) + 1.0 -
+           (out_rows_own(arch, m) ? 1.0 : 0.0);
+}
+
 static inline int
 thread_id(void)
 {

@@ -783,6 +783,13 @@ cdef class Arch:
                                         self.f64), "fit")
         return np.empty(need, dtype=np.uint8)
 
+    def train_syncs(self, int64_t batch):
+        """Team synchronisations of one training batch of batch rows, as
+        train() counts them for its choice of team (dropout included)."""
+        cdef bp_arch a
+        self._with_drop(&a, 0)
+        return bp_train_syncs(&a, batch)
+
     def train(self, cnp.ndarray params, cnp.ndarray grad, dict opt,
               cnp.ndarray X, cnp.ndarray Y, object sw, object order,
               int64_t batch, int64_t first_batch, int64_t n_batches,

@@ -41,20 +41,6 @@ MIN_TEAM_FLOPS = 400000.0
 CHAIN_FLOPS = 2.0 * 32 * 128 * 128
 
 
-def train_syncs(layers, batch, dropout=False):
-    """Team synchronisations of one training batch, as the C core counts
-    them (train_syncs in csrc/src/net/team.h): the tiny path's 5 (every
-    layer at most 8 wide, at most 6 layers, no dropout); else
-    2 per layer + 1, less 1 when the output layer and the input delta below
-    it are both cut by rows (out_rows_own in net/batch.h: two layers or
-    more, the top one a kernel product narrower than the batch)."""
-    L = len(layers) - 1
-    if L <= 6 and max(layers) <= 8 and not dropout:
-        return 5.0
-    own = L >= 2 and min(layers[-2], layers[-1]) >= 8 and layers[-1] < batch
-    return 2.0 * L + 1.0 - (1.0 if own else 0.0)
-
-
 class ThreadRace:
     """Chooses between nt threads and one for each C call of a fit."""
 

@@ -1214,8 +1214,7 @@ class _FitLoop:
         self.isolate = flops / self.SLOW_FLOPS > self.START_ISOLATED_SECONDS
         self.race = None
         if self.nt > 1 and flops >= _race.MIN_TEAM_FLOPS:
-            syncs = _race.train_syncs(net._layers, self.B,
-                                      net._arch.dropout is not None)
+            syncs = net._arch.train_syncs(self.B)
             f64 = net._dtype == np.float64
             self.race = _race.ThreadRace(
                 self.nt, flops, syncs, f64,

@@ -27,22 +27,6 @@ FN(forward_body)(T *const *net, T *const *out, const T *X, const T *params,
     }
 }
 
-/*
- * Whether the output layer's forward product and the input delta below it
- * (layer L - 1's, in the backward pass) are both cut by rows, the same
- * rows to each thread: then the delta needs only the output rows its own
- * thread has just finished, and no barrier is needed between the two.  So
- * with two layers or more whose top one is a kernel product narrower than
- * the batch (a classifier's few outputs).
- */
-static int
-FN(out_rows_own)(const bp_arch *arch, int64_t m)
-{
-    int64_t L = arch->n_layers - 1;
-    return L >= 2 && layer_uses_gemm(arch->sizes[L - 1], arch->sizes[L]) &&
-           arch->sizes[L] < m;
-}
-
 /* Sum of the sample weights in sample order (m without weights). */
 static double
 FN(weight_sum)(const T *sw, int64_t m)
@@ -104,7 +88,7 @@ FN(backward_body)(T *grad, T *const *delta, T *const *net, T *const *out,
 {
     int64_t L = arch->n_layers - 1;
     FN(loss_args) la = {delta[L], lbuf, Y, sw, 0.0};
-    int own = FN(out_rows_own)(arch, m);  /* then: L >= 2, so k = L - 1 > 0 */
+    int own = out_rows_own(arch, m);  /* then: L >= 2, so k = L - 1 > 0 */
     double loss;
 
     /* Every thread computes the same S, in the same order. */

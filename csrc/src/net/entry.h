@@ -212,7 +212,7 @@ FN(backward)(const ARGS(backward) *a)
     }
     nt = team_for(resolve_threads(a->n_threads),
                   (double)a->m * arch_weights(a->arch) * 6.0,
-                  FN(train_syncs)(a->arch, a->m), sizeof(T) == 8);
+                  train_syncs(a->arch, a->m), sizeof(T) == 8);
     /* Scratch: the per-sample losses and the kernel's packing buffers. */
     c.a = a;
     c.w_off = lay.w_off;
@@ -311,7 +311,7 @@ FN(train_team)(const ARGS(train) *a)
         return FN(worth_sharing)(resolve_threads(-a->n_threads), flops);
     }
     return team_for(resolve_threads(a->n_threads), flops,
-                    FN(train_syncs)(a->arch, a->batch), sizeof(T) == 8);
+                    train_syncs(a->arch, a->batch), sizeof(T) == 8);
 }
 
 static bp_status

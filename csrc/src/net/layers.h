@@ -24,6 +24,42 @@ FN(sigmoid)(T x)
     return r;
 }
 
+/*
+ * out = softmax(net) for rows [0, rows) of width n (out may be net): per
+ * row its maximum subtracted, the exponentials (those of all the rows in
+ * one loop, which vectorises where a row alone is shorter than a vector,
+ * 10 classes), their sum in double in order, then the division.  Row by
+ * row or many at once, the same bits.
+ */
+static void
+FN(softmax_rows)(T *out, const T *net, int64_t rows, int64_t n)
+{
+    for (int64_t i = 0; i < rows; i++) {
+        const T *z = net + i * n;
+        T *h = out + i * n, mx = z[0];
+        for (int64_t j = 1; j < n; j++) {
+            mx = z[j] > mx ? z[j] : mx;
+        }
+        for (int64_t j = 0; j < n; j++) {
+            h[j] = z[j] - mx;
+        }
+    }
+    for (int64_t t = 0; t < rows * n; t++) {
+        out[t] = VEXP(out[t]);
+    }
+    for (int64_t i = 0; i < rows; i++) {
+        T *h = out + i * n, inv;
+        double sum = 0.0;
+        for (int64_t j = 0; j < n; j++) {
+            sum += (double)h[j];
+        }
+        inv = (T)(1.0 / sum);
+        for (int64_t j = 0; j < n; j++) {
+            h[j] *= inv;
+        }
+    }
+}
+
 /* out = f(net) for one row of n values; out may alias net. */
 static void
 FN(act_row)(T *out, const T *net, int64_t n, int act)
@@ -73,63 +109,11 @@ FN(act_row)(T *out, const T *net, int64_t n, int act)
             out[j] = (T)0.5 * x * VERFC(-x * (T)0.70710678118654752440);
         }
         break;
-    case BP_ACT_SOFTMAX: {
-        T mx = net[0];
-        double sum = 0.0;
-        for (int64_t j = 1; j < n; j++) {
-            mx = net[j] > mx ? net[j] : mx;
-        }
-        /* the exponentials in a loop of their own (it vectorises), then
-         * their sum in order */
-        for (int64_t j = 0; j < n; j++) {
-            out[j] = VEXP(net[j] - mx);
-        }
-        for (int64_t j = 0; j < n; j++) {
-            sum += (double)out[j];
-        }
-        T inv = (T)(1.0 / sum);
-        for (int64_t j = 0; j < n; j++) {
-            out[j] *= inv;
-        }
+    case BP_ACT_SOFTMAX:
+        FN(softmax_rows)(out, net, 1, n);
         break;
-    }
     default:
         break;
-    }
-}
-
-/*
- * out = softmax(net) for rows [0, rows) of width n (out may be net): the
- * arithmetic of act_row's softmax, row by row, but with the exponentials
- * of all the rows in one loop, which vectorises where a row alone is
- * shorter than a vector (10 classes).  Same bits as act_row.
- */
-static void
-FN(softmax_rows)(T *out, const T *net, int64_t rows, int64_t n)
-{
-    for (int64_t i = 0; i < rows; i++) {
-        const T *z = net + i * n;
-        T *h = out + i * n, mx = z[0];
-        for (int64_t j = 1; j < n; j++) {
-            mx = z[j] > mx ? z[j] : mx;
-        }
-        for (int64_t j = 0; j < n; j++) {
-            h[j] = z[j] - mx;
-        }
-    }
-    for (int64_t t = 0; t < rows * n; t++) {
-        out[t] = VEXP(out[t]);
-    }
-    for (int64_t i = 0; i < rows; i++) {
-        T *h = out + i * n, inv;
-        double sum = 0.0;
-        for (int64_t j = 0; j < n; j++) {
-            sum += (double)h[j];
-        }
-        inv = (T)(1.0 / sum);
-        for (int64_t j = 0; j < n; j++) {
-            h[j] *= inv;
-        }
     }
 }
 

@@ -1,24 +1,8 @@
 /*
  * net/team.h - what the team choice needs from the network code (a
- * fragment of net_impl.h): the synchronisations of one training batch, and
- * the calibration chain that calibrate.c times.
+ * fragment of net_impl.h): the calibration chain that calibrate.c times
+ * (a training batch's synchronisations are train_syncs, internal.h).
  */
-
-/* Team synchronisations in one training batch of m rows: per layer one in
- * the forward pass (the output layer's with the loss, but none when the
- * input delta below it takes the same rows, out_rows_own) and one in the
- * backward pass (the input delta, but for the first layer), then the last
- * barrier and, with clipping, the update (the tiny path: its two passes
- * and the update). */
-static double
-FN(train_syncs)(const bp_arch *arch, int64_t m)
-{
-    if (arch_is_tiny(arch)) {
-        return 5.0;
-    }
-    return 2.0 * (double)(arch->n_layers - 1) + 1.0 -
-           (FN(out_rows_own)(arch, m) ? 1.0 : 0.0);
-}
 
 /* The calibration chain's activation, x <- max(x, 0) / 2 on a slice of
  * a step's output (CAL_N wide), as a layer's epilogue. */
