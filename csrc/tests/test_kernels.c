@@ -189,10 +189,83 @@ check_narrow_same_bits(const kernel_table *t)
     CHECK(ok);
 }
 
+/* A row-major A is read in place by the tiles or packed first, depending
+ * on its row stride (MR rows 4 KB apart share an L1 set, so such an A is
+ * packed); both must give the same bits.  The same A is stored with row
+ * stride k (read in place for these k) and 1024 (4 or 8 KB: packed), in
+ * products on the packed path (k > GEMM_KC). */
+static void
+check_direct_a_same_bits(const kernel_table *t)
+{
+    const int64_t ms[] = {3, 14, 130, 250};
+    const int64_t ns[] = {10, 33, 100};
+    const int64_t ks[] = {300, 520, 784};
+    const int64_t wide = 1024;
+    int ok = 1;
+    for (size_t a = 0; a < sizeof ms / sizeof ms[0]; a++) {
+        for (size_t b = 0; b < sizeof ns / sizeof ns[0]; b++) {
+            for (size_t c = 0; c < sizeof ks / sizeof ks[0]; c++) {
+                int64_t m = ms[a], n = ns[b], k = ks[c];
+                size_t lc = (size_t)(m * n);
+                float *A = malloc(sizeof(float) * (size_t)(m * k));
+                float *Aw = malloc(sizeof(float) * (size_t)(m * wide));
+                double *Ad = malloc(sizeof(double) * (size_t)(m * k));
+                double *Adw = malloc(sizeof(double) * (size_t)(m * wide));
+                float *B = malloc(sizeof(float) * (size_t)(k * n));
+                double *Bd = malloc(sizeof(double) * (size_t)(k * n));
+                float *C = malloc(sizeof(float) * lc);
+                float *Cw = malloc(sizeof(float) * lc);
+                double *Cd = malloc(sizeof(double) * lc);
+                double *Cdw = malloc(sizeof(double) * lc);
+                float *sf = malloc(sizeof(float) * (size_t)GEMM_SCRATCH_ELEMS);
+                double *sd =
+                    malloc(sizeof(double) * (size_t)GEMM_SCRATCH_ELEMS);
+                for (int64_t i = 0; i < m; i++) {
+                    for (int64_t p = 0; p < k; p++) {
+                        float v = (float)uniform();
+                        A[i * k + p] = Aw[i * wide + p] = v;
+                        Ad[i * k + p] = Adw[i * wide + p] = v;
+                    }
+                }
+                for (int64_t i = 0; i < k * n; i++) {
+                    Bd[i] = B[i] = (float)uniform();
+                }
+                t->gemm_f32(C, n, A, k, 1, B, n, 1, m, n, k, 0, sf);
+                t->gemm_f32(Cw, n, Aw, wide, 1, B, n, 1, m, n, k, 0, sf);
+                t->gemm_f64(Cd, n, Ad, k, 1, Bd, n, 1, m, n, k, 0, sd);
+                t->gemm_f64(Cdw, n, Adw, wide, 1, Bd, n, 1, m, n, k, 0, sd);
+                if (memcmp(C, Cw, sizeof(float) * lc) != 0 ||
+                    memcmp(Cd, Cdw, sizeof(double) * lc) != 0) {
+                    fprintf(stderr,
+                            "kernel %s A in place m=%lld n=%lld k=%lld: "
+                            "bits differ from packed\n",
+                            t->name, (long long)m, (long long)n,
+                            (long long)k);
+                    ok = 0;
+                }
+                free(A);
+                free(Aw);
+                free(Ad);
+                free(Adw);
+                free(B);
+                free(Bd);
+                free(C);
+                free(Cw);
+                free(Cd);
+                free(Cdw);
+                free(sf);
+                free(sd);
+            }
+        }
+    }
+    CHECK(ok);
+}
+
 static void
 check_kernel(const kernel_table *t)
 {
     check_narrow_same_bits(t);
+    check_direct_a_same_bits(t);
     for (int ta = 0; ta < 2; ta++) {
         for (int tb = 0; tb < 2; tb++) {
             check_rows_independent(t, ta, tb);
