@@ -322,6 +322,27 @@ SIMD_CAT(direct_a_, NAME)(const T *A, int64_t rsa, int64_t csa)
     return 1;
 }
 
+/* The tiles of an mc x nc block of C over one depth block: row i of the
+ * block's A at a + (i / MR) * MR * aps + (i % MR) * ars, depth p at
+ * + p * acs (packed panels: ars 1, acs MR, aps kc; A in place: ars and
+ * aps its row stride, acs 1).  Inlined with constant strides for the
+ * packed case, so its tiles index as before. */
+static inline __attribute__((always_inline)) void
+SIMD_CAT(block_, NAME)(T *C, int64_t ldc, const T *a, int64_t ars,
+                       int64_t acs, int64_t aps, const T *pb, int64_t mc,
+                       int64_t nc, int64_t kc, int acc)
+{
+    for (int64_t jr = 0; jr < nc; jr += NR) {
+        int64_t nr = nc - jr < NR ? nc - jr : NR;
+        for (int64_t ir = 0; ir < mc; ir += MR) {
+            int64_t mr = mc - ir < MR ? mc - ir : MR;
+            SIMD_CAT(tile_rows_, NAME)(C + ir * ldc + jr, ldc, a + ir * aps,
+                                       ars, acs, pb + jr * kc, NR, kc, mr, nr,
+                                       acc);
+        }
+    }
+}
+
 static void NAME(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa,
                  const T *B, int64_t rsb, int64_t csb, int64_t m, int64_t n,
                  int64_t k, int accumulate, T *scratch);
@@ -402,26 +423,15 @@ NAME(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa, const T *B,
                                     nc);
             for (int64_t ic = 0; ic < m; ic += MC_ROWS) {
                 int64_t mc = m - ic < MC_ROWS ? m - ic : MC_ROWS;
-                /* the tiles' A: MR-row panels, packed or in place */
-                const T *a = pa;
-                int64_t ars = 1, acs = MR, aps = kc;
+                T *c = C + ic * ldc + jc;
                 if (direct_a) {
-                    a = A + ic * rsa + pc;
-                    ars = rsa;
-                    acs = 1;
-                    aps = rsa;
+                    SIMD_CAT(block_, NAME)(c, ldc, A + ic * rsa + pc, rsa, 1,
+                                           rsa, pb, mc, nc, kc, acc);
                 } else {
                     SIMD_CAT(pack_a_, NAME)(pa, A + ic * rsa + pc * csa, rsa,
                                             csa, mc, kc);
-                }
-                for (int64_t jr = 0; jr < nc; jr += NR) {
-                    int64_t nr = nc - jr < NR ? nc - jr : NR;
-                    for (int64_t ir = 0; ir < mc; ir += MR) {
-                        int64_t mr = mc - ir < MR ? mc - ir : MR;
-                        SIMD_CAT(tile_rows_, NAME)(
-                            C + (ic + ir) * ldc + jc + jr, ldc, a + ir * aps,
-                            ars, acs, pb + jr * kc, NR, kc, mr, nr, acc);
-                    }
+                    SIMD_CAT(block_, NAME)(c, ldc, pa, 1, MR, kc, pb, mc, nc,
+                                           kc, acc);
                 }
             }
         }
