@@ -343,6 +343,40 @@ SIMD_CAT(block_, NAME)(T *C, int64_t ldc, const T *a, int64_t ars,
     }
 }
 
+/* The packed loop nest of NAME (see the top of this file); its own
+ * function, so that NAME's small-product path compiles as it did before
+ * the in-place A. */
+static __attribute__((noinline)) void
+SIMD_CAT(nest_, NAME)(T *C, int64_t ldc, const T *A, int64_t rsa,
+                      int64_t csa, const T *B, int64_t rsb, int64_t csb,
+                      int64_t m, int64_t n, int64_t k, int accumulate,
+                      T *restrict pa, T *restrict pb)
+{
+    int direct_a = SIMD_CAT(direct_a_, NAME)(A, rsa, csa);
+    for (int64_t jc = 0; jc < n; jc += GEMM_NC) {
+        int64_t nc = n - jc < GEMM_NC ? n - jc : GEMM_NC;
+        for (int64_t pc = 0; pc < k; pc += GEMM_KC) {
+            int64_t kc = k - pc < GEMM_KC ? k - pc : GEMM_KC;
+            int acc = accumulate || pc > 0;
+            SIMD_CAT(pack_b_, NAME)(pb, B + pc * rsb + jc * csb, rsb, csb, kc,
+                                    nc);
+            for (int64_t ic = 0; ic < m; ic += MC_ROWS) {
+                int64_t mc = m - ic < MC_ROWS ? m - ic : MC_ROWS;
+                T *c = C + ic * ldc + jc;
+                if (direct_a) {
+                    SIMD_CAT(block_, NAME)(c, ldc, A + ic * rsa + pc, rsa, 1,
+                                           rsa, pb, mc, nc, kc, acc);
+                } else {
+                    SIMD_CAT(pack_a_, NAME)(pa, A + ic * rsa + pc * csa, rsa,
+                                            csa, mc, kc);
+                    SIMD_CAT(block_, NAME)(c, ldc, pa, 1, MR, kc, pb, mc, nc,
+                                           kc, acc);
+                }
+            }
+        }
+    }
+}
+
 static void NAME(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa,
                  const T *B, int64_t rsb, int64_t csb, int64_t m, int64_t n,
                  int64_t k, int accumulate, T *scratch);
@@ -405,37 +439,26 @@ NAME(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa, const T *B,
             }
             for (int64_t ir = 0; ir < m; ir += MR) {
                 int64_t mr = m - ir < MR ? m - ir : MR;
-                SIMD_CAT(tile_rows_, NAME)(C + ir * ldc + jr, ldc,
-                                           A + ir * rsa, rsa, csa, b, brs, k,
-                                           mr, nr, accumulate);
+                if (csa == 1) {
+                    SIMD_CAT(tile_rows_, NAME)(C + ir * ldc + jr, ldc,
+                                               A + ir * rsa, rsa, 1, b, brs,
+                                               k, mr, nr, accumulate);
+                } else if (rsa == 1) {
+                    SIMD_CAT(tile_rows_, NAME)(C + ir * ldc + jr, ldc, A + ir,
+                                               1, csa, b, brs, k, mr, nr,
+                                               accumulate);
+                } else {
+                    SIMD_CAT(tile_rows_, NAME)(C + ir * ldc + jr, ldc,
+                                               A + ir * rsa, rsa, csa, b, brs,
+                                               k, mr, nr, accumulate);
+                }
             }
         }
         return;
     }
 
-    int direct_a = SIMD_CAT(direct_a_, NAME)(A, rsa, csa);
-    for (int64_t jc = 0; jc < n; jc += GEMM_NC) {
-        int64_t nc = n - jc < GEMM_NC ? n - jc : GEMM_NC;
-        for (int64_t pc = 0; pc < k; pc += GEMM_KC) {
-            int64_t kc = k - pc < GEMM_KC ? k - pc : GEMM_KC;
-            int acc = accumulate || pc > 0;
-            SIMD_CAT(pack_b_, NAME)(pb, B + pc * rsb + jc * csb, rsb, csb, kc,
-                                    nc);
-            for (int64_t ic = 0; ic < m; ic += MC_ROWS) {
-                int64_t mc = m - ic < MC_ROWS ? m - ic : MC_ROWS;
-                T *c = C + ic * ldc + jc;
-                if (direct_a) {
-                    SIMD_CAT(block_, NAME)(c, ldc, A + ic * rsa + pc, rsa, 1,
-                                           rsa, pb, mc, nc, kc, acc);
-                } else {
-                    SIMD_CAT(pack_a_, NAME)(pa, A + ic * rsa + pc * csa, rsa,
-                                            csa, mc, kc);
-                    SIMD_CAT(block_, NAME)(c, ldc, pa, 1, MR, kc, pb, mc, nc,
-                                           kc, acc);
-                }
-            }
-        }
-    }
+    SIMD_CAT(nest_, NAME)(C, ldc, A, rsa, csa, B, rsb, csb, m, n, k,
+                          accumulate, pa, pb);
 }
 
 #undef VT
