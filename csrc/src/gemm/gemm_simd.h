@@ -8,7 +8,8 @@
  * Loops: columns of B in blocks of GEMM_NC, depth in blocks of GEMM_KC
  * (packed B panel, zero-padded to NR), rows in blocks of MC_ROWS (GEMM_MC
  * rounded down to whole MR-row panels, so the packed A block fits; packed A
- * panel, zero-padded to MR), then MR x NR tiles held in registers.
+ * panel, zero-padded to MR, or a row-major A read in place, see direct_a_),
+ * then MR x NR tiles held in registers.
  */
 #include <string.h>
 
@@ -343,9 +344,8 @@ SIMD_CAT(block_, NAME)(T *C, int64_t ldc, const T *a, int64_t ars,
     }
 }
 
-/* The packed loop nest of NAME (see the top of this file); its own
- * function, so that NAME's small-product path compiles as it did before
- * the in-place A. */
+/* The packed loop nest of NAME (see the top of this file), kept out of
+ * NAME, whose small-product path is what small layers run. */
 static __attribute__((noinline)) void
 SIMD_CAT(nest_, NAME)(T *C, int64_t ldc, const T *A, int64_t rsa,
                       int64_t csa, const T *B, int64_t rsb, int64_t csb,
