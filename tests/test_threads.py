@@ -521,9 +521,11 @@ def test_thread_race_keeps_the_faster_choice(monkeypatch):
     race = _race.ThreadRace(2, 1e7, 20, False, "k")
     race.current = 1                      # start from the wrong choice
     log = run(race, 6)
-    # a warm-up chunk (not timed), a timed one, then the probe
-    assert [(t, p) for t, n, p in log[:3]] == [(1, False), (1, False),
-                                               (2, True)]
+    # a warm-up chunk (not timed), a timed one, then the probe: one untimed
+    # batch, then the timed part
+    assert [(t, p) for t, n, p in log[:4]] == [(1, False), (1, False),
+                                               (2, True), (2, True)]
+    assert log[2][1] == 1
     assert race.current == 2 and log[-1][0] == 2
     # the team loses its edge (another process took a core): back to one
     speed[2] = 5e-3
@@ -555,6 +557,41 @@ def test_thread_race_keeps_the_faster_choice(monkeypatch):
     other = _race.ThreadRace(2, 1e7, 20, False, "k2")
     log = run(other, 3)
     assert log[2][2]
+
+
+def test_thread_race_probe_does_not_time_its_first_batch(monkeypatch):
+    """The first batch on a team that has been idle pays for waking the
+    other thread; a probe runs it untimed, so a team a few per cent faster
+    per batch is still found faster (with that batch timed, this one
+    would lose: 2 ms of wake-up over a probe of about 4 batches)."""
+    from bpcore import _race
+    clock = [0.0]
+    monkeypatch.setattr(_race.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(_race, "_CHOSEN", {})
+    monkeypatch.setattr(_race, "_SCHEDULE", {})
+    speed = {1: 1e-3, 2: 0.94e-3}       # seconds per batch, warm
+    last = [None]
+
+    def run(race, calls):
+        log = []
+        for _ in range(calls):
+            threads, n, probe = race.threads(30)
+            dt = speed[-threads] * n
+            if -threads == 2 and last[0] != 2:
+                dt += 2e-3                # waking the idle thread
+            last[0] = -threads
+            clock[0] += dt
+            race.record(threads, n, dt)
+            log.append((-threads, n, probe))
+        return log
+
+    race = _race.ThreadRace(2, 1e7, 20, False, "w")
+    race.current = 1
+    log = run(race, 8)
+    assert log[2] == (2, 1, True)         # the untimed batch
+    assert log[3][0] == 2 and log[3][2] and log[3][1] > 1
+    assert race.per_batch[2] == pytest.approx(0.94e-3)
+    assert race.current == 2
 
 
 def test_training_workspace_is_what_the_batch_needs():

@@ -12,7 +12,11 @@ prediction on the network being trained, in the conditions of the moment.
 
 Between ordinary chunks of batches (tens of milliseconds each) on the
 current choice, a short probe of a few milliseconds runs on the other; the
-faster per batch is kept.  The team must beat one thread by MARGIN to be
+faster per batch is kept.  A probe starts with one batch that is not timed:
+the first batch on a team that has been idle pays for waking the other
+thread and for its cold caches (55-65 us on the Zen 4 host, two batches'
+worth of C2's 30 us), which spread over a 4 ms probe made a team look
+about 1.5% slower than it is.  The team must beat one thread by MARGIN to be
 chosen, so more threads never cost more than noise.  Probes come
 FIRST_INTERVAL seconds apart, and the interval doubles (up to
 MAX_INTERVAL) each time a probe confirms the choice, so on a steady host
@@ -65,6 +69,7 @@ class ThreadRace:
             key, (self.FIRST_INTERVAL, None))
         self.next_probe = None   # perf_counter() time of the next probe
         self.probing = None      # the candidate of the probe in flight
+        self.warming = False     # whether that probe's untimed batch runs
 
     def _other(self):
         return 1 if self.current == self.nt else self.nt
@@ -75,24 +80,33 @@ class ThreadRace:
         are exact (negative, as the C core takes a count chosen by the
         caller)."""
         now = time.perf_counter()
-        if (self.next_probe is not None and now >= self.next_probe
-                and self.current in self.per_batch):
-            other = self._other()
-            self.probing = other
-            # the other's time per batch: measured, or this one's scaled by
-            # the model (a team on a busy host may be 50 times slower, and
-            # the probe must stay short then too)
+        if self.probing is not None and not self.warming:
+            # the timed part of the probe, after its untimed batch; the
+            # other's time per batch: measured, or this one's scaled by the
+            # model (a team on a busy host may be 50 times slower, and the
+            # probe must stay short then too)
+            other = self.probing
             est = self.per_batch.get(other, self.per_batch[self.current] *
                                      self.predicted[other] /
                                      self.predicted[self.current])
             n = max(1, int(self.PROBE_SECONDS / max(est, 1e-9)))
             return -other, min(n, chunk), True
+        if (self.next_probe is not None and now >= self.next_probe
+                and self.current in self.per_batch):
+            self.probing = self._other()
+            self.warming = True
+            return -self.probing, 1, True
         self.probing = None
+        self.warming = False
         return -self.current, chunk, False
 
     def record(self, threads, n, dt):
         """What a C call on -threads threads and n batches took."""
         t = -threads
+        if self.warming:
+            self.warming = False  # the probe's first batch: not timed
+            self.seen.add(t)
+            return
         if t not in self.seen:
             self.seen.add(t)
             if self.probing is None:
