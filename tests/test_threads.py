@@ -527,8 +527,13 @@ def test_thread_race_keeps_the_faster_choice(monkeypatch):
                                                (2, True), (2, True)]
     assert log[2][1] == 1
     assert race.current == 2 and log[-1][0] == 2
-    # the team loses its edge (another process took a core): back to one
+    # the team loses its edge (another process took a core): back to one,
+    # at once, not when the probe schedule says
+    run(race, 1000)
+    assert race.interval == race.MAX_INTERVAL
     speed[2] = 5e-3
+    log = run(race, 3)
+    assert race.current == 1
     log = run(race, 400)
     assert race.current == 1
     probes = [n for t, n, p in log if p]
@@ -587,6 +592,9 @@ def test_thread_race_probe_does_not_time_its_first_batch(monkeypatch):
 
     race = _race.ThreadRace(2, 1e7, 20, False, "w")
     race.current = 1
+    # the cost model's guess for the first probe's length: the host's
+    # calibration, replaced by "as fast as one thread" (a 4-batch probe)
+    race.predicted = {1: 1.0, 2: 1.0}
     log = run(race, 8)
     assert log[2] == (2, 1, True)         # the untimed batch
     assert log[3][0] == 2 and log[3][2] and log[3][1] > 1

@@ -25,7 +25,9 @@ again.  Decisions and the probe schedule are kept for the process, per
 network shape, batch size and thread count, so the next fit starts from the
 last choice and probes when the last fit's schedule says, not at once: a
 short fit called again and again (tens of milliseconds each) would
-otherwise spend a probe on the slower choice in every call.
+otherwise spend a probe on the slower choice in every call.  A chunk on the
+current choice that runs slower per batch than the other choice did at its
+last probe brings the probe forward: the host has changed.
 """
 import time
 
@@ -117,8 +119,15 @@ class ThreadRace:
                 return
         self.per_batch[t] = dt / n
         if self.probing is None:
+            other = self.per_batch.get(self._other())
             if self.next_probe is None:
                 self.next_probe = time.perf_counter() + self.interval
+            elif other is not None and dt / n > other:
+                # now slower than the other choice was at its last probe:
+                # the host changed (a core taken, or given back), so probe
+                # at once rather than when the schedule says (up to
+                # MAX_INTERVAL away)
+                self.next_probe = time.perf_counter()
             return
         self.probing = None
         if self.nt in self.per_batch and 1 in self.per_batch:
