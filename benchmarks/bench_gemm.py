@@ -1,10 +1,13 @@
 """The machine's large-GEMM ceiling in GFLOP/s (2*n^3 over time).
 
-numpy (OpenBLAS) and PyTorch ``matmul`` on square n x n matrices, n in
-{2048, 4096}, float32 and float64, 1 and 2 threads; each (library, threads)
-case runs in a fresh subprocess with the thread environment set.  The best
-rate per (dtype, threads) is the ceiling that ``run_all.py`` divides the
-training GFLOP/s by.
+numpy (OpenBLAS), PyTorch and JAX ``matmul``, and bpcore's own layer
+product, on square n x n matrices, n in {1024, 2048, 4096}, float32 and
+float64, 1 and 2 threads; each (library, threads) case runs in a fresh
+subprocess with the thread environment set.  The best rate per (dtype,
+threads) is the ceiling that ``run_all.py`` divides the training GFLOP/s by.
+All four count: on the Zen 5 host PyTorch's matmul ran at half of what
+the others reached (108 against 224-249 GFLOP/s at n = 1024), and where
+OPENBLAS_CORETYPE is left set (the worker unsets it) OpenBLAS does the same.
 
 Usage::
 
@@ -20,7 +23,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
 
-LIBS = ("numpy", "torch")
+LIBS = ("numpy", "torch", "jax", "bpcore")
 
 
 def worker_main(a):
@@ -40,6 +43,17 @@ def worker_main(a):
             return
         torch.set_num_threads(a.threads)
         kernel = torch.backends.cpu.get_cpu_capability()
+    elif a.lib in ("jax", "bpcore"):
+        try:
+            mod = __import__(a.lib)
+        except ImportError as e:
+            C.emit(dict(base, skipped=f"import failed: {e}"))
+            return
+        if a.lib == "jax":
+            mod.config.update("jax_enable_x64", True)
+            kernel = mod.default_backend()
+        else:
+            kernel = mod.show_config(file=open(os.devnull, "w"))["kernel"]
     else:
         kernel = C.openblas_kernel()
     rng = np.random.default_rng(0)
@@ -53,6 +67,18 @@ def worker_main(a):
 
                 def run():
                     torch.matmul(A, B, out=Cm)
+            elif a.lib == "jax":
+                import jax
+                A, B = jax.device_put(A), jax.device_put(B)
+                mm = jax.jit(jax.numpy.matmul)
+
+                def run():
+                    mm(A, B).block_until_ready()
+            elif a.lib == "bpcore":
+                from bpcore import _core
+
+                def run():
+                    _core.matmul(A, B, False, False, a.threads)
             else:
                 Cm = np.empty_like(A)
 
@@ -72,7 +98,7 @@ def worker_main(a):
 def sweep(threads, quick=False, sizes=None, reps=None, libs=LIBS, log=print,
           facts=None):
     """Run the GEMM cases in subprocesses; return JSON records."""
-    sizes = sizes or ([2048] if quick else [2048, 4096])
+    sizes = sizes or ([2048] if quick else [1024, 2048, 4096])
     reps = reps or (2 if quick else 3)
     facts = facts or C.machine_facts()
     records = []
