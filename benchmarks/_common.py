@@ -144,6 +144,55 @@ def cpu_model():
     return platform.processor() or "unknown"
 
 
+def cpu_id():
+    """(vendor, family, model) of the first CPU in /proc/cpuinfo; None for
+    what is missing.  VMs often name the CPU only "AMD EPYC": the family
+    and model say which generation it is."""
+    vendor = family = model = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, val = line.partition(":")
+                key, val = key.strip(), val.strip()
+                if key == "vendor_id" and vendor is None:
+                    vendor = val
+                elif key == "cpu family" and family is None:
+                    family = int(val)
+                elif key == "model" and model is None:
+                    model = int(val)
+                elif not key and vendor is not None:
+                    break  # end of the first CPU's block
+    except (OSError, ValueError):
+        pass
+    return vendor, family, model
+
+
+def amd_generation(family, model):
+    """'zen2'...'zen5' from an AMD family and model number, else None."""
+    if family == 23:
+        return "zen2" if model is not None and model >= 0x30 else "zen1"
+    if family == 25 and model is not None:
+        zen4 = (0x10 <= model <= 0x1F or 0x60 <= model <= 0x7F
+                or 0xA0 <= model <= 0xAF)
+        return "zen4" if zen4 else "zen3"
+    if family == 26:
+        return "zen5"
+    return None
+
+
+def cpu_label(facts):
+    """The model name, with the family and model numbers and the AMD
+    generation where known: 'AMD EPYC (family 26, model 2: zen5)'."""
+    name = facts.get("cpu_model") or "unknown"
+    family, model = facts.get("cpu_family"), facts.get("cpu_model_number")
+    if family is None:
+        return name
+    gen = (amd_generation(family, model)
+           if facts.get("cpu_vendor") == "AuthenticAMD" else None)
+    return (f"{name} (family {family}, model {model}"
+            + (f": {gen})" if gen else ")"))
+
+
 def cpu_flags():
     try:
         with open("/proc/cpuinfo") as f:
@@ -190,6 +239,9 @@ def machine_facts():
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "host": socket.gethostname(),
         "cpu_model": cpu_model(),
+        "cpu_vendor": cpu_id()[0],
+        "cpu_family": cpu_id()[1],
+        "cpu_model_number": cpu_id()[2],
         "cpu_flags": cpu_flags(),
         "n_cpus": os.cpu_count(),
         "n_cpus_affinity": ncpu_aff,

@@ -150,7 +150,7 @@ def main():
             records.append(rec)
             print(json.dumps(rec), flush=True)
 
-    print(f"\n{facts['cpu_model']} ({', '.join(facts['cpu_flags'])}), "
+    print(f"\n{_common.cpu_label(facts)} ({', '.join(facts['cpu_flags'])}), "
           f"{facts['n_cpus']} vCPUs; bpcore {facts['versions']['bpcore']} "
           f"(kernel {kernel}), onnxruntime {ort.__version__}; "
           f"C3 {'-'.join(map(str, LAYERS))} relu/softmax float32; "

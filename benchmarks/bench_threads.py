@@ -758,7 +758,10 @@ def cpu_short(facts, kernel):
     model = (facts.get("cpu_model") or "").lower()
     flags = facts.get("cpu_flags") or []
     if "epyc" in model:
-        name = "epyc"
+        gen = (C.amd_generation(facts.get("cpu_family"),
+                                facts.get("cpu_model_number"))
+               if facts.get("cpu_family") is not None else None)
+        name = f"epyc-{gen}" if gen else "epyc"
     elif "xeon" in model:
         # AMX appeared with Sapphire Rapids: the VM hides the model number
         name = "xeon-spr" if "amx_tile" in flags else "xeon"
@@ -773,7 +776,7 @@ def report_text(recs, threads, facts, mode, wall=None, load=None):
     kernel = next((r.get("kernel") for r in recs if r.get("peer") == "bpcore"
                    and r.get("kernel")), None)
     lines = [f"# bpcore threads benchmark, {facts.get('date')}", "",
-             f"- CPU: {facts.get('cpu_model')}, {facts.get('n_cpus_affinity')}"
+             f"- CPU: {C.cpu_label(facts)}, {facts.get('n_cpus_affinity')}"
              f" usable CPUs, flags: {' '.join(facts.get('cpu_flags', []))}; "
              f"bpcore kernel: {kernel}",
              f"- git commit: {facts.get('git_commit')}; Python "
@@ -867,7 +870,7 @@ def main(argv=None):
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     mode = "quick" if a.quick else "full"
     load0 = os.getloadavg()[0]
-    print(f"# bpcore threads benchmark {facts['date']}: {facts['cpu_model']}, "
+    print(f"# bpcore threads benchmark {facts['date']}: {C.cpu_label(facts)}, "
           f"{facts['n_cpus_affinity']} CPUs, git {facts['git_commit']}; "
           f"sections {','.join(sections)}; threads {threads}; {mode}; "
           f"load average {load0:.2f}", flush=True)

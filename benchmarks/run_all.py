@@ -95,7 +95,7 @@ def main(argv=None):
         log_lines.append(s)
 
     log(f"# bpcore benchmarks {facts['date']}")
-    log(f"CPU: {facts['cpu_model']} ({facts['n_cpus_affinity']} CPUs usable, "
+    log(f"CPU: {C.cpu_label(facts)} ({facts['n_cpus_affinity']} CPUs usable, "
         f"flags {' '.join(facts['cpu_flags'])}); kernel {facts['kernel']}; "
         f"Python {facts['python']}; git {facts['git_commit']}")
     log("versions: " + ", ".join(f"{k} {v}" for k, v in facts["versions"].items() if v))
@@ -160,7 +160,7 @@ def report_text(records, threads, facts, skipped=(), mode=None, wall=None):
                     key=str)
     vers = facts.get("versions", {})
     report = [f"# bpcore benchmarks, {facts.get('date')}", "",
-              f"- CPU: {facts.get('cpu_model')}, {facts.get('n_cpus_affinity')} usable "
+              f"- CPU: {C.cpu_label(facts)}, {facts.get('n_cpus_affinity')} usable "
               f"CPUs, flags: {' '.join(facts.get('cpu_flags', []))}",
               f"- git commit: {facts.get('git_commit')}; Python {facts.get('python')}; " +
               ", ".join(f"{k} {v}" for k, v in vers.items() if v),
