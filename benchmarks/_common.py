@@ -235,13 +235,14 @@ def machine_facts():
         ncpu_aff = len(os.sched_getaffinity(0))
     except AttributeError:
         ncpu_aff = os.cpu_count()
+    vendor, family, model = cpu_id()
     return {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "host": socket.gethostname(),
         "cpu_model": cpu_model(),
-        "cpu_vendor": cpu_id()[0],
-        "cpu_family": cpu_id()[1],
-        "cpu_model_number": cpu_id()[2],
+        "cpu_vendor": vendor,
+        "cpu_family": family,
+        "cpu_model_number": model,
         "cpu_flags": cpu_flags(),
         "n_cpus": os.cpu_count(),
         "n_cpus_affinity": ncpu_aff,

@@ -758,9 +758,8 @@ def cpu_short(facts, kernel):
     model = (facts.get("cpu_model") or "").lower()
     flags = facts.get("cpu_flags") or []
     if "epyc" in model:
-        gen = (C.amd_generation(facts.get("cpu_family"),
-                                facts.get("cpu_model_number"))
-               if facts.get("cpu_family") is not None else None)
+        gen = C.amd_generation(facts.get("cpu_family"),
+                               facts.get("cpu_model_number"))
         name = f"epyc-{gen}" if gen else "epyc"
     elif "xeon" in model:
         # AMX appeared with Sapphire Rapids: the VM hides the model number
