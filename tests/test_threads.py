@@ -376,6 +376,25 @@ def test_predict_few_rows_equals_forward_any_threads(dtype, output, rng):
                               net.forward(X[2:3]).out[-1][0])
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("layers", [[784, 256, 128, 10], [600, 240, 400, 5],
+                                    [2000, 120, 10], [1100, 200, 300, 7]])
+def test_predict_one_row_depth_blocks_equal_forward(layers, dtype, rng):
+    # One row through a deep layer no wider than one pass of the ISA (256
+    # floats or 128 doubles on AVX-512) shares the layer's depth blocks
+    # among the team, so each thread reads whole rows of W; the block sums
+    # are added after the barrier in block order.  Forward's bits on any
+    # team, whether the next layer is shared too ([600, 240, 400, 5]) or
+    # thread 0 goes on alone; on other ISAs the columns are shared as before.
+    net = bpcore.Network(layers, activation="relu", output="softmax",
+                         loss="cross_entropy", dtype=dtype, seed=6)
+    X = rng.normal(size=(3, layers[0])).astype(dtype)
+    for i in range(3):
+        want = net.forward(X[i:i + 1], n_threads=1).out[-1][0]
+        for nt in (1, 2, 3, 4):
+            assert np.array_equal(net.predict(X[i], n_threads=nt), want)
+
+
 @pytest.mark.parametrize("layers", [[64, 16, 600, 300], [300, 700, 400],
                                     [500, 300, 8, 400, 9]])
 def test_predict_few_rows_shares_only_leading_large_layers(layers, rng):

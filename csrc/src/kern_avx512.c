@@ -36,6 +36,7 @@
 #define SFX_F64 _avx512_f64
 #define GEMM_F32 gemm_avx512_14x32_f32
 #define GEMM_F64 gemm_avx512_8x16_f64
+#define SMALL_WIDE_BYTES 1024  /* one row's passes: 16 of the 32 registers */
 #include "kern_simd.h"
 
 const kernel_table kernel_table_avx512 = {

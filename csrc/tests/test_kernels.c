@@ -261,9 +261,78 @@ check_direct_a_same_bits(const kernel_table *t)
     CHECK(ok);
 }
 
+/*
+ * One row through wide, deep layers on 1 to 3 threads gives the bits of
+ * the packed product (row 0 of a 6-row call): the few-row passes, and on
+ * a team the columns or the depth blocks shared out (share_depth, with its
+ * block sums in the workspace's spare part, sized here exactly so that the
+ * sanitizers see any overrun).  Float and double.
+ */
+static void
+check_one_row_predict(const kernel_table *t)
+{
+    static const int64_t shapes[][4] = {
+        {784, 256, 128, 10}, {600, 240, 400, 5}, {2000, 120, 10, 0}};
+    static const int32_t acts[3] = {BP_ACT_RELU, BP_ACT_TANH,
+                                    BP_ACT_SOFTMAX};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int64_t sizes[4], w_off[3], b_off[3], n_w, n_p;
+        int n_layers = shapes[s][3] ? 4 : 3;
+        int32_t a[3];
+        memcpy(sizes, shapes[s], sizeof sizes);
+        a[0] = acts[0];
+        a[1] = n_layers == 4 ? acts[1] : BP_ACT_SOFTMAX;
+        a[2] = BP_ACT_SOFTMAX;
+        bp_arch arch = {n_layers, sizes, a, BP_LOSS_CE};
+        int64_t n_in = sizes[0], n_out = sizes[n_layers - 1];
+        CHECK(bp_layout(w_off, b_off, &n_w, &n_p, sizes, n_layers) == BP_OK);
+        double *pd = malloc(sizeof(double) * (size_t)n_p);
+        double *xd = malloc(sizeof(double) * (size_t)(6 * n_in));
+        double *yd = malloc(sizeof(double) * (size_t)(6 * n_out));
+        double *od = malloc(sizeof(double) * (size_t)n_out);
+        float *pf = malloc(sizeof(float) * (size_t)n_p);
+        float *xf = malloc(sizeof(float) * (size_t)(6 * n_in));
+        float *yf = malloc(sizeof(float) * (size_t)(6 * n_out));
+        float *of = malloc(sizeof(float) * (size_t)n_out);
+        for (int64_t i = 0; i < n_p; i++) {
+            pd[i] = pf[i] = (float)(0.1 * uniform());
+        }
+        for (int64_t i = 0; i < 6 * n_in; i++) {
+            xd[i] = xf[i] = (float)uniform();
+        }
+        for (int nt = 1; nt <= 3; nt++) {
+            int64_t bytes6 = 0, bytes1 = 0;
+            CHECK(bp_predict_workspace_size(&bytes6, &arch, 6, nt) == BP_OK);
+            CHECK(bp_predict_workspace_size(&bytes1, &arch, 1, nt) == BP_OK);
+            void *w6 = malloc((size_t)bytes6), *w1 = malloc((size_t)bytes1);
+            predict_args_f32 a6 = {yf, xf, pf, &arch, 6, w6, bytes6, nt, 0};
+            predict_args_f32 a1 = {of, xf, pf, &arch, 1, w1, bytes1, nt, 0};
+            predict_args_f64 d6 = {yd, xd, pd, &arch, 6, w6, bytes6, nt, 0};
+            predict_args_f64 d1 = {od, xd, pd, &arch, 1, w1, bytes1, nt, 0};
+            CHECK(t->predict_f32(&a6) == BP_OK);
+            CHECK(t->predict_f32(&a1) == BP_OK);
+            CHECK(memcmp(of, yf, sizeof(float) * (size_t)n_out) == 0);
+            CHECK(t->predict_f64(&d6) == BP_OK);
+            CHECK(t->predict_f64(&d1) == BP_OK);
+            CHECK(memcmp(od, yd, sizeof(double) * (size_t)n_out) == 0);
+            free(w6);
+            free(w1);
+        }
+        free(pd);
+        free(xd);
+        free(yd);
+        free(od);
+        free(pf);
+        free(xf);
+        free(yf);
+        free(of);
+    }
+}
+
 static void
 check_kernel(const kernel_table *t)
 {
+    check_one_row_predict(t);
     check_narrow_same_bits(t);
     check_direct_a_same_bits(t);
     for (int ta = 0; ta < 2; ta++) {

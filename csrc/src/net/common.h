@@ -77,4 +77,16 @@ typedef struct {
 #define SCALAR_LOOP
 #endif
 
+/*
+ * For the few-row products: GCC's unroll-and-jam (on at -O3) would read two
+ * rows of W per step through two pointers, which on Zen 5 halved the rate
+ * at which 1 KB rows are read (docs/perf-notes.md, "One-row passes: the
+ * loop's shape").  Each column's sum order is the same either way.
+ */
+#if defined(__GNUC__) && !defined(__clang__)
+#define NO_JAM __attribute__((optimize("no-loop-unroll-and-jam")))
+#else
+#define NO_JAM
+#endif
+
 #endif /* BPCORE_NET_COMMON_H */

@@ -92,15 +92,81 @@ FN(predict_region)(const FN(predict_ctx) *c)
 }
 
 /*
+ * Where a split of one row's layer into depth blocks and columns is cut:
+ * the point at cost L (L in [0, k n), the cells of W in block order, a
+ * block's columns in order) falls in block [p0, p0 + kb) at a column
+ * rounded to whole SMALL_JB blocks.  Threads cutting at the same L cut at
+ * the same column, so their shares tile the layer.
+ */
+static int64_t
+FN(share_cut)(int64_t L, int64_t p0, int64_t kb, int64_t n)
+{
+    int64_t j;
+    if (L <= p0 * n) {
+        return 0;
+    }
+    if (L >= (p0 + kb) * n) {
+        return n;
+    }
+    j = ((L - p0 * n) / kb + SMALL_JB / 2) / SMALL_JB * SMALL_JB;
+    return j < n ? j : n;
+}
+
+/*
+ * One thread's share of y = x W for one row x, with W (k, n) cut into the
+ * kernel's depth blocks of PRODUCT_KC rows and each block's columns: the
+ * cells from cost tid / nt to (tid + 1) / nt of the layer, so a thread
+ * reads whole rows of W, contiguous, wherever its share holds whole blocks
+ * (a thread reading half of every row of W read it about 1.5x slower on
+ * Zen 5).  Block b's sums go to row b of P (nb rows of n), each a sum over
+ * the block in order as product_small forms it; share_sum adds the rows in
+ * block order, which gives product_small's bits.
+ */
+static void
+FN(share_depth)(T *P, const T *x, const T *W, int64_t k, int64_t n, int tid,
+                int nt)
+{
+    int64_t lo = k * n * tid / nt, hi = k * n * (tid + 1) / nt;
+    for (int64_t p0 = 0; p0 < k; p0 += PRODUCT_KC) {
+        int64_t kb = k - p0 < PRODUCT_KC ? k - p0 : PRODUCT_KC;
+        int64_t j0 = FN(share_cut)(lo, p0, kb, n);
+        int64_t j1 = FN(share_cut)(hi, p0, kb, n);
+        if (j0 < j1) {
+            FN(product_small)(P + p0 / PRODUCT_KC * n, x + p0, W + p0 * n, 1,
+                              kb, n, j0, j1);
+        }
+    }
+}
+
+/* y[0, len) = the nb rows of P (row stride n) added in order, as
+ * product_small adds its block sums. */
+static void
+FN(share_sum)(T *y, const T *P, int64_t nb, int64_t n, int64_t len)
+{
+    for (int64_t j = 0; j < len; j++) {
+        y[j] = P[j];
+    }
+    for (int64_t b = 1; b < nb; b++) {
+        const T *P_b = P + b * n;
+        for (int64_t j = 0; j < len; j++) {
+            y[j] = y[j] + P_b[j];
+        }
+    }
+}
+
+/*
  * predict of at most BP_PREDICT_SMALL rows by a team.  A few rows are
  * limited by reading the weights, so the large leading layers have their
  * columns shared out in runs of whole SMALL_JB blocks, one run per thread
  * (each thread reads only its slice of W, which can then stay in its core's
- * cache from call to call), with a barrier after each.  From the first
- * layer that is small, narrow or softmax (which needs whole rows), thread 0
- * goes on alone and the others leave: such a layer costs less than the
- * barrier that sharing it would need.  Entries are computed as on one
- * thread.
+ * cache from call to call), with a barrier after each.  One row, on an ISA
+ * whose passes take whole rows of such a layer (SMALL_WIDE), shares its
+ * depth blocks instead (share_depth), so that each thread reads its part
+ * of W in contiguous rows; the block sums are added after the barrier.
+ * From the first layer that is small, narrow or softmax (which needs whole
+ * rows), thread 0 goes on alone and the others leave: such a layer costs
+ * less than the barrier that sharing it would need.  Entries are computed
+ * as on one thread.
  */
 static void
 FN(predict_small_region)(const FN(predict_ctx) *c)
@@ -113,13 +179,51 @@ FN(predict_small_region)(const FN(predict_ctx) *c)
     const T *x = c->a->X;
     buf[0] = (T *)align64(c->a->work);
     buf[1] = (T *)align64((char *)buf[0] + c->width * BP_PREDICT_SMALL * 8);
+    /* the other threads' areas of the workspace, unused here, hold the
+     * block sums of share_depth */
+    T *P = (T *)align64((char *)align64(c->a->work) + c->per_thread);
+    int64_t spare = c->per_thread * (nt - 1) - 64;
     for (int64_t k = 0; k < L; k++) {
         int64_t n_in = arch->sizes[k], n_out = arch->sizes[k + 1];
         const T *W = c->a->params + c->w_off[k];
         const T *b = c->a->params + c->b_off[k];
         T *dst = k == L - 1 ? c->a->Y : buf[k & 1];
         int act = arch->acts[k];
-        /* every thread reaches the same decision (it reads arch only) */
+        int64_t nb = (n_in + PRODUCT_KC - 1) / PRODUCT_KC;
+        /* every thread reaches the same decisions (they read arch and the
+         * team size only) */
+        if (shared && predict_layer_shared(n_in, n_out, act) && m == 1 &&
+                SMALL_WIDE > SMALL_SUMS && n_out <= SMALL_WIDE && nb > 1 &&
+                nb * n_out * (int64_t)sizeof(T) <= spare) {
+            /* one row: depth blocks and columns shared out, the block
+             * sums added by the threads that go on */
+            int next = k + 1 < L &&
+                       predict_layer_shared(n_out, arch->sizes[k + 2],
+                                            arch->acts[k + 1]);
+            int64_t j0 = 0, j1 = n_out;
+            FN(share_depth)(P, x, W, n_in, n_out, tid, nt);
+#pragma omp barrier
+            if (next) {
+                int64_t n_blk = (n_out + SMALL_JB - 1) / SMALL_JB;
+                j0 = n_blk * tid / nt * SMALL_JB;
+                j1 = n_blk * (tid + 1) / nt * SMALL_JB;
+                j1 = j1 < n_out ? j1 : n_out;
+            } else if (tid != 0) {
+                return;  /* thread 0 finishes, as below */
+            } else {
+                shared = 0;
+            }
+            if (j0 < j1) {
+                FN(share_sum)(dst + j0, P + j0, nb, n_out, j1 - j0);
+                FN(bias_rows)(dst + j0, b + j0, 1, j1 - j0);
+                FN(act_row)(dst + j0, dst + j0, j1 - j0, act);
+            }
+            if (next) {
+#pragma omp barrier
+            }
+            x = dst;
+            continue;
+        }
         if (shared && predict_layer_shared(n_in, n_out, act)) {
             /* one run of whole SMALL_JB blocks of columns per thread */
             int64_t n_blk = (n_out + SMALL_JB - 1) / SMALL_JB;
