@@ -98,14 +98,24 @@ FN(product_small_range)(T *restrict C, const T *restrict x,
     }
 }
 
+/* One row's last columns, fewer than 16: one pass of exactly that width, a
+ * constant in each case, so that its sums stay in registers (a pass of a
+ * width known only at run time kept them in memory: a 128 x 10 output
+ * layer took 0.41 us). */
+#define SMALL_TAIL(c)                                                        \
+    case c:                                                                  \
+        FN(product_small_cols)(C, x, W, k, n, j0, c, 1, c);                  \
+        break;
+
 /*
  * product_small_cols for one row, columns [j0, j1): passes of SMALL_WIDE
  * columns where the ISA has the registers for them (AVX-512: 1 KB of sums,
- * half its registers), then of SMALL_SUMS.  A row of W up to that wide is
- * then read in one contiguous run, which on Zen 5 is 1.5x faster than in
- * two halves (docs/perf-notes.md, "One-row passes: the loop's shape").
- * Wide passes are not unrolled-and-jammed: GCC's jam of two rows of W per
- * step halved their rate there (it helps AVX2's passes, which keep it).
+ * half its registers), then of SMALL_SUMS, 32 and 16, and one of the rest.
+ * A row of W up to SMALL_WIDE wide is then read in one contiguous run,
+ * which on Zen 5 is 1.5x faster than in two halves (docs/perf-notes.md,
+ * "One-row passes: the loop's shape").  Wide passes are not
+ * unrolled-and-jammed: GCC's jam of two rows of W per step halved their
+ * rate there (it helps AVX2's passes, which keep it).
  */
 static SMALL_ROW_ATTR void
 FN(product_small_row)(T *restrict C, const T *restrict x, const T *restrict W,
@@ -115,8 +125,25 @@ FN(product_small_row)(T *restrict C, const T *restrict x, const T *restrict W,
          j0 += SMALL_WIDE) {
         FN(product_small_cols)(C, x, W, k, n, j0, SMALL_WIDE, 1, SMALL_WIDE);
     }
-    FN(product_small_range)(C, x, W, k, n, j0, j1, 1, SMALL_SUMS);
+    for (; j1 - j0 >= SMALL_SUMS; j0 += SMALL_SUMS) {
+        FN(product_small_cols)(C, x, W, k, n, j0, SMALL_SUMS, 1, SMALL_SUMS);
+    }
+    for (; j1 - j0 >= SMALL_JB; j0 += SMALL_JB) {
+        FN(product_small_cols)(C, x, W, k, n, j0, SMALL_JB, 1, SMALL_JB);
+    }
+    for (; j1 - j0 >= 16; j0 += 16) {
+        FN(product_small_cols)(C, x, W, k, n, j0, 16, 1, 16);
+    }
+    switch (j1 - j0) {
+    SMALL_TAIL(1) SMALL_TAIL(2) SMALL_TAIL(3) SMALL_TAIL(4) SMALL_TAIL(5)
+    SMALL_TAIL(6) SMALL_TAIL(7) SMALL_TAIL(8) SMALL_TAIL(9) SMALL_TAIL(10)
+    SMALL_TAIL(11) SMALL_TAIL(12) SMALL_TAIL(13) SMALL_TAIL(14)
+    SMALL_TAIL(15)
+    default:
+        break;
+    }
 }
+#undef SMALL_TAIL
 
 /* product_small_cols for columns [j0, j1), rows of x at most
  * BP_PREDICT_SMALL.  One row takes the widest passes, four the narrowest:
