@@ -262,14 +262,15 @@ check_direct_a_same_bits(const kernel_table *t)
 }
 
 /*
- * One row through wide, deep layers on 1 to 3 threads gives the bits of
- * the packed product (row 0 of a 6-row call): the few-row passes, and on
- * a team the columns or the depth blocks shared out (share_depth, with its
+ * One to four rows through wide, deep layers on 1 to 3 threads give the
+ * bits of the packed product (the first rows of a 6-row call): the
+ * few-row passes, their tails of constant width, and on a team the columns
+ * or, for one row, the depth blocks shared out (share_depth, with its
  * block sums in the workspace's spare part, sized here exactly so that the
  * sanitizers see any overrun).  Float and double.
  */
 static void
-check_one_row_predict(const kernel_table *t)
+check_few_rows_predict(const kernel_table *t)
 {
     static const int64_t shapes[][4] = {
         {784, 256, 128, 10}, {600, 240, 400, 5}, {2000, 120, 10, 0}};
@@ -289,11 +290,11 @@ check_one_row_predict(const kernel_table *t)
         double *pd = malloc(sizeof(double) * (size_t)n_p);
         double *xd = malloc(sizeof(double) * (size_t)(6 * n_in));
         double *yd = malloc(sizeof(double) * (size_t)(6 * n_out));
-        double *od = malloc(sizeof(double) * (size_t)n_out);
+        double *od = malloc(sizeof(double) * (size_t)(4 * n_out));
         float *pf = malloc(sizeof(float) * (size_t)n_p);
         float *xf = malloc(sizeof(float) * (size_t)(6 * n_in));
         float *yf = malloc(sizeof(float) * (size_t)(6 * n_out));
-        float *of = malloc(sizeof(float) * (size_t)n_out);
+        float *of = malloc(sizeof(float) * (size_t)(4 * n_out));
         for (int64_t i = 0; i < n_p; i++) {
             pd[i] = pf[i] = (float)(0.1 * uniform());
         }
@@ -301,22 +302,29 @@ check_one_row_predict(const kernel_table *t)
             xd[i] = xf[i] = (float)uniform();
         }
         for (int nt = 1; nt <= 3; nt++) {
-            int64_t bytes6 = 0, bytes1 = 0;
+            int64_t bytes6 = 0;
             CHECK(bp_predict_workspace_size(&bytes6, &arch, 6, nt) == BP_OK);
-            CHECK(bp_predict_workspace_size(&bytes1, &arch, 1, nt) == BP_OK);
-            void *w6 = malloc((size_t)bytes6), *w1 = malloc((size_t)bytes1);
+            void *w6 = malloc((size_t)bytes6);
             predict_args_f32 a6 = {yf, xf, pf, &arch, 6, w6, bytes6, nt, 0};
-            predict_args_f32 a1 = {of, xf, pf, &arch, 1, w1, bytes1, nt, 0};
             predict_args_f64 d6 = {yd, xd, pd, &arch, 6, w6, bytes6, nt, 0};
-            predict_args_f64 d1 = {od, xd, pd, &arch, 1, w1, bytes1, nt, 0};
             CHECK(t->predict_f32(&a6) == BP_OK);
-            CHECK(t->predict_f32(&a1) == BP_OK);
-            CHECK(memcmp(of, yf, sizeof(float) * (size_t)n_out) == 0);
             CHECK(t->predict_f64(&d6) == BP_OK);
-            CHECK(t->predict_f64(&d1) == BP_OK);
-            CHECK(memcmp(od, yd, sizeof(double) * (size_t)n_out) == 0);
+            for (int64_t m = 1; m <= 4; m++) {
+                int64_t bytes = 0;
+                CHECK(bp_predict_workspace_size(&bytes, &arch, m, nt) ==
+                      BP_OK);
+                void *w = malloc((size_t)bytes);
+                predict_args_f32 a1 = {of, xf, pf, &arch, m, w, bytes, nt, 0};
+                predict_args_f64 d1 = {od, xd, pd, &arch, m, w, bytes, nt, 0};
+                CHECK(t->predict_f32(&a1) == BP_OK);
+                CHECK(memcmp(of, yf, sizeof(float) * (size_t)(m * n_out)) ==
+                      0);
+                CHECK(t->predict_f64(&d1) == BP_OK);
+                CHECK(memcmp(od, yd, sizeof(double) * (size_t)(m * n_out)) ==
+                      0);
+                free(w);
+            }
             free(w6);
-            free(w1);
         }
         free(pd);
         free(xd);
@@ -332,7 +340,7 @@ check_one_row_predict(const kernel_table *t)
 static void
 check_kernel(const kernel_table *t)
 {
-    check_one_row_predict(t);
+    check_few_rows_predict(t);
     check_narrow_same_bits(t);
     check_direct_a_same_bits(t);
     for (int ta = 0; ta < 2; ta++) {

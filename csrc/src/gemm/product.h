@@ -26,8 +26,7 @@ FN(product)(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa, const T *B,
  * A pass keeps JB columns of each row's sums in registers (JB a constant):
  * wide passes keep enough FMA chains in flight and read W in long runs,
  * which is what one sample's predict is limited by.
- *   C (R, n) out, columns [j0, j0 + nj) with nj <= JB;
- *   x (R, k) in;  W (k, n) in
+ *   C (R, n) out, columns [j0, j0 + JB);  x (R, k) in;  W (k, n) in
  */
 #define SMALL_JB 32              /* columns per block when threads share */
 #define SMALL_SUMS (512 / (int)sizeof(T))  /* sums per pass: 16 AVX2 regs */
@@ -42,7 +41,7 @@ FN(product)(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa, const T *B,
 static INLINE void
 FN(product_small_cols)(T *restrict C, const T *restrict x,
                        const T *restrict W, int64_t k, int64_t n, int64_t j0,
-                       int64_t nj, const int R, const int JB)
+                       const int R, const int JB)
 {
     for (int64_t p0 = 0; p0 < k; p0 += PRODUCT_KC) {
         int64_t p1 = k - p0 < PRODUCT_KC ? k : p0 + PRODUCT_KC;
@@ -52,49 +51,21 @@ FN(product_small_cols)(T *restrict C, const T *restrict x,
                 acc[r][j] = 0;
             }
         }
-        if (nj == JB) {
-            for (int64_t p = p0; p < p1; p++) {
-                const T *w_p = W + p * n + j0;
-                for (int r = 0; r < R; r++) {
-                    T v = x[r * k + p];
-                    for (int64_t j = 0; j < JB; j++) {
-                        acc[r][j] = MULADD(v, w_p[j], acc[r][j]);
-                    }
-                }
-            }
-        } else {
-            for (int64_t p = p0; p < p1; p++) {
-                const T *w_p = W + p * n + j0;
-                for (int r = 0; r < R; r++) {
-                    T v = x[r * k + p];
-                    for (int64_t j = 0; j < nj; j++) {
-                        acc[r][j] = MULADD(v, w_p[j], acc[r][j]);
-                    }
+        for (int64_t p = p0; p < p1; p++) {
+            const T *w_p = W + p * n + j0;
+            for (int r = 0; r < R; r++) {
+                T v = x[r * k + p];
+                for (int64_t j = 0; j < JB; j++) {
+                    acc[r][j] = MULADD(v, w_p[j], acc[r][j]);
                 }
             }
         }
         for (int r = 0; r < R; r++) {
             T *c_r = C + r * n + j0;
-            for (int64_t j = 0; j < nj; j++) {
+            for (int64_t j = 0; j < JB; j++) {
                 c_r[j] = p0 == 0 ? acc[r][j] : c_r[j] + acc[r][j];
             }
         }
-    }
-}
-
-/* Columns [j0, j1) for R rows: passes of JB columns, then of SMALL_JB. */
-static INLINE void
-FN(product_small_range)(T *restrict C, const T *restrict x,
-                        const T *restrict W, int64_t k, int64_t n, int64_t j0,
-                        int64_t j1, const int R, const int JB)
-{
-    int64_t j = j0;
-    for (; j1 - j >= JB; j += JB) {
-        FN(product_small_cols)(C, x, W, k, n, j, JB, R, JB);
-    }
-    for (; j < j1; j += SMALL_JB) {
-        int64_t nj = j1 - j < SMALL_JB ? j1 - j : SMALL_JB;
-        FN(product_small_cols)(C, x, W, k, n, j, nj, R, SMALL_JB);
     }
 }
 
@@ -104,7 +75,7 @@ FN(product_small_range)(T *restrict C, const T *restrict x,
  * layer took 0.41 us). */
 #define SMALL_TAIL(c)                                                        \
     case c:                                                                  \
-        FN(product_small_cols)(C, x, W, k, n, j0, c, 1, c);                  \
+        FN(product_small_cols)(C, x, W, k, n, j0, 1, c);                     \
         break;
 
 /*
@@ -123,16 +94,16 @@ FN(product_small_row)(T *restrict C, const T *restrict x, const T *restrict W,
 {
     for (; SMALL_WIDE > SMALL_SUMS && j1 - j0 >= SMALL_WIDE;
          j0 += SMALL_WIDE) {
-        FN(product_small_cols)(C, x, W, k, n, j0, SMALL_WIDE, 1, SMALL_WIDE);
+        FN(product_small_cols)(C, x, W, k, n, j0, 1, SMALL_WIDE);
     }
     for (; j1 - j0 >= SMALL_SUMS; j0 += SMALL_SUMS) {
-        FN(product_small_cols)(C, x, W, k, n, j0, SMALL_SUMS, 1, SMALL_SUMS);
+        FN(product_small_cols)(C, x, W, k, n, j0, 1, SMALL_SUMS);
     }
     for (; j1 - j0 >= SMALL_JB; j0 += SMALL_JB) {
-        FN(product_small_cols)(C, x, W, k, n, j0, SMALL_JB, 1, SMALL_JB);
+        FN(product_small_cols)(C, x, W, k, n, j0, 1, SMALL_JB);
     }
     for (; j1 - j0 >= 16; j0 += 16) {
-        FN(product_small_cols)(C, x, W, k, n, j0, 16, 1, 16);
+        FN(product_small_cols)(C, x, W, k, n, j0, 1, 16);
     }
     switch (j1 - j0) {
     SMALL_TAIL(1) SMALL_TAIL(2) SMALL_TAIL(3) SMALL_TAIL(4) SMALL_TAIL(5)
@@ -144,6 +115,28 @@ FN(product_small_row)(T *restrict C, const T *restrict x, const T *restrict W,
     }
 }
 #undef SMALL_TAIL
+
+/* Columns [j0, j1) for R rows: passes of JB columns, then of SMALL_JB;
+ * the last columns, fewer than SMALL_JB, row by row in product_small_row's
+ * passes of constant width (a pass of a width known only at run time keeps
+ * its sums in memory).  W's last columns are then read R times, from
+ * cache. */
+static INLINE void
+FN(product_small_range)(T *restrict C, const T *restrict x,
+                        const T *restrict W, int64_t k, int64_t n, int64_t j0,
+                        int64_t j1, const int R, const int JB)
+{
+    int64_t j = j0;
+    for (; j1 - j >= JB; j += JB) {
+        FN(product_small_cols)(C, x, W, k, n, j, R, JB);
+    }
+    for (; j1 - j >= SMALL_JB; j += SMALL_JB) {
+        FN(product_small_cols)(C, x, W, k, n, j, R, SMALL_JB);
+    }
+    for (int r = 0; j < j1 && r < R; r++) {
+        FN(product_small_row)(C + r * n, x + r * k, W, k, n, j, j1);
+    }
+}
 
 /* product_small_cols for columns [j0, j1), rows of x at most
  * BP_PREDICT_SMALL.  One row takes the widest passes, four the narrowest:
