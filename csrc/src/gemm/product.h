@@ -102,8 +102,9 @@ FN(product_small_row)(T *restrict C, const T *restrict x, const T *restrict W,
     for (; j1 - j0 >= SMALL_JB; j0 += SMALL_JB) {
         FN(product_small_cols)(C, x, W, k, n, j0, 1, SMALL_JB);
     }
-    for (; j1 - j0 >= 16; j0 += 16) {
+    if (j1 - j0 >= 16) {
         FN(product_small_cols)(C, x, W, k, n, j0, 1, 16);
+        j0 += 16;
     }
     switch (j1 - j0) {
     SMALL_TAIL(1) SMALL_TAIL(2) SMALL_TAIL(3) SMALL_TAIL(4) SMALL_TAIL(5)

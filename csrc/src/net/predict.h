@@ -91,6 +91,17 @@ FN(predict_region)(const FN(predict_ctx) *c)
     }
 }
 
+/* Thread tid's run of columns of a layer n wide shared by nt threads:
+ * [*j0, *j1), whole SMALL_JB blocks, as even as they allow. */
+static void
+FN(col_run)(int64_t n, int tid, int nt, int64_t *j0, int64_t *j1)
+{
+    int64_t n_blk = (n + SMALL_JB - 1) / SMALL_JB;
+    int64_t hi = n_blk * (tid + 1) / nt * SMALL_JB;
+    *j0 = n_blk * tid / nt * SMALL_JB;
+    *j1 = hi < n ? hi : n;
+}
+
 /*
  * Where a split of one row's layer into depth blocks and columns is cut:
  * the point at cost L (L in [0, k n), the cells of W in block order, a
@@ -204,10 +215,7 @@ FN(predict_small_region)(const FN(predict_ctx) *c)
             FN(share_depth)(P, x, W, n_in, n_out, tid, nt);
 #pragma omp barrier
             if (next) {
-                int64_t n_blk = (n_out + SMALL_JB - 1) / SMALL_JB;
-                j0 = n_blk * tid / nt * SMALL_JB;
-                j1 = n_blk * (tid + 1) / nt * SMALL_JB;
-                j1 = j1 < n_out ? j1 : n_out;
+                FN(col_run)(n_out, tid, nt, &j0, &j1);
             } else if (tid != 0) {
                 return;  /* thread 0 finishes, as below */
             } else {
@@ -226,10 +234,8 @@ FN(predict_small_region)(const FN(predict_ctx) *c)
         }
         if (shared && predict_layer_shared(n_in, n_out, act)) {
             /* one run of whole SMALL_JB blocks of columns per thread */
-            int64_t n_blk = (n_out + SMALL_JB - 1) / SMALL_JB;
-            int64_t j0 = n_blk * tid / nt * SMALL_JB;
-            int64_t j1 = n_blk * (tid + 1) / nt * SMALL_JB;
-            j1 = j1 < n_out ? j1 : n_out;
+            int64_t j0, j1;
+            FN(col_run)(n_out, tid, nt, &j0, &j1);
             if (j0 < j1) {
                 FN(product_small)(dst, x, W, m, n_in, n_out, j0, j1);
                 for (int64_t i = 0; i < m; i++) {
