@@ -180,15 +180,38 @@ def amd_generation(family, model):
     return None
 
 
+# Intel server cores by family-6 model number (VMs often name the CPU only
+# "Intel(R) Xeon(R) Processor" and may hide AMX, so the number tells).
+INTEL_SERVER = {0x55: "skx", 0x6A: "icx", 0x6C: "icx", 0x8F: "spr",
+                0xCF: "emr", 0xAD: "gnr", 0xAE: "gnr"}
+
+
+def intel_generation(family, model):
+    """'spr' (Sapphire Rapids), 'emr' (Emerald Rapids), ... from an Intel
+    family and model number, else None."""
+    return INTEL_SERVER.get(model) if family == 6 else None
+
+
+def cpu_generation(facts):
+    """The core generation from the vendor, family and model, else None."""
+    family, model = facts.get("cpu_family"), facts.get("cpu_model_number")
+    vendor = facts.get("cpu_vendor")
+    if vendor == "AuthenticAMD":
+        return amd_generation(family, model)
+    if vendor == "GenuineIntel":
+        return intel_generation(family, model)
+    return None
+
+
 def cpu_label(facts):
-    """The model name, with the family and model numbers and the AMD
-    generation where known: 'AMD EPYC (family 26, model 2: zen5)'."""
+    """The model name, with the family and model numbers and the
+    generation where known: 'AMD EPYC (family 26, model 2: zen5)',
+    'Intel(R) Xeon(R) Processor (family 6, model 207: emr)'."""
     name = facts.get("cpu_model") or "unknown"
     family, model = facts.get("cpu_family"), facts.get("cpu_model_number")
     if family is None:
         return name
-    gen = (amd_generation(family, model)
-           if facts.get("cpu_vendor") == "AuthenticAMD" else None)
+    gen = cpu_generation(facts)
     return (f"{name} (family {family}, model {model}"
             + (f": {gen})" if gen else ")"))
 

@@ -757,13 +757,14 @@ def cpu_short(facts, kernel):
     """File-name tag of the host: e.g. 'xeon-spr-avx512-2core'."""
     model = (facts.get("cpu_model") or "").lower()
     flags = facts.get("cpu_flags") or []
+    gen = C.cpu_generation(facts)
     if "epyc" in model:
-        gen = C.amd_generation(facts.get("cpu_family"),
-                               facts.get("cpu_model_number"))
         name = f"epyc-{gen}" if gen else "epyc"
     elif "xeon" in model:
-        # AMX appeared with Sapphire Rapids: the VM hides the model number
-        name = "xeon-spr" if "amx_tile" in flags else "xeon"
+        # AMX appeared with Sapphire Rapids; some VMs hide it, and the
+        # model number then tells
+        name = (f"xeon-{gen}" if gen else
+                "xeon-spr" if "amx_tile" in flags else "xeon")
     else:
         name = (model.split() or ["cpu"])[0].strip("()")
     isa = (kernel or "unknown").lower()

@@ -250,6 +250,33 @@ def test_fit_any_thread_count(config, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("opt", ["sgd", "adam"])
+def test_fit_any_thread_count_wide_layers(opt, dtype):
+    # layers 1024 and 2048 wide: a team then hands out the columns of the
+    # big products in chunks as the threads come for them (product_chunks
+    # in csrc/src/gemm/product.h), each chunk's update applied by the
+    # thread that computed it; which thread takes which chunk must not
+    # show in the bits
+    layers = [300, 2048, 1024, 10]
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(256, layers[0]))
+    Y = rng.integers(0, 10, size=256)
+    params, losses = {}, {}
+    for n in THREADS:
+        net = bpcore.Network(layers=layers, dtype=dtype, seed=3,
+                             activation="relu", output="softmax",
+                             loss="cross_entropy")
+        make = (bpcore.SGD(lr=0.01, momentum=0.9) if opt == "sgd"
+                else bpcore.Adam(lr=1e-3))
+        hist = net.fit(X, Y, epochs=2, batch_size=128, shuffle=True,
+                       n_threads=n, optimizer=make)
+        params[n], losses[n] = net.params.copy(), list(hist.loss)
+    for n in THREADS[1:]:
+        assert losses[n] == losses[1], n
+        assert np.array_equal(params[n], params[1]), n
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("batch", [10, 13, 64])
 @pytest.mark.parametrize("config", ["tanh-softmax-ce", "relu-identity-mse"])
 def test_fit_any_thread_count_wide_output(config, batch, dtype):

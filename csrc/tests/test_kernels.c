@@ -337,10 +337,88 @@ check_few_rows_predict(const kernel_table *t)
     }
 }
 
+/* A team's product gives one thread's bits however it shares the work:
+ * products wide enough for the team to hand out their columns in chunks
+ * (gemm/product.h, product_chunks: n at least 16 chunks of 2 NR columns
+ * for two threads) and narrower ones, on the three layouts of a layer's
+ * products, with a partial last chunk (n = 1050), rows not a multiple of
+ * any tile (250), depths not a multiple of GEMM_KC, A packed (rows of 4 KB
+ * and A stored transposed) and read in place (the other row-major A); 2
+ * and 3 threads against 1, and against a double product within rounding. */
+static void
+check_team_matmul(const kernel_table *t)
+{
+    static const int64_t shapes[][5] = {
+        /* m, n, k, trans_a, trans_b */
+        {32, 1024, 1024, 0, 0}, {400, 1024, 100, 1, 0},
+        {60, 1024, 520, 0, 1}, {50, 1050, 1000, 0, 0},
+        {250, 1050, 300, 1, 1}, {64, 2048, 600, 0, 1}, {40, 300, 700, 0, 0}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int64_t m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
+        int ta = (int)shapes[s][3], tb = (int)shapes[s][4];
+        float *A = malloc(sizeof(float) * (size_t)(m * k));
+        float *B = malloc(sizeof(float) * (size_t)(k * n));
+        float *C1 = malloc(sizeof(float) * (size_t)(m * n));
+        float *Cn = malloc(sizeof(float) * (size_t)(m * n));
+        double *Ad = malloc(sizeof(double) * (size_t)(m * k));
+        double *Bd = malloc(sizeof(double) * (size_t)(k * n));
+        double *D1 = malloc(sizeof(double) * (size_t)(m * n));
+        double *Dn = malloc(sizeof(double) * (size_t)(m * n));
+        int64_t rsa = ta ? 1 : k, csa = ta ? m : 1;
+        int64_t rsb = tb ? 1 : n, csb = tb ? k : 1;
+        int close = 1;
+        for (int64_t i = 0; i < m * k; i++) {
+            Ad[i] = A[i] = (float)uniform();
+        }
+        for (int64_t i = 0; i < k * n; i++) {
+            Bd[i] = B[i] = (float)uniform();
+        }
+        matmul_args_f32 af = {C1, A, B, m, n, k, ta, tb, 1};
+        matmul_args_f64 ad = {D1, Ad, Bd, m, n, k, ta, tb, 1};
+        CHECK(t->matmul_f32(&af) == BP_OK);
+        CHECK(t->matmul_f64(&ad) == BP_OK);
+        for (int nt = 2; nt <= 3; nt++) {
+            for (int64_t i = 0; i < m * n; i++) {
+                Cn[i] = NAN;
+                Dn[i] = NAN;
+            }
+            af.C = Cn;
+            ad.C = Dn;
+            af.n_threads = ad.n_threads = nt;
+            CHECK(t->matmul_f32(&af) == BP_OK);
+            CHECK(t->matmul_f64(&ad) == BP_OK);
+            CHECK(memcmp(C1, Cn, sizeof(float) * (size_t)(m * n)) == 0);
+            CHECK(memcmp(D1, Dn, sizeof(double) * (size_t)(m * n)) == 0);
+        }
+        /* a sample of entries against the double sum */
+        for (int64_t e = 0; e < m * n; e += 997) {
+            int64_t i = e / n, j = e % n;
+            double sum = 0.0, mag = 0.0;
+            for (int64_t p = 0; p < k; p++) {
+                double v = Ad[i * rsa + p * csa] * Bd[p * rsb + j * csb];
+                sum += v;
+                mag += fabs(v);
+            }
+            close &= fabs(C1[e] - sum) <= 1e-5 * mag + 1e-6;
+            close &= fabs(D1[e] - sum) <= 1e-13 * mag + 1e-14;
+        }
+        CHECK(close);
+        free(A);
+        free(B);
+        free(C1);
+        free(Cn);
+        free(Ad);
+        free(Bd);
+        free(D1);
+        free(Dn);
+    }
+}
+
 static void
 check_kernel(const kernel_table *t)
 {
     check_few_rows_predict(t);
+    check_team_matmul(t);
     check_narrow_same_bits(t);
     check_direct_a_same_bits(t);
     for (int ta = 0; ta < 2; ta++) {

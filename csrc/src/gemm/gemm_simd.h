@@ -377,6 +377,79 @@ SIMD_CAT(nest_, NAME)(T *C, int64_t ldc, const T *A, int64_t rsa,
     }
 }
 
+/*
+ * A product whose team hands out the columns of C in chunks (see
+ * product_chunks in gemm/product.h): each thread packs all of A once, then
+ * computes whole chunks of CHUNK_COLS columns, depth block by depth block,
+ * as they come.  The same tiles over the same depth blocks in the same
+ * order as nest_, so the same bits whoever takes which chunk.
+ */
+#define CHUNK_COLS (2 * NR)
+static const int64_t SIMD_CAT(chunk_cols_, NAME) = CHUNK_COLS;
+static const int64_t SIMD_CAT(chunk_mr_, NAME) = MR;
+
+/* Elements of a thread's scratch that it needs: the packed A (none when
+ * read in place), one chunk's packed B block and the 64-byte alignment; 0
+ * for a product that does not take the packed nest (small, narrow). */
+static inline int64_t
+SIMD_CAT(chunk_need_, NAME)(const T *A, int64_t rsa, int64_t csa, int64_t m,
+                            int64_t n, int64_t k)
+{
+    int64_t packed_a = SIMD_CAT(direct_a_, NAME)(A, rsa, csa)
+                           ? 0
+                           : SIMD_ROUND_UP(m, MR) * k;
+    if (SIMD_CAT(narrow_, NAME)(m, n) || (k <= GEMM_KC && m * k <= 32768)) {
+        return 0;
+    }
+    return packed_a + (int64_t)GEMM_KC * CHUNK_COLS + 64 / (int64_t)sizeof(T);
+}
+
+/* All of A (m x k) packed, depth block after depth block: block pc's
+ * panels from pa + pc * m_pad (m rounded up to MR), row panel i0 at
+ * + i0 * kc, each as nest_ packs it. */
+static void
+SIMD_CAT(pack_all_, NAME)(T *restrict pa, const T *A, int64_t rsa,
+                          int64_t csa, int64_t m, int64_t k)
+{
+    int64_t m_pad = SIMD_ROUND_UP(m, MR);
+    for (int64_t pc = 0; pc < k; pc += GEMM_KC) {
+        int64_t kc = k - pc < GEMM_KC ? k - pc : GEMM_KC;
+        for (int64_t ic = 0; ic < m; ic += MC_ROWS) {
+            int64_t mc = m - ic < MC_ROWS ? m - ic : MC_ROWS;
+            SIMD_CAT(pack_a_, NAME)(pa + pc * m_pad + ic * kc,
+                                    A + ic * rsa + pc * csa, rsa, csa, mc,
+                                    kc);
+        }
+    }
+}
+
+/* Columns [j0, j1) of C = A B (overwritten), A packed by pack_all_ into pa,
+ * or read in place when pa is NULL; pb holds a GEMM_KC x (j1 - j0) block. */
+static __attribute__((noinline)) void
+SIMD_CAT(cols_, NAME)(T *C, int64_t ldc, const T *A, int64_t rsa,
+                      const T *pa, const T *B, int64_t rsb, int64_t csb,
+                      int64_t m, int64_t j0, int64_t j1, int64_t k,
+                      T *restrict pb)
+{
+    int64_t m_pad = SIMD_ROUND_UP(m, MR), nc = j1 - j0;
+    for (int64_t pc = 0; pc < k; pc += GEMM_KC) {
+        int64_t kc = k - pc < GEMM_KC ? k - pc : GEMM_KC;
+        SIMD_CAT(pack_b_, NAME)(pb, B + pc * rsb + j0 * csb, rsb, csb, kc,
+                                nc);
+        for (int64_t ic = 0; ic < m; ic += MC_ROWS) {
+            int64_t mc = m - ic < MC_ROWS ? m - ic : MC_ROWS;
+            T *c = C + ic * ldc + j0;
+            if (pa == NULL) {
+                SIMD_CAT(block_, NAME)(c, ldc, A + ic * rsa + pc, rsa, 1,
+                                       rsa, pb, mc, nc, kc, pc > 0);
+            } else {
+                SIMD_CAT(block_, NAME)(c, ldc, pa + pc * m_pad + ic * kc, 1,
+                                       MR, kc, pb, mc, nc, kc, pc > 0);
+            }
+        }
+    }
+}
+
 static void NAME(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa,
                  const T *B, int64_t rsb, int64_t csb, int64_t m, int64_t n,
                  int64_t k, int accumulate, T *scratch);
@@ -466,3 +539,4 @@ NAME(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa, const T *B,
 #undef MC_ROWS
 #undef SIMD_ROUND_UP
 #undef NARROW_ROWS
+#undef CHUNK_COLS

@@ -179,16 +179,100 @@ typedef struct {
     int whole_rows;
 } FN(epilogue);
 
+#ifdef GEMM_CHUNK
+/* Chunks per thread below which a team keeps one slice per thread. */
+#define CHUNKS_PER_THREAD 8
+
+/*
+ * Whether a team of nt cutting the columns of C = A B should hand them out
+ * in chunks as the threads come for them (product_chunks) rather than one
+ * slice per thread: a product that takes the kernel's packed nest, with
+ * at least CHUNKS_PER_THREAD chunks per thread and the whole packed A
+ * fitting in a thread's scratch (GEMM_SCRATCH_ELEMS).  Every thread
+ * decides alike.
+ */
+static inline int
+FN(chunked)(const T *A, int64_t rsa, int64_t csa, int64_t m, int64_t n,
+            int64_t k, int nt)
+{
+    int64_t need = GEMM_CHUNK(chunk_need_)(A, rsa, csa, m, n, k);
+    return need > 0 && need <= GEMM_SCRATCH_ELEMS &&
+           n >= (int64_t)CHUNKS_PER_THREAD * nt * GEMM_CHUNK(chunk_cols_);
+}
+
+/* One chunk of product_chunks: columns [c cw, (c + 1) cw) of C, then its
+ * epilogue. */
+static void
+FN(chunk_run)(T *C, int64_t ldc, const T *A, int64_t rsa, const T *pa,
+              const T *B, int64_t rsb, int64_t csb, int64_t m, int64_t n,
+              int64_t k, T *pb, const FN(epilogue) *epi, int64_t c)
+{
+    int64_t cw = GEMM_CHUNK(chunk_cols_);
+    int64_t j0 = c * cw, j1 = j0 + cw < n ? j0 + cw : n;
+    GEMM_CHUNK(cols_)(C, ldc, A, rsa, pa, B, rsb, csb, m, j0, j1, k, pb);
+    if (epi != NULL) {
+        epi->fn(epi->ctx, 0, m, j0, j1);
+    }
+}
+
+/*
+ * C = A B by the team, its columns handed out in chunks: each thread packs
+ * all of A into its scratch (mine), computes the first three quarters of
+ * the chunks of its own slice (the slice product_team_cut would give it,
+ * so a thread keeps its columns from one batch to the next), then takes
+ * the rest of every slice's chunks one at a time as it comes for them (an
+ * OpenMP dynamic loop, no barrier).  A core slowed for a while then leaves
+ * more of them to the other instead of holding the team at the next
+ * barrier (docs/perf-notes.md, "Columns handed out in chunks").  Each
+ * chunk goes through epi (NULL: none) right after it is computed.  Each
+ * entry is computed by one thread in the kernel's order, so the bits are
+ * those of one thread.
+ */
+static void
+FN(product_chunks)(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa,
+                   const T *B, int64_t rsb, int64_t csb, int64_t m,
+                   int64_t n, int64_t k, T *mine, const FN(epilogue) *epi)
+{
+    int nt = team_size(), tid = thread_id();
+    int64_t mr = GEMM_CHUNK(chunk_mr_), cw = GEMM_CHUNK(chunk_cols_);
+    int64_t n_chunks = (n + cw - 1) / cw;
+    int64_t lo = n_chunks * tid / nt, hi = n_chunks * (tid + 1) / nt;
+    T *pa = (T *)align64(mine), *pb = pa;
+
+    if (GEMM_CHUNK(direct_a_)(A, rsa, csa)) {
+        pa = NULL;  /* A read in place */
+    } else {
+        GEMM_CHUNK(pack_all_)(pa, A, rsa, csa, m, k);
+        pb = pa + (m + mr - 1) / mr * mr * k;
+    }
+    for (int64_t c = lo; c < hi - (hi - lo) / 4; c++) {
+        FN(chunk_run)(C, ldc, A, rsa, pa, B, rsb, csb, m, n, k, pb, epi, c);
+    }
+#pragma omp for schedule(dynamic, 1) nowait
+    for (int64_t c = 0; c < n_chunks; c++) {
+        /* the thread whose slice holds chunk c, and where its slice's
+         * last quarter starts */
+        int64_t t = ((c + 1) * nt - 1) / n_chunks;
+        int64_t t_lo = n_chunks * t / nt, t_hi = n_chunks * (t + 1) / nt;
+        if (c >= t_hi - (t_hi - t_lo) / 4) {
+            FN(chunk_run)(C, ldc, A, rsa, pa, B, rsb, csb, m, n, k, pb, epi,
+                          c);
+        }
+    }
+}
+#endif
+
 /*
  * C = A B shared by the threads of the enclosing region: the larger of the
  * two output dimensions (the rows, with by_rows) is cut into one slice per
  * thread, as evenly as whole blocks allow (columns in blocks of 16, rows
  * one by one; leftover blocks go to the last threads, thread 0 having the
- * serial work of the region).  Each entry is computed by one thread in the
- * kernel's fixed order, then passed through epi (NULL: none) by the same
- * thread.  scratch holds GEMM_SCRATCH_ELEMS per thread.  Ends with a
- * barrier when sync is set; without it, another thread may still be
- * writing its slice of C.
+ * serial work of the region).  A large product cut by columns hands them
+ * out in chunks instead, where the ISA's kernel can (product_chunks).
+ * Each entry is computed by one thread in the kernel's fixed order, then
+ * passed through epi (NULL: none) by the same thread.  scratch holds
+ * GEMM_SCRATCH_ELEMS per thread.  Ends with a barrier when sync is set;
+ * without it, another thread may still be writing its part of C.
  */
 static void
 FN(product_team_cut)(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa,
@@ -209,6 +293,13 @@ FN(product_team_cut)(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa,
 
     hi = hi < len ? hi : len;
 
+#ifdef GEMM_CHUNK
+    if (split_cols && nt > 1 && FN(chunked)(A, rsa, csa, m, n, k, nt)) {
+        FN(product_chunks)(C, ldc, A, rsa, csa, B, rsb, csb, m, n, k, mine,
+                           late ? NULL : epi);
+        lo = hi;  /* done */
+    }
+#endif
     if (lo < hi) {
         if (split_cols) {
             FN(product)(C + lo, ldc, A, rsa, csa, B + lo * csb, rsb, csb, m,
