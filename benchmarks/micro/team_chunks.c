@@ -75,8 +75,7 @@ chunks(const prod *p, float *c, int t)
     float *pb = pa;
     int direct = direct_a_g32(A, p->rsa, p->csa);
     if (!direct) {
-        pack_all_g32(pa, A, p->rsa, p->csa, p->m, p->k);
-        pb = pa + (p->m + MR - 1) / MR * MR * p->k;
+        pb = pack_all_g32(pa, A, p->rsa, p->csa, p->m, p->k);
     }
     for (int64_t ch = lo; ch < hi - (hi - lo) / 4; ch++) {
         int64_t j1 = (ch + 1) * cw < p->n ? (ch + 1) * cw : p->n;

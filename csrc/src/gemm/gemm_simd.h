@@ -386,7 +386,6 @@ SIMD_CAT(nest_, NAME)(T *C, int64_t ldc, const T *A, int64_t rsa,
  */
 #define CHUNK_COLS (2 * NR)
 static const int64_t SIMD_CAT(chunk_cols_, NAME) = CHUNK_COLS;
-static const int64_t SIMD_CAT(chunk_mr_, NAME) = MR;
 
 /* Elements of a thread's scratch that it needs: the packed A (none when
  * read in place), one chunk's packed B block and the 64-byte alignment; 0
@@ -395,19 +394,18 @@ static inline int64_t
 SIMD_CAT(chunk_need_, NAME)(const T *A, int64_t rsa, int64_t csa, int64_t m,
                             int64_t n, int64_t k)
 {
-    int64_t packed_a = SIMD_CAT(direct_a_, NAME)(A, rsa, csa)
-                           ? 0
-                           : SIMD_ROUND_UP(m, MR) * k;
     if (SIMD_CAT(narrow_, NAME)(m, n) || (k <= GEMM_KC && m * k <= 32768)) {
         return 0;
     }
-    return packed_a + (int64_t)GEMM_KC * CHUNK_COLS + 64 / (int64_t)sizeof(T);
+    return (SIMD_CAT(direct_a_, NAME)(A, rsa, csa) ? 0
+                                                   : SIMD_ROUND_UP(m, MR) * k) +
+           (int64_t)GEMM_KC * CHUNK_COLS + 64 / (int64_t)sizeof(T);
 }
 
 /* All of A (m x k) packed, depth block after depth block: block pc's
  * panels from pa + pc * m_pad (m rounded up to MR), row panel i0 at
- * + i0 * kc, each as nest_ packs it. */
-static void
+ * + i0 * kc, each as nest_ packs it.  Returns the end of the packed A. */
+static T *
 SIMD_CAT(pack_all_, NAME)(T *restrict pa, const T *A, int64_t rsa,
                           int64_t csa, int64_t m, int64_t k)
 {
@@ -421,6 +419,7 @@ SIMD_CAT(pack_all_, NAME)(T *restrict pa, const T *A, int64_t rsa,
                                     kc);
         }
     }
+    return pa + m_pad * k;
 }
 
 /* Columns [j0, j1) of C = A B (overwritten), A packed by pack_all_ into pa,

@@ -234,16 +234,14 @@ FN(product_chunks)(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa,
                    int64_t n, int64_t k, T *mine, const FN(epilogue) *epi)
 {
     int nt = team_size(), tid = thread_id();
-    int64_t mr = GEMM_CHUNK(chunk_mr_), cw = GEMM_CHUNK(chunk_cols_);
-    int64_t n_chunks = (n + cw - 1) / cw;
+    int64_t cw = GEMM_CHUNK(chunk_cols_), n_chunks = (n + cw - 1) / cw;
     int64_t lo = n_chunks * tid / nt, hi = n_chunks * (tid + 1) / nt;
     T *pa = (T *)align64(mine), *pb = pa;
 
     if (GEMM_CHUNK(direct_a_)(A, rsa, csa)) {
         pa = NULL;  /* A read in place */
     } else {
-        GEMM_CHUNK(pack_all_)(pa, A, rsa, csa, m, k);
-        pb = pa + (m + mr - 1) / mr * mr * k;
+        pb = GEMM_CHUNK(pack_all_)(pa, A, rsa, csa, m, k);
     }
     for (int64_t c = lo; c < hi - (hi - lo) / 4; c++) {
         FN(chunk_run)(C, ldc, A, rsa, pa, B, rsb, csb, m, n, k, pb, epi, c);
@@ -297,8 +295,7 @@ FN(product_team_cut)(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa,
     if (split_cols && nt > 1 && FN(chunked)(A, rsa, csa, m, n, k, nt)) {
         FN(product_chunks)(C, ldc, A, rsa, csa, B, rsb, csb, m, n, k, mine,
                            late ? NULL : epi);
-        lo = hi;  /* done */
-    }
+    } else
 #endif
     if (lo < hi) {
         if (split_cols) {
