@@ -645,3 +645,111 @@ def test_training_workspace_is_what_the_batch_needs():
             Y = np.zeros((37, layers[-1]))
             for bs in (1, 7, 37):
                 net.fit(X, Y, epochs=1, batch_size=bs, n_threads=2)
+
+
+def test_predict_race_keeps_the_faster_choice():
+    """predict's chooser (_core.PredictRace) with made-up timings: the
+    first call of each choice untimed, a probe of the other after three
+    timed calls, the faster per row kept (the team needs a 3% edge), a
+    probe at once when the current choice turns slower than the other
+    was, and probes spaced out while they confirm the choice."""
+    from bpcore._core import PredictRace
+    clock = [100.0]
+    speed = {1: 1e-6, 2: 0.5e-6}         # seconds per row
+
+    def run(race, calls, rows=10):
+        log = []
+        for _ in range(calls):
+            t = race.threads(clock[0])
+            clock[0] += speed[t] * rows
+            race.record(t, speed[t], clock[0])
+            log.append(t)
+        return log
+
+    race = PredictRace(2)
+    assert race.state == (2, None, None)
+    # untimed first call and three timed calls on the team, then the probe
+    # of one thread: untimed first call, three timed
+    assert run(race, 8) == [2, 2, 2, 2, 1, 1, 1, 1]
+    assert race.state == (2, 1e-6, 0.5e-6)
+    assert run(race, 50) == [2] * 50     # no probe before 0.05 s
+    interval, due, probing = race.schedule
+    assert interval == 0.05 and probing == 0
+    # the team slows down (another process took a core): once most of its
+    # last three calls are slow, a probe at once, and one thread from then on
+    speed[2] = 5e-6
+    log = run(race, 2)
+    assert log == [2, 2] and race.schedule[1] == 0.0
+    log = run(race, 10)
+    assert log[:4] == [1, 1, 1, 1]       # the probe (first call untimed)
+    assert race.state[0] == 1 and log[4:] == [1] * 6
+    # a team within 3% of one thread is not taken
+    speed[2] = 0.99e-6
+    for _ in range(12):
+        clock[0] += 5.0
+        run(race, 5)
+        assert race.state[0] == 1
+    assert race.schedule[0] == 4.0       # probes every 4 s at most
+    # a clearly faster team is taken back at the next probe
+    speed[2] = 0.6e-6
+    clock[0] += 5.0
+    run(race, 12)
+    assert race.state[0] == 2
+
+
+def test_predict_race_calls_from_other_threads_are_ignored_in_a_probe():
+    from bpcore._core import PredictRace
+    race = PredictRace(2)
+    for t in (10.0, 10.1, 10.2, 10.3):
+        assert race.threads(t) == 2
+        race.record(2, 1e-6, t)
+    assert race.threads(11.0) == 1       # the probe begins
+    race.record(2, 9e-6, 11.0)           # a team call that began earlier
+    assert race.schedule[2] == 1         # still probing, nothing taken
+    for t in (11.1, 11.2, 11.3, 11.4):   # the probe's own four calls
+        assert race.threads(t) == 1
+        race.record(1, 3e-6, t)
+    assert race.state == (2, 3e-6, 1e-6)
+
+
+def test_predict_race_is_off_with_team_always_and_for_small_work(rng):
+    # the suite runs with BPCORE_TEAM=always: predict uses the team
+    # asked for, no race
+    net = bpcore.Network([784, 256, 128, 10], activation="relu",
+                         output="softmax", loss="cross_entropy", seed=1)
+    X = rng.normal(size=(300, 784))
+    for rows in (1, 3, 300):
+        net.predict(X[:rows], n_threads=2)
+    net.predict(X[:64], n_threads=2)     # one block of rows: one thread
+    assert net._arch.races == {}
+
+
+def test_predict_race_changes_no_result():
+    """Without BPCORE_TEAM=always, predict races one thread against the
+    team per network and size of call; whatever it picks, the bits are
+    those of one thread."""
+    code = r"""
+import numpy as np, bpcore
+rng = np.random.default_rng(5)
+for dtype in ("float32", "float64"):
+    net = bpcore.Network([800, 256, 64, 7], activation="tanh",
+                         output="softmax", loss="cross_entropy", seed=2,
+                         dtype=dtype)
+    X = rng.normal(size=(700, 800)).astype(dtype)
+    for rows in (1, 2, 4, 64, 129, 700):
+        ref = net.predict(X[:rows], n_threads=1)
+        for i in range(40):
+            assert np.array_equal(net.predict(X[:rows], n_threads=2), ref)
+        assert np.array_equal(net.predict(X[0], n_threads=2), ref[0])
+    races = net._arch.races
+    assert set(races) == {(1, 2), (2, 2), (4, 2), (-8, 2), (-10, 2)}, races
+    for race in races.values():
+        choice, one, team = race.state
+        assert choice in (1, 2) and one > 0 and team > 0, race.state
+print("done")
+"""
+    env = {k: v for k, v in os.environ.items() if k != "BPCORE_TEAM"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                       text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "done" in r.stdout

@@ -188,6 +188,12 @@ team_for(int nt, double flops, double syncs, int f64)
 }
 
 int
+bp_team_forced(void)
+{
+    return always_team();
+}
+
+int
 bp_team_size(int n_threads, double flops, double syncs, int f64)
 {
     return team_for(resolve_threads(n_threads), flops, syncs, f64);

@@ -109,6 +109,8 @@ int resolve_threads(int n_threads);
 
 /* Total weights of an architecture (sum n_k n_{k+1}) as a double. */
 double arch_weights(const bp_arch *arch);
+/* The threads predict runs m rows on when nt (resolved) are allowed. */
+int predict_team(const bp_arch *arch, int64_t m, int nt);
 
 /* Bytes of one thread's share of the predict workspace. */
 int64_t predict_thread_bytes(const bp_arch *arch, int64_t m);

@@ -205,6 +205,25 @@ sizing_args_check(const int64_t *bytes, const bp_arch *arch)
     return bytes == NULL ? BP_EARG : bp_arch_check(arch);
 }
 
+int
+predict_team(const bp_arch *arch, int64_t m, int nt)
+{
+    if (nt <= 1 || (double)m * arch_weights(arch) * 2.0 < BP_PARALLEL_MIN_FLOPS
+            || (m <= BP_PREDICT_ROWS && m > BP_PREDICT_SMALL)) {
+        return 1;  /* too little work, or one block of rows: one thread */
+    }
+    return nt;
+}
+
+int
+bp_predict_threads(const bp_arch *arch, int64_t m, int n_threads)
+{
+    if (arch == NULL || bp_arch_check(arch) != BP_OK || m < 0) {
+        return 1;
+    }
+    return predict_team(arch, m, resolve_threads(n_threads));
+}
+
 bp_status
 bp_predict_workspace_size(int64_t *bytes, const bp_arch *arch, int64_t m,
                           int n_threads)

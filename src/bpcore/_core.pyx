@@ -13,6 +13,7 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.pythread cimport PyThread_get_thread_ident
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 from bpcore._bpcore_c cimport *
 from bpcore._errors import DivergenceError
@@ -476,6 +477,137 @@ cdef _need(object a, object dtype, tuple shape, str name):
         f"{getattr(a, 'dtype', None)} {getattr(a, 'shape', None)}")
 
 
+cdef double _now() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <double>ts.tv_sec + 1e-9 * <double>ts.tv_nsec
+
+
+cdef inline double _median3(double *v) noexcept nogil:
+    cdef double a = v[0], b = v[1], c = v[2]
+    if a > b:
+        a, b = b, a
+    if b > c:
+        b = c
+    return a if a > b else b
+
+
+# PredictRace's settings: timed calls per probe (the medians are of three),
+# the team's edge, and the spacing of probes (seconds)
+cdef enum:
+    _RACE_PROBE = 3
+cdef double _RACE_MARGIN = 0.97
+cdef double _RACE_FIRST_INTERVAL = 0.05
+cdef double _RACE_MAX_INTERVAL = 4.0
+
+
+cdef class PredictRace:
+    """Chooses between a team and one thread for the predict calls of one
+    network and one size of call, by timing both (fit's race, _race.py,
+    does the same between chunks of batches).
+
+    The C core shares a predict of enough rows, or of one to four rows,
+    among the threads asked for.  Whether the team wins depends on the host
+    and the moment: one row of a 784-256-128-10 network takes 8.7 us on
+    one thread and 9.3 us on two on a quiet Xeon, 31 us on two when another
+    process holds the second core.  So the calls run on the current choice,
+    each one timed (two clock reads), and now and then a probe of three
+    calls runs on the other, its first call untimed (it pays for waking an
+    idle thread); the choice with the lower median time per row over its
+    last three calls is kept, the team needing a 3% edge.  The first
+    probe comes after three timed calls; later ones 0.05 s apart, the
+    interval doubling to 4 s while probes confirm the
+    choice, and a probe comes at once when the current choice turns slower
+    than the other was at its last probe.  No choice changes a bit."""
+
+    cdef int nt            # the team asked for
+    cdef int current       # threads of the ordinary calls
+    cdef int probing       # threads of the probe in flight, 0 when none
+    cdef int left          # timed calls left in that probe
+    cdef bint warm         # the next call of the probe is its untimed one
+    cdef double times[2][3]   # last times per row: [0] one thread, [1] team
+    cdef int count[2]         # how many of them were measured (up to 3)
+    cdef int pos[2]
+    cdef double interval, next_probe
+
+    def __cinit__(self, int nt):
+        self.nt = nt
+        self.current = nt
+        self.probing = 0
+        self.warm = True       # the very first call: untimed
+        self.count[0] = self.count[1] = 0
+        self.pos[0] = self.pos[1] = 0
+        self.interval = _RACE_FIRST_INTERVAL
+        self.next_probe = -1.0  # after three timed calls
+
+    cdef inline int _slot(self, int threads) noexcept:
+        return 0 if threads == 1 else 1
+
+    cpdef int threads(self, double now):
+        """The thread count of the next call, starting at time `now`
+        (seconds, CLOCK_MONOTONIC)."""
+        if self.probing:
+            return self.probing
+        if (self.next_probe >= 0.0 and now >= self.next_probe) or (
+                self.next_probe < 0.0 and self.count[self._slot(self.current)] == 3):
+            self.probing = 1 if self.current == self.nt else self.nt
+            self.left = _RACE_PROBE
+            self.warm = True
+            return self.probing
+        return self.current
+
+    cpdef void record(self, int threads, double per_row, double now):
+        """What a call on `threads` threads took per row, ending at time
+        `now`."""
+        cdef int k = self._slot(threads)
+        cdef int o = 1 - k
+        if self.probing and threads != self.probing:
+            return  # a call chosen before the probe began (another thread)
+        if self.warm:
+            self.warm = False
+            return
+        self.times[k][self.pos[k]] = per_row
+        self.pos[k] = (self.pos[k] + 1) % 3
+        if self.count[k] < 3:
+            self.count[k] += 1
+        if self.probing:
+            self.left -= 1
+            if self.left <= 0:
+                self.probing = 0
+                self._decide(now)
+        elif (self.next_probe >= 0.0 and self.count[k] == 3 and
+                self.count[o] == 3 and
+                _RACE_MARGIN * _median3(self.times[k]) >
+                _median3(self.times[o])):
+            self.next_probe = 0.0  # the host changed: probe at once
+
+    cdef void _decide(self, double now) noexcept:
+        cdef int best = self.current
+        if self.count[0] == 3 and self.count[1] == 3:
+            best = (self.nt if _median3(self.times[1]) <
+                    _RACE_MARGIN * _median3(self.times[0]) else 1)
+        if best == self.current and self.next_probe >= 0.0:
+            self.interval = min(2.0 * self.interval, _RACE_MAX_INTERVAL)
+        else:
+            self.interval = _RACE_FIRST_INTERVAL
+        self.current = best
+        self.next_probe = now + self.interval
+
+    @property
+    def schedule(self):
+        """(probe interval, time of the next probe, threads of the probe in
+        flight or 0): for tests."""
+        return self.interval, self.next_probe, self.probing
+
+    @property
+    def state(self):
+        """(current choice, median time per row on one thread and on the
+        team, or None where not measured): for tests and benchmarks."""
+        return (self.current,
+                _median3(self.times[0]) if self.count[0] == 3 else None,
+                _median3(self.times[1]) if self.count[1] == 3 else None)
+
+
 cdef class Arch:
     """A network architecture as the C core sees it (sizes, activations, loss)."""
     cdef bp_arch arch
@@ -486,6 +618,7 @@ cdef class Arch:
     cdef readonly int64_t n_weights
     cdef bint f64
     cdef readonly object dropout  # float64 rates of the hidden layers, or None
+    cdef readonly dict races  # (call size, threads asked) -> PredictRace
 
     def __cinit__(self, sizes, acts, int loss, dtype, double loss_param=0.0):
         cdef cnp.ndarray s = np.ascontiguousarray(sizes, dtype=np.int64)
@@ -506,6 +639,7 @@ cdef class Arch:
         self.arch.dropout = NULL
         self.arch.drop_seed = 0
         self.dropout = None
+        self.races = {}
         _check(bp_arch_check(&self.arch), "architecture")
         _, _, self.n_weights, self.n_params = layout(s)
 
@@ -611,6 +745,13 @@ cdef class Arch:
         cdef int64_t n_in = self.size(0)
         cdef int64_t n_out = self.size(self.arch.n_layers - 1)
         cdef size_t isz = 8 if self.f64 else 4
+        cdef PredictRace race = None
+        cdef double t0 = 0.0, t1
+        if m * self.n_weights >= _KEEP_GIL_BELOW and n_threads > 1:
+            race = self._race(m, n_threads)
+            if race is not None:
+                t0 = _now()
+                n_threads = race.threads(t0)
         if m * self.n_weights > _PREDICT_CALL_MADDS:
             rows = max(512, _PREDICT_CALL_MADDS // max(1, self.n_weights)
                        // 512 * 512)
@@ -644,7 +785,30 @@ cdef class Arch:
         if checked and st == BP_ENONFINITE:
             return 0
         _check(st, "predict")
+        if race is not None:
+            t1 = _now()
+            race.record(n_threads, (t1 - t0) / m, t1)
         return 1
+
+    cdef PredictRace _race(self, int64_t m, int n_threads):
+        """The race of predict calls of m rows on n_threads, or None where
+        the C core runs them on one thread anyway (or BPCORE_TEAM=always
+        makes it run them on the team)."""
+        cdef int nt = bp_predict_threads(&self.arch, m, n_threads)
+        cdef int size = 0
+        if nt <= 1 or bp_team_forced():
+            return None
+        if m <= 4:
+            size = <int>m  # the few-row path: each count its own race
+        else:
+            while m:     # more: calls within a factor of two share one
+                size -= 1
+                m >>= 1
+        key = (size, nt)
+        race = self.races.get(key)
+        if race is None:
+            race = self.races[key] = PredictRace(nt)
+        return race
 
     cdef bp_status _predict_c(self, void *py, const void *px, const void *pp,
                               int64_t m, void *w, int64_t need,

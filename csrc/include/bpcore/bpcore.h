@@ -202,6 +202,17 @@ bp_status bp_predict_workspace_size(int64_t *bytes, const bp_arch *arch,
                                     int64_t m, int n_threads);
 
 /*
+ * The threads bp_predict_* runs m rows on when n_threads are allowed:
+ * n_threads, or 1 where the work is too small to share or is one block of
+ * rows (1 for an invalid arch).  The Python layer races this team against
+ * one thread on the calls it makes (see _core.pyx, PredictRace).
+ */
+int bp_predict_threads(const bp_arch *arch, int64_t m, int n_threads);
+/* Whether BPCORE_TEAM=always turns the choice of threads off (then any work
+ * above the minimum runs on the threads asked for). */
+int bp_team_forced(void);
+
+/*
  * Output activations of the network.
  *   Y (m, n_L) out;  X (m, n_0) in;  params (n_params) in
  *   work (bytes from bp_predict_workspace_size) scratch

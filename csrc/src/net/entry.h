@@ -68,11 +68,7 @@ FN(predict)(const ARGS(predict) *a)
     if (m < 0) {
         return BP_ESHAPE;
     }
-    nt = FN(worth_sharing)(resolve_threads(a->n_threads),
-                           (double)m * arch_weights(a->arch) * 2.0);
-    if (m <= BP_PREDICT_ROWS && m > BP_PREDICT_SMALL) {
-        nt = 1;  /* one block of rows: one thread */
-    }
+    nt = predict_team(a->arch, m, resolve_threads(a->n_threads));
     if ((s = bp_predict_workspace_size(&need, a->arch, m, nt)) != BP_OK) {
         return s;
     }
