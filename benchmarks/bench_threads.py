@@ -38,6 +38,10 @@ another, so that the libraries and thread counts are interleaved in time.
     the table gives the T-thread / 1-thread ratio (the target: >= 0.5).
     The 1-thread cases are pinned to the first CPU, so they are not
     slowed by the loop; the team shares its second CPU with the loop.
+    Then predict on C3 (one row, four rows and 1,000 rows per call) the
+    same way, bpcore (its race between one thread and the team) against
+    PyTorch (``torch.no_grad``): time per call, and the T-thread /
+    1-thread ratio of the calls' rates.
 
 Usage::
 
@@ -94,6 +98,8 @@ BUSY_N = {"C2": (8_000, 4_000), "C3": (6_400, 2_560), "C4": (2_048, 1_024),
 # slower) still ends in seconds.  Fast cases repeat until C.MIN_TOTAL_S.
 REP_S = {False: 0.3, True: 0.1}
 WARM_S = 0.1
+# The contention section's predict: C3, these rows per call.
+BUSY_PREDICT_ROWS = (1, 4, 1000)
 
 # Minimum measured seconds per product (each is timed as a run of calls).
 PRODUCT_MIN_TOTAL_S = {False: 0.3, True: 0.1}
@@ -382,12 +388,70 @@ def worker_busy_fit(a):
                 fit_chosen_threads=race and _chosen(race, cfg, a.threads)))
 
 
+def worker_busy_predict(a):
+    """bpcore or PyTorch predict on C3, a.rows rows per call, for the
+    contention table: seconds per call."""
+    import numpy as np
+    cfg = C.CONFIGS["C3"]
+    X = np.random.default_rng(0).standard_normal(
+        (a.rows, cfg["layers"][0])).astype(np.float32)
+    base = {"bench": "busy_predict", "config": "C3", "peer": a.lib,
+            "variant": a.lib, "threads": a.threads, "cpus": a.cpus,
+            "dtype": "float32", "rows": a.rows, "busy_cpu": a.busy_cpu}
+    chosen = None
+    if a.lib == "torch":
+        try:
+            import torch
+        except ImportError as e:
+            C.emit(dict(base, skipped=f"import failed: {e}"))
+            return
+        torch.set_num_threads(a.threads)
+        layers = cfg["layers"]
+        mods = []
+        for k in range(len(layers) - 1):
+            mods.append(torch.nn.Linear(layers[k], layers[k + 1]))
+            mods.append(torch.nn.ReLU() if k < len(layers) - 2
+                        else torch.nn.Softmax(dim=-1))
+        model = torch.nn.Sequential(*mods).eval()
+        tx = torch.from_numpy(X)
+
+        def call():
+            with torch.no_grad():
+                model(tx)
+        kernel = torch.backends.cpu.get_cpu_capability()
+    else:
+        import bpcore
+        net = _make_net(bpcore, cfg)
+
+        def call():
+            net.predict(X, n_threads=a.threads)
+        kernel = C.bpcore_config(bpcore)[0]
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < WARM_S:  # warm-up; bpcore's race settles
+        call()
+    t0 = time.perf_counter()
+    call()
+    per = max(time.perf_counter() - t0, 1e-7)
+    n = max(1, int(0.02 / per))  # calls per repetition: about 20 ms
+
+    def run():
+        for _ in range(n):
+            call()
+    times = [t / n for t in C.repeat(run, a.reps)]
+    if a.lib == "bpcore":
+        races = list(getattr(net._arch, "races", {}).values())
+        chosen = races[0].state[0] if len(races) == 1 else None
+    C.emit(dict(base, calls_per_rep=n, reps=len(times), **C.summarize(times),
+                kernel=kernel, predict_chosen_threads=chosen))
+
+
 def worker_main(a):
     a.cpus = C.pin_threads(a.threads)
     if a.quick:
         C.MIN_TOTAL_S = min(C.MIN_TOTAL_S, 0.3)
     {"products": worker_products, "fit": worker_fit, "c2": worker_c2,
-     "busy": worker_busy_fit}[a.section](a)
+     "busy": worker_busy_fit,
+     "busy_predict": worker_busy_predict}[a.section](a)
 
 
 # ==========================================================================
@@ -559,6 +623,20 @@ def sweep_busy(threads, quick, reps, log):
                                 f"samples/s best")
                         else:
                             log(f"busy {name} T={t} {lib}: "
+                                f"{r.get('error') or r.get('skipped')}")
+        for rows in BUSY_PREDICT_ROWS:
+            for t in threads:
+                for lib in _libs(lambda s: None):
+                    for r in _worker("busy_predict", t, quick, reps, lib,
+                                     extra=("--rows", str(rows), "--busy-cpu",
+                                            str(cpu))):
+                        recs.append(r)
+                        if "min_s" in r:
+                            log(f"busy predict C3 {rows} rows T={t} {lib}: "
+                                f"{C.fmt_time(r['min_s'])} per call best, "
+                                f"{C.fmt_time(r['median_s'])} median")
+                        else:
+                            log(f"busy predict C3 {rows} rows T={t} {lib}: "
                                 f"{r.get('error') or r.get('skipped')}")
     share = busy.share
     log(f"busy: loop stopped; it held {100 * share:.0f}% of CPU {cpu}"
@@ -753,6 +831,36 @@ def table_busy(recs, threads):
     return "\n".join(lines)
 
 
+def table_busy_predict(recs, threads):
+    idx = {(r["rows"], r["peer"], r["threads"]): r
+           for r in _ok(recs, "busy_predict")}
+    if not idx:
+        return ""
+    T = max(threads)
+    tstr = " / ".join(map(str, threads))
+    lines = [f"Contention, predict on C3: time per call (median), threads "
+             f"{tstr}; ratio = {T}-thread / 1-thread rate of calls (target "
+             f">= 0.5). team = the thread count bpcore's predict race last "
+             f"chose.", "",
+             "| rows per call | bpcore | ratio | team | PyTorch | ratio |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for rows in sorted({k[0] for k in idx}):
+        cells = []
+        for lib in ("bpcore", "torch"):
+            rs = [idx.get((rows, lib, t)) for t in threads]
+            cells.append(" / ".join(C.fmt_time(r["median_s"]) if r else "-"
+                                    for r in rs))
+            one, top = idx.get((rows, lib, 1)), idx.get((rows, lib, T))
+            cells.append(_ratio(one and one["median_s"],
+                                top and top["median_s"]))
+            if lib == "bpcore":
+                cells.append(" / ".join(
+                    str(r.get("predict_chosen_threads") or "-") if r else "-"
+                    for r in rs))
+        lines.append(f"| {rows} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def cpu_short(facts, kernel):
     """File-name tag of the host: e.g. 'xeon-spr-avx512-2core'."""
     model = (facts.get("cpu_model") or "").lower()
@@ -794,7 +902,8 @@ def report_text(recs, threads, facts, mode, wall=None, load=None):
             lines.append(f"- error: {r.get('bench') or r.get('args')} "
                          f"T={r.get('threads')} {r.get('peer')}: {r['error']}")
     for part in (table_products(recs, threads), table_fit(recs, threads),
-                 table_c2(recs), table_busy(recs, threads)):
+                 table_c2(recs), table_busy(recs, threads),
+                 table_busy_predict(recs, threads)):
         if part:
             lines += [part, ""]
     lines.append(f"Curated file name for this host: `benchmarks/results/"
@@ -810,6 +919,7 @@ def parse_args(argv=None):
     ap.add_argument("--lib", default="bpcore", help=argparse.SUPPRESS)
     ap.add_argument("--config", help=argparse.SUPPRESS)
     ap.add_argument("--mode", help=argparse.SUPPRESS)
+    ap.add_argument("--rows", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--threads", default="1,2", help="thread counts, e.g. 1,2")
     ap.add_argument("--reps", type=int, default=None,
                     help="minimum timed repetitions (3; 2 with --quick)")

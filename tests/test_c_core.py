@@ -33,7 +33,7 @@ def _tool(name):
     "native", pytest.param("avx512-tiles-on-avx2", marks=pytest.mark.slow)])
 def test_c_tests_under_sanitizers(tmp_path, variant):
     # The second variant builds the AVX-512 kernel table with AVX2 flags, so
-    # that its 14 x 32 / 8 x 16 tiles and every path of its network code run
+    # that its 14 x 32 / 6 x 32 tiles and every path of its network code run
     # (and are checked against the naive product) on machines without
     # AVX-512; on an AVX-512 machine the native build runs it for real.
     cmake = _tool("cmake")

@@ -449,9 +449,11 @@ SIMD_CAT(cols_, NAME)(T *C, int64_t ldc, const T *A, int64_t rsa,
     }
 }
 
-static void NAME(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa,
-                 const T *B, int64_t rsb, int64_t csb, int64_t m, int64_t n,
-                 int64_t k, int accumulate, T *scratch);
+static void SIMD_CAT(unflipped_, NAME)(T *C, int64_t ldc, const T *A,
+                                       int64_t rsa, int64_t csa, const T *B,
+                                       int64_t rsb, int64_t csb, int64_t m,
+                                       int64_t n, int64_t k, int accumulate,
+                                       T *scratch);
 
 /* C = A B for a narrow C through C^T = B^T A^T, NARROW_ROWS rows of C at
  * a time into the scratch, then transposed into place.  Entry (i, j) is
@@ -468,9 +470,11 @@ SIMD_CAT(product_flipped_, NAME)(T *C, int64_t ldc, const T *A, int64_t rsa,
             (int64_t)GEMM_KC * (GEMM_NC / 2);
     for (int64_t i0 = 0; i0 < m; i0 += NARROW_ROWS) {
         int64_t mc = m - i0 < NARROW_ROWS ? m - i0 : NARROW_ROWS;
-        /* C^T (n, mc) = B^T (n, k) A^T (k, mc), row stride mc */
-        NAME(ct, mc, B, csb, rsb, A + i0 * rsa, csa, rsa, n, mc, k, 0,
-             scratch);
+        /* C^T (n, mc) = B^T (n, k) A^T (k, mc), row stride mc; never
+         * flipped back (a short last pass can look narrow the other way,
+         * and its own pass would overwrite ct) */
+        SIMD_CAT(unflipped_, NAME)(ct, mc, B, csb, rsb, A + i0 * rsa, csa,
+                                   rsa, n, mc, k, 0, scratch);
         for (int64_t i = 0; i < mc; i++) {
             T *c_i = C + (i0 + i) * ldc;
             for (int64_t j = 0; j < n; j++) {
@@ -480,20 +484,16 @@ SIMD_CAT(product_flipped_, NAME)(T *C, int64_t ldc, const T *A, int64_t rsa,
     }
 }
 
+/* NAME without the narrow check: C = A B as it is. */
 static void
-NAME(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa, const T *B,
-     int64_t rsb, int64_t csb, int64_t m, int64_t n, int64_t k,
-     int accumulate, T *scratch)
+SIMD_CAT(unflipped_, NAME)(T *C, int64_t ldc, const T *A, int64_t rsa,
+                           int64_t csa, const T *B, int64_t rsb, int64_t csb,
+                           int64_t m, int64_t n, int64_t k, int accumulate,
+                           T *scratch)
 {
     /* scratch: packed A (GEMM_MC x GEMM_KC), then packed B, 64-aligned */
     T *pa = (T *)(((uintptr_t)scratch + 63u) & ~(uintptr_t)63u);
     T *pb = pa + (int64_t)GEMM_MC * GEMM_KC;
-
-    if (!accumulate && SIMD_CAT(narrow_, NAME)(m, n)) {
-        SIMD_CAT(product_flipped_, NAME)(C, ldc, A, rsa, csa, B, rsb, csb, m,
-                                         n, k, scratch);
-        return;
-    }
 
     if (k <= GEMM_KC && m * k <= 32768) {
         /* Depth within one block and A small: operands stay in cache as
@@ -531,6 +531,20 @@ NAME(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa, const T *B,
 
     SIMD_CAT(nest_, NAME)(C, ldc, A, rsa, csa, B, rsb, csb, m, n, k,
                           accumulate, pa, pb);
+}
+
+static void
+NAME(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa, const T *B,
+     int64_t rsb, int64_t csb, int64_t m, int64_t n, int64_t k,
+     int accumulate, T *scratch)
+{
+    if (!accumulate && SIMD_CAT(narrow_, NAME)(m, n)) {
+        SIMD_CAT(product_flipped_, NAME)(C, ldc, A, rsa, csa, B, rsb, csb, m,
+                                         n, k, scratch);
+        return;
+    }
+    SIMD_CAT(unflipped_, NAME)(C, ldc, A, rsa, csa, B, rsb, csb, m, n, k,
+                               accumulate, scratch);
 }
 
 #undef VT
