@@ -648,68 +648,82 @@ def test_training_workspace_is_what_the_batch_needs():
 
 
 def test_predict_race_keeps_the_faster_choice():
-    """predict's chooser (_core.PredictRace) with made-up timings: the
-    first call of each choice untimed, a probe of the other after three
-    timed calls, the faster per row kept (the team needs a 3% edge), a
-    probe at once when the current choice turns slower than the other
-    was, and probes spaced out while they confirm the choice."""
+    """predict's chooser (_core.PredictRace) with made-up timings: probes
+    of seven calls (four untimed), spaced by their length at first, then
+    0.05 s doubling to 4 s while they confirm the choice; the other choice
+    taken only by a margin (3% for the team, 15% for one thread); a probe
+    at once when the current choice turns 25% slower than the other was."""
     from bpcore._core import PredictRace
     clock = [100.0]
     speed = {1: 1e-6, 2: 0.5e-6}         # seconds per row
+    rows = 10
 
-    def run(race, calls, rows=10):
+    def run(race, calls):
         log = []
         for _ in range(calls):
             t = race.threads(clock[0])
-            clock[0] += speed[t] * rows
-            race.record(t, speed[t], clock[0])
+            dt = speed[t] * rows
+            clock[0] += dt
+            race.record(t, dt, rows, clock[0])
             log.append(t)
         return log
 
     race = PredictRace(2)
     assert race.state == (2, None, None)
-    # untimed first call and three timed calls on the team, then the probe
-    # of one thread: untimed first call, three timed
-    assert run(race, 8) == [2, 2, 2, 2, 1, 1, 1, 1]
+    # four untimed calls and three timed ones on the team (what the C core
+    # chose); the first probe no sooner than 50 probes' length after
+    assert run(race, 7) == [2] * 7
+    assert race.schedule[1] == pytest.approx(clock[0] + 50 * 7 * 5e-6)
+    assert run(race, 10) == [2] * 10
+    clock[0] += 0.002
+    assert run(race, 7) == [1] * 7       # the probe
     assert race.state == (2, 1e-6, 0.5e-6)
-    assert run(race, 50) == [2] * 50     # no probe before 0.05 s
     interval, due, probing = race.schedule
-    assert interval == 0.05 and probing == 0
-    # the team slows down (another process took a core): once most of its
-    # last three calls are slow, a probe at once, and one thread from then on
+    assert probing == 0 and interval == 0.1  # confirmed: twice 0.05
+    assert run(race, 50) == [2] * 50     # no probe before then
+    # the team slows down (another process took a core): once most of the
+    # last nine calls are slow, a probe at once, and one thread from then on
     speed[2] = 5e-6
-    log = run(race, 2)
-    assert log == [2, 2] and race.schedule[1] == 0.0
-    log = run(race, 10)
-    assert log[:4] == [1, 1, 1, 1]       # the probe (first call untimed)
-    assert race.state[0] == 1 and log[4:] == [1] * 6
-    # a team within 3% of one thread is not taken
+    assert run(race, 5) == [2] * 5 and race.schedule[1] == 0.0
+    assert run(race, 7) == [1] * 7
+    assert race.state[0] == 1 and race.schedule[0] == 0.05
+    assert run(race, 10) == [1] * 10
+    # a team within 3% of one thread is not taken back
     speed[2] = 0.99e-6
-    for _ in range(12):
+    for _ in range(10):
         clock[0] += 5.0
-        run(race, 5)
+        run(race, 20)
         assert race.state[0] == 1
     assert race.schedule[0] == 4.0       # probes every 4 s at most
-    # a clearly faster team is taken back at the next probe
+    # a clearly faster team is, at the next probe
     speed[2] = 0.6e-6
     clock[0] += 5.0
-    run(race, 12)
+    run(race, 20)
     assert race.state[0] == 2
+    # one thread 10% faster than the team does not replace it (15% needed)
+    speed[1], speed[2] = 0.9e-6, 1e-6
+    clock[0] += 5.0
+    run(race, 40)
+    clock[0] += 5.0
+    run(race, 40)
+    assert race.state == (2, pytest.approx(0.9e-6), pytest.approx(1e-6))
 
 
 def test_predict_race_calls_from_other_threads_are_ignored_in_a_probe():
     from bpcore._core import PredictRace
     race = PredictRace(2)
-    for t in (10.0, 10.1, 10.2, 10.3):
+    t = 10.0
+    for _ in range(7):                   # four untimed calls, three timed
         assert race.threads(t) == 2
-        race.record(2, 1e-6, t)
+        race.record(2, 10e-6, 10, t)
+        t += 1e-5
     assert race.threads(11.0) == 1       # the probe begins
-    race.record(2, 9e-6, 11.0)           # a team call that began earlier
+    race.record(2, 90e-6, 10, 11.0)      # a team call that began earlier
     assert race.schedule[2] == 1         # still probing, nothing taken
-    for t in (11.1, 11.2, 11.3, 11.4):   # the probe's own four calls
-        assert race.threads(t) == 1
-        race.record(1, 3e-6, t)
-    assert race.state == (2, 3e-6, 1e-6)
+    for _ in range(7):                   # the probe's own calls
+        assert race.threads(11.1) == 1
+        race.record(1, 30e-6, 10, 11.1)
+    assert race.state == (2, pytest.approx(3e-6), pytest.approx(1e-6))
 
 
 def test_predict_race_is_off_with_team_always_and_for_small_work(rng):
@@ -729,6 +743,7 @@ def test_predict_race_changes_no_result():
     team per network and size of call; whatever it picks, the bits are
     those of one thread."""
     code = r"""
+import time
 import numpy as np, bpcore
 rng = np.random.default_rng(5)
 for dtype in ("float32", "float64"):
@@ -738,8 +753,15 @@ for dtype in ("float32", "float64"):
     X = rng.normal(size=(700, 800)).astype(dtype)
     for rows in (1, 2, 4, 64, 129, 700):
         ref = net.predict(X[:rows], n_threads=1)
-        for i in range(40):
+        end = time.perf_counter() + 3.0
+        race = None
+        # until the race has probed one thread (or 3 s)
+        while race is None or race.state[1] is None:
             assert np.array_equal(net.predict(X[:rows], n_threads=2), ref)
+            race = net._arch.races.get((rows if rows <= 4 else
+                                        -rows.bit_length(), 2))
+            if rows == 64 or time.perf_counter() > end:
+                break
         assert np.array_equal(net.predict(X[0], n_threads=2), ref[0])
     races = net._arch.races
     assert set(races) == {(1, 2), (2, 2), (4, 2), (-8, 2), (-10, 2)}, races

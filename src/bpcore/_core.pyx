@@ -483,22 +483,36 @@ cdef double _now() noexcept nogil:
     return <double>ts.tv_sec + 1e-9 * <double>ts.tv_nsec
 
 
-cdef inline double _median3(double *v) noexcept nogil:
-    cdef double a = v[0], b = v[1], c = v[2]
-    if a > b:
-        a, b = b, a
-    if b > c:
-        b = c
-    return a if a > b else b
+cdef double _median(const double *v, int n) noexcept nogil:
+    """The median of v[0:n] (1 <= n <= 9; the lower middle for even n)."""
+    cdef double w[9]
+    cdef double x
+    cdef int i, j
+    for i in range(n):
+        x = v[i]
+        j = i
+        while j > 0 and w[j - 1] > x:
+            w[j] = w[j - 1]
+            j -= 1
+        w[j] = x
+    return w[(n - 1) // 2]
 
 
-# PredictRace's settings: timed calls per probe (the medians are of three),
-# the team's edge, and the spacing of probes (seconds)
+# PredictRace's settings: calls per probe (untimed, then timed), calls of
+# the current choice in its median, the margins a change of choice needs
+# (to the team, to one thread), the slowdown of the current choice that
+# brings the next probe forward, and the spacing of probes (seconds, and
+# in lengths of a probe)
 cdef enum:
+    _RACE_WARM = 4
     _RACE_PROBE = 3
-cdef double _RACE_MARGIN = 0.97
+    _RACE_WINDOW = 9
+cdef double _RACE_TO_TEAM = 0.97
+cdef double _RACE_TO_ONE = 0.85
+cdef double _RACE_CHANGED = 1.25
 cdef double _RACE_FIRST_INTERVAL = 0.05
 cdef double _RACE_MAX_INTERVAL = 4.0
+cdef double _RACE_SPACING = 50.0
 
 
 cdef class PredictRace:
@@ -508,37 +522,50 @@ cdef class PredictRace:
 
     The C core shares a predict of enough rows, or of one to four rows,
     among the threads asked for.  Whether the team wins depends on the host
-    and the moment: one row of a 784-256-128-10 network takes 8.7 us on
-    one thread and 9.3 us on two on a quiet Xeon, 31 us on two when another
-    process holds the second core.  So the calls run on the current choice,
-    each one timed (two clock reads), and now and then a probe of three
-    calls runs on the other, its first call untimed (it pays for waking an
-    idle thread); the choice with the lower median time per row over its
-    last three calls is kept, the team needing a 3% edge.  The first
-    probe comes after three timed calls; later ones 0.05 s apart, the
-    interval doubling to 4 s while probes confirm the
-    choice, and a probe comes at once when the current choice turns slower
-    than the other was at its last probe.  No choice changes a bit."""
+    and the moment: one row of a 784-256-128-10 network takes about 7 us
+    on one thread and 7-8 us on two on a quiet Xeon, 24-44 us on two when
+    another process holds the second core.  So the calls run on the current
+    choice, each one timed (two clock reads), and now and then a probe of
+    seven calls runs on the other.  Its first four are not timed: they pay
+    for waking an idle thread (130-400 us for the first call of a team
+    after a run of calls on one thread, on the Xeon) and for cold caches
+    (9-46 us for the second, 8-13 us for the next ones, against 7-8 us
+    warm).  The other choice is taken when the median time per row of the
+    probe's three timed calls is below the median of the current choice's
+    last nine calls by a margin: 3% for the team, 15% for one thread.  Choices within noise of each other so
+    stay as they are, the team by preference (what the C core chose; a
+    team that has been idle is the costly one to wake for a probe), and a
+    team several times slower (a core taken) is left at once.  Single calls vary by 2x
+    and more on a virtual machine, so the current choice's median is over
+    nine calls: a short run of slow calls neither starts a probe nor
+    decides one.  Probes come at least 50 times a probe's length apart, so
+    that probes of long calls cost at most 2%: the first after three timed
+    calls and that spacing, later ones 0.05 s apart or more, the interval doubling to 4 s
+    while probes confirm the choice; a probe comes at once when that median turns 25% slower
+    than the other choice was at its last probe (another process took a
+    core, or gave it back).  No choice changes a bit."""
 
     cdef int nt            # the team asked for
     cdef int current       # threads of the ordinary calls
     cdef int probing       # threads of the probe in flight, 0 when none
-    cdef int left          # timed calls left in that probe
-    cdef bint warm         # the next call of the probe is its untimed one
-    cdef double times[2][3]   # last times per row: [0] one thread, [1] team
-    cdef int count[2]         # how many of them were measured (up to 3)
-    cdef int pos[2]
+    cdef int warm          # untimed calls left (the start of a probe)
+    cdef double probe[3]   # the probe's timed calls, seconds per row
+    cdef int n_probe
+    cdef double recent[9]  # the current choice's last calls (a ring)
+    cdef int n_recent, pos
+    cdef double est[2]     # seconds per row: [0] one thread, [1] the team
     cdef double interval, next_probe
+    cdef double probe_start  # when the probe in flight began
 
     def __cinit__(self, int nt):
         self.nt = nt
         self.current = nt
         self.probing = 0
-        self.warm = True       # the very first call: untimed
-        self.count[0] = self.count[1] = 0
-        self.pos[0] = self.pos[1] = 0
+        self.warm = _RACE_WARM  # the very first calls: untimed
+        self.n_probe = self.n_recent = self.pos = 0
+        self.est[0] = self.est[1] = 0.0
         self.interval = _RACE_FIRST_INTERVAL
-        self.next_probe = -1.0  # after three timed calls
+        self.next_probe = -1.0  # set after three timed calls
 
     cdef inline int _slot(self, int threads) noexcept:
         return 0 if threads == 1 else 1
@@ -548,50 +575,65 @@ cdef class PredictRace:
         (seconds, CLOCK_MONOTONIC)."""
         if self.probing:
             return self.probing
-        if (self.next_probe >= 0.0 and now >= self.next_probe) or (
-                self.next_probe < 0.0 and self.count[self._slot(self.current)] == 3):
+        if self.next_probe >= 0.0 and now >= self.next_probe:
             self.probing = 1 if self.current == self.nt else self.nt
-            self.left = _RACE_PROBE
-            self.warm = True
+            self.warm = _RACE_WARM
+            self.n_probe = 0
+            self.probe_start = now
             return self.probing
         return self.current
 
-    cpdef void record(self, int threads, double per_row, double now):
-        """What a call on `threads` threads took per row, ending at time
-        `now`."""
-        cdef int k = self._slot(threads)
-        cdef int o = 1 - k
-        if self.probing and threads != self.probing:
-            return  # a call chosen before the probe began (another thread)
-        if self.warm:
-            self.warm = False
+    cpdef void record(self, int threads, double seconds, int64_t rows,
+                      double now):
+        """What a call of `rows` rows on `threads` threads took, ending at
+        time `now`."""
+        cdef int other = self._slot(self.current) ^ 1
+        cdef double per_row = seconds / rows
+        if threads != (self.probing if self.probing else self.current):
+            return  # chosen before the probe began or ended (another thread)
+        if self.warm > 0:
+            self.warm -= 1
             return
-        self.times[k][self.pos[k]] = per_row
-        self.pos[k] = (self.pos[k] + 1) % 3
-        if self.count[k] < 3:
-            self.count[k] += 1
         if self.probing:
-            self.left -= 1
-            if self.left <= 0:
-                self.probing = 0
+            self.probe[self.n_probe] = per_row
+            self.n_probe += 1
+            if self.n_probe == _RACE_PROBE:
                 self._decide(now)
-        elif (self.next_probe >= 0.0 and self.count[k] == 3 and
-                self.count[o] == 3 and
-                _RACE_MARGIN * _median3(self.times[k]) >
-                _median3(self.times[o])):
+            return
+        self.recent[self.pos] = per_row
+        self.pos = (self.pos + 1) % _RACE_WINDOW
+        if self.n_recent < _RACE_WINDOW:
+            self.n_recent += 1
+        if self.next_probe < 0.0 and self.n_recent == 3:
+            # the first probe: soon, but no sooner than its spacing
+            self.next_probe = now + _RACE_SPACING * (
+                _RACE_WARM + _RACE_PROBE) * seconds
+        if (self.est[other] > 0.0 and self.n_recent == _RACE_WINDOW and
+                _median(self.recent, self.n_recent) >
+                _RACE_CHANGED * self.est[other]):
             self.next_probe = 0.0  # the host changed: probe at once
 
     cdef void _decide(self, double now) noexcept:
-        cdef int best = self.current
-        if self.count[0] == 3 and self.count[1] == 3:
-            best = (self.nt if _median3(self.times[1]) <
-                    _RACE_MARGIN * _median3(self.times[0]) else 1)
-        if best == self.current and self.next_probe >= 0.0:
-            self.interval = min(2.0 * self.interval, _RACE_MAX_INTERVAL)
-        else:
+        """After a probe: the other choice is taken only if it is faster by
+        its margin, so two choices within noise of each other do not take
+        turns (each change of choice pays for warming the caches and the
+        idle thread)."""
+        cdef int k = self._slot(self.current)
+        cdef double p = _median(self.probe, _RACE_PROBE)
+        cdef int i
+        self.probing = 0
+        self.est[k ^ 1] = p
+        self.est[k] = _median(self.recent, self.n_recent)
+        if p < (_RACE_TO_ONE if k else _RACE_TO_TEAM) * self.est[k]:
+            self.current = 1 if self.current == self.nt else self.nt
+            self.n_recent = self.pos = _RACE_PROBE
+            for i in range(_RACE_PROBE):
+                self.recent[i] = self.probe[i]
             self.interval = _RACE_FIRST_INTERVAL
-        self.current = best
-        self.next_probe = now + self.interval
+        elif self.next_probe >= 0.0:
+            self.interval = min(2.0 * self.interval, _RACE_MAX_INTERVAL)
+        self.next_probe = now + max(self.interval,
+                                    _RACE_SPACING * (now - self.probe_start))
 
     @property
     def schedule(self):
@@ -601,11 +643,10 @@ cdef class PredictRace:
 
     @property
     def state(self):
-        """(current choice, median time per row on one thread and on the
-        team, or None where not measured): for tests and benchmarks."""
-        return (self.current,
-                _median3(self.times[0]) if self.count[0] == 3 else None,
-                _median3(self.times[1]) if self.count[1] == 3 else None)
+        """(current choice, seconds per row on one thread and on the team as
+        last estimated, or None where not measured): for tests and
+        benchmarks."""
+        return (self.current, self.est[0] or None, self.est[1] or None)
 
 
 cdef class Arch:
@@ -619,6 +660,9 @@ cdef class Arch:
     cdef bint f64
     cdef readonly object dropout  # float64 rates of the hidden layers, or None
     cdef readonly dict races  # (call size, threads asked) -> PredictRace
+    cdef int64_t race_m       # the last call's rows and threads asked,
+    cdef int race_nt          # and its race (None: none), looked up once
+    cdef PredictRace race_last
 
     def __cinit__(self, sizes, acts, int loss, dtype, double loss_param=0.0):
         cdef cnp.ndarray s = np.ascontiguousarray(sizes, dtype=np.int64)
@@ -640,6 +684,7 @@ cdef class Arch:
         self.arch.drop_seed = 0
         self.dropout = None
         self.races = {}
+        self.race_m = -1
         _check(bp_arch_check(&self.arch), "architecture")
         _, _, self.n_weights, self.n_params = layout(s)
 
@@ -787,27 +832,34 @@ cdef class Arch:
         _check(st, "predict")
         if race is not None:
             t1 = _now()
-            race.record(n_threads, (t1 - t0) / m, t1)
+            race.record(n_threads, t1 - t0, m, t1)
         return 1
 
     cdef PredictRace _race(self, int64_t m, int n_threads):
         """The race of predict calls of m rows on n_threads, or None where
         the C core runs them on one thread anyway (or BPCORE_TEAM=always
         makes it run them on the team)."""
-        cdef int nt = bp_predict_threads(&self.arch, m, n_threads)
+        cdef int nt
         cdef int size = 0
-        if nt <= 1 or bp_team_forced():
-            return None
-        if m <= 4:
-            size = <int>m  # the few-row path: each count its own race
-        else:
-            while m:     # more: calls within a factor of two share one
-                size -= 1
-                m >>= 1
-        key = (size, nt)
-        race = self.races.get(key)
-        if race is None:
-            race = self.races[key] = PredictRace(nt)
+        cdef int64_t rows = m
+        if m == self.race_m and n_threads == self.race_nt:
+            return self.race_last  # a loop of calls of one size
+        nt = bp_predict_threads(&self.arch, m, n_threads)
+        race = None
+        if nt > 1 and not bp_team_forced():
+            if m <= 4:
+                size = <int>m  # the few-row path: each count its own race
+            else:
+                while m:     # more: calls within a factor of two share one
+                    size -= 1
+                    m >>= 1
+            key = (size, nt)
+            race = self.races.get(key)
+            if race is None:
+                race = self.races[key] = PredictRace(nt)
+        self.race_m = rows
+        self.race_nt = n_threads
+        self.race_last = race
         return race
 
     cdef bp_status _predict_c(self, void *py, const void *px, const void *pp,
