@@ -493,6 +493,12 @@ for nt in (1, 2):
         res.append(net.params.copy())
 for a, b in zip(res[:2], res[2:]):
     assert np.array_equal(a, b)
+# forward chooses its team by the same model (one sync per layer)
+net = bpcore.Network([40, 256, 64, 5], activation="relu", seed=4)
+for rows in (1, 30, 3000):
+    one, two = net.forward(X[:rows], n_threads=1), net.forward(X[:rows], n_threads=2)
+    for u, v in zip(one.out[1:], two.out[1:]):
+        assert np.array_equal(u, v)
 print("done")
 """
     env = {k: v for k, v in os.environ.items() if k != "BPCORE_TEAM"}
