@@ -91,6 +91,9 @@ cdef int64_t _KEEP_GIL_BELOW = 4096
 # calls that their overhead stays small.  Rows are independent, so the
 # split changes no bit.
 cdef int64_t _PREDICT_CALL_MADDS = 7_500_000_000
+# Flops of a call below which the C core uses one thread whatever it is
+# asked (BP_PARALLEL_MIN_FLOPS in internal.h)
+cdef double _MIN_TEAM_FLOPS = 400000.0
 # predict's workspace up to this size lives on the stack
 cdef enum:
     _SMALL_WORK = 2048
@@ -525,7 +528,9 @@ cdef class PredictRace:
     and the moment: one row of a 784-256-128-10 network takes about 7 us
     on one thread and 7-8 us on two on a quiet Xeon, 24-44 us on two when
     another process holds the second core.  So the calls run on the current
-    choice, each one timed (two clock reads), and now and then a probe of
+    choice (at first the one the C core's calibrated team-cost model
+    picks, bp_team_size), each one timed (two clock reads), and now and
+    then a probe of
     seven calls runs on the other.  Its first four are not timed: they pay
     for waking an idle thread (130-400 us for the first call of a team
     after a run of calls on one thread, on the Xeon) and for cold caches
@@ -557,9 +562,11 @@ cdef class PredictRace:
     cdef double interval, next_probe
     cdef double probe_start  # when the probe in flight began
 
-    def __cinit__(self, int nt):
+    def __cinit__(self, int nt, int first=0):
+        """A race between nt threads and one, starting on `first` (1 or
+        nt; by default nt)."""
         self.nt = nt
-        self.current = nt
+        self.current = 1 if first == 1 else nt
         self.probing = 0
         self.warm = _RACE_WARM  # the very first calls: untimed
         self.n_probe = self.n_recent = self.pos = 0
@@ -856,7 +863,11 @@ cdef class Arch:
             key = (size, nt)
             race = self.races.get(key)
             if race is None:
-                race = self.races[key] = PredictRace(nt)
+                # start from the C core's model of the team's cost: a
+                # synchronisation per layer for a few rows, one for blocks
+                race = self.races[key] = PredictRace(nt, bp_team_size(
+                    nt, 2.0 * rows * self.n_weights,
+                    self.arch.n_layers - 1 if rows <= 4 else 1, self.f64))
         self.race_m = rows
         self.race_nt = n_threads
         self.race_last = race
@@ -924,6 +935,11 @@ cdef class Arch:
             raise
         cdef void *pp = _ptr(params)
         cdef void *px = _ptr(X)
+        cdef PredictRace race = self._forward_race(m, n_threads)
+        cdef double t0 = 0.0, t1
+        if race is not None:
+            t0 = _now()
+            n_threads = race.threads(t0)
         with nogil:
             if self.f64:
                 st = bp_forward_f64(<double **>pn, <double **>po,
@@ -936,6 +952,28 @@ cdef class Arch:
         free(pn)
         free(po)
         _check(st, "forward")
+        if race is not None:
+            t1 = _now()
+            race.record(n_threads, t1 - t0, m, t1)
+
+    cdef PredictRace _forward_race(self, int64_t m, int n_threads):
+        """forward's race between one thread and the team, as predict's
+        (keyed ("forward", call size, threads)), or None where the C core
+        runs the call on one thread anyway: below BP_PARALLEL_MIN_FLOPS
+        (internal.h), or BPCORE_TEAM=always."""
+        cdef int size = 0
+        cdef double flops = 2.0 * m * self.n_weights
+        if n_threads <= 1 or flops < _MIN_TEAM_FLOPS or bp_team_forced():
+            return None
+        while m:
+            size -= 1
+            m >>= 1
+        key = ("forward", size, n_threads)
+        race = self.races.get(key)
+        if race is None:  # from the model: a synchronisation per layer
+            race = self.races[key] = PredictRace(n_threads, bp_team_size(
+                n_threads, flops, self.arch.n_layers - 1, self.f64))
+        return race
 
     def backward(self, cnp.ndarray params, cnp.ndarray X, cnp.ndarray Y,
                  object sw, cnp.ndarray grad, list delta, list net, list out,

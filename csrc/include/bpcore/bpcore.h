@@ -245,8 +245,6 @@ bp_status bp_predict_checked_f64(double *Y, const double *X,
  * Forward pass keeping every layer.
  *   net[k], out[k] (m, n_k) out for k = 1..L (entries 0 are ignored)
  *   X (m, n_0) in;  params in
- * At most n_threads threads: one where the host's measured team cost says
- * a team would be slower (bp_team_size, one synchronisation per layer).
  */
 bp_status bp_forward_f32(float *const *net, float *const *out, const float *X,
                          const float *params, const bp_arch *arch, int64_t m,

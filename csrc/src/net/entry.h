@@ -147,11 +147,8 @@ FN(forward)(const ARGS(forward) *a)
     if (a->m < 0) {
         return BP_ESHAPE;
     }
-    /* the host's team-cost model, as backward and train use: one
-     * synchronisation per layer */
-    nt = team_for(resolve_threads(a->n_threads),
-                  (double)a->m * arch_weights(a->arch) * 2.0,
-                  (double)(a->arch->n_layers - 1), sizeof(T) == 8);
+    nt = FN(worth_sharing)(resolve_threads(a->n_threads),
+                           (double)a->m * arch_weights(a->arch) * 2.0);
     scratch = FN(alloc_scratch)(nt);
     if (scratch == NULL) {
         return BP_ENOMEM;
