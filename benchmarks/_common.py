@@ -437,6 +437,22 @@ def run_worker(script, args, peer, threads, timeout=900):
     return recs
 
 
+def import_torch(base, threads):
+    """PyTorch set to `threads` threads (and one inter-op thread), or None
+    after emitting `base` with why it is skipped."""
+    try:
+        import torch
+    except ImportError as e:
+        emit(dict(base, skipped=f"import failed: {e}"))
+        return None
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass
+    return torch
+
+
 def emit(rec):
     """Worker side: print one JSON record on stdout."""
     print(json.dumps(rec), flush=True)

@@ -140,16 +140,9 @@ def worker_products(a):
     base = {"bench": "product", "peer": a.lib, "variant": a.lib,
             "threads": a.threads, "cpus": a.cpus, "dtype": "float32"}
     if a.lib == "torch":
-        try:
-            import torch
-        except ImportError as e:
-            C.emit(dict(base, skipped=f"import failed: {e}"))
+        torch = C.import_torch(base, a.threads)
+        if torch is None:
             return
-        torch.set_num_threads(a.threads)
-        try:
-            torch.set_num_interop_threads(1)
-        except RuntimeError:
-            pass
         kernel = torch.backends.cpu.get_cpu_capability()
     else:
         import bpcore
@@ -222,6 +215,19 @@ def _fit_call(net, opt, X, Y, cfg, threads):
     return run
 
 
+def _torch_mlp(torch, layers, head=None):
+    """nn.Sequential of Linear layers with ReLU between them, and `head`
+    (a module, or None) after the last."""
+    mods = []
+    for k in range(len(layers) - 1):
+        mods.append(torch.nn.Linear(layers[k], layers[k + 1]))
+        if k < len(layers) - 2:
+            mods.append(torch.nn.ReLU())
+    if head is not None:
+        mods.append(head)
+    return torch.nn.Sequential(*mods)
+
+
 def _torch_call(cfg, X, Y, threads):
     """run(nb): PyTorch eager training on the first nb batches, as in
     bench_fit.py (nn.Sequential, CrossEntropyLoss, torch.optim.SGD)."""
@@ -232,13 +238,7 @@ def _torch_call(cfg, X, Y, threads):
     except RuntimeError:
         pass
     torch.manual_seed(0)
-    ls = cfg["layers"]
-    mods = []
-    for k in range(len(ls) - 1):
-        mods.append(torch.nn.Linear(ls[k], ls[k + 1]))
-        if k < len(ls) - 2:
-            mods.append(torch.nn.ReLU())
-    model = torch.nn.Sequential(*mods)
+    model = _torch_mlp(torch, cfg["layers"])
     loss_fn = torch.nn.CrossEntropyLoss()
     opt = torch.optim.SGD(model.parameters(), lr=C.LR)
     B = cfg["batch"]
@@ -400,19 +400,11 @@ def worker_busy_predict(a):
             "dtype": "float32", "rows": a.rows, "busy_cpu": a.busy_cpu}
     chosen = None
     if a.lib == "torch":
-        try:
-            import torch
-        except ImportError as e:
-            C.emit(dict(base, skipped=f"import failed: {e}"))
+        torch = C.import_torch(base, a.threads)
+        if torch is None:
             return
-        torch.set_num_threads(a.threads)
-        layers = cfg["layers"]
-        mods = []
-        for k in range(len(layers) - 1):
-            mods.append(torch.nn.Linear(layers[k], layers[k + 1]))
-            mods.append(torch.nn.ReLU() if k < len(layers) - 2
-                        else torch.nn.Softmax(dim=-1))
-        model = torch.nn.Sequential(*mods).eval()
+        model = _torch_mlp(torch, cfg["layers"],
+                           torch.nn.Softmax(dim=-1)).eval()
         tx = torch.from_numpy(X)
 
         def call():

@@ -469,6 +469,16 @@ def test_fit_with_zero_weight_batches_does_not_deadlock():
     assert "done" in r.stdout
 
 
+def _run_choosing_teams(code):
+    """Run code (which prints "done" at its end) in a Python without the
+    suite's BPCORE_TEAM=always, so that teams are chosen and raced."""
+    env = {k: v for k, v in os.environ.items() if k != "BPCORE_TEAM"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                       text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "done" in r.stdout
+
+
 def test_team_choice_is_measured_and_changes_no_result():
     """Without BPCORE_TEAM=always (the suite's setting), the core measures
     what a team costs on this host and picks one thread or the team per
@@ -495,11 +505,7 @@ for a, b in zip(res[:2], res[2:]):
     assert np.array_equal(a, b)
 print("done")
 """
-    env = {k: v for k, v in os.environ.items() if k != "BPCORE_TEAM"}
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True,
-                       text=True, timeout=300, env=env)
-    assert r.returncode == 0, r.stderr
-    assert "done" in r.stdout
+    _run_choosing_teams(code)
 
 
 def test_train_syncs_counts_the_batch_barriers():
@@ -726,7 +732,7 @@ def test_predict_race_calls_from_other_threads_are_ignored_in_a_probe():
     assert race.state == (2, pytest.approx(3e-6), pytest.approx(1e-6))
 
 
-def test_predict_race_is_off_with_team_always_and_for_small_work(rng):
+def test_races_are_off_with_team_always(rng):
     # the suite runs with BPCORE_TEAM=always: predict uses the team
     # asked for, no race
     net = bpcore.Network([784, 256, 128, 10], activation="relu",
@@ -779,8 +785,4 @@ for dtype in ("float32", "float64"):
         assert key[0] == "forward" or (one > 0 and team > 0), race.state
 print("done")
 """
-    env = {k: v for k, v in os.environ.items() if k != "BPCORE_TEAM"}
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True,
-                       text=True, timeout=300, env=env)
-    assert r.returncode == 0, r.stderr
-    assert "done" in r.stdout
+    _run_choosing_teams(code)

@@ -111,6 +111,8 @@ int resolve_threads(int n_threads);
 double arch_weights(const bp_arch *arch);
 /* The threads predict runs m rows on when nt (resolved) are allowed. */
 int predict_team(const bp_arch *arch, int64_t m, int nt);
+/* The threads forward runs m rows on when nt (resolved) are allowed. */
+int forward_team(const bp_arch *arch, int64_t m, int nt);
 
 /* Bytes of one thread's share of the predict workspace. */
 int64_t predict_thread_bytes(const bp_arch *arch, int64_t m);

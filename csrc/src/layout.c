@@ -216,12 +216,28 @@ predict_team(const bp_arch *arch, int64_t m, int nt)
 }
 
 int
+forward_team(const bp_arch *arch, int64_t m, int nt)
+{
+    return (double)m * arch_weights(arch) * 2.0 < BP_PARALLEL_MIN_FLOPS ? 1
+                                                                        : nt;
+}
+
+int
 bp_predict_threads(const bp_arch *arch, int64_t m, int n_threads)
 {
     if (arch == NULL || bp_arch_check(arch) != BP_OK || m < 0) {
         return 1;
     }
     return predict_team(arch, m, resolve_threads(n_threads));
+}
+
+int
+bp_forward_threads(const bp_arch *arch, int64_t m, int n_threads)
+{
+    if (arch == NULL || bp_arch_check(arch) != BP_OK || m < 0) {
+        return 1;
+    }
+    return forward_team(arch, m, resolve_threads(n_threads));
 }
 
 bp_status

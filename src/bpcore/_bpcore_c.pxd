@@ -150,6 +150,7 @@ cdef extern from "bpcore/bpcore.h" nogil:
     int bp_team_size(int n_threads, double flops, double syncs, int f64)
     int bp_team_forced()
     int bp_predict_threads(const bp_arch *arch, int64_t m, int n_threads)
+    int bp_forward_threads(const bp_arch *arch, int64_t m, int n_threads)
     double bp_train_syncs(const bp_arch *arch, int64_t batch)
     int bp_kernel_request()
     enum:

@@ -91,9 +91,6 @@ cdef int64_t _KEEP_GIL_BELOW = 4096
 # calls that their overhead stays small.  Rows are independent, so the
 # split changes no bit.
 cdef int64_t _PREDICT_CALL_MADDS = 7_500_000_000
-# Flops of a call below which the C core uses one thread whatever it is
-# asked (BP_PARALLEL_MIN_FLOPS in internal.h)
-cdef double _MIN_TEAM_FLOPS = 400000.0
 # predict's workspace up to this size lives on the stack
 cdef enum:
     _SMALL_WORK = 2048
@@ -486,6 +483,15 @@ cdef double _now() noexcept nogil:
     return <double>ts.tv_sec + 1e-9 * <double>ts.tv_nsec
 
 
+cdef inline int _size_class(int64_t m) noexcept nogil:
+    """Calls of m rows within a factor of two share a race: -(bits of m)."""
+    cdef int size = 0
+    while m:
+        size -= 1
+        m >>= 1
+    return size
+
+
 cdef double _median(const double *v, int n) noexcept nogil:
     """The median of v[0:n] (1 <= n <= 9; the lower middle for even n)."""
     cdef double w[9]
@@ -847,30 +853,30 @@ cdef class Arch:
         the C core runs them on one thread anyway (or BPCORE_TEAM=always
         makes it run them on the team)."""
         cdef int nt
-        cdef int size = 0
-        cdef int64_t rows = m
+        race = None
         if m == self.race_m and n_threads == self.race_nt:
             return self.race_last  # a loop of calls of one size
         nt = bp_predict_threads(&self.arch, m, n_threads)
-        race = None
         if nt > 1 and not bp_team_forced():
-            if m <= 4:
-                size = <int>m  # the few-row path: each count its own race
-            else:
-                while m:     # more: calls within a factor of two share one
-                    size -= 1
-                    m >>= 1
-            key = (size, nt)
-            race = self.races.get(key)
-            if race is None:
-                # start from the C core's model of the team's cost: a
-                # synchronisation per layer for a few rows, one for blocks
-                race = self.races[key] = PredictRace(nt, bp_team_size(
-                    nt, 2.0 * rows * self.n_weights,
-                    self.arch.n_layers - 1 if rows <= 4 else 1, self.f64))
-        self.race_m = rows
+            # one to four rows (the few-row path) each count its own race;
+            # a synchronisation per layer there, one for row blocks
+            race = self._race_for(
+                (m if m <= 4 else _size_class(m), nt), nt, m,
+                self.arch.n_layers - 1 if m <= 4 else 1)
+        self.race_m = m
         self.race_nt = n_threads
         self.race_last = race
+        return race
+
+    cdef PredictRace _race_for(self, object key, int nt, int64_t m,
+                               double syncs):
+        """The race under key, made on first use starting from the C
+        core's model of the team's cost for m rows with `syncs` team
+        synchronisations (bp_team_size)."""
+        race = self.races.get(key)
+        if race is None:
+            race = self.races[key] = PredictRace(nt, bp_team_size(
+                nt, 2.0 * m * self.n_weights, syncs, self.f64))
         return race
 
     cdef bp_status _predict_c(self, void *py, const void *px, const void *pp,
@@ -958,22 +964,14 @@ cdef class Arch:
 
     cdef PredictRace _forward_race(self, int64_t m, int n_threads):
         """forward's race between one thread and the team, as predict's
-        (keyed ("forward", call size, threads)), or None where the C core
-        runs the call on one thread anyway: below BP_PARALLEL_MIN_FLOPS
-        (internal.h), or BPCORE_TEAM=always."""
-        cdef int size = 0
-        cdef double flops = 2.0 * m * self.n_weights
-        if n_threads <= 1 or flops < _MIN_TEAM_FLOPS or bp_team_forced():
+        (keyed ("forward", call size, threads); a synchronisation per
+        layer), or None where the C core runs the call on one thread
+        anyway (or BPCORE_TEAM=always)."""
+        cdef int nt = bp_forward_threads(&self.arch, m, n_threads)
+        if nt <= 1 or bp_team_forced():
             return None
-        while m:
-            size -= 1
-            m >>= 1
-        key = ("forward", size, n_threads)
-        race = self.races.get(key)
-        if race is None:  # from the model: a synchronisation per layer
-            race = self.races[key] = PredictRace(n_threads, bp_team_size(
-                n_threads, flops, self.arch.n_layers - 1, self.f64))
-        return race
+        return self._race_for(("forward", _size_class(m), nt), nt, m,
+                              self.arch.n_layers - 1)
 
     def backward(self, cnp.ndarray params, cnp.ndarray X, cnp.ndarray Y,
                  object sw, cnp.ndarray grad, list delta, list net, list out,

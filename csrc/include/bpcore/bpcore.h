@@ -208,6 +208,9 @@ bp_status bp_predict_workspace_size(int64_t *bytes, const bp_arch *arch,
  * one thread on the calls it makes (see _core.pyx, PredictRace).
  */
 int bp_predict_threads(const bp_arch *arch, int64_t m, int n_threads);
+/* The same for bp_forward_*: n_threads, or 1 where the work is too small
+ * to share (the Python layer races forward calls too). */
+int bp_forward_threads(const bp_arch *arch, int64_t m, int n_threads);
 /* Whether BPCORE_TEAM=always turns the choice of threads off (then any work
  * above the minimum runs on the threads asked for). */
 int bp_team_forced(void);

@@ -147,8 +147,7 @@ FN(forward)(const ARGS(forward) *a)
     if (a->m < 0) {
         return BP_ESHAPE;
     }
-    nt = FN(worth_sharing)(resolve_threads(a->n_threads),
-                           (double)a->m * arch_weights(a->arch) * 2.0);
+    nt = forward_team(a->arch, a->m, resolve_threads(a->n_threads));
     scratch = FN(alloc_scratch)(nt);
     if (scratch == NULL) {
         return BP_ENOMEM;
