@@ -212,7 +212,13 @@ FN(predict_small_region)(const FN(predict_ctx) *c)
                        predict_layer_shared(n_out, arch->sizes[k + 2],
                                             arch->acts[k + 1]);
             int64_t j0 = 0, j1 = n_out;
-            FN(share_depth)(P, x, W, n_in, n_out, tid, nt);
+            /* shares in reverse thread order: the threads that start
+             * last take the first depth blocks, whole rows of W read in
+             * one run, and thread 0, which starts first, the last ones
+             * (C3's first layer on 2 threads of the Xeon model 167:
+             * the worker's share took 3.2 us instead of 3.5, the call
+             * 6.2-6.6 us instead of 6.5-6.8; docs/perf-notes.md) */
+            FN(share_depth)(P, x, W, n_in, n_out, nt - 1 - tid, nt);
 #pragma omp barrier
             if (next) {
                 FN(col_run)(n_out, tid, nt, &j0, &j1);
