@@ -509,8 +509,17 @@ SIMD_CAT(unflipped_, NAME)(T *C, int64_t ldc, const T *A, int64_t rsa,
             } else {
                 SIMD_CAT(pack_b_, NAME)(pb, B + jr * csb, rsb, csb, k, nr);
             }
-            for (int64_t ir = 0; ir < m; ir += MR) {
-                int64_t mr = m - ir < MR ? m - ir : MR;
+            /* tall tiles (MR >= 8: AVX-512's float table) take the rows
+             * in n_t tiles of as even a height as they allow (32 rows:
+             * 11, 11, 10 rather than 14, 14, 4, whose short tile keeps
+             * few FMA chains in flight): +2-5% on C2's products on the
+             * Xeon.  The 6-row tiles keep a short last one (AVX2's
+             * measured -3% to +3% balanced; docs/perf-notes.md) */
+            int64_t n_t = (m + MR - 1) / MR;
+            for (int64_t t = 0; t < n_t; t++) {
+                int64_t ir = MR >= 8 ? m * t / n_t : t * MR;
+                int64_t ir1 = MR >= 8 ? m * (t + 1) / n_t : ir + MR;
+                int64_t mr = (ir1 < m ? ir1 : m) - ir;
                 if (csa == 1) {
                     SIMD_CAT(tile_rows_, NAME)(C + ir * ldc + jr, ldc,
                                                A + ir * rsa, rsa, 1, b, brs,
