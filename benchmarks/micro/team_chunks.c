@@ -80,7 +80,7 @@ chunks(const prod *p, float *c, int t)
     for (int64_t ch = lo; ch < hi - (hi - lo) / 4; ch++) {
         int64_t j1 = (ch + 1) * cw < p->n ? (ch + 1) * cw : p->n;
         cols_g32(c, p->n, A, p->rsa, direct ? NULL : pa, B, p->rsb, p->csb,
-                 p->m, ch * cw, j1, p->k, pb);
+                 p->m, ch * cw, j1, p->k, pb, NULL, NULL);
     }
 #pragma omp for schedule(dynamic, 1) nowait
     for (int64_t ch = 0; ch < n_ch; ch++) {
@@ -89,7 +89,7 @@ chunks(const prod *p, float *c, int t)
         if (ch >= o_hi - (o_hi - o_lo) / 4) {
             int64_t j1 = (ch + 1) * cw < p->n ? (ch + 1) * cw : p->n;
             cols_g32(c, p->n, A, p->rsa, direct ? NULL : pa, B, p->rsb,
-                     p->csb, p->m, ch * cw, j1, p->k, pb);
+                     p->csb, p->m, ch * cw, j1, p->k, pb, NULL, NULL);
         }
     }
 }

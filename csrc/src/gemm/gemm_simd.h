@@ -423,12 +423,18 @@ SIMD_CAT(pack_all_, NAME)(T *restrict pa, const T *A, int64_t rsa,
 }
 
 /* Columns [j0, j1) of C = A B (overwritten), A packed by pack_all_ into pa,
- * or read in place when pa is NULL; pb holds a GEMM_KC x (j1 - j0) block. */
+ * or read in place when pa is NULL; pb holds a GEMM_KC x (j1 - j0) block.
+ * fin (NULL: none) is called on each block of rows of C as soon as its
+ * last depth block is done (fin(ctx, i0, i1, j0, j1): rows [i0, i1)),
+ * while those rows are still in this core's nearest cache. */
 static __attribute__((noinline)) void
 SIMD_CAT(cols_, NAME)(T *C, int64_t ldc, const T *A, int64_t rsa,
                       const T *pa, const T *B, int64_t rsb, int64_t csb,
                       int64_t m, int64_t j0, int64_t j1, int64_t k,
-                      T *restrict pb)
+                      T *restrict pb,
+                      void (*fin)(const void *, int64_t, int64_t, int64_t,
+                                  int64_t),
+                      const void *ctx)
 {
     int64_t m_pad = SIMD_ROUND_UP(m, MR), nc = j1 - j0;
     for (int64_t pc = 0; pc < k; pc += GEMM_KC) {
@@ -444,6 +450,9 @@ SIMD_CAT(cols_, NAME)(T *C, int64_t ldc, const T *A, int64_t rsa,
             } else {
                 SIMD_CAT(block_, NAME)(c, ldc, pa + pc * m_pad + ic * kc, 1,
                                        MR, kc, pb, mc, nc, kc, pc > 0);
+            }
+            if (fin != NULL && pc + kc >= k) {
+                fin(ctx, ic, ic + mc, j0, j1);
             }
         }
     }

@@ -200,8 +200,8 @@ FN(chunked)(const T *A, int64_t rsa, int64_t csa, int64_t m, int64_t n,
            n >= (int64_t)CHUNKS_PER_THREAD * nt * GEMM_CHUNK(chunk_cols_);
 }
 
-/* One chunk of product_chunks: columns [c cw, (c + 1) cw) of C, then its
- * epilogue. */
+/* One chunk of product_chunks: columns [c cw, (c + 1) cw) of C, each
+ * block of its rows through the epilogue as soon as it is done. */
 static void
 FN(chunk_run)(T *C, int64_t ldc, const T *A, int64_t rsa, const T *pa,
               const T *B, int64_t rsb, int64_t csb, int64_t m, int64_t n,
@@ -209,10 +209,9 @@ FN(chunk_run)(T *C, int64_t ldc, const T *A, int64_t rsa, const T *pa,
 {
     int64_t cw = GEMM_CHUNK(chunk_cols_);
     int64_t j0 = c * cw, j1 = j0 + cw < n ? j0 + cw : n;
-    GEMM_CHUNK(cols_)(C, ldc, A, rsa, pa, B, rsb, csb, m, j0, j1, k, pb);
-    if (epi != NULL) {
-        epi->fn(epi->ctx, 0, m, j0, j1);
-    }
+    GEMM_CHUNK(cols_)(C, ldc, A, rsa, pa, B, rsb, csb, m, j0, j1, k, pb,
+                      epi != NULL ? epi->fn : NULL,
+                      epi != NULL ? epi->ctx : NULL);
 }
 
 /*
