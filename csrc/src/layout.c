@@ -206,20 +206,19 @@ sizing_args_check(const int64_t *bytes, const bp_arch *arch)
 }
 
 int
-predict_team(const bp_arch *arch, int64_t m, int nt)
-{
-    if (nt <= 1 || (double)m * arch_weights(arch) * 2.0 < BP_PARALLEL_MIN_FLOPS
-            || (m <= BP_PREDICT_ROWS && m > BP_PREDICT_SMALL)) {
-        return 1;  /* too little work, or one block of rows: one thread */
-    }
-    return nt;
-}
-
-int
 forward_team(const bp_arch *arch, int64_t m, int nt)
 {
     return (double)m * arch_weights(arch) * 2.0 < BP_PARALLEL_MIN_FLOPS ? 1
                                                                         : nt;
+}
+
+int
+predict_team(const bp_arch *arch, int64_t m, int nt)
+{
+    if (m <= BP_PREDICT_ROWS && m > BP_PREDICT_SMALL) {
+        return 1;  /* one block of rows: one thread */
+    }
+    return forward_team(arch, m, nt);  /* or too little work */
 }
 
 int

@@ -530,31 +530,31 @@ cdef class PredictRace:
     does the same between chunks of batches).
 
     The C core shares a predict of enough rows, or of one to four rows,
-    among the threads asked for.  Whether the team wins depends on the host
-    and the moment: one row of a 784-256-128-10 network takes about 7 us
-    on one thread and 7-8 us on two on a quiet Xeon, 24-44 us on two when
-    another process holds the second core.  So the calls run on the current
-    choice (at first the one the C core's calibrated team-cost model
-    picks, bp_team_size), each one timed (two clock reads), and now and
-    then a probe of
-    seven calls runs on the other.  Its first four are not timed: they pay
-    for waking an idle thread (130-400 us for the first call of a team
-    after a run of calls on one thread, on the Xeon) and for cold caches
-    (9-46 us for the second, 8-13 us for the next ones, against 7-8 us
-    warm).  The other choice is taken when the median time per row of the
+    among the threads asked for. Whether the team wins depends on the host
+    and the moment: one row of a 784-256-128-10 network takes about 7 us on
+    one thread and 7-8 us on two on a quiet Xeon, 24-44 us on two when
+    another process holds the second core. So the calls run on the current
+    choice (at first the one the C core's calibrated team-cost model picks,
+    bp_team_size), each one timed (two clock reads), and now and then a
+    probe of seven calls runs on the other. Its first four are not timed:
+    they pay for waking an idle thread (130-400 us for the first call of a
+    team after a run of calls on one thread, on the Xeon) and for cold
+    caches (9-46 us for the second, 8-13 us for the next ones, against 7-8
+    us warm). The other choice is taken when the median time per row of the
     probe's three timed calls is below the median of the current choice's
-    last nine calls by a margin: 3% for the team, 15% for one thread.  Choices within noise of each other so
-    stay as they are, the team by preference (what the C core chose; a
-    team that has been idle is the costly one to wake for a probe), and a
-    team several times slower (a core taken) is left at once.  Single calls vary by 2x
-    and more on a virtual machine, so the current choice's median is over
-    nine calls: a short run of slow calls neither starts a probe nor
-    decides one.  Probes come at least 50 times a probe's length apart, so
-    that probes of long calls cost at most 2%: the first after three timed
-    calls and that spacing, later ones 0.05 s apart or more, the interval doubling to 4 s
-    while probes confirm the choice; a probe comes at once when that median turns 25% slower
-    than the other choice was at its last probe (another process took a
-    core, or gave it back).  No choice changes a bit."""
+    last nine calls by a margin: 3% for the team, 15% for one thread.
+    Choices within noise of each other so stay as they are, the team by
+    preference (what the C core chose; a team that has been idle is the
+    costly one to wake for a probe), and a team several times slower (a
+    core taken) is left at once. Single calls vary by 2x and more on a
+    virtual machine, so the current choice's median is over nine calls: a
+    short run of slow calls neither starts a probe nor decides one. Probes
+    come at least 50 times a probe's length apart, so that probes of long
+    calls cost at most 2%: the first after three timed calls and that
+    spacing, later ones 0.05 s apart or more, the interval doubling to 4 s
+    while probes confirm the choice; a probe comes at once when that median
+    turns 25% slower than the other choice was at its last probe (another
+    process took a core, or gave it back). No choice changes a bit."""
 
     cdef int nt            # the team asked for
     cdef int current       # threads of the ordinary calls
