@@ -305,6 +305,34 @@ def test_fit_any_thread_count_wide_output(config, batch, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch", [16, 37, 100])
+def test_fit_any_thread_count_cut_by_samples(batch, dtype):
+    # a small network (weights within 1 MB) and at least 8 rows per thread:
+    # a team cuts the batch by samples, each thread taking its own rows
+    # through the forward pass, the loss and the input deltas, then the
+    # weight gradients by entries (train_by_samples in
+    # csrc/src/internal.h).  Unshuffled class labels: each thread writes
+    # the one-hot rows its loss reads; 37 and 100 rows split unevenly, and
+    # the last batch is short; dropout's masks follow the row
+    layers = [37, 64, 33, 12]
+    rng = np.random.default_rng(13)
+    X = rng.normal(size=(333, layers[0]))
+    Y = rng.integers(0, 12, size=333)
+    params, losses = {}, {}
+    for n in THREADS:
+        net = bpcore.Network(layers=layers, dtype=dtype, seed=3,
+                             activation="tanh", output="softmax",
+                             loss="cross_entropy", dropout=0.1)
+        hist = net.fit(X, Y, epochs=2, batch_size=batch, shuffle=False,
+                       n_threads=n, optimizer=bpcore.SGD(lr=0.05,
+                                                         momentum=0.9))
+        params[n], losses[n] = net.params.copy(), list(hist.loss)
+    for n in THREADS[1:]:
+        assert losses[n] == losses[1], n
+        assert np.array_equal(params[n], params[1]), n
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_fit_n_threads_argument(dtype):
     config = CONFIGS["tanh-softmax-ce"]
     X, Y, _ = data(config)

@@ -509,17 +509,25 @@ print("done")
 
 
 def test_train_syncs_counts_the_batch_barriers():
-    # the count fit's race and the C core's team choice use: 2 per layer
-    # + 1, less 1 when the output layer is a kernel product narrower than
-    # the batch (no barrier before the delta below it); the tiny path's 5
+    # the count fit's race and the C core's team choice use.  Cut by
+    # samples (weights within 1 MB, at least 8 rows per thread of two):
+    # its 2 barriers + 2 for what crosses between the cores.  Cut by
+    # columns: 2 per layer + 1, less 1 when the output layer is a kernel
+    # product narrower than the batch (no barrier before the delta below
+    # it).  The tiny path: 5.
     def syncs(layers, batch, **kw):
         return bpcore.Network(layers, **kw)._arch.train_syncs(batch)
-    assert syncs([64, 128, 64, 10], 32) == 6
-    assert syncs([64, 128, 64, 10], 10) == 7
-    assert syncs([64, 10], 32) == 3
-    assert syncs([64, 128, 4], 32) == 5
+    assert syncs([64, 128, 64, 10], 32) == 4
+    assert syncs([64, 10], 32) == 4
+    assert syncs([64, 128, 64, 10], 15) == 6     # 7 rows per thread
+    assert syncs([64, 128, 64, 10], 16) == 4
+    assert syncs([600, 512, 64, 10], 32) == 6    # 1.2 MB of float32
+    assert syncs([32768, 10], 32) == 3
+    assert syncs([600, 256, 4], 32) == 4         # 0.6 MB
+    assert syncs([600, 256, 4], 32, dtype="float64") == 5
     assert syncs([2, 3, 2, 2], 32) == 5
-    assert syncs([2, 3, 2, 2], 32, dropout=0.5) == 7
+    assert syncs([2, 3, 2, 2], 32, dropout=0.5) == 4  # the general path
+    assert syncs([2, 3, 2, 2], 15, dropout=0.5) == 7
 
 
 def test_thread_race_keeps_the_faster_choice(monkeypatch):

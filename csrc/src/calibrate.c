@@ -200,7 +200,7 @@ bp_team_size(int n_threads, double flops, double syncs, int f64)
 }
 
 double
-bp_train_syncs(const bp_arch *arch, int64_t batch)
+bp_train_syncs(const bp_arch *arch, int64_t batch, int f64)
 {
-    return train_syncs(arch, batch);
+    return train_syncs(arch, batch, f64 ? 8 : 4);
 }

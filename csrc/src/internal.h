@@ -221,17 +221,45 @@ out_rows_own(const bp_arch *arch, int64_t m)
            arch->sizes[L] < m;
 }
 
-/* Team synchronisations in one training batch of m rows: per layer one in
- * the forward pass (the output layer's with the loss, but none when the
- * input delta below it takes the same rows, out_rows_own) and one in the
- * backward pass (the input delta, but for the first layer), then the last
- * barrier and, with clipping, the update (the tiny path: its two passes
- * and the update).  bp_train_syncs exports it. */
+/*
+ * Whether a team trains a batch of m rows cut by samples (batch.h,
+ * backward_samples): each thread takes its own rows through every layer's
+ * forward pass, the loss and every input delta, with no barrier between
+ * layers; one barrier; then the weight gradients and their updates are cut
+ * by entries, each summed over all the rows in order.  Each thread then
+ * reads all of W, which pays while W (weights of esize bytes) stays in a
+ * core's L2: the Xeon's 2 MB, with room for the rest.  Larger networks cut
+ * each product by columns, which reads W once across the team (measured on
+ * the Xeon, docs/perf-notes.md, "Training cut by samples").  Every thread
+ * decides alike.
+ */
+#define SAMPLES_MAX_BYTES (1024.0 * 1024.0)
+#define SAMPLES_MIN_ROWS 8  /* per thread */
+static inline int
+train_by_samples(const bp_arch *arch, int64_t m, int nt, int64_t esize)
+{
+    return nt > 1 && m >= (int64_t)SAMPLES_MIN_ROWS * nt &&
+           !arch_is_tiny(arch) &&
+           arch_weights(arch) * (double)esize <= SAMPLES_MAX_BYTES;
+}
+
+/* Team synchronisations in one training batch of m rows (elements of
+ * esize bytes): per layer one in the forward pass (the output layer's with
+ * the loss, but none when the input delta below it takes the same rows,
+ * out_rows_own) and one in the backward pass (the input delta, but for the
+ * first layer), then the last barrier and, with clipping, the update (the
+ * tiny path: its two passes and the update).  Cut by samples: its two
+ * barriers and two more for W and the rows crossing between the cores (C2
+ * at batch 32 cost 4.3 barriers' worth beyond half its one-thread time).
+ * bp_train_syncs exports it. */
 static inline double
-train_syncs(const bp_arch *arch, int64_t m)
+train_syncs(const bp_arch *arch, int64_t m, int64_t esize)
 {
     if (arch_is_tiny(arch)) {
         return 5.0;
+    }
+    if (train_by_samples(arch, m, 2, esize)) {
+        return 4.0;
     }
     return 2.0 * (double)(arch->n_layers - 1) + 1.0 -
            (out_rows_own(arch, m) ? 1.0 : 0.0);

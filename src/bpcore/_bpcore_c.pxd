@@ -151,7 +151,7 @@ cdef extern from "bpcore/bpcore.h" nogil:
     int bp_team_forced()
     int bp_predict_threads(const bp_arch *arch, int64_t m, int n_threads)
     int bp_forward_threads(const bp_arch *arch, int64_t m, int n_threads)
-    double bp_train_syncs(const bp_arch *arch, int64_t batch)
+    double bp_train_syncs(const bp_arch *arch, int64_t batch, int f64)
     int bp_kernel_request()
     enum:
         BP_KERNEL_UNAVAILABLE

@@ -1040,7 +1040,7 @@ cdef class Arch:
         train() counts them for its choice of team (dropout included)."""
         cdef bp_arch a
         self._with_drop(&a, 0)
-        return bp_train_syncs(&a, batch)
+        return bp_train_syncs(&a, batch, self.f64)
 
     def train(self, cnp.ndarray params, cnp.ndarray grad, dict opt,
               cnp.ndarray X, cnp.ndarray Y, object sw, object order,

@@ -361,9 +361,10 @@ int bp_team_costs(int n_threads, double *step_f32, double *step_f64,
 /* The threads that work of `flops` with `syncs` team synchronisations runs
  * on when n_threads are allowed: n_threads or 1 (see calibrate.c). */
 int bp_team_size(int n_threads, double flops, double syncs, int f64);
-/* Team synchronisations of one training batch of `batch` rows (the count
- * bp_train_* gives bp_team_size; fit's thread race uses it too). */
-double bp_train_syncs(const bp_arch *arch, int64_t batch);
+/* Team synchronisations of one training batch of `batch` rows, float or
+ * double (f64) (the count bp_train_* gives bp_team_size; fit's thread race
+ * uses it too). */
+double bp_train_syncs(const bp_arch *arch, int64_t batch, int f64);
 
 /*
  * What bp_init made of the environment variable BPCORE_KERNEL: unset

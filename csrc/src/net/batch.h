@@ -69,6 +69,111 @@ FN(loss_mean)(const double *lbuf, int64_t m, double S)
 }
 
 /*
+ * Rows [r0, r1) of layer k forward, by one thread: net = x W + b, out =
+ * f(net), a hidden layer's dropout, or with loss the loss of each row;
+ * the same bits as dense_forward (every entry is summed over its row
+ * alone).  mine: the thread's kernel scratch.
+ */
+static void
+FN(forward_rows)(T *net, T *out, const T *x, const T *W, const T *b,
+                 const bp_arch *arch, int64_t k, int64_t r0, int64_t r1,
+                 T *mine, const FN(loss_args) *loss)
+{
+    int64_t n_in = arch->sizes[k], n_out = arch->sizes[k + 1];
+    FN(fwd_epi) e = {net, out, b, arch, k, n_out, loss};
+
+    if (layer_uses_gemm(n_in, n_out)) {
+        FN(product)(net + r0 * n_out, n_out, x + r0 * n_in, n_in, 1, W,
+                    n_out, 1, r1 - r0, n_out, n_in, mine);
+    } else {
+        e.b = NULL;  /* dense_rows adds it */
+        FN(dense_rows)(net + r0 * n_out, x + r0 * n_in, r1 - r0, n_in, W, b,
+                       n_out);
+    }
+    FN(forward_fin)(&e, r0, r1, 0, n_out);
+}
+
+/* Rows [r0, r1) of layer k's input delta, by one thread, as
+ * dense_backward_dx computes them (each row from its own row of d). */
+static void
+FN(dx_rows)(T *dx, const T *d, const T *W, const T *net, const T *out,
+            const bp_arch *arch, int64_t k, int64_t r0, int64_t r1, T *mine)
+{
+    int64_t n_in = arch->sizes[k], n_out = arch->sizes[k + 1];
+    FN(dx_epi) e = {dx, net, out, arch, k, n_in};
+
+    if (layer_uses_gemm(n_in, n_out)) {
+        FN(product)(dx + r0 * n_in, n_in, d + r0 * n_out, n_out, 1, W, 1,
+                    n_out, r1 - r0, n_in, n_out, mine);
+    } else {
+        for (int64_t i = r0; i < r1; i++) {
+            for (int64_t a = 0; a < n_in; a++) {
+                dx[i * n_in + a] = FN(dot)(d + i * n_out, W + a * n_out,
+                                           n_out);
+            }
+        }
+    }
+    if (k > 0) {
+        FN(dx_fin)(&e, r0, r1, 0, n_in);
+    }
+}
+
+/*
+ * backward_body cut by samples (train_by_samples): each thread takes rows
+ * [m t / nt, m (t + 1) / nt) through the forward pass, the loss and every
+ * input delta, reading W only; one barrier; then the weight and bias
+ * gradients of every layer, shared as backward_body shares them, each
+ * thread updating what it computed.  Every value is computed as
+ * backward_body computes it, so the bits are the same.
+ */
+static double
+FN(backward_samples)(T *grad, T *const *delta, T *const *net,
+                     T *const *out, double *lbuf, double *wsum, const T *X,
+                     const T *Y, const T *sw, const T *params,
+                     const bp_arch *arch, const int64_t *w_off,
+                     const int64_t *b_off, int64_t m, T *scratch,
+                     const FN(upd) *u, T *upd_params, int last_sync)
+{
+    int64_t L = arch->n_layers - 1;
+    int nt = team_size(), tid = thread_id();
+    int64_t r0 = m * tid / nt, r1 = m * (tid + 1) / nt;
+    T *mine = scratch != NULL ? scratch + (int64_t)tid * GEMM_SCRATCH_ELEMS
+                              : NULL;
+    FN(loss_args) la = {delta[L], lbuf, Y, sw, 0.0};
+    double loss;
+
+    la.S = *wsum = FN(weight_sum)(sw, m);
+    for (int64_t k = 0; k < L; k++) {
+        FN(forward_rows)(net[k + 1], out[k + 1], k == 0 ? X : out[k],
+                         params + w_off[k], params + b_off[k], arch, k, r0,
+                         r1, mine, k + 1 == L ? &la : NULL);
+    }
+    for (int64_t k = L - 1; k >= 0; k--) {
+        if (k > 0 || delta[0] != NULL) {
+            FN(dx_rows)(delta[k], delta[k + 1], params + w_off[k], net[k],
+                        out[k], arch, k, r0, r1, mine);
+        }
+    }
+#pragma omp barrier
+    loss = FN(loss_mean)(lbuf, m, la.S);
+    if (!isfinite(loss)) {
+        u = NULL;  /* as backward_body: every thread agrees */
+    }
+    for (int64_t k = L - 1; k >= 0; k--) {
+        int64_t n_in = arch->sizes[k], n_out = arch->sizes[k + 1];
+        FN(dense_backward_dw)(grad, w_off[k], k == 0 ? X : out[k],
+                              delta[k + 1], m, n_in, n_out, scratch, u,
+                              upd_params);
+        FN(dense_backward_db)(grad, b_off[k], delta[k + 1], m, n_out, u,
+                              upd_params);
+    }
+    if (last_sync) {
+#pragma omp barrier
+    }
+    return loss;
+}
+
+/*
  * Forward and backward pass (see bp_backward_*): the forward pass with
  * the loss of each row, then from the top down each layer's input delta, then its
  * gradient.  With u (and a finite loss), each thread applies the update to
@@ -91,6 +196,11 @@ FN(backward_body)(T *grad, T *const *delta, T *const *net, T *const *out,
     int own = out_rows_own(arch, m);  /* then: L >= 2, so k = L - 1 > 0 */
     double loss;
 
+    if (train_by_samples(arch, m, team_size(), (int64_t)sizeof(T))) {
+        return FN(backward_samples)(grad, delta, net, out, lbuf, wsum, X, Y,
+                                    sw, params, arch, w_off, b_off, m,
+                                    scratch, u, upd_params, last_sync);
+    }
     /* Every thread computes the same S, in the same order. */
     la.S = *wsum = FN(weight_sum)(sw, m);
     FN(forward_body)(net, out, X, params, arch, w_off, b_off, m, scratch,

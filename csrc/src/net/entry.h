@@ -207,7 +207,8 @@ FN(backward)(const ARGS(backward) *a)
     }
     nt = team_for(resolve_threads(a->n_threads),
                   (double)a->m * arch_weights(a->arch) * 6.0,
-                  train_syncs(a->arch, a->m), sizeof(T) == 8);
+                  train_syncs(a->arch, a->m, (int64_t)sizeof(T)),
+                  sizeof(T) == 8);
     /* Scratch: the per-sample losses and the kernel's packing buffers. */
     c.a = a;
     c.w_off = lay.w_off;
@@ -306,7 +307,8 @@ FN(train_team)(const ARGS(train) *a)
         return FN(worth_sharing)(resolve_threads(-a->n_threads), flops);
     }
     return team_for(resolve_threads(a->n_threads), flops,
-                    train_syncs(a->arch, a->batch), sizeof(T) == 8);
+                    train_syncs(a->arch, a->batch, (int64_t)sizeof(T)),
+                    sizeof(T) == 8);
 }
 
 static bp_status

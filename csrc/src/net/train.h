@@ -129,9 +129,10 @@ FN(batch_gather)(const ARGS(train) *a, const FN(train_ws) *ws, int64_t start,
         }
     } else if (labels != NULL) {
         /* no barrier needed: backward_body's forward pass has one (after
-         * its first layer) before the output layer's loss reads Y */
-#pragma omp for schedule(static) nowait
-        for (int64_t i = 0; i < mb; i++) {
+         * its first layer) before the output layer's loss reads Y, and
+         * cut by samples, each thread's loss reads the rows it wrote */
+        int nt = team_size(), tid = thread_id();
+        for (int64_t i = mb * tid / nt; i < mb * (tid + 1) / nt; i++) {
             FN(onehot_row)(Yb + i * n_L, n_L, labels[start + i]);
         }
     }
