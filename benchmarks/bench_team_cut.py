@@ -1,0 +1,167 @@
+"""What a second thread gives fit, across network sizes and batch sizes.
+
+For each case (layers, batch), in one process: one-epoch fits of SGD without
+shuffling, on one thread and on a team of two, alternating the two every
+round, and the median time of each; the ratio team / one thread (< 1: the
+team is faster).  fit's thread race is bypassed (its choice is fixed for
+the case), so the team's own speed shows even where the race would keep one
+thread.  PyTorch, where installed, runs the same network and batches on 1
+and 2 threads in the same rounds: its ratio is the peer's.
+
+A team trains a small network's batch cut by samples (weights within 1 MB)
+and a larger one's cut by the columns of each product (docs/perf-notes.md,
+"Training cut by samples").  To compare two builds, run this script under
+each (it prints the CPU, the ISA and the commit with the table).  Not part of
+run_all; not collected by pytest.
+
+    python benchmarks/bench_team_cut.py [--rounds 6] [--rows 20000]
+        [--cases 64-128-64-10:32,784-256-128-10:128] [--out FILE.jsonl]
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import _common as C  # noqa: E402
+
+CASES = ("64-128-64-10:32,64-128-64-10:64,64-128-64-10:128,"
+         "64-128-64-10:256,32-64-64-64-64-10:64,32-64-64-64-64-10:256,"
+         "16-32-32-32-32-32-32-4:128,128-256-128-10:128,"
+         "784-256-128-10:32,784-256-128-10:128,512-512-512-10:128")
+
+
+def parse_cases(text):
+    out = []
+    for item in text.split(","):
+        layers, batch = item.split(":")
+        out.append((tuple(int(v) for v in layers.split("-")), int(batch)))
+    return out
+
+
+def bpcore_fitter(layers, batch, X, Y):
+    """fit(threads) -> seconds of one epoch, with the race's choice fixed."""
+    import bpcore
+    from bpcore import _race
+    net = bpcore.Network(list(layers), activation="relu", output="softmax",
+                         loss="cross_entropy", seed=0, dtype="float32")
+    opt = bpcore.SGD(lr=0.01)
+    key = (tuple(layers), "<f4", batch, 2)
+
+    def fit(threads):
+        _race._CHOSEN[key] = threads
+        _race._SCHEDULE[key] = (1e9, time.perf_counter() + 1e9)
+        t0 = time.perf_counter()
+        net.fit(X, Y, epochs=1, batch_size=batch, optimizer=opt,
+                n_threads=2, shuffle=False)
+        return time.perf_counter() - t0
+    return fit
+
+
+def torch_fitter(layers, batch, X, Y):
+    """The same epoch as a PyTorch loop of SGD steps, or None."""
+    if not C.peer_available("torch"):
+        return None
+    import torch
+    torch.manual_seed(0)
+    mods = []
+    for k in range(len(layers) - 1):
+        mods.append(torch.nn.Linear(layers[k], layers[k + 1]))
+        if k + 2 < len(layers):
+            mods.append(torch.nn.ReLU())
+    model = torch.nn.Sequential(*mods)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    Xb = torch.split(torch.from_numpy(X), batch)
+    Yb = torch.split(torch.from_numpy(Y), batch)
+
+    def fit(threads):
+        torch.set_num_threads(threads)
+        t0 = time.perf_counter()
+        for xb, yb in zip(Xb, Yb):
+            opt.zero_grad()
+            loss_fn(model(xb), yb).backward()
+            opt.step()
+        return time.perf_counter() - t0
+    return fit
+
+
+def measure(layers, batch, rows, rounds):
+    import numpy as np
+    rng = np.random.default_rng(12345)
+    X = rng.standard_normal((rows, layers[0])).astype(np.float32)
+    Y = rng.integers(0, layers[-1], size=rows).astype(np.int64)
+    rec = {"layers": list(layers), "batch": batch, "rows": rows}
+    for lib, make in (("bpcore", bpcore_fitter), ("torch", torch_fitter)):
+        fit = make(layers, batch, X, Y)
+        if fit is None:
+            continue
+        fit(1)
+        fit(2)  # warm both
+        times = {1: [], 2: []}
+        for r in range(rounds):
+            for t in ((1, 2) if r % 2 == 0 else (2, 1)):
+                times[t].append(fit(t))
+        one, two = statistics.median(times[1]), statistics.median(times[2])
+        rec[lib] = {"t1_s": one, "t2_s": two, "ratio": two / one,
+                    "ratio_range": [min(b / a for a, b in
+                                        zip(times[1], times[2])),
+                                    max(b / a for a, b in
+                                        zip(times[1], times[2]))]}
+    return rec
+
+
+def table(recs):
+    lines = ["| layers | batch | weights | bpcore 1T | bpcore team / 1T "
+             "| PyTorch 2T / 1T |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in recs:
+        w = sum(a * b for a, b in zip(r["layers"], r["layers"][1:]))
+        b = r["bpcore"]
+        t = r.get("torch")
+        lines.append("| {} | {} | {:,} | {:.0f} k/s | {:.3f} ({:.2f}-{:.2f}) "
+                     "| {} |".format(
+                         "-".join(map(str, r["layers"])), r["batch"], w,
+                         r["rows"] / b["t1_s"] / 1e3, b["ratio"],
+                         *b["ratio_range"],
+                         "{:.3f}".format(t["ratio"]) if t else "-"))
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cases", default=CASES,
+                    help="comma list of LAYERS:BATCH, layers joined by -")
+    ap.add_argument("--rows", type=int, default=20000)
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--out", default=None, help="JSON lines output")
+    a = ap.parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    import bpcore
+    facts = C.machine_facts()
+    kernel, cfg = C.bpcore_config(bpcore)
+    head = "{}, bpcore kernel {}, commit {}".format(
+        C.cpu_label(facts), kernel, facts["git_commit"])
+    print(head, flush=True)
+    recs = []
+    for layers, batch in parse_cases(a.cases):
+        rec = measure(layers, batch, a.rows, a.rounds)
+        rec["facts"] = facts
+        rec["bpcore_config"] = cfg
+        recs.append(rec)
+        print("  {} batch {}: team / 1T {:.3f}".format(
+            "-".join(map(str, layers)), batch, rec["bpcore"]["ratio"]),
+            flush=True)
+        if a.out:
+            with open(a.out, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+    print()
+    print(head)
+    print()
+    print(table(recs))
+
+
+if __name__ == "__main__":
+    main()
