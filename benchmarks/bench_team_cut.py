@@ -8,7 +8,7 @@ the case), so the team's own speed shows even where the race would keep one
 thread.  PyTorch, where installed, runs the same network and batches on 1
 and 2 threads in the same rounds: its ratio is the peer's.
 
-A team trains a small network's batch cut by samples (weights within 1 MB)
+A team trains a small network's batch cut by samples (weights within 512 KB)
 and a larger one's cut by the columns of each product (docs/perf-notes.md,
 "Training cut by samples").  To compare two builds, run this script under
 each (it prints the CPU, the ISA and the commit with the table).  Not part of

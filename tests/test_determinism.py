@@ -307,7 +307,7 @@ def test_fit_any_thread_count_wide_output(config, batch, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("batch", [16, 37, 100])
 def test_fit_any_thread_count_cut_by_samples(batch, dtype):
-    # a small network (weights within 1 MB) and at least 8 rows per thread:
+    # a small network (weights within 512 KB) and at least 8 rows per thread:
     # a team cuts the batch by samples, each thread taking its own rows
     # through the forward pass, the loss and the input deltas, then the
     # weight gradients by entries (train_by_samples in

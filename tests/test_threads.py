@@ -510,7 +510,7 @@ print("done")
 
 def test_train_syncs_counts_the_batch_barriers():
     # the count fit's race and the C core's team choice use.  Cut by
-    # samples (weights within 1 MB, at least 8 rows per thread of two):
+    # samples (weights within 512 KB, at least 8 rows per thread of two):
     # its 2 barriers + 2 for what crosses between the cores.  Cut by
     # columns: 2 per layer + 1, less 1 when the output layer is a kernel
     # product narrower than the batch (no barrier before the delta below
@@ -523,8 +523,9 @@ def test_train_syncs_counts_the_batch_barriers():
     assert syncs([64, 128, 64, 10], 16) == 4
     assert syncs([600, 512, 64, 10], 32) == 6    # 1.2 MB of float32
     assert syncs([32768, 10], 32) == 3
-    assert syncs([600, 256, 4], 32) == 4         # 0.6 MB
-    assert syncs([600, 256, 4], 32, dtype="float64") == 5
+    assert syncs([400, 256, 4], 32) == 4         # 0.4 MB
+    assert syncs([400, 256, 4], 32, dtype="float64") == 5
+    assert syncs([784, 256, 128, 10], 128) == 6  # C3: 0.94 MB
     assert syncs([2, 3, 2, 2], 32) == 5
     assert syncs([2, 3, 2, 2], 32, dropout=0.5) == 4  # the general path
     assert syncs([2, 3, 2, 2], 15, dropout=0.5) == 7
