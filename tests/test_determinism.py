@@ -41,6 +41,19 @@ def network(config, dtype, seed=3):
     return bpcore.Network(layers=LAYERS, dtype=dtype, seed=seed, **config)
 
 
+def assert_fit_same_bits(make_net, make_opt, X, Y, **fit_kw):
+    """A fresh network fitted on each of THREADS (passed as n_threads)
+    ends with the same parameters and loss history as on one thread."""
+    params, losses = {}, {}
+    for n in THREADS:
+        net = make_net()
+        hist = net.fit(X, Y, n_threads=n, optimizer=make_opt(), **fit_kw)
+        params[n], losses[n] = net.params.copy(), list(hist.loss)
+    for n in THREADS[1:]:
+        assert losses[n] == losses[1], n
+        assert np.array_equal(params[n], params[1]), n
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS.keys())
 def test_predict_any_thread_count(config, dtype):
@@ -261,19 +274,13 @@ def test_fit_any_thread_count_wide_layers(opt, dtype):
     rng = np.random.default_rng(5)
     X = rng.normal(size=(256, layers[0]))
     Y = rng.integers(0, 10, size=256)
-    params, losses = {}, {}
-    for n in THREADS:
-        net = bpcore.Network(layers=layers, dtype=dtype, seed=3,
-                             activation="relu", output="softmax",
-                             loss="cross_entropy")
-        make = (bpcore.SGD(lr=0.01, momentum=0.9) if opt == "sgd"
-                else bpcore.Adam(lr=1e-3))
-        hist = net.fit(X, Y, epochs=2, batch_size=128, shuffle=True,
-                       n_threads=n, optimizer=make)
-        params[n], losses[n] = net.params.copy(), list(hist.loss)
-    for n in THREADS[1:]:
-        assert losses[n] == losses[1], n
-        assert np.array_equal(params[n], params[1]), n
+    assert_fit_same_bits(
+        lambda: bpcore.Network(layers=layers, dtype=dtype, seed=3,
+                               activation="relu", output="softmax",
+                               loss="cross_entropy"),
+        lambda: (bpcore.SGD(lr=0.01, momentum=0.9) if opt == "sgd"
+                 else bpcore.Adam(lr=1e-3)),
+        X, Y, epochs=2, batch_size=128, shuffle=True)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -291,17 +298,11 @@ def test_fit_any_thread_count_wide_output(config, batch, dtype):
     Y = (rng.integers(0, 12, size=300) if cfg["loss"] == "cross_entropy"
          else rng.normal(size=(300, 12)))
     sw = rng.uniform(0.5, 2.0, size=300)
-    params, losses = {}, {}
-    for n in THREADS:
-        net = bpcore.Network(layers=layers, dtype=dtype, seed=3,
-                             dropout=0.2, **cfg)
-        hist = net.fit(X, Y, epochs=2, batch_size=batch, shuffle=True,
-                       sample_weight=sw, n_threads=n,
-                       optimizer=bpcore.Adam(lr=1e-3))
-        params[n], losses[n] = net.params.copy(), list(hist.loss)
-    for n in THREADS[1:]:
-        assert losses[n] == losses[1], n
-        assert np.array_equal(params[n], params[1]), n
+    assert_fit_same_bits(
+        lambda: bpcore.Network(layers=layers, dtype=dtype, seed=3,
+                               dropout=0.2, **cfg),
+        lambda: bpcore.Adam(lr=1e-3),
+        X, Y, epochs=2, batch_size=batch, shuffle=True, sample_weight=sw)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -318,18 +319,12 @@ def test_fit_any_thread_count_cut_by_samples(batch, dtype):
     rng = np.random.default_rng(13)
     X = rng.normal(size=(333, layers[0]))
     Y = rng.integers(0, 12, size=333)
-    params, losses = {}, {}
-    for n in THREADS:
-        net = bpcore.Network(layers=layers, dtype=dtype, seed=3,
-                             activation="tanh", output="softmax",
-                             loss="cross_entropy", dropout=0.1)
-        hist = net.fit(X, Y, epochs=2, batch_size=batch, shuffle=False,
-                       n_threads=n, optimizer=bpcore.SGD(lr=0.05,
-                                                         momentum=0.9))
-        params[n], losses[n] = net.params.copy(), list(hist.loss)
-    for n in THREADS[1:]:
-        assert losses[n] == losses[1], n
-        assert np.array_equal(params[n], params[1]), n
+    assert_fit_same_bits(
+        lambda: bpcore.Network(layers=layers, dtype=dtype, seed=3,
+                               activation="tanh", output="softmax",
+                               loss="cross_entropy", dropout=0.1),
+        lambda: bpcore.SGD(lr=0.05, momentum=0.9),
+        X, Y, epochs=2, batch_size=batch, shuffle=False)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

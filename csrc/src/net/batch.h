@@ -69,56 +69,6 @@ FN(loss_mean)(const double *lbuf, int64_t m, double S)
 }
 
 /*
- * Rows [r0, r1) of layer k forward, by one thread: net = x W + b, out =
- * f(net), a hidden layer's dropout, or with loss the loss of each row;
- * the same bits as dense_forward (every entry is summed over its row
- * alone).  mine: the thread's kernel scratch.
- */
-static void
-FN(forward_rows)(T *net, T *out, const T *x, const T *W, const T *b,
-                 const bp_arch *arch, int64_t k, int64_t r0, int64_t r1,
-                 T *mine, const FN(loss_args) *loss)
-{
-    int64_t n_in = arch->sizes[k], n_out = arch->sizes[k + 1];
-    FN(fwd_epi) e = {net, out, b, arch, k, n_out, loss};
-
-    if (layer_uses_gemm(n_in, n_out)) {
-        FN(product)(net + r0 * n_out, n_out, x + r0 * n_in, n_in, 1, W,
-                    n_out, 1, r1 - r0, n_out, n_in, mine);
-    } else {
-        e.b = NULL;  /* dense_rows adds it */
-        FN(dense_rows)(net + r0 * n_out, x + r0 * n_in, r1 - r0, n_in, W, b,
-                       n_out);
-    }
-    FN(forward_fin)(&e, r0, r1, 0, n_out);
-}
-
-/* Rows [r0, r1) of layer k's input delta, by one thread, as
- * dense_backward_dx computes them (each row from its own row of d). */
-static void
-FN(dx_rows)(T *dx, const T *d, const T *W, const T *net, const T *out,
-            const bp_arch *arch, int64_t k, int64_t r0, int64_t r1, T *mine)
-{
-    int64_t n_in = arch->sizes[k], n_out = arch->sizes[k + 1];
-    FN(dx_epi) e = {dx, net, out, arch, k, n_in};
-
-    if (layer_uses_gemm(n_in, n_out)) {
-        FN(product)(dx + r0 * n_in, n_in, d + r0 * n_out, n_out, 1, W, 1,
-                    n_out, r1 - r0, n_in, n_out, mine);
-    } else {
-        for (int64_t i = r0; i < r1; i++) {
-            for (int64_t a = 0; a < n_in; a++) {
-                dx[i * n_in + a] = FN(dot)(d + i * n_out, W + a * n_out,
-                                           n_out);
-            }
-        }
-    }
-    if (k > 0) {
-        FN(dx_fin)(&e, r0, r1, 0, n_in);
-    }
-}
-
-/*
  * backward_body cut by samples (train_by_samples): each thread takes rows
  * [m t / nt, m (t + 1) / nt) through the forward pass, the loss and every
  * input delta, reading W only; one barrier; then the weight and bias

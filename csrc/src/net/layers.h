@@ -407,6 +407,33 @@ FN(dx_fin)(const void *ctx, int64_t r0, int64_t r1, int64_t c0, int64_t c1)
 }
 
 /*
+ * Rows [r0, r1) of layer k forward, by one thread: net = x W + b, out =
+ * f(net), a hidden layer's dropout, or with loss the loss of each row.
+ * Every entry is summed over its own row alone, so the bits do not depend
+ * on how the rows are cut (dense_forward's direct rows, a batch cut by
+ * samples).  mine: the thread's kernel scratch (unused by a layer that
+ * does not take the kernel).
+ */
+static void
+FN(forward_rows)(T *net, T *out, const T *x, const T *W, const T *b,
+                 const bp_arch *arch, int64_t k, int64_t r0, int64_t r1,
+                 T *mine, const FN(loss_args) *loss)
+{
+    int64_t n_in = arch->sizes[k], n_out = arch->sizes[k + 1];
+    FN(fwd_epi) e = {net, out, b, arch, k, n_out, loss};
+
+    if (layer_uses_gemm(n_in, n_out)) {
+        FN(product)(net + r0 * n_out, n_out, x + r0 * n_in, n_in, 1, W,
+                    n_out, 1, r1 - r0, n_out, n_in, mine);
+    } else {
+        e.b = NULL;  /* dense_rows adds it */
+        FN(dense_rows)(net + r0 * n_out, x + r0 * n_in, r1 - r0, n_in, W, b,
+                       n_out);
+    }
+    FN(forward_fin)(&e, r0, r1, 0, n_out);
+}
+
+/*
  * Layer k forward for m rows, shared by the team: net = x W + b, then
  * out = f(net), then the dropout of a hidden layer, or with loss (the
  * output layer's), the loss of each row.  Big layers take the product
@@ -433,14 +460,11 @@ FN(dense_forward)(T *net, T *out, const T *x, const T *W, const T *b,
                          scratch, &epi, sync);
         return;
     }
-    e.b = NULL;  /* dense_rows adds it */
 #pragma omp for schedule(static)
     for (int64_t blk = 0; blk < n_blocks; blk++) {
         int64_t r0 = blk * ROW_BLOCK;
-        int64_t rows = m - r0 < ROW_BLOCK ? m - r0 : ROW_BLOCK;
-        FN(dense_rows)(net + r0 * n_out, x + r0 * n_in, rows, n_in, W, b,
-                       n_out);
-        FN(forward_fin)(&e, r0, r0 + rows, 0, n_out);
+        int64_t r1 = r0 + ROW_BLOCK < m ? r0 + ROW_BLOCK : m;
+        FN(forward_rows)(net, out, x, W, b, arch, k, r0, r1, NULL, loss);
     }
 }
 
@@ -551,6 +575,32 @@ FN(dense_backward_db)(T *grad, int64_t b_off, const T *d, int64_t m,
     }
 }
 
+/* Rows [r0, r1) of layer k's input delta, by one thread, each from its
+ * own row of d (dense_backward_dx's direct rows, a batch cut by samples);
+ * mine as forward_rows'. */
+static void
+FN(dx_rows)(T *dx, const T *d, const T *W, const T *net, const T *out,
+            const bp_arch *arch, int64_t k, int64_t r0, int64_t r1, T *mine)
+{
+    int64_t n_in = arch->sizes[k], n_out = arch->sizes[k + 1];
+    FN(dx_epi) e = {dx, net, out, arch, k, n_in};
+
+    if (layer_uses_gemm(n_in, n_out)) {
+        FN(product)(dx + r0 * n_in, n_in, d + r0 * n_out, n_out, 1, W, 1,
+                    n_out, r1 - r0, n_in, n_out, mine);
+    } else {
+        for (int64_t i = r0; i < r1; i++) {
+            for (int64_t a = 0; a < n_in; a++) {
+                dx[i * n_in + a] = FN(dot)(d + i * n_out, W + a * n_out,
+                                           n_out);
+            }
+        }
+    }
+    if (k > 0) {
+        FN(dx_fin)(&e, r0, r1, 0, n_in);
+    }
+}
+
 /*
  * The delta of layer k's input, shared by the team: dx = d W^T; for a
  * hidden input (k > 0) then times f'(net_k) and its dropout mask, so that
@@ -580,15 +630,7 @@ FN(dense_backward_dx)(T *dx, const T *d, const T *W, const T *net,
     for (int64_t blk = 0; blk < n_blocks; blk++) {
         int64_t r0 = blk * ROW_BLOCK;
         int64_t r1 = r0 + ROW_BLOCK < m ? r0 + ROW_BLOCK : m;
-        for (int64_t i = r0; i < r1; i++) {
-            for (int64_t a = 0; a < n_in; a++) {
-                dx[i * n_in + a] = FN(dot)(d + i * n_out, W + a * n_out,
-                                           n_out);
-            }
-        }
-        if (k > 0) {
-            FN(dx_fin)(&e, r0, r1, 0, n_in);
-        }
+        FN(dx_rows)(dx, d, W, net, out, arch, k, r0, r1, NULL);
     }
 }
 
