@@ -106,7 +106,7 @@ def init_params(layers, dtype, seed=0):
 def summarize(times):
     """min / median / all of a list of seconds."""
     return {"min_s": min(times), "median_s": statistics.median(times),
-            "times_s": [round(t, 6) for t in times]}
+            "times_s": [float(f"{t:.6g}") for t in times]}
 
 
 def timed(fn):
@@ -127,6 +127,58 @@ def repeat(fn, reps):
     while len(times) < reps or (sum(times) < MIN_TOTAL_S and len(times) < MAX_REPS):
         times.append(timed(fn))
     return times
+
+
+# Rates derived from a record's best time (min_s) or its median time.
+_RATES_OF = {"min_s": ("samples_per_s_max", "gflops_best"),
+             "median_s": ("samples_per_s_median", "gflops_median")}
+# Fields that name a case: records equal in these are one case's rounds.
+_CASE_FIELDS = ("bench", "config", "case", "dtype", "peer", "variant",
+                "threads", "lib", "n", "rows")
+
+
+def merge_rounds(rounds):
+    """One record per case from several rounds of the same sweep.
+
+    A case's timed repetitions (times_s) of every round are pooled; min_s,
+    median_s and the rates derived from them are recomputed from the pool,
+    and "round_min_s" keeps each round's best, so the spread between rounds
+    stays visible.  A case that failed or was skipped in some round keeps
+    the first record that has times.
+    """
+    if len(rounds) == 1:
+        return list(rounds[0])
+    cases, order = {}, []
+    for recs in rounds:
+        for r in recs:
+            key = tuple(str(r.get(f)) for f in _CASE_FIELDS)
+            if key not in cases:
+                order.append(key)
+                cases[key] = []
+            cases[key].append(r)
+    out = []
+    # a failure record has no variant: it stands only if no round of the
+    # same peer and case has times
+    timed_cases = {k[:5] + k[6:] for k in order
+                   if any(r.get("times_s") for r in cases[k])}
+    for key in order:
+        timed_recs = [r for r in cases[key] if r.get("times_s")]
+        if not timed_recs:
+            if key[:5] + key[6:] not in timed_cases:
+                out.append(cases[key][0])
+            continue
+        m = dict(timed_recs[0])
+        pool = [t for r in timed_recs for t in r["times_s"]]
+        new = summarize(pool)
+        for f, rates in _RATES_OF.items():
+            if f in m:
+                for rate in rates:
+                    if rate in m:
+                        m[rate] = m[rate] * m[f] / new[f]
+        m.update(new, reps=len(pool), rounds=len(timed_recs),
+                 round_min_s=[r["min_s"] for r in timed_recs])
+        out.append(m)
+    return out
 
 
 # --------------------------------------------------------------------------

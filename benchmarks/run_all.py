@@ -15,6 +15,14 @@ Usage::
     python benchmarks/run_all.py --only C3       # one config (+ GEMM ceiling)
     python benchmarks/run_all.py --only C1a,predict --peers bpcore,jax
     python benchmarks/run_all.py --only memory   # fit's peak memory alone
+    python benchmarks/run_all.py --rounds 3      # fit and predict 3 times, alternated
+
+``--rounds N`` repeats the fit and predict sweeps N times, the thread counts
+and the peers in reverse order every other round (1 then 2 threads, then 2
+then 1), and keeps each case's best over all rounds.  On a host whose speed
+drifts, or where the first of two back-to-back runs tends to be the faster,
+one pass in a fixed order favours whatever runs first; alternated rounds
+give every thread count and every peer the same chances.
 
 ``--only`` takes configuration names (C1a C1b C1c C2 C3 C4) and/or the words
 ``fit``, ``predict``, ``gemm`` and ``memory``.  The GEMM ceiling is always
@@ -50,6 +58,9 @@ def main(argv=None):
     ap.add_argument("--peers", default=",".join(ALL_PEERS))
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--reps", type=int, default=None, help="minimum timed repetitions")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="fit and predict sweeps, alternating the order of "
+                         "thread counts and peers; best over rounds")
     ap.add_argument("--no-gemm", action="store_true")
     ap.add_argument("--report", default=None, metavar="FILE.jsonl",
                     help="only print the tables of an earlier run's JSON lines")
@@ -126,12 +137,22 @@ def main(argv=None):
     if do_gemm:
         records += bench_gemm.sweep(threads, quick=a.quick, reps=a.reps, log=log,
                                     facts=facts)
-    if do_fit:
-        records += bench_fit.sweep(peers, threads, quick=a.quick, only=configs,
+    rounds = []
+    for k in range(max(1, a.rounds)):
+        # odd rounds run the thread counts and the peers in reverse order
+        thr = threads if k % 2 == 0 else threads[::-1]
+        prs = peers if k % 2 == 0 else peers[::-1]
+        if a.rounds > 1:
+            log(f"round {k + 1}/{a.rounds}: threads {thr}, peers {prs}")
+        one = []
+        if do_fit:
+            one += bench_fit.sweep(prs, thr, quick=a.quick, only=configs,
                                    reps=a.reps, log=log, facts=facts)
-    if do_predict:
-        records += bench_predict.sweep(peers, threads, quick=a.quick, reps=a.reps,
+        if do_predict:
+            one += bench_predict.sweep(prs, thr, quick=a.quick, reps=a.reps,
                                        log=log, facts=facts)
+        rounds.append(one)
+    records += C.merge_rounds(rounds)
     if do_memory and "bpcore" in peers:
         records += bench_memory.sweep(threads, log=log, facts=facts)
 
@@ -142,7 +163,8 @@ def main(argv=None):
     os.remove(out + ".partial")
 
     text = report_text(records, threads, facts, skipped=skipped,
-                       mode="quick" if a.quick else "full",
+                       mode=("quick" if a.quick else "full") +
+                       (f", {a.rounds} alternated rounds" if a.rounds > 1 else ""),
                        wall=time.perf_counter() - t_start)
     md = os.path.splitext(out)[0] + ".md"
     with open(md, "w") as f:

@@ -538,10 +538,40 @@ FN(dense_backward_dw)(T *grad, int64_t w_off, const T *x, const T *d,
     }
 }
 
+/* Sums over the m rows of d (row stride n_out) of W columns from j, in
+ * double, in sample order, into db[j..j+W).  W is a constant at every call,
+ * so the sums stay in registers (an array sized at run time was kept in
+ * memory: a store and a reload per row in every sum's chain). */
+#define DB_COLS(W)                                                           \
+    static INLINE void                                                       \
+    FN(db_cols_##W)(T *restrict db, const T *restrict d, int64_t m,          \
+                    int64_t n_out, int64_t j)                                \
+    {                                                                        \
+        double acc[W];                                                       \
+        for (int c = 0; c < W; c++) {                                        \
+            acc[c] = 0.0;                                                    \
+        }                                                                    \
+        for (int64_t i = 0; i < m; i++) {                                    \
+            const T *d_i = d + i * n_out + j;                                \
+            for (int c = 0; c < W; c++) {                                    \
+                acc[c] += (double)d_i[c];                                    \
+            }                                                                \
+        }                                                                    \
+        for (int c = 0; c < W; c++) {                                        \
+            db[j + c] = (T)acc[c];                                           \
+        }                                                                    \
+    }
+DB_COLS(32)
+DB_COLS(8)
+DB_COLS(1)
+#undef DB_COLS
+
 /*
  * db = sum over samples of d (overwritten), accumulated in double in
  * sample order, work-shared over blocks of entries; with u, each block's
  * biases (params + b_off) are then updated by the thread that summed it.
+ * A block's columns are summed 32, then 8, then 1 at a time (how they are
+ * grouped changes no sum).
  *   grad (n_out) out: the layer's db, at grad + b_off;  d (m, n_out) in
  * No barrier.
  */
@@ -554,23 +584,20 @@ FN(dense_backward_db)(T *grad, int64_t b_off, const T *d, int64_t m,
 
 #pragma omp for schedule(static) nowait
     for (int64_t blk = 0; blk < n_db; blk++) {
-        double acc[DB_BLOCK];
-        int64_t j0 = blk * DB_BLOCK;
-        int64_t nj = n_out - j0 < DB_BLOCK ? n_out - j0 : DB_BLOCK;
-        for (int64_t j = 0; j < nj; j++) {
-            acc[j] = 0.0;
+        int64_t j = blk * DB_BLOCK;
+        int64_t j1 = n_out - j < DB_BLOCK ? n_out : j + DB_BLOCK;
+        for (; j + 32 <= j1; j += 32) {
+            FN(db_cols_32)(db, d, m, n_out, j);
         }
-        for (int64_t i = 0; i < m; i++) {
-            const T *d_i = d + i * n_out + j0;
-            for (int64_t j = 0; j < nj; j++) {
-                acc[j] += (double)d_i[j];
-            }
+        for (; j + 8 <= j1; j += 8) {
+            FN(db_cols_8)(db, d, m, n_out, j);
         }
-        for (int64_t j = 0; j < nj; j++) {
-            db[j0 + j] = (T)acc[j];
+        for (; j < j1; j++) {
+            FN(db_cols_1)(db, d, m, n_out, j);
         }
         if (u != NULL) {
-            FN(upd_span)(u, params, grad, b_off + j0, b_off + j0 + nj, 0);
+            FN(upd_span)(u, params, grad, b_off + blk * DB_BLOCK, b_off + j1,
+                         0);
         }
     }
 }
