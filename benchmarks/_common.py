@@ -177,6 +177,9 @@ def merge_rounds(rounds):
                         m[rate] = m[rate] * m[f] / new[f]
         m.update(new, reps=len(pool), rounds=len(timed_recs),
                  round_min_s=[r["min_s"] for r in timed_recs])
+        meds = [r["call_median_s"] for r in timed_recs if "call_median_s" in r]
+        if meds:
+            m["call_median_s"] = min(meds)
         out.append(m)
     return out
 
