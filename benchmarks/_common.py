@@ -135,6 +135,7 @@ _RATES_OF = {"min_s": ("samples_per_s_max", "gflops_best"),
 # Fields that name a case: records equal in these are one case's rounds.
 _CASE_FIELDS = ("bench", "config", "case", "dtype", "peer", "variant",
                 "threads", "lib", "n", "rows")
+_VARIANT = _CASE_FIELDS.index("variant")
 
 
 def merge_rounds(rounds):
@@ -156,15 +157,18 @@ def merge_rounds(rounds):
                 order.append(key)
                 cases[key] = []
             cases[key].append(r)
+    def but_variant(key):
+        return key[:_VARIANT] + key[_VARIANT + 1:]
+
     out = []
     # a failure record has no variant: it stands only if no round of the
     # same peer and case has times
-    timed_cases = {k[:5] + k[6:] for k in order
+    timed_cases = {but_variant(k) for k in order
                    if any(r.get("times_s") for r in cases[k])}
     for key in order:
         timed_recs = [r for r in cases[key] if r.get("times_s")]
         if not timed_recs:
-            if key[:5] + key[6:] not in timed_cases:
+            if but_variant(key) not in timed_cases:
                 out.append(cases[key][0])
             continue
         m = dict(timed_recs[0])

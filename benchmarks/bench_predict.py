@@ -20,7 +20,9 @@ Usage::
 import argparse
 import json
 import os
+import statistics
 import sys
+import time
 import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -143,8 +145,6 @@ def call_median(f, x, calls):
     calls (on one Xeon a quarter of one-row calls took twice the median:
     perf-notes), the mean of a batch of calls above mixes both kinds; the
     median is the call as it runs undisturbed."""
-    import statistics
-    import time
     pc = time.perf_counter
     clock = []
     for _ in range(1000):
@@ -245,6 +245,12 @@ def sweep(peers, threads, quick=False, reps=None, log=print, facts=None):
     return records
 
 
+# Rows of the tables: a record's case, or ", median call" after it for its
+# call_median_s (absent from records made before it was measured)
+CASES = ("C3 throughput", "C1 latency", "C3 latency",
+         "C1 latency, median call", "C3 latency, median call")
+
+
 def table(records, threads):
     idx = {}
     for r in records:
@@ -254,8 +260,7 @@ def table(records, threads):
     tstr = " / ".join(str(t) for t in threads)
     lines = [f"Inference, float32, threads {tstr} (best of reps):", "",
              "| case | " + " | ".join(peers) + " |", "| --- |" + " --- |" * len(peers)]
-    for case in ("C3 throughput", "C1 latency", "C3 latency",
-                 "C1 latency, median call", "C3 latency, median call"):
+    for case in CASES:
         base_case, _, median = case.partition(", ")
         cells = []
         for p in peers:
@@ -279,8 +284,7 @@ def table(records, threads):
         lines += ["", "Ratio bpcore / peer (>1: bpcore faster):", "",
                   "| case | " + " | ".join(p for p in peers if p != "bpcore") + " |",
                   "| --- |" + " --- |" * (len(peers) - 1)]
-        for case in ("C3 throughput", "C1 latency", "C3 latency",
-                     "C1 latency, median call", "C3 latency, median call"):
+        for case in CASES:
             base_case, _, median = case.partition(", ")
             key = "call_median_s" if median else "min_s"
             cells = []
