@@ -531,6 +531,102 @@ def test_train_syncs_counts_the_batch_barriers():
     assert syncs([2, 3, 2, 2], 15, dropout=0.5) == 7
 
 
+def test_train_cut_names_the_rule_and_when_to_race_both():
+    # bp_train_cut: the cut a team takes by default, and whether the other
+    # is worth timing (both allowed, weights within 2 MB); train_syncs
+    # counts each cut's synchronisations.
+    from bpcore import _core
+    S, C = _core.CUT_SAMPLES, _core.CUT_COLUMNS
+
+    def arch(layers, **kw):
+        return bpcore.Network(layers, **kw)._arch
+    assert arch([64, 128, 64, 10]).train_cut(32, 2) == (S, True)
+    assert arch([64, 128, 64, 10]).train_cut(15, 2) == (C, False)
+    assert arch([784, 256, 128, 10]).train_cut(128, 2) == (C, True)
+    assert arch([784, 256, 128, 10],
+                dtype="float64").train_cut(128, 2) == (C, True)
+    assert arch([1024, 1024, 10]).train_cut(64, 2) == (C, False)  # 4.2 MB
+    assert arch([2, 3, 2, 2]).train_cut(64, 2) == (C, False)  # tiny path
+    assert arch([64, 128, 64, 10]).train_cut(23, 3) == (C, False)
+    assert arch([64, 128, 64, 10]).train_cut(24, 3) == (S, True)
+    c3 = arch([784, 256, 128, 10])
+    assert c3.train_syncs(128) == c3.train_syncs(128, C) == 6
+    assert c3.train_syncs(128, S) == 4
+    c2 = arch([64, 128, 64, 10])
+    assert c2.train_syncs(32) == c2.train_syncs(32, S) == 4
+    assert c2.train_syncs(32, C) == 6
+    assert c2.train_syncs(15, S) == 6  # too few rows: cut by columns
+
+
+def test_every_cut_trains_the_same_bits():
+    """A team cut by samples or by columns, whichever the rule would take,
+    gives the bits of one thread: float32 and float64, labels and targets,
+    shuffled, a last batch too short to cut by samples, momentum."""
+    from bpcore import _core
+
+    class Spy:
+        """The network's Arch, recording the cut of each train call."""
+        def __init__(self, arch):
+            self.arch, self.cuts = arch, []
+
+        def __getattr__(self, name):
+            return getattr(self.arch, name)
+
+        def train(self, *args):
+            self.cuts.append(args[15])
+            return self.arch.train(*args)
+
+    rng = np.random.default_rng(11)
+    for layers, dtype, B in (([64, 128, 64, 10], "float32", 32),
+                             ([600, 512, 64, 10], "float32", 48),
+                             ([30, 50, 40, 3], "float64", 40)):
+        X = rng.normal(size=(203, layers[0])).astype(dtype)
+        y = rng.integers(0, layers[-1], 203)
+        Y = np.eye(layers[-1], dtype=dtype)[y]
+        for target in (y, Y):
+            got = []
+            for threads, cut in ((1, None), (2, _core.CUT_COLUMNS),
+                                 (2, _core.CUT_SAMPLES)):
+                net = bpcore.Network(layers, activation="tanh",
+                                     output="softmax", loss="cross_entropy",
+                                     seed=5, dtype=dtype)
+                if cut is not None:
+                    key = (tuple(layers), np.dtype(dtype).str, B, 2)
+                    # the race fixed on this choice, no probe
+                    bpcore._race._CHOSEN[key] = (2, cut)
+                    bpcore._race._SCHEDULE[key] = (1e9, 1e18)
+                    net._arch = Spy(net._arch)
+                net.fit(X, target, epochs=2, batch_size=B, n_threads=threads,
+                        optimizer=bpcore.SGD(lr=0.05, momentum=0.9),
+                        shuffle=True)
+                if cut is not None:
+                    assert set(net._arch.cuts) == {cut}
+                    del bpcore._race._CHOSEN[key], bpcore._race._SCHEDULE[key]
+                got.append((net.params.copy(), net.history.loss))
+            for params, loss in got[1:]:
+                assert np.array_equal(params, got[0][0])
+                assert loss == got[0][1]
+
+
+def test_train_refuses_an_unknown_cut():
+    net = bpcore.Network([4, 6, 2], seed=0)
+    X = np.zeros((8, 4), np.float32)
+    Y = np.zeros((8, 2), np.float32)
+    a = net._arch
+    opt = dict(kind=0, lr=0.1, momentum=0.0, nesterov=False,
+               weight_decay=0.0, beta1=0.9, beta2=0.999, eps=1e-8, t=0,
+               state1=None, state2=None)
+    work = a.train_workspace(8, 1)
+    with pytest.raises(ValueError):
+        a.train(net._params, np.empty_like(net._params), opt, X, Y, None,
+                None, 8, 0, 1, work, 1, cut=3)
+
+
+# fit's race candidates with one cut (the C core's rule): (threads, cut)
+ONE = (1, 0)
+TEAM = (2, 0)
+
+
 def test_thread_race_keeps_the_faster_choice(monkeypatch):
     """fit's chooser (bpcore._race) with made-up timings: it probes the
     other choice, keeps the faster per batch, wants the team clearly
@@ -545,38 +641,38 @@ def test_thread_race_keeps_the_faster_choice(monkeypatch):
     def run(race, calls):
         log = []
         for _ in range(calls):
-            threads, n, probe = race.threads(30)
-            dt = speed[-threads] * n
+            cand, n, probe = race.threads(30)
+            dt = speed[cand[0]] * n
             clock[0] += dt
-            race.record(threads, n, dt)
-            log.append((-threads, n, probe))
+            race.record(cand, n, dt)
+            log.append((cand[0], n, probe))
         return log
 
     race = _race.ThreadRace(2, 1e7, 20, False, "k")
-    race.current = 1                      # start from the wrong choice
+    race.current = ONE                    # start from the wrong choice
     log = run(race, 6)
     # a warm-up chunk (not timed), a timed one, then the probe: one untimed
     # batch, then the timed part
     assert [(t, p) for t, n, p in log[:4]] == [(1, False), (1, False),
                                                (2, True), (2, True)]
     assert log[2][1] == 1
-    assert race.current == 2 and log[-1][0] == 2
+    assert race.current == TEAM and log[-1][0] == 2
     # the team loses its edge (another process took a core): back to one,
     # at once, not when the probe schedule says
     run(race, 1000)
     assert race.interval == race.MAX_INTERVAL
     speed[2] = 5e-3
     log = run(race, 3)
-    assert race.current == 1
+    assert race.current == ONE
     log = run(race, 400)
-    assert race.current == 1
+    assert race.current == ONE
     probes = [n for t, n, p in log if p]
     assert all(n <= 30 for n in probes)
     # a team within MARGIN of one thread is not worth it
     speed[2] = 0.99e-3
     run(race, 400)
-    assert race.current == 1
-    assert _race._CHOSEN["k"] == 1
+    assert race.current == ONE
+    assert _race._CHOSEN["k"] == ONE
     # probes become rarer while they confirm the choice
     assert race.interval == race.MAX_INTERVAL
 
@@ -584,7 +680,7 @@ def test_thread_race_keeps_the_faster_choice(monkeypatch):
     # the schedule: no probe until the time the last fit set
     due = _race._SCHEDULE["k"][1]
     again = _race.ThreadRace(2, 1e7, 20, False, "k")
-    assert again.current == 1
+    assert again.current == ONE
     clock[0] = due - 1.0                  # a second before the probe is due
     log = run(again, 5)
     assert clock[0] < due and not any(p for t, n, p in log)
@@ -596,6 +692,53 @@ def test_thread_race_keeps_the_faster_choice(monkeypatch):
     other = _race.ThreadRace(2, 1e7, 20, False, "k2")
     log = run(other, 3)
     assert log[2][2]
+
+
+def test_thread_race_times_both_cuts(monkeypatch):
+    """Where a batch may be cut either way, fit's race has three
+    candidates: one thread and the team with each cut, starting from the
+    rule's cut.  It probes each, keeps the fastest, switches cut only for a
+    clear gain, and follows the host when the other cut becomes faster."""
+    from bpcore import _race, _core
+    S, C = _core.CUT_SAMPLES, _core.CUT_COLUMNS
+    clock = [0.0]
+    monkeypatch.setattr(_race.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(_race, "_CHOSEN", {})
+    monkeypatch.setattr(_race, "_SCHEDULE", {})
+    one, by_s, by_c = (1, 0), (2, S), (2, C)
+    speed = {one: 1e-3, by_s: 0.7e-3, by_c: 0.5e-3}
+
+    def run(race, calls):
+        log = []
+        for _ in range(calls):
+            cand, n, probe = race.threads(30)
+            dt = speed[cand] * n
+            clock[0] += dt
+            race.record(cand, n, dt)
+            log.append((cand, n, probe))
+        return log
+
+    race = _race.ThreadRace(2, 1e7, {S: 4, C: 6}, False, "c")
+    assert set(race.predicted) == {one, by_s, by_c}
+    race.current = by_s                  # the rule's cut, the wrong one
+    log = run(race, 40)
+    probed = {c for c, n, p in log if p}
+    assert probed == {one, by_c}
+    assert race.current == by_c and _race._CHOSEN["c"] == by_c
+    # a cut within MARGIN of the current one does not take over
+    speed[by_s] = 0.495e-3
+    run(race, 2000)
+    assert race.current == by_c
+    # the other cut clearly faster now: taken
+    speed[by_s] = 0.3e-3
+    run(race, 2000)
+    assert race.current == by_s
+    # a core taken: both teams slow, one thread chosen, the team's cut kept
+    speed[by_s] = speed[by_c] = 5e-3
+    run(race, 2000)
+    assert race.current == one and race.team == by_s
+    # the next fit starts from the choice
+    assert _race.ThreadRace(2, 1e7, {S: 4, C: 6}, False, "c").current == one
 
 
 def test_thread_race_probe_does_not_time_its_first_batch(monkeypatch):
@@ -614,26 +757,26 @@ def test_thread_race_probe_does_not_time_its_first_batch(monkeypatch):
     def run(race, calls):
         log = []
         for _ in range(calls):
-            threads, n, probe = race.threads(30)
-            dt = speed[-threads] * n
-            if -threads == 2 and last[0] != 2:
+            cand, n, probe = race.threads(30)
+            dt = speed[cand[0]] * n
+            if cand[0] == 2 and last[0] != 2:
                 dt += 2e-3                # waking the idle thread
-            last[0] = -threads
+            last[0] = cand[0]
             clock[0] += dt
-            race.record(threads, n, dt)
-            log.append((-threads, n, probe))
+            race.record(cand, n, dt)
+            log.append((cand[0], n, probe))
         return log
 
     race = _race.ThreadRace(2, 1e7, 20, False, "w")
-    race.current = 1
+    race.current = ONE
     # the cost model's guess for the first probe's length: the host's
     # calibration, replaced by "as fast as one thread" (a 4-batch probe)
-    race.predicted = {1: 1.0, 2: 1.0}
+    race.predicted = {ONE: 1.0, TEAM: 1.0}
     log = run(race, 8)
     assert log[2] == (2, 1, True)         # the untimed batch
     assert log[3][0] == 2 and log[3][2] and log[3][1] > 1
-    assert race.per_batch[2] == pytest.approx(0.94e-3)
-    assert race.current == 2
+    assert race.per_batch[TEAM] == pytest.approx(0.94e-3)
+    assert race.current == TEAM
 
 
 def test_training_workspace_is_what_the_batch_needs():

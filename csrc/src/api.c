@@ -107,12 +107,12 @@ bp_train_f32(float *params, float *grad, bp_optim *opt, double *loss_sum,
              const float *Y, const int64_t *labels, const float *sw,
              const int64_t *order, int64_t m, int64_t batch,
              int64_t first_batch, int64_t n_batches, const bp_arch *arch,
-             void *work, int64_t work_bytes, int n_threads)
+             void *work, int64_t work_bytes, int n_threads, int cut)
 {
     const train_args_f32 a = {params, grad, opt, loss_sum, weight_sum,
                               batches_done, X, Y, labels, sw, order, m,
                               batch, first_batch, n_batches, arch, work,
-                              work_bytes, n_threads};
+                              work_bytes, n_threads, cut};
     return kernels()->train_f32(&a);
 }
 
@@ -122,12 +122,12 @@ bp_train_f64(double *params, double *grad, bp_optim *opt, double *loss_sum,
              const double *Y, const int64_t *labels, const double *sw,
              const int64_t *order, int64_t m, int64_t batch,
              int64_t first_batch, int64_t n_batches, const bp_arch *arch,
-             void *work, int64_t work_bytes, int n_threads)
+             void *work, int64_t work_bytes, int n_threads, int cut)
 {
     const train_args_f64 a = {params, grad, opt, loss_sum, weight_sum,
                               batches_done, X, Y, labels, sw, order, m,
                               batch, first_batch, n_batches, arch, work,
-                              work_bytes, n_threads};
+                              work_bytes, n_threads, cut};
     return kernels()->train_f64(&a);
 }
 

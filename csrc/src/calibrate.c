@@ -200,7 +200,22 @@ bp_team_size(int n_threads, double flops, double syncs, int f64)
 }
 
 double
-bp_train_syncs(const bp_arch *arch, int64_t batch, int f64)
+bp_train_syncs(const bp_arch *arch, int64_t batch, int f64, int cut)
 {
-    return train_syncs(arch, batch, f64 ? 8 : 4);
+    return train_syncs(arch, batch, f64 ? 8 : 4, cut);
+}
+
+int
+bp_train_cut(const bp_arch *arch, int64_t batch, int n_threads, int f64,
+             int *both)
+{
+    int64_t esize = f64 ? 8 : 4;
+    int nt = n_threads > 1 ? n_threads : 2;
+    if (both != NULL) {
+        *both = train_samples_ok(arch, batch, nt) &&
+                arch_weights(arch) * (double)esize <= SAMPLES_RACE_BYTES;
+    }
+    return train_by_samples(arch, batch, nt, esize, BP_CUT_AUTO)
+               ? BP_CUT_SAMPLES
+               : BP_CUT_COLUMNS;
 }

@@ -232,34 +232,53 @@ out_rows_own(const bp_arch *arch, int64_t m)
  * reads W once across the team.  C3 (0.94 MB of floats) measured 8%
  * faster cut by samples in one hour on the Xeon and 2-10% slower in
  * another, so it keeps the cut it had (docs/perf-notes.md, "Training cut
- * by samples").  Every thread decides alike.
+ * by samples").  That is the rule (BP_CUT_AUTO); the caller may choose
+ * either cut instead (bp_cut), and fit races them where both are allowed
+ * and W is within SAMPLES_RACE_BYTES.  Every thread decides alike.
  */
 #define SAMPLES_MAX_BYTES (512.0 * 1024.0)
 #define SAMPLES_MIN_ROWS 8  /* per thread */
+/* Weights up to this many bytes: the cut the rule does not take may still
+ * be the faster on some host (its L2, its cores), so fit's race times both
+ * (bp_train_cut).  Beyond it the cut by samples measured 25-30% slower on
+ * every host tried (C4, 1024-1024-10; perf-notes). */
+#define SAMPLES_RACE_BYTES (4.0 * SAMPLES_MAX_BYTES)
+
+/* Whether a batch of m rows on nt threads may be cut by samples at all. */
 static inline int
-train_by_samples(const bp_arch *arch, int64_t m, int nt, int64_t esize)
+train_samples_ok(const bp_arch *arch, int64_t m, int nt)
 {
     return nt > 1 && m >= (int64_t)SAMPLES_MIN_ROWS * nt &&
-           !arch_is_tiny(arch) &&
+           !arch_is_tiny(arch);
+}
+
+static inline int
+train_by_samples(const bp_arch *arch, int64_t m, int nt, int64_t esize,
+                 int cut)
+{
+    if (!train_samples_ok(arch, m, nt) || cut == BP_CUT_COLUMNS) {
+        return 0;
+    }
+    return cut == BP_CUT_SAMPLES ||
            arch_weights(arch) * (double)esize <= SAMPLES_MAX_BYTES;
 }
 
 /* Team synchronisations in one training batch of m rows (elements of
- * esize bytes): per layer one in the forward pass (the output layer's with
- * the loss, but none when the input delta below it takes the same rows,
- * out_rows_own) and one in the backward pass (the input delta, but for the
- * first layer), then the last barrier and, with clipping, the update (the
- * tiny path: its two passes and the update).  Cut by samples: its two
- * barriers and two more for W and the rows crossing between the cores (C2
- * at batch 32 cost 4.3 barriers' worth beyond half its one-thread time).
- * bp_train_syncs exports it. */
+ * esize bytes) cut as `cut` says: per layer one in the forward pass (the
+ * output layer's with the loss, but none when the input delta below it
+ * takes the same rows, out_rows_own) and one in the backward pass (the
+ * input delta, but for the first layer), then the last barrier and, with
+ * clipping, the update (the tiny path: its two passes and the update).
+ * Cut by samples: its two barriers and two more for W and the rows crossing
+ * between the cores (C2 at batch 32 cost 4.3 barriers' worth beyond half
+ * its one-thread time).  bp_train_syncs exports it. */
 static inline double
-train_syncs(const bp_arch *arch, int64_t m, int64_t esize)
+train_syncs(const bp_arch *arch, int64_t m, int64_t esize, int cut)
 {
     if (arch_is_tiny(arch)) {
         return 5.0;
     }
-    if (train_by_samples(arch, m, 2, esize)) {
+    if (train_by_samples(arch, m, 2, esize, cut)) {
         return 4.0;
     }
     return 2.0 * (double)(arch->n_layers - 1) + 1.0 -

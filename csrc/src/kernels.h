@@ -64,6 +64,7 @@
         void *work;                                                          \
         int64_t work_bytes;                                                  \
         int n_threads;                                                       \
+        int cut;                     /* bp_cut */                            \
     } train_args##S;                                                         \
     typedef struct {                                                         \
         T *C;                        /* (m, n) out */                        \

@@ -522,16 +522,19 @@ check_train_runs(problem *P)
 
     CHECK(bp_train_f32(P->params, P->grad, &P->opt, &lsum, &wsum, &done,
                        P->X, P->Y, NULL, NULL, P->order, m, 10, 0, 11,
-                       &P->arch, P->work, P->bytes, 2) == BP_OK);
+                       &P->arch, P->work, P->bytes, 2,
+                       BP_CUT_AUTO) == BP_OK);
     CHECK(done == 11 && P->opt.t == 11 && isfinite(lsum) && wsum == 101.0);
     /* too little workspace is refused, not overrun */
     CHECK(bp_train_f32(P->params, P->grad, &P->opt, &lsum, &wsum, &done,
                        P->X, P->Y, NULL, NULL, P->order, m, 10, 0, 1,
-                       &P->arch, P->work, 100, 2) == BP_ENOMEM);
+                       &P->arch, P->work, 100, 2,
+                       BP_CUT_AUTO) == BP_ENOMEM);
     /* batches past the end are refused */
     CHECK(bp_train_f32(P->params, P->grad, &P->opt, &lsum, &wsum, &done,
                        P->X, P->Y, NULL, NULL, P->order, m, 10, 5, 7,
-                       &P->arch, P->work, P->bytes, 2) == BP_ESHAPE);
+                       &P->arch, P->work, P->bytes, 2,
+                       BP_CUT_AUTO) == BP_ESHAPE);
 }
 
 /* Class indices train exactly as their one-hot rows, shuffled or not, on
@@ -553,12 +556,14 @@ check_labels_as_onehot(problem *P)
             P->opt.t = 0;
             CHECK(bp_train_f32(p1, P->grad, &P->opt, &l1, &w1, &done, P->X,
                                P->Y, NULL, NULL, ord, P->m, 10, 0, 11,
-                               &P->arch, P->work, P->bytes, nt) == BP_OK);
+                               &P->arch, P->work, P->bytes, nt,
+                               BP_CUT_AUTO) == BP_OK);
             memset(P->s1, 0, pbytes);
             P->opt.t = 0;
             CHECK(bp_train_f32(p2, P->grad, &P->opt, &l2, &w2, &done, P->X,
                                NULL, P->labels, NULL, ord, P->m, 10, 0, 11,
-                               &P->arch, P->work, P->bytes, nt) == BP_OK);
+                               &P->arch, P->work, P->bytes, nt,
+                               BP_CUT_AUTO) == BP_OK);
             CHECK(memcmp(p1, p2, pbytes) == 0);
             CHECK(l1 == l2 && w1 == w2 && done == 11);
         }
@@ -576,19 +581,30 @@ check_train_refusals(problem *P)
 
     CHECK(bp_train_f32(P->params, P->grad, &P->opt, &lsum, &wsum, &done,
                        P->X, P->Y, P->labels, NULL, NULL, m, 10, 0, 1,
-                       &P->arch, P->work, P->bytes, 1) == BP_EARG);
+                       &P->arch, P->work, P->bytes, 1,
+                       BP_CUT_AUTO) == BP_EARG);
     CHECK(bp_train_f32(P->params, P->grad, &P->opt, &lsum, &wsum, &done,
                        P->X, NULL, NULL, NULL, NULL, m, 10, 0, 1, &P->arch,
-                       P->work, P->bytes, 1) == BP_EARG);
+                       P->work, P->bytes, 1,
+                       BP_CUT_AUTO) == BP_EARG);
     P->labels[50] = 3;
     CHECK(bp_train_f32(P->params, P->grad, &P->opt, &lsum, &wsum, &done,
                        P->X, NULL, P->labels, NULL, NULL, m, 10, 0, 1,
-                       &P->arch, P->work, P->bytes, 1) == BP_EARG);
+                       &P->arch, P->work, P->bytes, 1,
+                       BP_CUT_AUTO) == BP_EARG);
     P->labels[50] = -1;
     CHECK(bp_train_f32(P->params, P->grad, &P->opt, &lsum, &wsum, &done,
                        P->X, NULL, P->labels, NULL, NULL, m, 10, 0, 1,
-                       &P->arch, P->work, P->bytes, 1) == BP_EARG);
+                       &P->arch, P->work, P->bytes, 1,
+                       BP_CUT_AUTO) == BP_EARG);
     P->labels[50] = 50 % 3;
+    /* a cut that bp_cut does not name */
+    CHECK(bp_train_f32(P->params, P->grad, &P->opt, &lsum, &wsum, &done,
+                       P->X, P->Y, NULL, NULL, NULL, m, 10, 0, 1, &P->arch,
+                       P->work, P->bytes, 1, 3) == BP_EARG);
+    CHECK(bp_train_f32(P->params, P->grad, &P->opt, &lsum, &wsum, &done,
+                       P->X, P->Y, NULL, NULL, NULL, m, 10, 0, 1, &P->arch,
+                       P->work, P->bytes, 1, -1) == BP_EARG);
 }
 
 /* predict gives the same bits on 1 and 2 threads. */

@@ -123,7 +123,7 @@ cdef extern from "bpcore/bpcore.h" nogil:
                            int64_t batch, int64_t first_batch,
                            int64_t n_batches,
                            const bp_arch *arch, void *work,
-                           int64_t work_bytes, int n_threads)
+                           int64_t work_bytes, int n_threads, int cut)
     bp_status bp_train_f64(double *params, double *grad, bp_optim *opt,
                            double *loss_sum, double *weight_sum,
                            int64_t *batches_done, const double *X,
@@ -132,7 +132,7 @@ cdef extern from "bpcore/bpcore.h" nogil:
                            int64_t batch, int64_t first_batch,
                            int64_t n_batches,
                            const bp_arch *arch, void *work,
-                           int64_t work_bytes, int n_threads)
+                           int64_t work_bytes, int n_threads, int cut)
     bp_status bp_optim_update_f32(float *params, const float *grad,
                                   bp_optim *opt, int64_t n, int64_t n_weights,
                                   int n_threads)
@@ -151,7 +151,14 @@ cdef extern from "bpcore/bpcore.h" nogil:
     int bp_team_forced()
     int bp_predict_threads(const bp_arch *arch, int64_t m, int n_threads)
     int bp_forward_threads(const bp_arch *arch, int64_t m, int n_threads)
-    double bp_train_syncs(const bp_arch *arch, int64_t batch, int f64)
+    double bp_train_syncs(const bp_arch *arch, int64_t batch, int f64,
+                          int cut)
+    int bp_train_cut(const bp_arch *arch, int64_t batch, int n_threads,
+                     int f64, int *both)
+    enum:
+        BP_CUT_AUTO
+        BP_CUT_COLUMNS
+        BP_CUT_SAMPLES
     int bp_kernel_request()
     enum:
         BP_KERNEL_UNAVAILABLE

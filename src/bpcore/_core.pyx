@@ -113,6 +113,11 @@ cdef int _max_threads = _limits.MAX_THREADS
 # BP_MAX_LAYERS of bpcore.h (tests check it against _limits.MAX_LAYERS)
 C_MAX_LAYERS = BP_MAX_LAYERS
 
+# how a team shares a training batch (bp_cut of bpcore.h; Arch.train's cut)
+CUT_AUTO = BP_CUT_AUTO
+CUT_COLUMNS = BP_CUT_COLUMNS
+CUT_SAMPLES = BP_CUT_SAMPLES
+
 
 def cpu_limit():
     """The cap on thread counts: CPUs this process may run on (affinity,
@@ -1035,18 +1040,29 @@ cdef class Arch:
                                         self.f64), "fit")
         return np.empty(need, dtype=np.uint8)
 
-    def train_syncs(self, int64_t batch):
-        """Team synchronisations of one training batch of batch rows, as
-        train() counts them for its choice of team (dropout included)."""
+    def train_syncs(self, int64_t batch, int cut=BP_CUT_AUTO):
+        """Team synchronisations of one training batch of batch rows cut as
+        cut says (CUT_*), as train() counts them for its choice of team
+        (dropout included)."""
         cdef bp_arch a
         self._with_drop(&a, 0)
-        return bp_train_syncs(&a, batch, self.f64)
+        return bp_train_syncs(&a, batch, self.f64, cut)
+
+    def train_cut(self, int64_t batch, int n_threads):
+        """(the cut train() takes by default for a team of n_threads on
+        batches of batch rows, whether the other cut is worth timing):
+        CUT_COLUMNS or CUT_SAMPLES, and a bool (bp_train_cut)."""
+        cdef bp_arch a
+        cdef int both = 0
+        self._with_drop(&a, 0)
+        cut = bp_train_cut(&a, batch, n_threads, self.f64, &both)
+        return cut, bool(both)
 
     def train(self, cnp.ndarray params, cnp.ndarray grad, dict opt,
               cnp.ndarray X, cnp.ndarray Y, object sw, object order,
               int64_t batch, int64_t first_batch, int64_t n_batches,
               cnp.ndarray work, int n_threads, double lsum=0.0,
-              double wsum=0.0, object drop_seed=None):
+              double wsum=0.0, object drop_seed=None, int cut=BP_CUT_AUTO):
         """Run n_batches updates in C.
 
         Y is (m, n_L) targets, or for cross-entropy (m,) int64 class
@@ -1056,7 +1072,8 @@ cdef class Arch:
         and so is the t of the optimizer object under "owner", if any.
         lsum and wsum are running sums that the batches add to.
         drop_seed (an int in [0, 2**64)): train with dropout, batch b's masks
-        from bp_dropout_batch_seed(drop_seed, b).
+        from bp_dropout_batch_seed(drop_seed, b).  cut: how a team shares a
+        batch (CUT_AUTO, CUT_COLUMNS, CUT_SAMPLES); no result depends on it.
         Returns (loss_sum, weight_sum, batches_done, diverged).
         """
         cdef int64_t m = X.shape[0]
@@ -1100,14 +1117,14 @@ cdef class Arch:
                                   <const int64_t *>plab,
                                   <const double *>psw, <const int64_t *>pord,
                                   m, batch, first_batch, n_batches, &a,
-                                  pw, wbytes, n_threads)
+                                  pw, wbytes, n_threads, cut)
             else:
                 st = bp_train_f32(<float *>pp, <float *>pg, &o, &lsum, &wsum,
                                   &done, <const float *>px, <const float *>py,
                                   <const int64_t *>plab,
                                   <const float *>psw, <const int64_t *>pord,
                                   m, batch, first_batch, n_batches, &a,
-                                  pw, wbytes, n_threads)
+                                  pw, wbytes, n_threads, cut)
         opt["t"] = o.t
         owner = opt.get("owner")
         if owner is not None:

@@ -1214,7 +1214,14 @@ class _FitLoop:
         self.isolate = flops / self.SLOW_FLOPS > self.START_ISOLATED_SECONDS
         self.race = None
         if self.nt > 1 and flops >= _race.MIN_TEAM_FLOPS:
-            syncs = net._arch.train_syncs(self.B)
+            arch = net._arch
+            rule, both = arch.train_cut(self.B, self.nt)
+            syncs = {_core.CUT_AUTO: arch.train_syncs(self.B)}
+            if both:  # race the team's two cuts, the rule's first
+                other = (_core.CUT_COLUMNS if rule == _core.CUT_SAMPLES
+                         else _core.CUT_SAMPLES)
+                syncs = {cut: arch.train_syncs(self.B, cut)
+                         for cut in (rule, other)}
             f64 = net._dtype == np.float64
             self.race = _race.ThreadRace(
                 self.nt, flops, syncs, f64,
@@ -1242,16 +1249,16 @@ class _FitLoop:
             self.work = self.net._arch.train_workspace(B, self.nt)
         b = 0
         while b < n_batches:
-            n, threads, probe = self._call_size(n_batches - b)
+            n, cand, probe = self._call_size(n_batches - b)
             t0 = time.perf_counter()
-            call, n = self._call(X, Y, sw, order, B, b, n, args, threads,
+            call, n = self._call(X, Y, sw, order, B, b, n, args, cand,
                                  lsum, wsum, dseed)
             if self.isolate:
                 lsum, wsum, done, diverged = self._isolated_call(call)
             else:
                 lsum, wsum, done, diverged = self.net._arch.train(*call)
             dt = time.perf_counter() - t0
-            self._timed(threads, n, done, dt)
+            self._timed(cand, n, done, dt)
             self.opt.t = args["t"]
             self._check_divergence(e, b, n, done, n_batches, diverged, saved)
             b += n
@@ -1261,35 +1268,41 @@ class _FitLoop:
         return lsum, wsum
 
     def _call_size(self, remaining):
-        """(batches, threads, probe) of the next C call: the race may try
-        another team size (a probe) on fewer batches; an isolated call runs
-        one batch."""
+        """(batches, candidate, probe) of the next C call: the race may try
+        another team size or cut (a probe) on fewer batches; an isolated
+        call runs one batch.  The candidate is (threads, cut): the threads
+        asked for (C may use fewer) and the C core's rule, or the race's
+        exact choice (threads < 0)."""
         n = min(self.chunk, remaining)
-        threads, probe = self.nt, False
+        cand, probe = (self.nt, _core.CUT_AUTO), False
         if self.race is not None and not self.isolate:
-            threads, n, probe = self.race.threads(n)
+            raced, n, probe = self.race.threads(n)
+            cand = (-raced[0], raced[1])
         if self.isolate:
             n = 1
-        return n, threads, probe
+        return n, cand, probe
 
-    def _call(self, X, Y, sw, order, B, b, n, args, threads, lsum, wsum,
+    def _call(self, X, Y, sw, order, B, b, n, args, cand, lsum, wsum,
               dseed):
-        """(arguments of arch.train, batches) for batches b .. b + n - 1;
-        out-of-core data gives its rows for them, at most a block."""
+        """(arguments of arch.train, batches) for batches b .. b + n - 1 on
+        candidate cand (_call_size); out-of-core data gives its rows for
+        them, at most a block."""
         params, grad, work = self.net._params, self.grad, self.work
+        threads, cut = cand
         if isinstance(X, _data.Rows):
             n = min(n, max(1, X.block // B))
             Xc, Yc, swc = self._gather(X, Y, sw, order, B, b, n)
             return (params, grad, args, Xc, Yc, swc, None, B, 0, n, work,
-                    threads, lsum, wsum, _seed_at(dseed, b)), n
+                    threads, lsum, wsum, _seed_at(dseed, b), cut), n
         return (params, grad, args, X, Y, sw, order, B, b, n, work, threads,
-                lsum, wsum, dseed), n
+                lsum, wsum, dseed, cut), n
 
-    def _timed(self, threads, n, done, dt):
-        """Learn from a call's time: the race's record of team sizes, and
-        whether single batches are long enough to isolate."""
+    def _timed(self, cand, n, done, dt):
+        """Learn from a call's time: the race's record of team sizes and
+        cuts, and whether single batches are long enough to isolate."""
+        threads, cut = cand
         if threads < 0 and done == n:
-            self.race.record(threads, n, dt)
+            self.race.record((-threads, cut), n, dt)
         if n == 1:
             self.isolate = dt > self.LONG_CALL_SECONDS
 

@@ -287,6 +287,24 @@ bp_status bp_train_workspace_bytes(int64_t *bytes, const bp_arch *arch,
                                    int64_t batch, int n_threads, int f64);
 
 /*
+ * How a team of threads shares a training batch (bp_train_*'s cut):
+ *   BP_CUT_AUTO: as the C core's rule says (bp_train_cut);
+ *   BP_CUT_COLUMNS: each product cut by its output columns or rows, a
+ *     barrier after each (reads W once across the team);
+ *   BP_CUT_SAMPLES: each thread takes its own rows through every layer's
+ *     forward pass and input delta, then the gradients are shared by
+ *     entries (each thread reads all of W); only for a batch with at least
+ *     8 rows per thread, and not for the smallest networks (their own
+ *     path): elsewhere it means BP_CUT_COLUMNS.
+ * The cut changes no result, only the time.
+ */
+typedef enum {
+    BP_CUT_AUTO = 0,
+    BP_CUT_COLUMNS = 1,
+    BP_CUT_SAMPLES = 2
+} bp_cut;
+
+/*
  * Run n_batches optimizer updates, in one OpenMP parallel region.
  * Batch b (0-based, counted from first_batch) holds samples
  * order[b * batch .. min((b + 1) * batch, m) - 1] (or those row numbers
@@ -306,7 +324,7 @@ bp_status bp_train_workspace_bytes(int64_t *bytes, const bp_arch *arch,
  * n_threads > 0: at most that many threads, one when the host's measured
  * team cost says a team would be slower (bp_team_size); n_threads < 0:
  * exactly -n_threads (above a minimum of work), the caller having chosen.
- * Neither changes any result.
+ * cut (bp_cut): how a team shares each batch.  None changes any result.
  */
 bp_status bp_train_f32(float *params, float *grad, bp_optim *opt,
                        double *loss_sum, double *weight_sum,
@@ -315,7 +333,7 @@ bp_status bp_train_f32(float *params, float *grad, bp_optim *opt,
                        const int64_t *order, int64_t m,
                        int64_t batch, int64_t first_batch, int64_t n_batches,
                        const bp_arch *arch, void *work, int64_t work_bytes,
-                       int n_threads);
+                       int n_threads, int cut);
 bp_status bp_train_f64(double *params, double *grad, bp_optim *opt,
                        double *loss_sum, double *weight_sum,
                        int64_t *batches_done, const double *X,
@@ -323,7 +341,7 @@ bp_status bp_train_f64(double *params, double *grad, bp_optim *opt,
                        const double *sw, const int64_t *order, int64_t m,
                        int64_t batch, int64_t first_batch, int64_t n_batches,
                        const bp_arch *arch, void *work, int64_t work_bytes,
-                       int n_threads);
+                       int n_threads, int cut);
 
 /*
  * One optimizer update of the flat parameters from the gradient (clipped
@@ -362,9 +380,16 @@ int bp_team_costs(int n_threads, double *step_f32, double *step_f64,
  * on when n_threads are allowed: n_threads or 1 (see calibrate.c). */
 int bp_team_size(int n_threads, double flops, double syncs, int f64);
 /* Team synchronisations of one training batch of `batch` rows, float or
- * double (f64) (the count bp_train_* gives bp_team_size; fit's thread race
- * uses it too). */
-double bp_train_syncs(const bp_arch *arch, int64_t batch, int f64);
+ * double (f64), cut as `cut` says (bp_cut) (the count bp_train_* gives
+ * bp_team_size; fit's thread race uses it too). */
+double bp_train_syncs(const bp_arch *arch, int64_t batch, int f64, int cut);
+/* The cut BP_CUT_AUTO takes for a team of n_threads (2 or more) on batches
+ * of `batch` rows, float or double (f64): BP_CUT_COLUMNS or BP_CUT_SAMPLES.
+ * *both (may be NULL): 1 when the two cuts differ for such a batch and the
+ * weights are small enough that the other may be the faster on some host
+ * (fit's race then times both), else 0. */
+int bp_train_cut(const bp_arch *arch, int64_t batch, int n_threads, int f64,
+                 int *both);
 
 /*
  * What bp_init made of the environment variable BPCORE_KERNEL: unset

@@ -133,20 +133,22 @@ FN(backward_samples)(T *grad, T *const *delta, T *const *net,
  * lbuf (m) is scratch for the per-sample losses.  Returns the loss on
  * every thread and the weight sum through *wsum.  Ends with a barrier when
  * last_sync is set (without it, other threads may still be computing).
+ * cut (bp_cut): how a team shares the batch (train_by_samples).
  */
 static double
 FN(backward_body)(T *grad, T *const *delta, T *const *net, T *const *out,
                   double *lbuf, double *wsum, const T *X, const T *Y,
                   const T *sw, const T *params, const bp_arch *arch,
                   const int64_t *w_off, const int64_t *b_off, int64_t m,
-                  T *scratch, const FN(upd) *u, T *upd_params, int last_sync)
+                  T *scratch, const FN(upd) *u, T *upd_params, int last_sync,
+                  int cut)
 {
     int64_t L = arch->n_layers - 1;
     FN(loss_args) la = {delta[L], lbuf, Y, sw, 0.0};
     int own = out_rows_own(arch, m);  /* then: L >= 2, so k = L - 1 > 0 */
     double loss;
 
-    if (train_by_samples(arch, m, team_size(), (int64_t)sizeof(T))) {
+    if (train_by_samples(arch, m, team_size(), (int64_t)sizeof(T), cut)) {
         return FN(backward_samples)(grad, delta, net, out, lbuf, wsum, X, Y,
                                     sw, params, arch, w_off, b_off, m,
                                     scratch, u, upd_params, last_sync);

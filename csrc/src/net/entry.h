@@ -176,7 +176,7 @@ FN(backward_region)(FN(backward_ctx) *c)
     double l = FN(backward_body)(a->grad, a->delta, a->net, a->out, c->lbuf,
                                  &wsum, a->X, a->Y, a->sw, a->params,
                                  a->arch, c->w_off, c->b_off, a->m,
-                                 c->scratch, NULL, NULL, 1);
+                                 c->scratch, NULL, NULL, 1, BP_CUT_AUTO);
     if (thread_id() == 0) {
         c->loss = l;
     }
@@ -207,7 +207,8 @@ FN(backward)(const ARGS(backward) *a)
     }
     nt = team_for(resolve_threads(a->n_threads),
                   (double)a->m * arch_weights(a->arch) * 6.0,
-                  train_syncs(a->arch, a->m, (int64_t)sizeof(T)),
+                  train_syncs(a->arch, a->m, (int64_t)sizeof(T),
+                              BP_CUT_AUTO),
                   sizeof(T) == 8);
     /* Scratch: the per-sample losses and the kernel's packing buffers. */
     c.a = a;
@@ -265,7 +266,8 @@ FN(train_check)(net_layout *lay, const ARGS(train) *a)
     if (a->params == NULL || a->grad == NULL || a->loss_sum == NULL ||
             a->weight_sum == NULL || a->batches_done == NULL ||
             a->X == NULL || (a->Y == NULL) == (a->labels == NULL) ||
-            a->work == NULL) {
+            a->work == NULL || a->cut < BP_CUT_AUTO ||
+            a->cut > BP_CUT_SAMPLES) {
         return BP_EARG;
     }
     if (a->m < 1 || a->batch < 1 || a->first_batch < 0 || a->n_batches < 0) {
@@ -307,7 +309,8 @@ FN(train_team)(const ARGS(train) *a)
         return FN(worth_sharing)(resolve_threads(-a->n_threads), flops);
     }
     return team_for(resolve_threads(a->n_threads), flops,
-                    train_syncs(a->arch, a->batch, (int64_t)sizeof(T)),
+                    train_syncs(a->arch, a->batch, (int64_t)sizeof(T),
+                                a->cut),
                     sizeof(T) == 8);
 }
 

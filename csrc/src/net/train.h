@@ -195,7 +195,7 @@ FN(train_region)(FN(train_ctx) *c)
                                      ws.lbuf, &wsum, r.X, r.Y, r.sw,
                                      a->params, arch, c->w_off, c->b_off, mb,
                                      ws.scratch, fused ? &u : NULL,
-                                     a->params, !overlap);
+                                     a->params, !overlap, a->cut);
         }
         if (!isfinite(loss)) {
             my_diverged = 1;
