@@ -122,12 +122,16 @@ def _make_net(bpcore, cfg):
 
 
 def _chosen(race_mod, cfg, threads):
-    """Thread count fit's race last chose for this network (None: none)."""
+    """What fit's race last chose for this network (None: none): the thread
+    count, with the team's cut when it chose one ("2 samples")."""
     try:
         for key, v in race_mod._CHOSEN.items():
             if tuple(key[0]) == tuple(cfg["layers"]) and key[2] == cfg["batch"] \
                     and key[3] == threads:
-                return v
+                if isinstance(v, int):  # a build from before the cut race
+                    return v
+                cut = {1: "columns", 2: "samples"}.get(v[1])
+                return v[0] if cut is None else f"{v[0]} {cut}"
     except Exception:
         pass
     return None
@@ -325,7 +329,8 @@ def worker_c2(a):
     from bpcore import _core, _race
     if a.mode == "team":
         def forced(self, chunk):
-            return -self.nt, chunk, False
+            # the team with the C core's rule for the cut
+            return self.teams[0], chunk, False
         _race.ThreadRace.threads = forced
     cfg = C.CONFIGS["C2"]
     n = FIT_N["C2"][1 if a.quick else 0]
