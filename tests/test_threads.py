@@ -740,6 +740,21 @@ def test_thread_race_times_both_cuts(monkeypatch):
     # the next fit starts from the choice
     assert _race.ThreadRace(2, 1e7, {S: 4, C: 6}, False, "c").current == one
 
+    # both teams 50 times slower than one thread (a busy core): once one
+    # cut has been timed, the other's first probe is sized from it, one
+    # batch, not from the model's idea of a team
+    speed.update({one: 1e-3, by_s: 50e-3, by_c: 50e-3})
+    race = _race.ThreadRace(2, 1e7, {S: 4, C: 6}, False, "busy")
+    race.current = one
+    race.predicted = {one: 1.0, by_s: 0.5, by_c: 0.5}
+    log = run(race, 40)
+    first = [(c, n) for c, n, p in log if p]
+    # per candidate: its untimed batch, then its timed part
+    assert [c for c, n in first[:4]] == [by_s, by_s, by_c, by_c]
+    assert first[1][1] == 8               # by the model: 4 ms at 0.5 ms
+    assert first[3][1] == 1               # sized by the other cut's time
+    assert race.current == one
+
 
 def test_thread_race_probe_does_not_time_its_first_batch(monkeypatch):
     """The first batch on a team that has been idle pays for waking the

@@ -122,16 +122,13 @@ class ThreadRace:
         cut."""
         now = time.perf_counter()
         if self.probing is not None and not self.warming:
-            # the timed part of the probe, after its untimed batch; the
-            # other's time per batch: measured, or this one's scaled by the
-            # model (a team on a busy host may be 50 times slower, and the
-            # probe must stay short then too)
-            other = self.probing
-            est = self.per_batch.get(other, self.per_batch[self.current] *
-                                     self.predicted[other] /
-                                     self.predicted[self.current])
+            # the timed part of the probe, after its untimed batch, of
+            # about PROBE_SECONDS at the time per batch expected (a team on
+            # a busy host may be 50 times slower than the model says, and
+            # the probe must stay short then too)
+            est = self._estimate(self.probing)
             n = max(1, int(self.PROBE_SECONDS / max(est, 1e-9)))
-            return other, min(n, chunk), True
+            return self.probing, min(n, chunk), True
         if (self.next_probe is not None and now >= self.next_probe
                 and self.current in self.per_batch):
             self.probing = self._to_probe()
@@ -141,6 +138,17 @@ class ThreadRace:
         self.probing = None
         self.warming = False
         return self.current, chunk, False
+
+    def _estimate(self, cand):
+        """Seconds per batch expected of cand: measured, or a measured
+        candidate's time (the other cut of the team if it was timed, else
+        the current choice's) scaled by the cost model."""
+        if cand in self.per_batch:
+            return self.per_batch[cand]
+        ref = next((c for c in self.per_batch if c[0] == cand[0]),
+                   self.current)
+        return (self.per_batch[ref] * self.predicted[cand] /
+                self.predicted[ref])
 
     def _best(self):
         """The choice after a probe: the team's best cut (another cut must
