@@ -109,6 +109,23 @@ def test_long_predict_in_several_calls_keeps_the_bits(n_threads, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_long_predict_packs_the_weights_once_same_bits(dtype, rng):
+    # From 4,096 rows predict packs each layer's W once for every block of
+    # rows, the team sharing the packing out; the bits stay forward's, on
+    # any thread count, and those of shorter calls (which pack per block).
+    for layers in ([784, 256, 128, 10], [300, 1100, 40, 5], [20, 70, 3]):
+        net = bpcore.Network(layers, activation="relu", output="softmax",
+                             loss="cross_entropy", seed=3, dtype=dtype)
+        X = rng.normal(size=(4099, layers[0])).astype(dtype)
+        out = net.predict(X, n_threads=1)
+        assert np.array_equal(out, net.forward(X).out[-1])
+        for nt in (2, 3):
+            assert np.array_equal(out, net.predict(X, n_threads=nt))
+        parts = [net.predict(X[i:i + 1000]) for i in range(0, 4099, 1000)]
+        assert np.array_equal(out, np.concatenate(parts))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_trace_layout(dtype, make_net, random_params, rng):
     layers = [5, 8, 3, 2]
     net, _, X = build(make_net, random_params, rng, layers, dtype, m=13)

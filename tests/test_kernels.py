@@ -56,6 +56,17 @@ SCRIPT = textwrap.dedent(r"""
                     err = float(np.abs(got - want).max() / scale)
                     assert err < rtol, (name, dtype, layers, m, err)
                     worst[dtype] = max(worst.get(dtype, 0.0), err)
+    # a long predict packs each W once for all its blocks of rows (4,096
+    # rows and more): two column blocks and two depth blocks in the first
+    # layer, the same bits as forward and on any thread count
+    for dtype in ("float64", "float32"):
+        net = bpcore.Network([300, 1100, 40, 5], activation="tanh",
+                             output="softmax", dtype=dtype, seed=2)
+        X = rng.normal(size=(4100, 300)).astype(dtype)
+        p1 = net.predict(X, n_threads=1)
+        assert np.array_equal(p1, net.predict(X, n_threads=2)), "long threads"
+        assert np.array_equal(p1, net.forward(X).out[-1]), "long forward"
+        assert np.array_equal(p1[:1000], net.predict(X[:1000])), "long short"
     print(json.dumps({"kernel": kernel, "worst": worst}))
 """)
 

@@ -117,6 +117,17 @@ int forward_team(const bp_arch *arch, int64_t m, int nt);
 /* Bytes of one thread's share of the predict workspace. */
 int64_t predict_thread_bytes(const bp_arch *arch, int64_t m);
 
+/* Predict calls of at least this many blocks of the largest size
+ * (BP_PREDICT_MAX_ROWS) pack each weight matrix once for all of them (in a
+ * shared part of the workspace) rather than once per block. */
+#define BP_PREDICT_PREPACK_BLOCKS 8
+/* Bytes of that shared part for m rows: 0 when not packed once; else room
+ * for every layer's W at the widest panel padding (64 columns) and 8-byte
+ * elements, whatever the ISA. */
+int64_t predict_packed_bytes(const bp_arch *arch, int64_t m);
+/* Where layer k's packed W starts in that part (bytes from its start). */
+int64_t predict_packed_offset(const bp_arch *arch, int64_t k);
+
 /* Widest layer of an architecture. */
 int64_t arch_max_width(const bp_arch *arch);
 

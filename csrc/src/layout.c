@@ -197,6 +197,36 @@ predict_thread_bytes(const bp_arch *arch, int64_t m)
            GEMM_SCRATCH_ELEMS * 8 + 64;
 }
 
+int64_t
+predict_packed_offset(const bp_arch *arch, int64_t k)
+{
+    int64_t off = 0;
+    for (int64_t j = 0; j < k; j++) {
+        int64_t n_in = arch->sizes[j], n_out = arch->sizes[j + 1];
+        if (layer_uses_gemm(n_in, n_out)) {
+            off += (n_in * ((n_out + 63) / 64 * 64) * 8 + 63) / 64 * 64;
+        }
+    }
+    return off;
+}
+
+int64_t
+predict_packed_bytes(const bp_arch *arch, int64_t m)
+{
+    double widths = 0.0;
+    for (int64_t k = 0; k + 1 < arch->n_layers; k++) {
+        widths += (double)arch->sizes[k];
+    }
+    /* blocks of the largest size from there on, so the bytes never shrink
+     * as m grows (a workspace for m rows serves fewer); and far from
+     * overflow (any network whose weights can be allocated) */
+    if (m < (int64_t)BP_PREDICT_PREPACK_BLOCKS * BP_PREDICT_MAX_ROWS ||
+            (arch_weights(arch) + 64.0 * widths) * 8.0 > 1e18) {
+        return 0;
+    }
+    return predict_packed_offset(arch, arch->n_layers - 1) + 64;
+}
+
 /* The arguments every workspace-size query checks first (bp_arch_check
  * bounds n_layers by BP_MAX_LAYERS, so the offsets fit MAX_LAYERS). */
 static bp_status
@@ -256,7 +286,9 @@ bp_predict_workspace_size(int64_t *bytes, const bp_arch *arch, int64_t m,
     }
     if ((s = mul_checked(&total, predict_thread_bytes(arch, m),
                          resolve_threads(n_threads))) != BP_OK ||
-            (s = add_checked(&total, total, 64)) != BP_OK) {
+            (s = add_checked(&total, total, 64)) != BP_OK ||
+            (s = add_checked(&total, total,
+                             predict_packed_bytes(arch, m))) != BP_OK) {
         return s;
     }
     *bytes = total;

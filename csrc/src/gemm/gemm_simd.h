@@ -350,7 +350,7 @@ static __attribute__((noinline)) void
 SIMD_CAT(nest_, NAME)(T *C, int64_t ldc, const T *A, int64_t rsa,
                       int64_t csa, const T *B, int64_t rsb, int64_t csb,
                       int64_t m, int64_t n, int64_t k, int accumulate,
-                      T *restrict pa, T *restrict pb)
+                      T *restrict pa, T *restrict pb, const T *pball)
 {
     int direct_a = SIMD_CAT(direct_a_, NAME)(A, rsa, csa);
     for (int64_t jc = 0; jc < n; jc += GEMM_NC) {
@@ -358,18 +358,23 @@ SIMD_CAT(nest_, NAME)(T *C, int64_t ldc, const T *A, int64_t rsa,
         for (int64_t pc = 0; pc < k; pc += GEMM_KC) {
             int64_t kc = k - pc < GEMM_KC ? k - pc : GEMM_KC;
             int acc = accumulate || pc > 0;
-            SIMD_CAT(pack_b_, NAME)(pb, B + pc * rsb + jc * csb, rsb, csb, kc,
-                                    nc);
+            const T *b = pb;
+            if (pball != NULL) {  /* B packed whole (pack_b_unit_) */
+                b = pball + jc * k + pc * SIMD_ROUND_UP(nc, NR);
+            } else {
+                SIMD_CAT(pack_b_, NAME)(pb, B + pc * rsb + jc * csb, rsb, csb,
+                                        kc, nc);
+            }
             for (int64_t ic = 0; ic < m; ic += MC_ROWS) {
                 int64_t mc = m - ic < MC_ROWS ? m - ic : MC_ROWS;
                 T *c = C + ic * ldc + jc;
                 if (direct_a) {
                     SIMD_CAT(block_, NAME)(c, ldc, A + ic * rsa + pc, rsa, 1,
-                                           rsa, pb, mc, nc, kc, acc);
+                                           rsa, b, mc, nc, kc, acc);
                 } else {
                     SIMD_CAT(pack_a_, NAME)(pa, A + ic * rsa + pc * csa, rsa,
                                             csa, mc, kc);
-                    SIMD_CAT(block_, NAME)(c, ldc, pa, 1, MR, kc, pb, mc, nc,
+                    SIMD_CAT(block_, NAME)(c, ldc, pa, 1, MR, kc, b, mc, nc,
                                            kc, acc);
                 }
             }
@@ -548,7 +553,54 @@ SIMD_CAT(unflipped_, NAME)(T *C, int64_t ldc, const T *A, int64_t rsa,
     }
 
     SIMD_CAT(nest_, NAME)(C, ldc, A, rsa, csa, B, rsb, csb, m, n, k,
-                          accumulate, pa, pb);
+                          accumulate, pa, pb, NULL);
+}
+
+/*
+ * B (k x n) packed whole, each (column block, depth block) as nest_ packs
+ * it, block (jc, pc) at pball + jc k + pc (nc rounded up to NR), at most
+ * k x (n rounded up to NR) elements: prepacked_ then runs nest_ on it
+ * without packing B.  For a B that several products read unchanged
+ * (predict's W, block of rows after block of rows).  Same bits: the same
+ * panels in the same nest.
+ */
+/* B packed whole in units of one (column block, depth block) each, which a
+ * team may share out: how many, and unit u. */
+static inline int64_t
+SIMD_CAT(pack_b_units_, NAME)(int64_t k, int64_t n)
+{
+    return (n + GEMM_NC - 1) / GEMM_NC * ((k + GEMM_KC - 1) / GEMM_KC);
+}
+
+static void
+SIMD_CAT(pack_b_unit_, NAME)(T *restrict pball, const T *B, int64_t rsb,
+                             int64_t csb, int64_t k, int64_t n, int64_t u)
+{
+    int64_t n_depth = (k + GEMM_KC - 1) / GEMM_KC;
+    int64_t jc = u / n_depth * GEMM_NC, pc = u % n_depth * GEMM_KC;
+    int64_t nc = n - jc < GEMM_NC ? n - jc : GEMM_NC;
+    int64_t kc = k - pc < GEMM_KC ? k - pc : GEMM_KC;
+    SIMD_CAT(pack_b_, NAME)(pball + jc * k + pc * SIMD_ROUND_UP(nc, NR),
+                            B + pc * rsb + jc * csb, rsb, csb, kc, nc);
+}
+
+/* Whether NAME computes C (m x n) = A B (depth k) by the packed nest: not
+ * narrow (flipped), not small (B read in place). */
+static inline int
+SIMD_CAT(takes_nest_, NAME)(int64_t m, int64_t n, int64_t k)
+{
+    return !SIMD_CAT(narrow_, NAME)(m, n) && !(k <= GEMM_KC && m * k <= 32768);
+}
+
+/* NAME for a product that takes_nest_, B given packed whole. */
+static void
+SIMD_CAT(prepacked_, NAME)(T *C, int64_t ldc, const T *A, int64_t rsa,
+                           int64_t csa, const T *pball, int64_t m, int64_t n,
+                           int64_t k, T *scratch)
+{
+    T *pa = (T *)(((uintptr_t)scratch + 63u) & ~(uintptr_t)63u);
+    SIMD_CAT(nest_, NAME)(C, ldc, A, rsa, csa, NULL, 0, 0, m, n, k, 0, pa,
+                          NULL, pball);
 }
 
 static void

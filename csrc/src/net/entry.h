@@ -84,6 +84,11 @@ FN(predict)(const ARGS(predict) *a)
     c.n_blocks = (m + brows - 1) / brows;
     c.L = a->arch->n_layers - 1;
     c.bad = &bad;
+    /* the shared part after every thread's own (predict_region) */
+    c.packed = predict_packed_bytes(a->arch, m) > 0
+                   ? (char *)align64((char *)align64(a->work) +
+                                     (int64_t)nt * c.per_thread)
+                   : NULL;
     if (m <= BP_PREDICT_SMALL && nt > 1) {
         /* a few rows: checked whole, before the team starts */
         if (a->check_finite &&

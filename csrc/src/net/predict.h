@@ -10,7 +10,28 @@ typedef struct {
     const int64_t *w_off, *b_off;
     int64_t per_thread, width, n_blocks, L;
     int *bad;  /* set when a checked block of X holds NaN or inf */
+    char *packed;  /* the layers' W packed once (predict_packed_bytes), or
+                    * NULL: each block packs them */
 } FN(predict_ctx);
+
+#ifdef GEMM_CHUNK
+/* Layer k's W packed once for every block of rows (packed when the full
+ * blocks' product takes the packed nest), for a block of `rows` rows: NULL
+ * where it is not packed or this block's product does not take the nest. */
+static T *
+FN(packed_w)(const FN(predict_ctx) *c, int64_t k, int64_t rows)
+{
+    const bp_arch *arch = c->a->arch;
+    int64_t n_in = arch->sizes[k], n_out = arch->sizes[k + 1];
+    int64_t brows = predict_block_rows(c->a->m);
+    if (c->packed == NULL || !layer_uses_gemm(n_in, n_out) ||
+            !GEMM_CHUNK(takes_nest_)(brows, n_out, n_in) ||
+            !GEMM_CHUNK(takes_nest_)(rows, n_out, n_in)) {
+        return NULL;
+    }
+    return (T *)(c->packed + predict_packed_offset(arch, k));
+}
+#endif
 
 /*
  * One block of rows through every layer: out = f(x W + b), layer after
@@ -29,8 +50,18 @@ FN(predict_block)(T *Y, const T *x, int64_t rows, const FN(predict_ctx) *c,
         int64_t n_in = arch->sizes[k], n_out = arch->sizes[k + 1];
         const T *W = params + c->w_off[k], *b = params + c->b_off[k];
         T *dst = k == c->L - 1 ? Y : buf[k & 1];
+#ifdef GEMM_CHUNK
+        const T *pw = FN(packed_w)(c, k, rows);
+#else
+        const T *pw = NULL;
+#endif
         if (layer_uses_gemm(n_in, n_out) && rows <= BP_PREDICT_SMALL) {
             FN(product_small)(dst, x, W, rows, n_in, n_out, 0, n_out);
+        } else if (pw != NULL) {
+#ifdef GEMM_CHUNK
+            GEMM_CHUNK(prepacked_)(dst, n_out, x, n_in, 1, pw, rows, n_out,
+                                   n_in, scratch);
+#endif
         } else if (layer_uses_gemm(n_in, n_out)) {
             FN(product)(dst, n_out, x, n_in, 1, W, n_out, 1, rows, n_out,
                         n_in, scratch);
@@ -73,6 +104,40 @@ FN(predict_region)(const FN(predict_ctx) *c)
     buf[0] = (T *)mine;
     buf[1] = (T *)align64(mine + width * brows * 8);
     scratch = (T *)align64((char *)buf[1] + width * brows * 8);
+#ifdef GEMM_CHUNK
+    if (c->packed != NULL) {
+        /* every layer's W packed once, in units of a (column block, depth
+         * block) taken as they come (the loop's end is the barrier before
+         * any block of rows reads them) */
+        int64_t units = 0;
+        for (int64_t k = 0; k < c->L; k++) {
+            if (FN(packed_w)(c, k, brows) != NULL) {
+                units += GEMM_CHUNK(pack_b_units_)(a->arch->sizes[k],
+                                                   a->arch->sizes[k + 1]);
+            }
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t u = 0; u < units; u++) {
+            int64_t k = 0, v = u;
+            for (;; k++) {
+                int64_t n_k = FN(packed_w)(c, k, brows) == NULL
+                                  ? 0
+                                  : GEMM_CHUNK(pack_b_units_)(
+                                        a->arch->sizes[k],
+                                        a->arch->sizes[k + 1]);
+                if (v < n_k) {
+                    break;
+                }
+                v -= n_k;
+            }
+            GEMM_CHUNK(pack_b_unit_)(FN(packed_w)(c, k, brows),
+                                     a->params + c->w_off[k],
+                                     a->arch->sizes[k + 1], 1,
+                                     a->arch->sizes[k],
+                                     a->arch->sizes[k + 1], v);
+        }
+    }
+#endif
 #pragma omp for schedule(static)
     for (int64_t blk = 0; blk < c->n_blocks; blk++) {
         int64_t r0 = blk * brows;
