@@ -196,7 +196,9 @@ bp_status bp_arch_check(const bp_arch *arch);
 
 /*
  * Bytes of workspace that bp_predict_* needs for m rows and the given
- * thread count.
+ * thread count (never fewer for more rows: the bytes for m rows serve any
+ * call of fewer).  From 4,096 rows it includes a part where each layer's W
+ * is packed once for the whole call.
  */
 bp_status bp_predict_workspace_size(int64_t *bytes, const bp_arch *arch,
                                     int64_t m, int n_threads);
