@@ -125,6 +125,19 @@ def test_long_predict_packs_the_weights_once_same_bits(dtype, rng):
         assert np.array_equal(out, np.concatenate(parts))
 
 
+def test_predict_split_into_calls_fits_its_workspace(rng):
+    # Much work is cut into C calls of fewer rows, all with the workspace
+    # sized for the first: its bytes may never shrink with the rows.  Here
+    # calls of 2,048, 2,048 and 904 rows: the last in 8 blocks of 128, the
+    # others in 4 of 512 (a rule that packed W once from 8 blocks wanted
+    # more workspace for the last call than for the first).
+    net = bpcore.Network([100, 1500, 2000, 7], activation="relu",
+                         output="softmax", loss="cross_entropy", seed=4)
+    X = rng.normal(size=(5000, 100)).astype(np.float32)
+    out = net.predict(X, n_threads=2)
+    assert np.array_equal(out, net.forward(X).out[-1])
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_trace_layout(dtype, make_net, random_params, rng):
     layers = [5, 8, 3, 2]
