@@ -121,6 +121,8 @@ int64_t predict_thread_bytes(const bp_arch *arch, int64_t m);
  * (BP_PREDICT_MAX_ROWS) pack each weight matrix once for all of them (in a
  * shared part of the workspace) rather than once per block. */
 #define BP_PREDICT_PREPACK_BLOCKS 8
+#define PREDICT_PREPACK_ROWS \
+    ((int64_t)BP_PREDICT_PREPACK_BLOCKS * BP_PREDICT_MAX_ROWS)
 /* Bytes of that shared part for m rows: 0 when not packed once; else room
  * for every layer's W at the widest panel padding (64 columns) and 8-byte
  * elements, whatever the ISA. */

@@ -85,10 +85,11 @@ FN(predict)(const ARGS(predict) *a)
     c.L = a->arch->n_layers - 1;
     c.bad = &bad;
     /* the shared part after every thread's own (predict_region) */
-    c.packed = predict_packed_bytes(a->arch, m) > 0
-                   ? (char *)align64((char *)align64(a->work) +
-                                     (int64_t)nt * c.per_thread)
-                   : NULL;
+    c.packed = NULL;
+    if (m >= PREDICT_PREPACK_ROWS && predict_packed_bytes(a->arch, m) > 0) {
+        c.packed = (char *)align64((char *)align64(a->work) +
+                                   (int64_t)nt * c.per_thread);
+    }
     if (m <= BP_PREDICT_SMALL && nt > 1) {
         /* a few rows: checked whole, before the team starts */
         if (a->check_finite &&

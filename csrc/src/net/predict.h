@@ -22,10 +22,15 @@ static T *
 FN(packed_w)(const FN(predict_ctx) *c, int64_t k, int64_t rows)
 {
     const bp_arch *arch = c->a->arch;
-    int64_t n_in = arch->sizes[k], n_out = arch->sizes[k + 1];
-    int64_t brows = predict_block_rows(c->a->m);
-    if (c->packed == NULL || !layer_uses_gemm(n_in, n_out) ||
-            !GEMM_CHUNK(takes_nest_)(brows, n_out, n_in) ||
+    int64_t n_in, n_out;
+    if (c->packed == NULL) {
+        return NULL;
+    }
+    n_in = arch->sizes[k];
+    n_out = arch->sizes[k + 1];
+    if (!layer_uses_gemm(n_in, n_out) ||
+            !GEMM_CHUNK(takes_nest_)(predict_block_rows(c->a->m), n_out,
+                                     n_in) ||
             !GEMM_CHUNK(takes_nest_)(rows, n_out, n_in)) {
         return NULL;
     }
