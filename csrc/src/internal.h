@@ -123,10 +123,18 @@ int64_t predict_thread_bytes(const bp_arch *arch, int64_t m);
 #define BP_PREDICT_PREPACK_BLOCKS 8
 #define PREDICT_PREPACK_ROWS \
     ((int64_t)BP_PREDICT_PREPACK_BLOCKS * BP_PREDICT_MAX_ROWS)
-/* Bytes of that shared part for m rows: 0 when not packed once; else room
- * for every layer's W at the widest panel padding (64 columns) and 8-byte
- * elements, whatever the ISA. */
-int64_t predict_packed_bytes(const bp_arch *arch, int64_t m);
+/* Bytes of that shared part when it is used: room for every layer's W at
+ * the widest panel padding (64 columns) and 8-byte elements, whatever the
+ * ISA (0 for weights too many to count so). */
+int64_t predict_packed_total(const bp_arch *arch);
+/* The same for m rows: 0 below PREDICT_PREPACK_ROWS, so that the bytes
+ * never shrink as m grows (a workspace for m rows serves fewer).  Inline:
+ * one-row calls (a fraction of a microsecond) ask too. */
+static inline int64_t
+predict_packed_bytes(const bp_arch *arch, int64_t m)
+{
+    return m < PREDICT_PREPACK_ROWS ? 0 : predict_packed_total(arch);
+}
 /* Where layer k's packed W starts in that part (bytes from its start). */
 int64_t predict_packed_offset(const bp_arch *arch, int64_t k);
 

@@ -211,15 +211,9 @@ predict_packed_offset(const bp_arch *arch, int64_t k)
 }
 
 int64_t
-predict_packed_bytes(const bp_arch *arch, int64_t m)
+predict_packed_total(const bp_arch *arch)
 {
     double widths = 0.0;
-    /* blocks of the largest size from there on, so the bytes never shrink
-     * as m grows (a workspace for m rows serves fewer); tested first, as
-     * one-row calls (a fraction of a microsecond) come here too */
-    if (m < PREDICT_PREPACK_ROWS) {
-        return 0;
-    }
     for (int64_t k = 0; k + 1 < arch->n_layers; k++) {
         widths += (double)arch->sizes[k];
     }
@@ -290,9 +284,8 @@ bp_predict_workspace_size(int64_t *bytes, const bp_arch *arch, int64_t m,
     if ((s = mul_checked(&total, predict_thread_bytes(arch, m),
                          resolve_threads(n_threads))) != BP_OK ||
             (s = add_checked(&total, total, 64)) != BP_OK ||
-            (m >= PREDICT_PREPACK_ROWS &&
-             (s = add_checked(&total, total,
-                              predict_packed_bytes(arch, m))) != BP_OK)) {
+            (s = add_checked(&total, total,
+                             predict_packed_bytes(arch, m))) != BP_OK) {
         return s;
     }
     *bytes = total;

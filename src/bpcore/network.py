@@ -1216,12 +1216,11 @@ class _FitLoop:
         if self.nt > 1 and flops >= _race.MIN_TEAM_FLOPS:
             arch = net._arch
             rule, both = arch.train_cut(self.B, self.nt)
-            syncs = {_core.CUT_AUTO: arch.train_syncs(self.B)}
+            cuts = (_core.CUT_AUTO,)
             if both:  # race the team's two cuts, the rule's first
-                other = (_core.CUT_COLUMNS if rule == _core.CUT_SAMPLES
-                         else _core.CUT_SAMPLES)
-                syncs = {cut: arch.train_syncs(self.B, cut)
-                         for cut in (rule, other)}
+                cuts = (rule, _core.CUT_COLUMNS if rule == _core.CUT_SAMPLES
+                        else _core.CUT_SAMPLES)
+            syncs = {cut: arch.train_syncs(self.B, cut) for cut in cuts}
             f64 = net._dtype == np.float64
             self.race = _race.ThreadRace(
                 self.nt, flops, syncs, f64,

@@ -86,7 +86,7 @@ FN(predict)(const ARGS(predict) *a)
     c.bad = &bad;
     /* the shared part after every thread's own (predict_region) */
     c.packed = NULL;
-    if (m >= PREDICT_PREPACK_ROWS && predict_packed_bytes(a->arch, m) > 0) {
+    if (predict_packed_bytes(a->arch, m) > 0) {
         c.packed = (char *)align64((char *)align64(a->work) +
                                    (int64_t)nt * c.per_thread);
     }

@@ -36,6 +36,16 @@ FN(packed_w)(const FN(predict_ctx) *c, int64_t k, int64_t rows)
     }
     return (T *)(c->packed + predict_packed_offset(arch, k));
 }
+
+/* Packing units of layer k's W (0 where it is not packed once). */
+static int64_t
+FN(pack_units)(const FN(predict_ctx) *c, int64_t k, int64_t brows)
+{
+    const int64_t *sizes = c->a->arch->sizes;
+    return FN(packed_w)(c, k, brows) == NULL
+               ? 0
+               : GEMM_CHUNK(pack_b_units_)(sizes[k], sizes[k + 1]);
+}
 #endif
 
 /*
@@ -116,24 +126,14 @@ FN(predict_region)(const FN(predict_ctx) *c)
          * any block of rows reads them) */
         int64_t units = 0;
         for (int64_t k = 0; k < c->L; k++) {
-            if (FN(packed_w)(c, k, brows) != NULL) {
-                units += GEMM_CHUNK(pack_b_units_)(a->arch->sizes[k],
-                                                   a->arch->sizes[k + 1]);
-            }
+            units += FN(pack_units)(c, k, brows);
         }
 #pragma omp for schedule(dynamic, 1)
         for (int64_t u = 0; u < units; u++) {
             int64_t k = 0, v = u;
-            for (;; k++) {
-                int64_t n_k = FN(packed_w)(c, k, brows) == NULL
-                                  ? 0
-                                  : GEMM_CHUNK(pack_b_units_)(
-                                        a->arch->sizes[k],
-                                        a->arch->sizes[k + 1]);
-                if (v < n_k) {
-                    break;
-                }
-                v -= n_k;
+            while (v >= FN(pack_units)(c, k, brows)) {
+                v -= FN(pack_units)(c, k, brows);
+                k++;
             }
             GEMM_CHUNK(pack_b_unit_)(FN(packed_w)(c, k, brows),
                                      a->params + c->w_off[k],
