@@ -267,9 +267,10 @@ def test_fit_any_thread_count(config, dtype):
 def test_fit_any_thread_count_wide_layers(opt, dtype):
     # layers 1024 and 2048 wide: a team then hands out the columns of the
     # big products in chunks as the threads come for them (product_chunks
-    # in csrc/src/gemm/product.h), each chunk's update applied by the
-    # thread that computed it; which thread takes which chunk must not
-    # show in the bits
+    # in csrc/src/gemm/product.h), and applies the epilogues (the update
+    # among them) after a barrier over whole rows; which thread takes
+    # which chunk or row must not show in the bits (a build whose update
+    # skipped the last row failed here)
     layers = [300, 2048, 1024, 10]
     rng = np.random.default_rng(5)
     X = rng.normal(size=(256, layers[0]))

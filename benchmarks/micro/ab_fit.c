@@ -14,7 +14,8 @@
  *   bash benchmarks/micro/ab_build.sh WORK /tmp/ab/new.so
  *   gcc -O2 -Icsrc/include benchmarks/micro/ab_fit.c -ldl -lm -o /tmp/ab/fit
  *   /tmp/ab/fit /tmp/ab/old.so /tmp/ab/new.so 2 [rounds [batch [sizes...]]]
- * e.g. sizes 784 256 128 10 for C3 (with batch 128).
+ * e.g. sizes 784 256 128 10 for C3 (with batch 128).  Built with
+ * -DAB_F64, the same in float64 (bp_train_f64).
  */
 #include "bpcore/bpcore.h"
 
@@ -24,13 +25,21 @@
 #include <string.h>
 #include <time.h>
 
+#ifdef AB_F64
+typedef double T;
+#define TRAIN_NAME "bp_train_f64"
+#else
+typedef float T;
+#define TRAIN_NAME "bp_train_f32"
+#endif
+
 #define PER_ROUND 8
 #define MAX_LAYERS 16
 
 typedef void (*init_fn)(void);
-typedef bp_status (*train_fn)(float *, float *, bp_optim *, double *,
-                              double *, int64_t *, const float *,
-                              const float *, const int64_t *, const float *,
+typedef bp_status (*train_fn)(T *, T *, bp_optim *, double *, double *,
+                              int64_t *, const T *, const T *,
+                              const int64_t *, const T *,
                               const int64_t *, int64_t, int64_t, int64_t,
                               int64_t, const bp_arch *, void *, int64_t, int,
                               int);
@@ -69,7 +78,7 @@ main(int argc, char **argv)
     int64_t w_off[MAX_LAYERS], b_off[MAX_LAYERS], m, *labels;
     int rounds = 30, nt;
     train_fn train[2];
-    float *params[2], *grad[2], *X;
+    T *params[2], *grad[2], *X;
     void *work[2];
     double *all[2], *ratio;
 
@@ -104,19 +113,19 @@ main(int argc, char **argv)
             return 1;
         }
         ((init_fn)dlsym(h, "bp_init"))();
-        train[v] = (train_fn)dlsym(h, "bp_train_f32");
+        train[v] = (train_fn)dlsym(h, TRAIN_NAME);
         if (v == 0 && ((layout_fn)dlsym(h, "bp_layout"))(
                           w_off, b_off, &n_weights, &n_params, sizes,
                           n_layers) != BP_OK) {
             return 1;
         }
         if (((work_fn)dlsym(h, "bp_train_workspace_bytes"))(
-                &w, &arch, batch, nt, 0) != BP_OK) {
+                &w, &arch, batch, nt, sizeof(T) == 8) != BP_OK) {
             return 1;
         }
         need = w > need ? w : need;
     }
-    X = aligned_alloc(64, (size_t)(m * sizes[0] + 16) * sizeof(float));
+    X = aligned_alloc(64, (size_t)(m * sizes[0] + 16) * sizeof(T));
     labels = malloc((size_t)m * sizeof(int64_t));
     all[0] = malloc((size_t)rounds * PER_ROUND * sizeof(double));
     all[1] = malloc((size_t)rounds * PER_ROUND * sizeof(double));
@@ -126,20 +135,20 @@ main(int argc, char **argv)
         return 1;
     }
     for (int64_t i = 0; i < m * sizes[0]; i++) {
-        X[i] = 0.1f * (float)((i * 7) % 11 - 5);
+        X[i] = (T)0.1 * (T)((i * 7) % 11 - 5);
     }
     for (int64_t i = 0; i < m; i++) {
         labels[i] = i % sizes[n_layers - 1];
     }
     for (int v = 0; v < 2; v++) {
-        params[v] = aligned_alloc(64, (size_t)(n_params + 16) * sizeof(float));
-        grad[v] = aligned_alloc(64, (size_t)(n_params + 16) * sizeof(float));
+        params[v] = aligned_alloc(64, (size_t)(n_params + 16) * sizeof(T));
+        grad[v] = aligned_alloc(64, (size_t)(n_params + 16) * sizeof(T));
         work[v] = aligned_alloc(64, (size_t)(need + 63) / 64 * 64);
         if (params[v] == NULL || grad[v] == NULL || work[v] == NULL) {
             return 1;
         }
         for (int64_t i = 0; i < n_params; i++) {
-            params[v][i] = 0.02f * (float)((i * 13) % 17 - 8) / 8.0f;
+            params[v][i] = (T)0.02 * (T)((i * 13) % 17 - 8) / (T)8;
         }
     }
     for (int r = -1; r < rounds; r++) {  /* round -1: warm-up, untimed */
@@ -157,7 +166,7 @@ main(int argc, char **argv)
                              X, NULL, labels, NULL, NULL, m, batch, b, 1,
                              &arch, work[v], need, -nt,
                              BP_CUT_AUTO) != BP_OK) {
-                    fprintf(stderr, "bp_train_f32 failed\n");
+                    fprintf(stderr, TRAIN_NAME " failed\n");
                     return 1;
                 }
                 t[b] = now() - t0;
@@ -179,7 +188,7 @@ main(int argc, char **argv)
            "(%.3f-%.3f); parameters %s\n",
            (long long)batch, nt, rounds, PER_ROUND, 1e3 * t_old, 1e3 * t_new,
            mid, ratio[0], ratio[rounds - 1],
-           memcmp(params[0], params[1], (size_t)n_params * sizeof(float))
+           memcmp(params[0], params[1], (size_t)n_params * sizeof(T))
                    == 0 ? "the same bits" : "DIFFER");
     return 0;
 }

@@ -267,7 +267,9 @@ FN(product_chunks)(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa,
  * serial work of the region).  A large product cut by columns hands them
  * out in chunks instead, where the ISA's kernel can (product_chunks).
  * Each entry is computed by one thread in the kernel's fixed order, then
- * passed through epi (NULL: none) by the same thread.  scratch holds
+ * passed through epi (NULL: none) by the same thread; or, where epi needs
+ * whole rows or the columns went in chunks, after a barrier, each thread
+ * taking whole rows (then the call ends with a barrier).  scratch holds
  * GEMM_SCRATCH_ELEMS per thread.  Ends with a barrier when sync is set;
  * without it, another thread may still be writing its part of C.
  */
@@ -285,13 +287,22 @@ FN(product_team_cut)(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa,
     int64_t nb = (len + unit - 1) / unit;
     int64_t lo = nb * tid / nt * unit;
     int64_t hi = nb * (tid + 1) / nt * unit;
-    int late = epi != NULL && epi->whole_rows && split_cols && nt > 1 &&
-               nb > 1;
+    int chunks = 0, late;
 
     hi = hi < len ? hi : len;
+#ifdef GEMM_CHUNK
+    chunks = split_cols && nt > 1 && FN(chunked)(A, rsa, csa, m, n, k, nt);
+#endif
+    /* the epilogue after a barrier, over whole rows shared out: where it
+     * needs them, and where the columns go in chunks (a chunk's rows of
+     * C, and of W for an update, are a whole row apart, and per chunk the
+     * epilogue waited on them one by one from L3; C4's batch at 2 threads
+     * 5-6% faster with whole rows, docs/perf-notes.md) */
+    late = epi != NULL && (epi->whole_rows || chunks) && split_cols &&
+           nt > 1 && nb > 1;
 
 #ifdef GEMM_CHUNK
-    if (split_cols && nt > 1 && FN(chunked)(A, rsa, csa, m, n, k, nt)) {
+    if (chunks) {
         FN(product_chunks)(C, ldc, A, rsa, csa, B, rsb, csb, m, n, k, mine,
                            late ? NULL : epi);
     } else
