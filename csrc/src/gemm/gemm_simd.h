@@ -346,11 +346,20 @@ SIMD_CAT(block_, NAME)(T *C, int64_t ldc, const T *a, int64_t ars,
 
 /* The packed loop nest of NAME (see the top of this file), kept out of
  * NAME, whose small-product path is what small layers run. */
+typedef void (*SIMD_CAT(fin_fn_, NAME))(const void *, int64_t, int64_t,
+                                        int64_t, int64_t);
+
+/* fin (NULL: none): called on each block of rows of C as soon as its last
+ * depth block is done, as fin(ctx, fr0 + i0, fr0 + i1, fc0 + j0, fc0 +
+ * j1), while those rows are still in this core's cache (cols_ does the
+ * same for a chunk's columns). */
 static __attribute__((noinline)) void
 SIMD_CAT(nest_, NAME)(T *C, int64_t ldc, const T *A, int64_t rsa,
                       int64_t csa, const T *B, int64_t rsb, int64_t csb,
                       int64_t m, int64_t n, int64_t k, int accumulate,
-                      T *restrict pa, T *restrict pb, const T *pball)
+                      T *restrict pa, T *restrict pb, const T *pball,
+                      SIMD_CAT(fin_fn_, NAME) fin, const void *ctx,
+                      int64_t fr0, int64_t fc0)
 {
     int direct_a = SIMD_CAT(direct_a_, NAME)(A, rsa, csa);
     for (int64_t jc = 0; jc < n; jc += GEMM_NC) {
@@ -376,6 +385,10 @@ SIMD_CAT(nest_, NAME)(T *C, int64_t ldc, const T *A, int64_t rsa,
                                             csa, mc, kc);
                     SIMD_CAT(block_, NAME)(c, ldc, pa, 1, MR, kc, b, mc, nc,
                                            kc, acc);
+                }
+                if (fin != NULL && pc + kc >= k) {
+                    fin(ctx, fr0 + ic, fr0 + ic + mc, fc0 + jc,
+                        fc0 + jc + nc);
                 }
             }
         }
@@ -553,7 +566,7 @@ SIMD_CAT(unflipped_, NAME)(T *C, int64_t ldc, const T *A, int64_t rsa,
     }
 
     SIMD_CAT(nest_, NAME)(C, ldc, A, rsa, csa, B, rsb, csb, m, n, k,
-                          accumulate, pa, pb, NULL);
+                          accumulate, pa, pb, NULL, NULL, NULL, 0, 0);
 }
 
 /*
@@ -600,7 +613,23 @@ SIMD_CAT(prepacked_, NAME)(T *C, int64_t ldc, const T *A, int64_t rsa,
 {
     T *pa = (T *)(((uintptr_t)scratch + 63u) & ~(uintptr_t)63u);
     SIMD_CAT(nest_, NAME)(C, ldc, A, rsa, csa, NULL, 0, 0, m, n, k, 0, pa,
-                          NULL, pball);
+                          NULL, pball, NULL, NULL, 0, 0);
+}
+
+/* NAME for a product that takes_nest_ (C overwritten), with an epilogue
+ * on each block of rows as nest_ finishes it (fin, ctx, fr0, fc0: see
+ * nest_). */
+static void
+SIMD_CAT(fused_, NAME)(T *C, int64_t ldc, const T *A, int64_t rsa,
+                       int64_t csa, const T *B, int64_t rsb, int64_t csb,
+                       int64_t m, int64_t n, int64_t k, T *scratch,
+                       SIMD_CAT(fin_fn_, NAME) fin, const void *ctx,
+                       int64_t fr0, int64_t fc0)
+{
+    T *pa = (T *)(((uintptr_t)scratch + 63u) & ~(uintptr_t)63u);
+    SIMD_CAT(nest_, NAME)(C, ldc, A, rsa, csa, B, rsb, csb, m, n, k, 0, pa,
+                          pa + (int64_t)GEMM_MC * GEMM_KC, NULL, fin, ctx,
+                          fr0, fc0);
 }
 
 static void

@@ -308,12 +308,23 @@ FN(product_team_cut)(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa,
     } else
 #endif
     if (lo < hi) {
-        if (split_cols) {
-            FN(product)(C + lo, ldc, A, rsa, csa, B + lo * csb, rsb, csb, m,
-                        hi - lo, k, mine);
-        } else {
-            FN(product)(C + lo * ldc, ldc, A + lo * rsa, rsa, csa, B, rsb,
-                        csb, hi - lo, n, k, mine);
+        int64_t sm = split_cols ? m : hi - lo, sn = split_cols ? hi - lo : n;
+        const T *sa = split_cols ? A : A + lo * rsa;
+        const T *sb = split_cols ? B + lo * csb : B;
+        T *sc = split_cols ? C + lo : C + lo * ldc;
+#ifdef GEMM_CHUNK
+        if (epi != NULL && !late && GEMM_CHUNK(takes_nest_)(sm, sn, k)) {
+            /* the epilogue on each block of rows as the nest finishes it,
+             * while it is in cache, rather than after the whole slice */
+            GEMM_CHUNK(fused_)(sc, ldc, sa, rsa, csa, sb, rsb, csb, sm, sn,
+                               k, mine, epi->fn, epi->ctx,
+                               split_cols ? 0 : lo, split_cols ? lo : 0);
+            epi = NULL;  /* done */
+        } else
+#endif
+        {
+            FN(product)(sc, ldc, sa, rsa, csa, sb, rsb, csb, sm, sn, k,
+                        mine);
         }
         if (epi != NULL && !late) {
             if (split_cols) {
