@@ -344,15 +344,24 @@ SIMD_CAT(block_, NAME)(T *C, int64_t ldc, const T *a, int64_t ars,
     }
 }
 
-/* The packed loop nest of NAME (see the top of this file), kept out of
- * NAME, whose small-product path is what small layers run. */
 typedef void (*SIMD_CAT(fin_fn_, NAME))(const void *, int64_t, int64_t,
                                         int64_t, int64_t);
 
-/* fin (NULL: none): called on each block of rows of C as soon as its last
- * depth block is done, as fin(ctx, fr0 + i0, fr0 + i1, fc0 + j0, fc0 +
- * j1), while those rows are still in this core's cache (cols_ does the
- * same for a chunk's columns). */
+/* The packed A block at the start of a kernel scratch, 64-byte aligned
+ * (packed B follows it, GEMM_MC x GEMM_KC elements on). */
+static inline T *
+SIMD_CAT(scratch_a_, NAME)(T *scratch)
+{
+    return (T *)(((uintptr_t)scratch + 63u) & ~(uintptr_t)63u);
+}
+
+/* The packed loop nest of NAME (see the top of this file), kept out of
+ * NAME, whose small-product path is what small layers run.  B is packed
+ * block by block into pb, or given packed whole in pball (prepacked_).
+ * fin (NULL: none) is called on each block of rows of C as soon as its
+ * last depth block is done, as fin(ctx, fr0 + i0, fr0 + i1, fc0 + j0,
+ * fc0 + j1), while those rows are still in this core's cache (cols_ does
+ * the same for a chunk's columns). */
 static __attribute__((noinline)) void
 SIMD_CAT(nest_, NAME)(T *C, int64_t ldc, const T *A, int64_t rsa,
                       int64_t csa, const T *B, int64_t rsb, int64_t csb,
@@ -492,7 +501,7 @@ SIMD_CAT(product_flipped_, NAME)(T *C, int64_t ldc, const T *A, int64_t rsa,
                                  int64_t csb, int64_t m, int64_t n,
                                  int64_t k, T *scratch)
 {
-    T *pa = (T *)(((uintptr_t)scratch + 63u) & ~(uintptr_t)63u);
+    T *pa = SIMD_CAT(scratch_a_, NAME)(scratch);
     T *ct = pa + (int64_t)GEMM_MC * GEMM_KC +
             (int64_t)GEMM_KC * (GEMM_NC / 2);
     for (int64_t i0 = 0; i0 < m; i0 += NARROW_ROWS) {
@@ -518,8 +527,7 @@ SIMD_CAT(unflipped_, NAME)(T *C, int64_t ldc, const T *A, int64_t rsa,
                            int64_t m, int64_t n, int64_t k, int accumulate,
                            T *scratch)
 {
-    /* scratch: packed A (GEMM_MC x GEMM_KC), then packed B, 64-aligned */
-    T *pa = (T *)(((uintptr_t)scratch + 63u) & ~(uintptr_t)63u);
+    T *pa = SIMD_CAT(scratch_a_, NAME)(scratch);
     T *pb = pa + (int64_t)GEMM_MC * GEMM_KC;
 
     if (k <= GEMM_KC && m * k <= 32768) {
@@ -572,13 +580,12 @@ SIMD_CAT(unflipped_, NAME)(T *C, int64_t ldc, const T *A, int64_t rsa,
 /*
  * B (k x n) packed whole, each (column block, depth block) as nest_ packs
  * it, block (jc, pc) at pball + jc k + pc (nc rounded up to NR), at most
- * k x (n rounded up to NR) elements: prepacked_ then runs nest_ on it
- * without packing B.  For a B that several products read unchanged
+ * k x (n rounded up to NR) elements, in units of one such block, which a
+ * team may share out: how many, and unit u.  prepacked_ then runs nest_
+ * on it without packing B.  For a B that several products read unchanged
  * (predict's W, block of rows after block of rows).  Same bits: the same
  * panels in the same nest.
  */
-/* B packed whole in units of one (column block, depth block) each, which a
- * team may share out: how many, and unit u. */
 static inline int64_t
 SIMD_CAT(pack_b_units_, NAME)(int64_t k, int64_t n)
 {
@@ -611,9 +618,9 @@ SIMD_CAT(prepacked_, NAME)(T *C, int64_t ldc, const T *A, int64_t rsa,
                            int64_t csa, const T *pball, int64_t m, int64_t n,
                            int64_t k, T *scratch)
 {
-    T *pa = (T *)(((uintptr_t)scratch + 63u) & ~(uintptr_t)63u);
-    SIMD_CAT(nest_, NAME)(C, ldc, A, rsa, csa, NULL, 0, 0, m, n, k, 0, pa,
-                          NULL, pball, NULL, NULL, 0, 0);
+    SIMD_CAT(nest_, NAME)(C, ldc, A, rsa, csa, NULL, 0, 0, m, n, k, 0,
+                          SIMD_CAT(scratch_a_, NAME)(scratch), NULL, pball,
+                          NULL, NULL, 0, 0);
 }
 
 /* NAME for a product that takes_nest_ (C overwritten), with an epilogue
@@ -626,7 +633,7 @@ SIMD_CAT(fused_, NAME)(T *C, int64_t ldc, const T *A, int64_t rsa,
                        SIMD_CAT(fin_fn_, NAME) fin, const void *ctx,
                        int64_t fr0, int64_t fc0)
 {
-    T *pa = (T *)(((uintptr_t)scratch + 63u) & ~(uintptr_t)63u);
+    T *pa = SIMD_CAT(scratch_a_, NAME)(scratch);
     SIMD_CAT(nest_, NAME)(C, ldc, A, rsa, csa, B, rsb, csb, m, n, k, 0, pa,
                           pa + (int64_t)GEMM_MC * GEMM_KC, NULL, fin, ctx,
                           fr0, fc0);

@@ -312,25 +312,20 @@ FN(product_team_cut)(T *C, int64_t ldc, const T *A, int64_t rsa, int64_t csa,
         const T *sa = split_cols ? A : A + lo * rsa;
         const T *sb = split_cols ? B + lo * csb : B;
         T *sc = split_cols ? C + lo : C + lo * ldc;
+        int64_t r0 = split_cols ? 0 : lo, c0 = split_cols ? lo : 0;
 #ifdef GEMM_CHUNK
         if (epi != NULL && !late && GEMM_CHUNK(takes_nest_)(sm, sn, k)) {
             /* the epilogue on each block of rows as the nest finishes it,
              * while it is in cache, rather than after the whole slice */
             GEMM_CHUNK(fused_)(sc, ldc, sa, rsa, csa, sb, rsb, csb, sm, sn,
-                               k, mine, epi->fn, epi->ctx,
-                               split_cols ? 0 : lo, split_cols ? lo : 0);
-            epi = NULL;  /* done */
+                               k, mine, epi->fn, epi->ctx, r0, c0);
         } else
 #endif
         {
             FN(product)(sc, ldc, sa, rsa, csa, sb, rsb, csb, sm, sn, k,
                         mine);
-        }
-        if (epi != NULL && !late) {
-            if (split_cols) {
-                epi->fn(epi->ctx, 0, m, lo, hi);
-            } else {
-                epi->fn(epi->ctx, lo, hi, 0, n);
+            if (epi != NULL && !late) {
+                epi->fn(epi->ctx, r0, r0 + sm, c0, c0 + sn);
             }
         }
     }
