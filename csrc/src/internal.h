@@ -18,21 +18,44 @@
 /* Largest layer width we accept; keeps every product far from overflow. */
 #define BP_MAX_WIDTH (INT64_C(1) << 31)
 
-/* Rows per block in predict: BP_PREDICT_ROWS, or for many rows up to
- * BP_PREDICT_MAX_ROWS (each block packs every weight matrix once, so
- * larger blocks pack less often), as long as there are at least four blocks
- * to share out.  Small enough to keep a block's activations near the core. */
+/* Rows per block in predict where each block packs every weight matrix:
+ * BP_PREDICT_ROWS, or for more rows up to BP_PREDICT_MAX_ROWS (larger
+ * blocks pack less often), as long as there are at least eight blocks to
+ * share out.  Also the rows a thread's buffers hold (predict_thread_bytes),
+ * so that the workspace never shrinks as m grows. */
 #define BP_PREDICT_ROWS 128
 #define BP_PREDICT_MAX_ROWS 512
 
 static inline int64_t
-predict_block_rows(int64_t m)
+predict_area_rows(int64_t m)
 {
     int64_t r = BP_PREDICT_ROWS;
     while (r < BP_PREDICT_MAX_ROWS && m >= 8 * r) {
         r *= 2;
     }
     return r;
+}
+
+/* Predict calls of at least this many blocks of the largest size
+ * (BP_PREDICT_MAX_ROWS) pack each weight matrix once for all of them (in a
+ * shared part of the workspace) rather than once per block. */
+#define BP_PREDICT_PREPACK_BLOCKS 8
+#define PREDICT_PREPACK_ROWS \
+    ((int64_t)BP_PREDICT_PREPACK_BLOCKS * BP_PREDICT_MAX_ROWS)
+
+/* Rows per block where the weights are packed once: few enough that a
+ * block's rows of X and its layers' outputs stay in L2 beside the packed
+ * weights.  A layer's output is read and written once per depth block
+ * (GEMM_KC), and a 512-row block of a 1024-wide layer is 2 MB: 64 rows
+ * instead of 512 took 0.95x the time on C3 and 0.91-0.93x on 1024-wide
+ * and 64-128-64 networks (Xeon model 167, one thread; perf-notes). */
+#define BP_PREDICT_PACKED_ROWS 64
+
+static inline int64_t
+predict_block_rows(int64_t m)
+{
+    return m >= PREDICT_PREPACK_ROWS ? BP_PREDICT_PACKED_ROWS
+                                     : predict_area_rows(m);
 }
 
 /* Predict calls of at most this many rows skip packing: direct products
@@ -117,15 +140,9 @@ int forward_team(const bp_arch *arch, int64_t m, int nt);
 /* Bytes of one thread's share of the predict workspace. */
 int64_t predict_thread_bytes(const bp_arch *arch, int64_t m);
 
-/* Predict calls of at least this many blocks of the largest size
- * (BP_PREDICT_MAX_ROWS) pack each weight matrix once for all of them (in a
- * shared part of the workspace) rather than once per block. */
-#define BP_PREDICT_PREPACK_BLOCKS 8
-#define PREDICT_PREPACK_ROWS \
-    ((int64_t)BP_PREDICT_PREPACK_BLOCKS * BP_PREDICT_MAX_ROWS)
-/* Bytes of that shared part when it is used: room for every layer's W at
- * the widest panel padding (64 columns) and 8-byte elements, whatever the
- * ISA (0 for weights too many to count so). */
+/* Bytes of the shared part (PREDICT_PREPACK_ROWS) when it is used: room
+ * for every layer's W at the widest panel padding (64 columns) and 8-byte
+ * elements, whatever the ISA (0 for weights too many to count so). */
 int64_t predict_packed_total(const bp_arch *arch);
 /* The same for m rows: 0 below PREDICT_PREPACK_ROWS, so that the bytes
  * never shrink as m grows (a workspace for m rows serves fewer).  Inline:

@@ -193,7 +193,7 @@ predict_thread_bytes(const bp_arch *arch, int64_t m)
         /* a few rows use the direct products: no packing scratch */
         return (arch_max_width(arch) * BP_PREDICT_SMALL * 8 + 64) * 2;
     }
-    return (arch_max_width(arch) * predict_block_rows(m) * 8 + 64) * 2 +
+    return (arch_max_width(arch) * predict_area_rows(m) * 8 + 64) * 2 +
            GEMM_SCRATCH_ELEMS * 8 + 64;
 }
 

@@ -323,6 +323,27 @@ SIMD_CAT(direct_a_, NAME)(const T *A, int64_t rsa, int64_t csa)
     return 1;
 }
 
+#ifndef GEMM_PF_DEFINED
+#define GEMM_PF_DEFINED
+/* Memory to bring into L2 while a product runs, [p, end), per_tile lines
+ * before each tile (predict so reads its next block of rows of X during
+ * the current block's first product, rather than from memory after it).
+ * prefetcht1: prefetcht0 measured 1.1-1.4% slower. */
+typedef struct {
+    const char *p, *end;
+    int64_t per_tile;
+} gemm_pf;
+
+static inline __attribute__((always_inline)) void
+gemm_pf_lines(gemm_pf *pf)
+{
+    for (int64_t q = 0; q < pf->per_tile && pf->p < pf->end; q++) {
+        __builtin_prefetch(pf->p, 0, 2);
+        pf->p += 64;
+    }
+}
+#endif
+
 /* The tiles of an mc x nc block of C over one depth block: row i of the
  * block's A at a + (i / MR) * MR * aps + (i % MR) * ars, depth p at
  * + p * acs (packed panels: ars 1, acs MR, aps kc; A in place: ars and
@@ -331,12 +352,15 @@ SIMD_CAT(direct_a_, NAME)(const T *A, int64_t rsa, int64_t csa)
 static inline __attribute__((always_inline)) void
 SIMD_CAT(block_, NAME)(T *C, int64_t ldc, const T *a, int64_t ars,
                        int64_t acs, int64_t aps, const T *pb, int64_t mc,
-                       int64_t nc, int64_t kc, int acc)
+                       int64_t nc, int64_t kc, int acc, gemm_pf *pf)
 {
     for (int64_t jr = 0; jr < nc; jr += NR) {
         int64_t nr = nc - jr < NR ? nc - jr : NR;
         for (int64_t ir = 0; ir < mc; ir += MR) {
             int64_t mr = mc - ir < MR ? mc - ir : MR;
+            if (pf != NULL) {
+                gemm_pf_lines(pf);
+            }
             SIMD_CAT(tile_rows_, NAME)(C + ir * ldc + jr, ldc, a + ir * aps,
                                        ars, acs, pb + jr * kc, NR, kc, mr, nr,
                                        acc);
@@ -368,7 +392,7 @@ SIMD_CAT(nest_, NAME)(T *C, int64_t ldc, const T *A, int64_t rsa,
                       int64_t m, int64_t n, int64_t k, int accumulate,
                       T *restrict pa, T *restrict pb, const T *pball,
                       SIMD_CAT(fin_fn_, NAME) fin, const void *ctx,
-                      int64_t fr0, int64_t fc0)
+                      int64_t fr0, int64_t fc0, gemm_pf *pf)
 {
     int direct_a = SIMD_CAT(direct_a_, NAME)(A, rsa, csa);
     for (int64_t jc = 0; jc < n; jc += GEMM_NC) {
@@ -388,12 +412,12 @@ SIMD_CAT(nest_, NAME)(T *C, int64_t ldc, const T *A, int64_t rsa,
                 T *c = C + ic * ldc + jc;
                 if (direct_a) {
                     SIMD_CAT(block_, NAME)(c, ldc, A + ic * rsa + pc, rsa, 1,
-                                           rsa, b, mc, nc, kc, acc);
+                                           rsa, b, mc, nc, kc, acc, pf);
                 } else {
                     SIMD_CAT(pack_a_, NAME)(pa, A + ic * rsa + pc * csa, rsa,
                                             csa, mc, kc);
                     SIMD_CAT(block_, NAME)(c, ldc, pa, 1, MR, kc, b, mc, nc,
-                                           kc, acc);
+                                           kc, acc, pf);
                 }
                 if (fin != NULL && pc + kc >= k) {
                     fin(ctx, fr0 + ic, fr0 + ic + mc, fc0 + jc,
@@ -473,10 +497,10 @@ SIMD_CAT(cols_, NAME)(T *C, int64_t ldc, const T *A, int64_t rsa,
             T *c = C + ic * ldc + j0;
             if (pa == NULL) {
                 SIMD_CAT(block_, NAME)(c, ldc, A + ic * rsa + pc, rsa, 1,
-                                       rsa, pb, mc, nc, kc, pc > 0);
+                                       rsa, pb, mc, nc, kc, pc > 0, NULL);
             } else {
                 SIMD_CAT(block_, NAME)(c, ldc, pa + pc * m_pad + ic * kc, 1,
-                                       MR, kc, pb, mc, nc, kc, pc > 0);
+                                       MR, kc, pb, mc, nc, kc, pc > 0, NULL);
             }
             if (fin != NULL && pc + kc >= k) {
                 fin(ctx, ic, ic + mc, j0, j1);
@@ -574,7 +598,7 @@ SIMD_CAT(unflipped_, NAME)(T *C, int64_t ldc, const T *A, int64_t rsa,
     }
 
     SIMD_CAT(nest_, NAME)(C, ldc, A, rsa, csa, B, rsb, csb, m, n, k,
-                          accumulate, pa, pb, NULL, NULL, NULL, 0, 0);
+                          accumulate, pa, pb, NULL, NULL, NULL, 0, 0, NULL);
 }
 
 /*
@@ -612,15 +636,28 @@ SIMD_CAT(takes_nest_, NAME)(int64_t m, int64_t n, int64_t k)
     return !SIMD_CAT(narrow_, NAME)(m, n) && !(k <= GEMM_KC && m * k <= 32768);
 }
 
-/* NAME for a product that takes_nest_, B given packed whole. */
+/* NAME for a product that takes_nest_, B given packed whole; pf_bytes at
+ * pf (none: 0) prefetched into L2 meanwhile, spread evenly over the
+ * product's tiles. */
 static void
 SIMD_CAT(prepacked_, NAME)(T *C, int64_t ldc, const T *A, int64_t rsa,
                            int64_t csa, const T *pball, int64_t m, int64_t n,
-                           int64_t k, T *scratch)
+                           int64_t k, T *scratch, const void *pf,
+                           int64_t pf_bytes)
 {
+    gemm_pf cur = {NULL, NULL, 0};
+    if (pf_bytes > 0) {
+        int64_t row_tiles = m / MC_ROWS * (MC_ROWS / MR) +
+                            (m % MC_ROWS + MR - 1) / MR;
+        int64_t tiles = row_tiles * ((n + NR - 1) / NR) *
+                        ((k + GEMM_KC - 1) / GEMM_KC);
+        cur.p = (const char *)pf;
+        cur.end = cur.p + pf_bytes;
+        cur.per_tile = (pf_bytes / 64 + tiles) / tiles;
+    }
     SIMD_CAT(nest_, NAME)(C, ldc, A, rsa, csa, NULL, 0, 0, m, n, k, 0,
                           SIMD_CAT(scratch_a_, NAME)(scratch), NULL, pball,
-                          NULL, NULL, 0, 0);
+                          NULL, NULL, 0, 0, pf_bytes > 0 ? &cur : NULL);
 }
 
 /* NAME for a product that takes_nest_ (C overwritten), with an epilogue
@@ -636,7 +673,7 @@ SIMD_CAT(fused_, NAME)(T *C, int64_t ldc, const T *A, int64_t rsa,
     T *pa = SIMD_CAT(scratch_a_, NAME)(scratch);
     SIMD_CAT(nest_, NAME)(C, ldc, A, rsa, csa, B, rsb, csb, m, n, k, 0, pa,
                           pa + (int64_t)GEMM_MC * GEMM_KC, NULL, fin, ctx,
-                          fr0, fc0);
+                          fr0, fc0, NULL);
 }
 
 static void
