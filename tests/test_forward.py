@@ -111,8 +111,11 @@ def test_long_predict_in_several_calls_keeps_the_bits(n_threads, rng):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_long_predict_packs_the_weights_once_same_bits(dtype, rng):
     # From 4,096 rows predict packs each layer's W once for every block of
-    # rows, the team sharing the packing out; the bits stay forward's, on
-    # any thread count, and those of shorter calls (which pack per block).
+    # rows (of 64), the team sharing the packing out; so does a call of 512
+    # rows or more whose X outweighs the packed weights (784-256-128-10 and
+    # 20-70-3 at 1,000 rows, not 300-1100-40-5).  The bits stay forward's,
+    # on any thread count, and those of shorter calls (300 rows: blocks of
+    # 128, each packing W).
     for layers in ([784, 256, 128, 10], [300, 1100, 40, 5], [20, 70, 3]):
         net = bpcore.Network(layers, activation="relu", output="softmax",
                              loss="cross_entropy", seed=3, dtype=dtype)
@@ -121,8 +124,11 @@ def test_long_predict_packs_the_weights_once_same_bits(dtype, rng):
         assert np.array_equal(out, net.forward(X).out[-1])
         for nt in (2, 3):
             assert np.array_equal(out, net.predict(X, n_threads=nt))
-        parts = [net.predict(X[i:i + 1000]) for i in range(0, 4099, 1000)]
-        assert np.array_equal(out, np.concatenate(parts))
+        for rows in (1000, 300):
+            for nt in (1, 2):
+                parts = [net.predict(X[i:i + rows], n_threads=nt)
+                         for i in range(0, 4099, rows)]
+                assert np.array_equal(out, np.concatenate(parts))
 
 
 def test_predict_split_into_calls_fits_its_workspace(rng):

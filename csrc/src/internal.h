@@ -36,28 +36,6 @@ predict_area_rows(int64_t m)
     return r;
 }
 
-/* Predict calls of at least this many blocks of the largest size
- * (BP_PREDICT_MAX_ROWS) pack each weight matrix once for all of them (in a
- * shared part of the workspace) rather than once per block. */
-#define BP_PREDICT_PREPACK_BLOCKS 8
-#define PREDICT_PREPACK_ROWS \
-    ((int64_t)BP_PREDICT_PREPACK_BLOCKS * BP_PREDICT_MAX_ROWS)
-
-/* Rows per block where the weights are packed once: few enough that a
- * block's rows of X and its layers' outputs stay in L2 beside the packed
- * weights.  A layer's output is read and written once per depth block
- * (GEMM_KC), and a 512-row block of a 1024-wide layer is 2 MB: 64 rows
- * instead of 512 took 0.95x the time on C3 and 0.91-0.93x on 1024-wide
- * and 64-128-64 networks (Xeon model 167, one thread; perf-notes). */
-#define BP_PREDICT_PACKED_ROWS 64
-
-static inline int64_t
-predict_block_rows(int64_t m)
-{
-    return m >= PREDICT_PREPACK_ROWS ? BP_PREDICT_PACKED_ROWS
-                                     : predict_area_rows(m);
-}
-
 /* Predict calls of at most this many rows skip packing: direct products
  * that sum in the kernel's order (same bits, no scratch, low latency). */
 #define BP_PREDICT_SMALL 4
@@ -140,17 +118,50 @@ int forward_team(const bp_arch *arch, int64_t m, int nt);
 /* Bytes of one thread's share of the predict workspace. */
 int64_t predict_thread_bytes(const bp_arch *arch, int64_t m);
 
-/* Bytes of the shared part (PREDICT_PREPACK_ROWS) when it is used: room
- * for every layer's W at the widest panel padding (64 columns) and 8-byte
- * elements, whatever the ISA (0 for weights too many to count so). */
+/* Predict calls of at least this many blocks of the largest size
+ * (BP_PREDICT_MAX_ROWS) pack each weight matrix once for all of them (in a
+ * shared part of the workspace) rather than once per block; so do calls
+ * of at least one such block whose X, at 8 bytes an element, takes at
+ * least the packed weights' bytes (the shared part then never outgrows
+ * the input much).  From 600 to 3,000 rows of C3, packing once took
+ * 0.95-0.96x the time of packing per block (Xeon model 167, one thread). */
+#define BP_PREDICT_PREPACK_BLOCKS 8
+#define PREDICT_PREPACK_ROWS \
+    ((int64_t)BP_PREDICT_PREPACK_BLOCKS * BP_PREDICT_MAX_ROWS)
+/* Bytes of the shared part when it is used: room for every layer's W at
+ * the widest panel padding (64 columns) and 8-byte elements, whatever the
+ * ISA (0 for weights too many to count so). */
 int64_t predict_packed_total(const bp_arch *arch);
-/* The same for m rows: 0 below PREDICT_PREPACK_ROWS, so that the bytes
- * never shrink as m grows (a workspace for m rows serves fewer).  Inline:
+/* The same for m rows, 0 where the weights are packed block by block: never
+ * shrinks as m grows (a workspace for m rows serves fewer).  Inline:
  * one-row calls (a fraction of a microsecond) ask too. */
 static inline int64_t
 predict_packed_bytes(const bp_arch *arch, int64_t m)
 {
-    return m < PREDICT_PREPACK_ROWS ? 0 : predict_packed_total(arch);
+    int64_t total;
+    if (m < BP_PREDICT_MAX_ROWS) {
+        return 0;
+    }
+    total = predict_packed_total(arch);
+    return m >= PREDICT_PREPACK_ROWS || total <= m * arch->sizes[0] * 8
+               ? total
+               : 0;
+}
+
+/* Rows per block where the weights are packed once: few enough that a
+ * block's rows of X and its layers' outputs stay in L2 beside the packed
+ * weights.  A layer's output is read and written once per depth block
+ * (GEMM_KC), and a 512-row block of a 1024-wide layer is 2 MB: 64 rows
+ * instead of 512 took 0.95x the time on C3 and 0.91-0.93x on 1024-wide
+ * and 64-128-64 networks (Xeon model 167, one thread; perf-notes). */
+#define BP_PREDICT_PACKED_ROWS 64
+
+/* Rows per block of a predict call of m rows. */
+static inline int64_t
+predict_block_rows(const bp_arch *arch, int64_t m)
+{
+    return predict_packed_bytes(arch, m) > 0 ? BP_PREDICT_PACKED_ROWS
+                                             : predict_area_rows(m);
 }
 /* Where layer k's packed W starts in that part (bytes from its start). */
 int64_t predict_packed_offset(const bp_arch *arch, int64_t k);

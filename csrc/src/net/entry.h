@@ -75,12 +75,13 @@ FN(predict)(const ARGS(predict) *a)
     if (a->work_bytes < need) {
         return BP_ENOMEM;
     }
-    brows = predict_block_rows(m);
+    brows = predict_block_rows(a->arch, m);
     c.a = a;
     c.w_off = lay.w_off;
     c.b_off = lay.b_off;
     c.per_thread = predict_thread_bytes(a->arch, m);
     c.width = arch_max_width(a->arch);
+    c.brows = brows;
     c.n_blocks = (m + brows - 1) / brows;
     c.L = a->arch->n_layers - 1;
     c.bad = &bad;

@@ -8,7 +8,7 @@
 typedef struct {
     const ARGS(predict) *a;
     const int64_t *w_off, *b_off;
-    int64_t per_thread, width, n_blocks, L;
+    int64_t per_thread, width, brows, n_blocks, L;
     int *bad;  /* set when a checked block of X holds NaN or inf */
     char *packed;  /* the layers' W packed once (predict_packed_bytes), or
                     * NULL: each block packs them */
@@ -29,8 +29,7 @@ FN(packed_w)(const FN(predict_ctx) *c, int64_t k, int64_t rows)
     n_in = arch->sizes[k];
     n_out = arch->sizes[k + 1];
     if (!layer_uses_gemm(n_in, n_out) ||
-            !GEMM_CHUNK(takes_nest_)(predict_block_rows(c->a->m), n_out,
-                                     n_in) ||
+            !GEMM_CHUNK(takes_nest_)(c->brows, n_out, n_in) ||
             !GEMM_CHUNK(takes_nest_)(rows, n_out, n_in)) {
         return NULL;
     }
@@ -120,7 +119,7 @@ FN(predict_region)(const FN(predict_ctx) *c)
     char *mine = (char *)align64(a->work) + (int64_t)thread_id() *
                                             c->per_thread;
     int64_t brows = m <= BP_PREDICT_SMALL ? BP_PREDICT_SMALL
-                                          : predict_block_rows(m);
+                                          : c->brows;
     T *buf[2], *scratch;
     buf[0] = (T *)mine;
     buf[1] = (T *)align64(mine + width * brows * 8);
