@@ -12,7 +12,8 @@
  *   bash benchmarks/micro/ab_build.sh WORK /tmp/ab/new.so
  *   gcc -O2 -Icsrc/include benchmarks/micro/ab_predict.c -ldl -o /tmp/ab/pr
  *   /tmp/ab/pr /tmp/ab/old.so /tmp/ab/new.so THREADS [ROUNDS [ROWS [N0 N1 N2]]]
- * (the last three: the input and hidden widths, 784 256 128).
+ * (the last three: the input and hidden widths, 784 256 128).  Built with
+ * -DAB_F64, the same in float64 (bp_predict_checked_f64).
  */
 #include "bpcore/bpcore.h"
 
@@ -22,10 +23,18 @@
 #include <string.h>
 #include <time.h>
 
+#ifdef AB_F64
+typedef double T;
+#define PREDICT_NAME "bp_predict_checked_f64"
+#else
+typedef float T;
+#define PREDICT_NAME "bp_predict_checked_f32"
+#endif
+
 #define CALLS 3
 
 typedef void (*init_fn)(void);
-typedef bp_status (*predict_fn)(float *, const float *, const float *,
+typedef bp_status (*predict_fn)(T *, const T *, const T *,
                                 const bp_arch *, int64_t, void *, int64_t,
                                 int);
 typedef bp_status (*layout_fn)(int64_t *, int64_t *, int64_t *, int64_t *,
@@ -55,7 +64,7 @@ main(int argc, char **argv)
     bp_arch arch = {4, sizes, acts, BP_LOSS_CE, 0.0, NULL, 0};
     int64_t w_off[3], b_off[3], n_weights, n_params, need = 0, m = 60000;
     predict_fn predict[2];
-    float *params, *x, *y[2];
+    T *params, *x, *y[2];
     double *best[2], *ratio;
     void *work;
     int nt, rounds = 20, wins = 0;
@@ -86,7 +95,7 @@ main(int argc, char **argv)
             return 1;
         }
         ((init_fn)dlsym(h, "bp_init"))();
-        predict[v] = (predict_fn)dlsym(h, "bp_predict_checked_f32");
+        predict[v] = (predict_fn)dlsym(h, PREDICT_NAME);
         if (v == 0 && ((layout_fn)dlsym(h, "bp_layout"))(
                           w_off, b_off, &n_weights, &n_params, sizes, 4) !=
                           BP_OK) {
@@ -98,11 +107,11 @@ main(int argc, char **argv)
         }
         need = w > need ? w : need;
     }
-    params = aligned_alloc(64, (size_t)(n_params + 16) / 16 * 64);
-    x = aligned_alloc(64, (size_t)(m * sizes[0] + 16) / 16 * 64);
+    params = aligned_alloc(64, (size_t)(n_params + 8) / 8 * 64);
+    x = aligned_alloc(64, (size_t)(m * sizes[0] + 8) / 8 * 64);
     work = aligned_alloc(64, (size_t)(need + 63) / 64 * 64);
     for (int v = 0; v < 2; v++) {
-        y[v] = aligned_alloc(64, (size_t)(m * 10 + 16) / 16 * 64);
+        y[v] = aligned_alloc(64, (size_t)(m * 10 + 8) / 8 * 64);
         best[v] = malloc((size_t)rounds * sizeof(double));
     }
     ratio = malloc((size_t)rounds * sizeof(double));
@@ -111,13 +120,13 @@ main(int argc, char **argv)
         return 1;
     }
     for (int64_t i = 0; i < n_params; i++) {
-        params[i] = 0.01f * (float)((i * 7) % 13 - 6);
+        params[i] = (T)0.01 * (T)((i * 7) % 13 - 6);
     }
     for (int64_t i = 0; i < m * sizes[0]; i++) {  /* xorshift, in [-1, 1) */
         s ^= s << 13;
         s ^= s >> 7;
         s ^= s << 17;
-        x[i] = (float)(s >> 40) / (float)(1 << 23) - 1.0f;
+        x[i] = (T)(s >> 40) / (T)(1 << 23) - (T)1;
     }
     for (int r = 0; r < rounds; r++) {
         for (int q = 0; q < 2; q++) {
@@ -147,7 +156,7 @@ main(int argc, char **argv)
     printf("new / old time: median %.3f (%.3f-%.3f); new faster in %d of %d "
            "rounds; outputs %s\n",
            ratio[rounds / 2], ratio[0], ratio[rounds - 1], wins, rounds,
-           memcmp(y[0], y[1], (size_t)m * 10 * sizeof(float)) == 0
+           memcmp(y[0], y[1], (size_t)m * 10 * sizeof(T)) == 0
                ? "the same bits"
                : "DIFFER");
     return 0;

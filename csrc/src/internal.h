@@ -151,17 +151,26 @@ predict_packed_bytes(const bp_arch *arch, int64_t m)
 /* Rows per block where the weights are packed once: few enough that a
  * block's rows of X and its layers' outputs stay in L2 beside the packed
  * weights.  A layer's output is read and written once per depth block
- * (GEMM_KC), and a 512-row block of a 1024-wide layer is 2 MB: 64 rows
- * instead of 512 took 0.95x the time on C3 and 0.91-0.93x on 1024-wide
- * and 64-128-64 networks (Xeon model 167, one thread; perf-notes). */
-#define BP_PREDICT_PACKED_ROWS 64
+ * (GEMM_KC), and a 512-row block of a 1024-wide layer is 2 MB.  Measured
+ * against 512 (Xeon model 167, one thread): float32 in 64 rows took 0.93x
+ * the time on C3 and 0.91-0.93x on 1024-wide and 64-128-64 networks;
+ * float64 (6-row tiles whose B panels exceed L1) gained less and lost
+ * below 256 rows: 0.98-0.99x in 256, 1.01-1.06x in 64. */
+#define BP_PREDICT_PACKED_ROWS_F32 64
+#define BP_PREDICT_PACKED_ROWS_F64 256
 
-/* Rows per block of a predict call of m rows. */
+/* Rows per block of a predict call of m rows of elem_bytes elements: never
+ * more than a thread's buffers hold (predict_area_rows). */
 static inline int64_t
-predict_block_rows(const bp_arch *arch, int64_t m)
+predict_block_rows(const bp_arch *arch, int64_t m, int elem_bytes)
 {
-    return predict_packed_bytes(arch, m) > 0 ? BP_PREDICT_PACKED_ROWS
-                                             : predict_area_rows(m);
+    int64_t area = predict_area_rows(m), rows;
+    if (predict_packed_bytes(arch, m) == 0) {
+        return area;
+    }
+    rows = elem_bytes == 4 ? BP_PREDICT_PACKED_ROWS_F32
+                           : BP_PREDICT_PACKED_ROWS_F64;
+    return rows < area ? rows : area;
 }
 /* Where layer k's packed W starts in that part (bytes from its start). */
 int64_t predict_packed_offset(const bp_arch *arch, int64_t k);

@@ -75,7 +75,7 @@ FN(predict)(const ARGS(predict) *a)
     if (a->work_bytes < need) {
         return BP_ENOMEM;
     }
-    brows = predict_block_rows(a->arch, m);
+    brows = predict_block_rows(a->arch, m, (int)sizeof(T));
     c.a = a;
     c.w_off = lay.w_off;
     c.b_off = lay.b_off;

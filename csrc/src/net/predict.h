@@ -53,8 +53,9 @@ FN(pack_units)(const FN(predict_ctx) *c, int64_t k, int64_t brows)
  *   Y (rows, n_L) out;  x (rows, n_0) in
  *   buf[2] (rows, widest layer), scratch: the thread's own
  *   next (n_next elements): the next block's rows of X, brought into L2
- *   during the first layer's product where W is packed once (2T: 0.97x
- *   the time of C3's predict, reading them from memory in the check)
+ *   during the first layer's product where W is packed once, in float32
+ *   (C3: 0.97x the time at 2 threads, 0.99x at 1, where the check would
+ *   read them from memory; float64's 256-row blocks: 1.01-1.05x, so not)
  */
 static void
 FN(predict_block)(T *Y, const T *x, int64_t rows, const FN(predict_ctx) *c,
@@ -78,9 +79,10 @@ FN(predict_block)(T *Y, const T *x, int64_t rows, const FN(predict_ctx) *c,
             FN(product_small)(dst, x, W, rows, n_in, n_out, 0, n_out);
         } else if (pw != NULL) {
 #ifdef GEMM_CHUNK
+            int pf = k == 0 && sizeof(T) == 4;
             GEMM_CHUNK(prepacked_)(dst, n_out, x, n_in, 1, pw, rows, n_out,
-                                   n_in, scratch, k == 0 ? next : NULL,
-                                   k == 0 ? n_next * (int64_t)sizeof(T) : 0);
+                                   n_in, scratch, pf ? next : NULL,
+                                   pf ? n_next * (int64_t)sizeof(T) : 0);
 #endif
         } else if (layer_uses_gemm(n_in, n_out)) {
             FN(product)(dst, n_out, x, n_in, 1, W, n_out, 1, rows, n_out,
