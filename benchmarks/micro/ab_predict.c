@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #ifdef AB_F64
@@ -108,7 +109,15 @@ main(int argc, char **argv)
         need = w > need ? w : need;
     }
     params = aligned_alloc(64, (size_t)(n_params + 8) / 8 * 64);
-    x = aligned_alloc(64, (size_t)(m * sizes[0] + 8) / 8 * 64);
+    /* X on 2 MB pages where the kernel allows, as numpy asks for arrays
+     * of 4 MB or more */
+    x = aligned_alloc(1 << 21, ((size_t)m * sizes[0] * sizeof(T) +
+                                (1 << 21) - 1) >> 21 << 21);
+    if (x != NULL) {
+        madvise(x, ((size_t)m * sizes[0] * sizeof(T) + (1 << 21) - 1) >>
+                       21 << 21,
+                MADV_HUGEPAGE);
+    }
     work = aligned_alloc(64, (size_t)(need + 63) / 64 * 64);
     for (int v = 0; v < 2; v++) {
         y[v] = aligned_alloc(64, (size_t)(m * 10 + 8) / 8 * 64);
