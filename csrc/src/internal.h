@@ -124,7 +124,7 @@ int64_t predict_thread_bytes(const bp_arch *arch, int64_t m);
  * of at least one such block whose X, at 8 bytes an element, takes at
  * least the packed weights' bytes (the shared part then never outgrows
  * the input much).  From 600 to 3,000 rows of C3, packing once took
- * 0.95-0.96x the time of packing per block (Xeon model 167, one thread). */
+ * 0.94-0.96x the time of packing per block (Xeon model 167, one thread). */
 #define BP_PREDICT_PREPACK_BLOCKS 8
 #define PREDICT_PREPACK_ROWS \
     ((int64_t)BP_PREDICT_PREPACK_BLOCKS * BP_PREDICT_MAX_ROWS)

@@ -55,7 +55,7 @@ FN(pack_units)(const FN(predict_ctx) *c, int64_t k, int64_t brows)
  *   next (n_next elements): the next block's rows of X, brought into L2
  *   during the first layer's product where W is packed once, in float32
  *   (C3: 0.97x the time at 2 threads, 0.99x at 1, where the check would
- *   read them from memory; float64's 256-row blocks: 1.01-1.05x, so not)
+ *   read them from memory; float64 measured 1.01-1.05x, so not)
  */
 static void
 FN(predict_block)(T *Y, const T *x, int64_t rows, const FN(predict_ctx) *c,
