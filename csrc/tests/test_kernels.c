@@ -339,8 +339,10 @@ check_few_rows_predict(const kernel_table *t)
 
 /* A team's product gives one thread's bits however it shares the work:
  * products wide enough for the team to hand out their columns in chunks
- * (gemm/product.h, product_chunks: n at least 16 chunks of 2 NR columns
- * for two threads) and narrower ones, on the three layouts of a layer's
+ * (gemm/product.h, product_chunks: n at least CHUNKS_PER_THREAD chunks of
+ * 2 NR columns per thread; 300 columns in chunks on two threads, not on
+ * three, with AVX-512) and narrower ones (100 columns: slices with every
+ * table), on the three layouts of a layer's
  * products, with a partial last chunk (n = 1050), rows not a multiple of
  * any tile (250), depths not a multiple of GEMM_KC, A packed (rows of 4 KB
  * and A stored transposed) and read in place (the other row-major A); 2
@@ -352,7 +354,8 @@ check_team_matmul(const kernel_table *t)
         /* m, n, k, trans_a, trans_b */
         {32, 1024, 1024, 0, 0}, {400, 1024, 100, 1, 0},
         {60, 1024, 520, 0, 1}, {50, 1050, 1000, 0, 0},
-        {250, 1050, 300, 1, 1}, {64, 2048, 600, 0, 1}, {40, 300, 700, 0, 0}};
+        {250, 1050, 300, 1, 1}, {64, 2048, 600, 0, 1}, {40, 300, 700, 0, 0},
+        {40, 100, 700, 0, 0}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         int64_t m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
         int ta = (int)shapes[s][3], tb = (int)shapes[s][4];

@@ -182,7 +182,7 @@ typedef struct {
 #ifdef GEMM_CHUNK
 /* Chunks per thread below which a team keeps one slice per thread.  8
  * until 2026-12-08; 2 puts C3's first layer (256 columns) in chunks, two
- * per thread, none shared: its batch at 2 threads 0.957-0.974x the time on
+ * per thread, none shared: its batch at 2 threads 0.957-0.975x the time on
  * Zen 4 (AVX2 table 0.981, float64 0.976), a 512-wide network's 0.945,
  * same bits (docs/perf-notes.md, "Zen 4, third session"). */
 #define CHUNKS_PER_THREAD 2
